@@ -1,0 +1,60 @@
+import GRDB
+import PKRCore
+
+/// A DB-backed simulation of an ERC-20-like token: balances per address and one receipt per operation.
+/// It shares the gateway's database transaction, so a mint or burn is applied with its ledger entries or not
+/// at all. A real chain adapter would instead submit from an outbox and confirm asynchronously.
+public enum ChainStub {
+    public static func createTables(_ db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE chain_stub_chainstubbalance (
+              address TEXT PRIMARY KEY,
+              balance_units INTEGER NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
+            );
+            CREATE TABLE chain_stub_chainstubreceipt (
+              tx_hash TEXT PRIMARY KEY,
+              op TEXT NOT NULL CHECK (op IN ('mint', 'burn')),
+              address TEXT NOT NULL,
+              amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+              reference TEXT NOT NULL UNIQUE,
+              created_at TEXT NOT NULL
+            );
+            """)
+    }
+
+    public static func openAddress(_ db: Database, _ address: String) throws {
+        try db.execute(sql: "INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES (?, 0) ON CONFLICT DO NOTHING",
+                       arguments: [address])
+    }
+
+    /// Applies a mint or burn and returns its receipt's transaction hash. A burn beyond the balance throws.
+    public static func submit(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
+                              createdAt: String) throws -> String {
+        precondition(amountUnits > 0, "chain operations move a positive amount")
+        let delta = op == .mint ? amountUnits : -amountUnits
+        try db.execute(sql: """
+            UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
+            WHERE address = ? AND balance_units + ? >= 0
+            """, arguments: [delta, address, delta])
+        guard db.changesCount == 1 else { throw ChainStubError.rejected(address: address, op: op) }
+        let txHash = Identifiers.chainTxHash()
+        try db.execute(sql: """
+            INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """, arguments: [txHash, op.rawValue, address, amountUnits, reference, createdAt])
+        return txHash
+    }
+
+    public static func totalSupplyUnits(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance") ?? 0
+    }
+
+    public static func balanceUnits(_ db: Database, address: String) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT balance_units FROM chain_stub_chainstubbalance WHERE address = ?",
+                           arguments: [address]) ?? 0
+    }
+}
+
+public enum ChainStubError: Error, Equatable {
+    case rejected(address: String, op: ChainJobType)
+}

@@ -1,0 +1,88 @@
+import CLibCrypto
+
+/// Thin wrappers over OpenSSL's libcrypto: the only crypto the project uses.
+public enum Crypto {
+    public static let sha256Bytes = 32
+
+    public static func hmacSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var outLength: UInt32 = 0
+        let result = key.withUnsafeBufferPointer { keyBuffer in
+            message.withUnsafeBufferPointer { messageBuffer in
+                out.withUnsafeMutableBufferPointer { outBuffer in
+                    HMAC(EVP_sha256(), keyBuffer.baseAddress, Int32(keyBuffer.count),
+                         messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress, &outLength)
+                }
+            }
+        }
+        precondition(result != nil && outLength == UInt32(sha256Bytes), "HMAC-SHA256 failed in libcrypto")
+        return Array(out.prefix(sha256Bytes))
+    }
+
+    public static func sha256(_ message: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: sha256Bytes)
+        let result = message.withUnsafeBufferPointer { messageBuffer in
+            out.withUnsafeMutableBufferPointer { outBuffer in
+                SHA256(messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress)
+            }
+        }
+        precondition(result != nil, "SHA-256 failed in libcrypto")
+        return out
+    }
+
+    public static func sha256Hex(_ text: String) -> String {
+        hex(sha256(Array(text.utf8)))
+    }
+
+    /// Compares two byte strings in time that depends only on their length.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        if a.isEmpty { return true }
+        return a.withUnsafeBytes { ab in
+            b.withUnsafeBytes { bb in CRYPTO_memcmp(ab.baseAddress, bb.baseAddress, ab.count) == 0 }
+        }
+    }
+
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let result = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
+        precondition(result == 1, "RAND_bytes failed in libcrypto")
+        return out
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    public static func hex(_ bytes: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(hexDigits[Int(byte >> 4)])
+            out.append(hexDigits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes lowercase or uppercase hex; nil for anything else.
+    public static func unhex(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count / 2)
+        var index = 0
+        while index < chars.count {
+            guard let high = nibble(chars[index]), let low = nibble(chars[index + 1]) else { return nil }
+            out.append(high << 4 | low)
+            index += 2
+        }
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

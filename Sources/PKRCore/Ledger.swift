@@ -1,0 +1,162 @@
+/// Double-entry posting rules and the ledger's hash chain. Pure: stores call these and persist the results.
+public enum LedgerSide: String, Sendable, Codable {
+    case debit
+    case credit
+}
+
+public enum LedgerAccount: String, Sendable, Codable {
+    case issuerToken = "issuer_token"
+    case userToken = "user_token"
+}
+
+public enum ChainJobType: String, Sendable, Codable {
+    case mint
+    case burn
+}
+
+public struct LedgerPosting: Sendable, Equatable {
+    public var side: LedgerSide
+    public var account: LedgerAccount
+    public var amountUnits: Int64
+}
+
+public enum PostingRules {
+    /// A mint credits the issuer's token position and debits the user's, as the seed records it.
+    /// A burn is its mirror image. Both sides always carry the same amount.
+    public static func postings(for job: ChainJobType, amountUnits: Int64) -> [LedgerPosting] {
+        precondition(amountUnits > 0, "ledger amounts are positive")
+        switch job {
+        case .mint:
+            return [LedgerPosting(side: .credit, account: .issuerToken, amountUnits: amountUnits),
+                    LedgerPosting(side: .debit, account: .userToken, amountUnits: amountUnits)]
+        case .burn:
+            return [LedgerPosting(side: .credit, account: .userToken, amountUnits: amountUnits),
+                    LedgerPosting(side: .debit, account: .issuerToken, amountUnits: amountUnits)]
+        }
+    }
+}
+
+/// The fields of one ledger entry that the hash covers.
+public struct LedgerEntry: Sendable, Equatable {
+    public var id: Int64
+    public var userID: String?
+    public var side: LedgerSide
+    public var account: LedgerAccount
+    public var amountUnits: Int64
+    public var refType: ChainJobType
+    public var refID: String
+    public var createdAt: String
+    public var prevHash: String
+    public var entryHash: String
+
+    public init(id: Int64, userID: String?, side: LedgerSide, account: LedgerAccount, amountUnits: Int64,
+                refType: ChainJobType, refID: String, createdAt: String, prevHash: String, entryHash: String) {
+        self.id = id
+        self.userID = userID
+        self.side = side
+        self.account = account
+        self.amountUnits = amountUnits
+        self.refType = refType
+        self.refID = refID
+        self.createdAt = createdAt
+        self.prevHash = prevHash
+        self.entryHash = entryHash
+    }
+
+    /// Builds the next entry of the chain, computing its hash.
+    public static func next(after head: LedgerHead, userID: String?, posting: LedgerPosting, refType: ChainJobType,
+                            refID: String, createdAt: String) -> LedgerEntry {
+        var entry = LedgerEntry(id: head.lastID + 1, userID: userID, side: posting.side, account: posting.account,
+                                amountUnits: posting.amountUnits, refType: refType, refID: refID,
+                                createdAt: createdAt, prevHash: head.lastHash, entryHash: "")
+        entry.entryHash = entry.computedHash()
+        return entry
+    }
+
+    /// SHA-256 over a canonical, versioned, field-separated rendering of the entry and its predecessor's hash.
+    public func computedHash() -> String {
+        let canonical = ["pkr-ledger-v1", String(id), userID ?? "", side.rawValue, account.rawValue,
+                         String(amountUnits), refType.rawValue, refID, createdAt, prevHash].joined(separator: "\u{1f}")
+        return Crypto.sha256Hex(canonical)
+    }
+}
+
+/// The last entry's id and hash; the genesis head has id 0 and an all-zero hash.
+public struct LedgerHead: Sendable, Equatable {
+    public static let genesisHash = String(repeating: "0", count: 64)
+    public static let genesis = LedgerHead(lastID: 0, lastHash: genesisHash)
+
+    public var lastID: Int64
+    public var lastHash: String
+
+    public init(lastID: Int64, lastHash: String) {
+        self.lastID = lastID
+        self.lastHash = lastHash
+    }
+
+    public init(_ entry: LedgerEntry) {
+        self.init(lastID: entry.id, lastHash: entry.entryHash)
+    }
+}
+
+/// The first place where the stored chain stops being what was written.
+public enum LedgerBreak: Sendable, Equatable, CustomStringConvertible {
+    case missingEntry(expectedID: Int64, foundID: Int64)
+    case hashMismatch(id: Int64)
+    case prevHashMismatch(id: Int64)
+    case headMismatch(headID: Int64, lastID: Int64)
+    case unbalanced(debitUnits: Int64, creditUnits: Int64)
+
+    public var description: String {
+        switch self {
+        case .missingEntry(let expected, let found):
+            return "entry \(expected) is missing (next stored entry is \(found))"
+        case .hashMismatch(let id): return "entry \(id) was altered: its stored hash does not match its fields"
+        case .prevHashMismatch(let id): return "entry \(id) does not link to the entry before it"
+        case .headMismatch(let headID, let lastID):
+            return "the chain head records entry \(headID) but the last stored entry is \(lastID) (entries removed or added)"
+        case .unbalanced(let debits, let credits): return "ledger debits \(debits) != credits \(credits)"
+        }
+    }
+}
+
+/// Streams entries in id order and stops at the first break. Also sums both sides.
+public struct LedgerChainVerifier: Sendable {
+    public private(set) var head = LedgerHead.genesis
+    public private(set) var entriesChecked: Int64 = 0
+    public private(set) var debitUnits: Int64 = 0
+    public private(set) var creditUnits: Int64 = 0
+    public private(set) var firstBreak: LedgerBreak?
+
+    public init() {}
+
+    /// Returns false once a break is found; callers can stop reading.
+    public mutating func check(_ entry: LedgerEntry) -> Bool {
+        guard firstBreak == nil else { return false }
+        if entry.id != head.lastID + 1 {
+            firstBreak = .missingEntry(expectedID: head.lastID + 1, foundID: entry.id)
+        } else if entry.prevHash != head.lastHash {
+            firstBreak = .prevHashMismatch(id: entry.id)
+        } else if entry.computedHash() != entry.entryHash {
+            firstBreak = .hashMismatch(id: entry.id)
+        }
+        guard firstBreak == nil else { return false }
+        switch entry.side {
+        case .debit: debitUnits += entry.amountUnits
+        case .credit: creditUnits += entry.amountUnits
+        }
+        head = LedgerHead(entry)
+        entriesChecked += 1
+        return true
+    }
+
+    /// Call after the last entry with the stored head, which catches truncation of the chain's tail.
+    public mutating func finish(storedHead: LedgerHead) {
+        guard firstBreak == nil else { return }
+        if storedHead != head {
+            firstBreak = .headMismatch(headID: storedHead.lastID, lastID: head.lastID)
+        } else if debitUnits != creditUnits {
+            firstBreak = .unbalanced(debitUnits: debitUnits, creditUnits: creditUnits)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+
+public enum TransactionDirection: String, Sendable, Codable, Equatable {
+    case credit
+    case debit
+}
+
+public enum TransactionStatus: String, Sendable, Codable, Equatable {
+    case settled
+    case pending
+    case failed
+}
+
+/// One movement of PKR on a provider wallet, as the provider reports it (by webhook or by listing).
+public struct ProviderTransaction: Sendable, Equatable {
+    public var providerTxID: String
+    public var account: String
+    public var direction: TransactionDirection
+    public var amountPaisa: Int64
+    public var status: TransactionStatus
+    public var occurredAtMicros: Int64
+    public var memo: String
+    /// For payouts: the gateway's burn job that asked for it.
+    public var reference: String?
+
+    public init(providerTxID: String, account: String, direction: TransactionDirection, amountPaisa: Int64,
+                status: TransactionStatus, occurredAtMicros: Int64, memo: String, reference: String? = nil) {
+        precondition(amountPaisa > 0, "a provider transaction moves a positive amount")
+        self.providerTxID = providerTxID
+        self.account = account
+        self.direction = direction
+        self.amountPaisa = amountPaisa
+        self.status = status
+        self.occurredAtMicros = occurredAtMicros
+        self.memo = memo
+        self.reference = reference
+    }
+
+    /// The fields that identify the money moved; a redelivery that changes any of them is a conflict.
+    public func differingFields(from other: ProviderTransaction) -> [String] {
+        var fields: [String] = []
+        if amountPaisa != other.amountPaisa { fields.append("amount_pkr") }
+        if account != other.account { fields.append("account") }
+        if direction != other.direction { fields.append("direction") }
+        return fields
+    }
+}
+
+/// The webhook payload: parsing (receiver) and encoding (sender) of one event.
+public enum WebhookEvent {
+    public static let providerTxIDBytesMax = 128
+    public static let accountBytesMax = 64
+    public static let memoCharactersMax = 500
+
+    private struct Payload: Codable {
+        var type: String?
+        var provider_tx_id: String?
+        var account: String?
+        var direction: String?
+        var amount_pkr: String?
+        var status: String?
+        var occurred_at: String?
+        var memo: String?
+        var metadata: Metadata?
+    }
+
+    private struct Metadata: Codable {
+        var reference: String?
+    }
+
+    public static func encode(_ tx: ProviderTransaction) -> [UInt8] {
+        let payload = Payload(
+            type: "wallet.\(tx.direction.rawValue)", provider_tx_id: tx.providerTxID, account: tx.account,
+            direction: tx.direction.rawValue, amount_pkr: Money.formatPaisa(tx.amountPaisa), status: tx.status.rawValue,
+            occurred_at: Timestamp.format(micros: tx.occurredAtMicros), memo: tx.memo,
+            metadata: Metadata(reference: tx.reference))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding plain strings into JSON cannot fail.
+        return Array(try! encoder.encode(payload))
+    }
+
+    /// Parses and validates a payload: 400-class errors for shape, 422 for the amount.
+    public static func parse(_ body: [UInt8]) throws(GatewayError) -> ProviderTransaction {
+        let payload: Payload
+        do {
+            payload = try JSONDecoder().decode(Payload.self, from: Data(body))
+        } catch let error as DecodingError {
+            throw JSONBody.gatewayError(error)
+        } catch {
+            throw .invalidJSON("unreadable body")
+        }
+        guard let providerTxID = payload.provider_tx_id else { throw .missingField("provider_tx_id") }
+        guard isIdentifier(providerTxID, bytesMax: providerTxIDBytesMax) else {
+            throw .invalidField("provider_tx_id", "1 to \(providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
+        }
+        guard let account = payload.account else { throw .missingField("account") }
+        guard isIdentifier(account, bytesMax: accountBytesMax) else {
+            throw .invalidField("account", "1 to \(accountBytesMax) characters of A-Z a-z 0-9 _ . : -")
+        }
+        guard let directionText = payload.direction else { throw .missingField("direction") }
+        guard let direction = TransactionDirection(rawValue: directionText) else {
+            throw .invalidField("direction", "must be 'credit' or 'debit'")
+        }
+        if let type = payload.type, type != "wallet.\(direction.rawValue)" {
+            throw .invalidField("type", "must be 'wallet.\(direction.rawValue)' for a \(direction.rawValue)")
+        }
+        guard let amountText = payload.amount_pkr else { throw .missingField("amount_pkr") }
+        let amountPaisa: Int64
+        do { amountPaisa = try Money.parsePaisa(amountText) } catch { throw .invalidAmount(field: "amount_pkr", error) }
+        guard let statusText = payload.status else { throw .missingField("status") }
+        guard let status = TransactionStatus(rawValue: statusText) else {
+            throw .invalidField("status", "must be 'settled', 'pending' or 'failed'")
+        }
+        guard let occurredText = payload.occurred_at else { throw .missingField("occurred_at") }
+        guard let occurredAtMicros = Timestamp.parse(occurredText) else {
+            throw .invalidField("occurred_at", "must be an RFC 3339 timestamp")
+        }
+        let memo = payload.memo ?? ""
+        guard memo.count <= memoCharactersMax else { throw .invalidField("memo", "at most \(memoCharactersMax) characters") }
+        if let reference = payload.metadata?.reference, !isIdentifier(reference, bytesMax: providerTxIDBytesMax) {
+            throw .invalidField("metadata.reference", "1 to \(providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
+        }
+        return ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
+                                   amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
+                                   memo: memo, reference: payload.metadata?.reference)
+    }
+
+    public static func isIdentifier(_ text: String, bytesMax: Int) -> Bool {
+        let bytes = text.utf8
+        guard !bytes.isEmpty, bytes.count <= bytesMax else { return false }
+        return bytes.allSatisfy { b in
+            (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122)
+                || b == UInt8(ascii: "_") || b == UInt8(ascii: "-") || b == UInt8(ascii: ".") || b == UInt8(ascii: ":")
+        }
+    }
+}
+
+/// Turns JSON decoding failures into the typed errors clients see.
+public enum JSONBody {
+    public static func gatewayError(_ error: DecodingError) -> GatewayError {
+        func path(_ context: DecodingError.Context, _ key: CodingKey? = nil) -> String {
+            let keys = context.codingPath + (key.map { [$0] } ?? [])
+            return keys.map(\.stringValue).joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return .missingField(path(context, key))
+        case .valueNotFound(_, let context):
+            return .missingField(path(context))
+        case .typeMismatch(let type, let context):
+            if context.codingPath.isEmpty { return .invalidJSON("expected a JSON object") }
+            return .invalidField(path(context), "expected \(type == String.self ? "a string" : "\(type)")")
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty { return .invalidJSON("malformed JSON") }
+            return .invalidField(path(context), context.debugDescription)
+        @unknown default:
+            return .invalidJSON("malformed JSON")
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PKRCore
+import ServiceLifecycle
+import Synchronization
+import WalletStub
+
+public typealias GatewayApplication = Application<RouterResponder<AppRequestContext>>
+
+/// What the composition root builds: the application to run and the gateway behind it (for tests and tools).
+public struct BuiltApplication: Sendable {
+    public let application: GatewayApplication
+    public let gateway: Gateway
+}
+
+/// Opens and migrates the store and wires the gateway's parts together. Used by every command.
+public func buildGateway(config: GatewayConfig, clock: any GatewayClock = SystemClock(),
+                         logger: Logger = Logger(label: "pkr")) async throws -> Gateway {
+    let store: SQLiteStore
+    switch config.databaseEngine {
+    case .sqlite:
+        store = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: { clock.nowMicros() })
+    case .postgres:
+        throw ConfigError.refused("DB_ENGINE=postgres is not available in this build; use DB_ENGINE=sqlite")
+    }
+    try await store.migrate()
+    let signal = WakeSignal()
+    let walletStub = WalletStub(database: store.database, pushEnabled: config.webhookPush,
+                                nowMicros: { clock.nowMicros() }, onOutboxWrite: { signal.signal() })
+    return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub,
+                   outbox: WebhookOutbox(database: store.database), clock: clock, logger: logger, dispatchSignal: signal)
+}
+
+/// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.
+public func buildApplication(config: GatewayConfig, clock: any GatewayClock = SystemClock(),
+                             logger: Logger = Logger(label: "pkr")) async throws -> BuiltApplication {
+    try config.validateForServing()
+    let gateway = try await buildGateway(config: config, clock: clock, logger: logger)
+    let operatorAuth = OperatorAuth(demoMode: config.demoMode, adminToken: config.adminToken)
+
+    let router = Router(context: AppRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    if !config.demoMode {
+        router.add(middleware: AllowedHostsMiddleware(allowedHosts: Set(config.allowedHosts.map { $0.lowercased() })))
+    }
+    router.add(middleware: CSRFMiddleware(trustedOrigins: Set(config.csrfTrustedOrigins), operatorAuth: operatorAuth))
+    APIRoutes(gateway: gateway, operatorAuth: operatorAuth).register(on: router)
+    WebhookRoutes(gateway: gateway, operatorAuth: operatorAuth,
+                  rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },
+                  allowedNetworks: config.webhookAllowedCIDRs.compactMap(CIDR.init)).register(on: router)
+
+    // The bound port is known only once the server runs (port 0 in tests); the dispatcher reads it then.
+    let boundPort = Atomic<Int>(config.port)
+    var services: [any Service] = []
+    if config.webhookPush {
+        let configuredURL = config.webhookURL
+        let host = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
+        services.append(WebhookDispatcher(
+            outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
+            scheduleMillis: config.webhookRetryScheduleMillis, timeoutMillis: config.webhookTimeoutMillis, clock: clock,
+            target: { configuredURL ?? "http://\(host):\(boundPort.load(ordering: .relaxed))/api/webhooks/wallet" },
+            httpClient: HTTPClient.shared, logger: logger))
+    }
+    if config.reconcileIntervalSeconds > 0 {
+        services.append(ReconcilerService(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
+    }
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "pkr"),
+        services: services,
+        onServerRunning: { channel in
+            if let port = channel.localAddress?.port { boundPort.store(port, ordering: .relaxed) }
+        },
+        logger: logger)
+    return BuiltApplication(application: application, gateway: gateway)
+}

@@ -1,0 +1,233 @@
+import Foundation
+import Logging
+import PKRCore
+import Synchronization
+import WalletStub
+
+/// The gateway's use cases, shared by the HTTP routes, the background services and the command line.
+/// It holds no state of its own beyond caches; the store is the source of truth.
+public final class Gateway: Sendable {
+    public static let demoWalletAccount = "WALLET-001"
+    public static let pollPageSize = 500
+    static let pollCursorName = "provider_poll"
+
+    public let config: GatewayConfig
+    public let store: any GatewayStore
+    public let provider: any WalletProvider
+    /// The simulated provider itself, for the demo endpoints that play the provider's part.
+    public let walletStub: WalletStub
+    public let outbox: WebhookOutbox
+    public let verifier: WebhookVerifier
+    public let clock: any GatewayClock
+    let logger: Logger
+    let dispatchSignal: WakeSignal
+    private let cachedUser = Mutex<DemoUser?>(nil)
+    private let redeemsInFlight = Mutex<Set<String>>([])
+
+    init(config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: WalletStub,
+         outbox: WebhookOutbox, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal) {
+        self.dispatchSignal = dispatchSignal
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.walletStub = walletStub
+        self.outbox = outbox
+        self.clock = clock
+        self.logger = logger
+        self.verifier = WebhookVerifier(secrets: config.webhookSecrets, toleranceSeconds: config.webhookToleranceSeconds,
+                                        legacyKey: config.legacyWebhookKey)
+    }
+
+    // MARK: - Users
+
+    public func seedDemo() async throws -> DemoUser {
+        try await walletStub.openAccount(Self.demoWalletAccount)
+        let user = try await store.seedDemoUser(walletAccount: Self.demoWalletAccount)
+        cachedUser.withLock { $0 = user }
+        return user
+    }
+
+    public func requireUser() async throws -> DemoUser {
+        if let user = cachedUser.withLock({ $0 }) { return user }
+        guard let user = try await store.demoUser() else { throw GatewayError.demoNotSeeded }
+        cachedUser.withLock { $0 = user }
+        return user
+    }
+
+    // MARK: - Deposits
+
+    /// The demo's "a customer deposits PKR": the provider records it and (with push on) queues its webhook.
+    public func demoCredit(amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
+        let user = try await requireUser()
+        return try await walletStub.credit(account: user.walletAccount, amountPaisa: amountPaisa, memo: memo)
+    }
+
+    public struct IngestResult: Sendable, Equatable {
+        public var ingested = 0
+        public var minted = 0
+        public var duplicates = 0
+        public var conflicts = 0
+        public var mintedProviderTxIDs: [String] = []
+    }
+
+    /// Pulls the provider's transactions since a time and applies each one. With `sinceMicros` nil it continues
+    /// from the stored cursor, so a periodic pass reads only what is new.
+    public func ingest(sinceMicros: Int64?) async throws -> IngestResult {
+        var result = IngestResult()
+        var cursor = sinceMicros == nil ? try await store.cursor(named: Self.pollCursorName) : 0
+        let since = sinceMicros ?? 0
+        while true {
+            let page = try await provider.transactions(sinceMicros: since, after: cursor, limit: Self.pollPageSize)
+            for tx in page.transactions {
+                switch try await store.apply(tx, via: .poll, inbound: nil) {
+                case .minted:
+                    result.ingested += 1
+                    result.minted += 1
+                    result.mintedProviderTxIDs.append(tx.providerTxID)
+                case .recorded: result.ingested += 1
+                case .duplicate: result.duplicates += 1
+                case .conflict(let fields):
+                    result.conflicts += 1
+                    logger.error("provider listing conflicts with a recorded transaction; quarantined",
+                                 metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
+                case .ignoredUnknownAccount: break
+                }
+            }
+            if sinceMicros == nil, page.nextCursor > cursor {
+                try await store.setCursor(named: Self.pollCursorName, to: page.nextCursor)
+            }
+            guard page.transactions.count == Self.pollPageSize, page.nextCursor > cursor else { break }
+            cursor = page.nextCursor
+        }
+        return result
+    }
+
+    /// One fallback pass: heal lost webhooks from the provider's listing and resubmit stuck payouts.
+    public func reconcileOnce() async throws -> IngestResult {
+        let result = try await ingest(sinceMicros: nil)
+        if result.minted > 0 {
+            logger.warning("reconciler minted credits whose webhooks never arrived",
+                           metadata: ["count": "\(result.minted)", "provider_tx_ids": "\(result.mintedProviderTxIDs.prefix(20))"])
+        }
+        let stuck = try await store.payoutsAwaitingSubmission(olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond,
+                                                              limit: 100)
+        for payout in stuck {
+            await submitPayout(jobID: payout.jobID, account: payout.walletAccount, amountUnits: payout.amountUnits, memo: payout.memo)
+        }
+        return result
+    }
+
+    // MARK: - Mint and redeem
+
+    public func mint(providerTxID: String) async throws -> ChainJob {
+        _ = try await requireUser()
+        return try await store.mint(providerTxID: providerTxID)
+    }
+
+    /// Burns and pays out. A key seen before replays its first answer; a key still being served is refused.
+    public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?) async throws -> (status: Int, body: String, replayed: Bool) {
+        guard amountUnits % Money.unitsPerPaisa == 0 else { throw GatewayError.invalidAmount(field: "amount_units", .notWholePaisa) }
+        guard amountUnits <= config.limits.maxPayoutUnits else {
+            throw GatewayError.amountAboveLimit(field: "amount_units",
+                                                limit: Money.formatPaisa(config.limits.maxPayoutUnits / Money.unitsPerPaisa))
+        }
+        let user = try await requireUser()
+        let fingerprint = IdempotencyKey.fingerprint([String(amountUnits), memo])
+        if let key = idempotencyKey {
+            let inserted = redeemsInFlight.withLock { $0.insert(user.id + "\u{1f}" + key).inserted }
+            guard inserted else { throw GatewayError.idempotencyRequestInFlight }
+        }
+        defer {
+            if let key = idempotencyKey { _ = redeemsInFlight.withLock { $0.remove(user.id + "\u{1f}" + key) } }
+        }
+        let command = RedeemCommand(userID: user.id, amountUnits: amountUnits, memo: memo, idempotencyKey: idempotencyKey,
+                                    requestFingerprint: fingerprint)
+        switch try await store.redeem(command) {
+        case .replayed(let status, let body):
+            return (status, body, true)
+        case .burned(let job, let account, let body):
+            await submitPayout(jobID: job.id, account: account, amountUnits: job.amountUnits, memo: memo)
+            return (201, body, false)
+        }
+    }
+
+    /// Asks the provider to pay out a burn. Failure leaves the payout requested; the reconciler retries it.
+    func submitPayout(jobID: String, account: String, amountUnits: Int64, memo: String) async {
+        do {
+            let paisa = try Money.unitsToPaisa(amountUnits)
+            let tx = try await provider.payout(account: account, amountPaisa: paisa, memo: memo, reference: jobID)
+            try await store.markPayoutSubmitted(jobID: jobID, providerTxID: tx.providerTxID)
+        } catch {
+            logger.error("payout not submitted; the reconciler will retry", metadata: ["job_id": "\(jobID)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: - Webhooks
+
+    public struct WebhookDelivery: Sendable {
+        public var headers: WebhookHeaders
+        public var body: [UInt8]
+        public var sourceAddress: String?
+        public var receivedAtMicros: Int64
+    }
+
+    /// Verifies, parses and applies one delivery. Every delivery lands in the inbound log, accepted or not.
+    public func receiveWebhook(_ delivery: WebhookDelivery) async throws -> ApplyOutcome {
+        var draft = InboundDraft(receivedAtMicros: delivery.receivedAtMicros, messageID: delivery.headers.id,
+                                 webhookTimestamp: delivery.headers.timestamp, sourceAddress: delivery.sourceAddress,
+                                 scheme: nil, verification: "unverified", errorCode: nil, providerTxID: nil, body: delivery.body)
+        let scheme: WebhookScheme
+        switch verifier.verify(delivery.headers, body: delivery.body, nowSeconds: delivery.receivedAtMicros / Timestamp.microsPerSecond) {
+        case .success(let verified): scheme = verified
+        case .failure(let rejection):
+            draft.verification = rejection.rawValue
+            draft.errorCode = rejection.rawValue
+            try await store.logRejectedInbound(draft)
+            throw GatewayError.webhookRejected(rejection)
+        }
+        draft.scheme = scheme
+        draft.verification = "verified"
+        do {
+            let tx = try WebhookEvent.parse(delivery.body)
+            draft.providerTxID = tx.providerTxID
+            let outcome = try await store.apply(tx, via: .webhook, inbound: draft)
+            if case .conflict(let fields) = outcome {
+                logger.warning("conflicting webhook quarantined", metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
+                throw GatewayError.webhookConflict(providerTxID: tx.providerTxID, fields: fields)
+            }
+            return outcome
+        } catch let error as GatewayError {
+            if case .webhookConflict = error { throw error }
+            draft.errorCode = error.code
+            try await store.logRejectedInbound(draft)
+            throw error
+        }
+    }
+
+    /// Makes the webhook dispatcher look at the outbox now rather than at its next timer.
+    public func wakeDispatcher() { dispatchSignal.signal() }
+
+    // MARK: - Reconciliation
+
+    public func reconciliation() async throws -> ReconciliationReport {
+        let snapshot = try await store.reconciliationSnapshot()
+        let chain = try await store.verifyLedger()
+        let reserve = try await walletStub.reservePaisa()
+        return ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
+    }
+}
+
+/// The clock, injected so that tests can fix time.
+public protocol GatewayClock: Sendable {
+    func nowMicros() -> Int64
+}
+
+public struct SystemClock: GatewayClock {
+    public init() {}
+
+    public func nowMicros() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * Timestamp.microsPerSecond + Int64(spec.tv_nsec) / 1000
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import PKRCore
+
+extension Request {
+    /// Reads the body up to `bytesMax`, answering 413 beyond it.
+    mutating func bodyBytes(max bytesMax: Int) async throws -> [UInt8] {
+        do {
+            let buffer = try await collectBody(upTo: bytesMax)
+            return Array(buffer: buffer)
+        } catch is NIOTooManyBytesError {
+            throw GatewayError.payloadTooLarge(bytesMax: bytesMax)
+        }
+    }
+
+    /// Decodes a JSON object body into `T`, turning every decoding failure into a typed 400.
+    mutating func decodeJSON<T: Decodable>(_ type: T.Type, max bytesMax: Int) async throws -> T {
+        let bytes = try await bodyBytes(max: bytesMax)
+        guard !bytes.isEmpty else { throw GatewayError.invalidJSON("the body is empty; send a JSON object") }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw JSONBody.gatewayError(error)
+        }
+    }
+
+    func header(_ name: String) -> String? {
+        guard let fieldName = HTTPField.Name(name) else { return nil }
+        return headers[fieldName]
+    }
+
+    /// `?limit=` (1...max, default) and `?before_id=` for newest-first paging.
+    func page(defaultLimit: Int = 100, maxLimit: Int = 500) throws -> (limit: Int, beforeID: Int64?) {
+        let query = uri.queryParameters
+        var limit = defaultLimit
+        if let text = query["limit"] {
+            guard let value = Int(String(text)), (1...maxLimit).contains(value) else {
+                throw GatewayError.invalidField("limit", "an integer from 1 to \(maxLimit)")
+            }
+            limit = value
+        }
+        var beforeID: Int64?
+        if let text = query["before_id"] {
+            guard let value = Int64(String(text)), value > 0 else { throw GatewayError.invalidField("before_id", "a positive integer") }
+            beforeID = value
+        }
+        return (limit, beforeID)
+    }
+}
+
+/// An amount of token units sent as a string ("200000000") or a JSON integer (200000000).
+struct UnitsField: Decodable {
+    let parsed: Result<Int64, MoneyError>
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let text = try? container.decode(String.self) {
+            parsed = Result { () throws(MoneyError) in try Money.parseUnits(text) }
+        } else if let number = try? container.decode(Int64.self) {
+            parsed = Result { () throws(MoneyError) in try Money.checkUnits(number) }
+        } else if let number = try? container.decode(Decimal.self) {
+            // Used only to say why the number was refused; no arithmetic happens on it.
+            parsed = .failure(number > Decimal(Int64.max) || number < Decimal(Int64.min) ? .outOfRange : .notAnInteger)
+        } else {
+            throw DecodingError.typeMismatch(String.self, .init(codingPath: decoder.codingPath,
+                                                                debugDescription: "expected a string or an integer"))
+        }
+    }
+}

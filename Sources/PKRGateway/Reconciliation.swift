@@ -1,0 +1,108 @@
+import PKRCore
+
+/// The proof that no token exists without money and no money without a token, check by check.
+public struct ReconciliationReport: Sendable {
+    public struct Check: Sendable {
+        public var name: String
+        public var ok: Bool
+        public var detail: String
+    }
+
+    public let snapshot: ReconciliationSnapshot
+    public let checks: [Check]
+    public let reserveUnits: Int64
+
+    public var ok: Bool { checks.allSatisfy(\.ok) }
+    public var failed: [Check] { checks.filter { !$0.ok } }
+    public var netUnits: Int64 { snapshot.mintedUnits - snapshot.burnedUnits }
+
+    public init(snapshot s: ReconciliationSnapshot, ledger: LedgerChainVerifier, reservePaisa: Int64) {
+        self.snapshot = s
+        let reserveUnits = reservePaisa * Money.unitsPerPaisa
+        self.reserveUnits = reserveUnits
+        var checks: [Check] = []
+        func check(_ name: String, _ ok: Bool, _ detail: String) { checks.append(Check(name: name, ok: ok, detail: detail)) }
+
+        let net = s.mintedUnits - s.burnedUnits
+        check("mints_minus_burns_equal_token_balances", net == s.tokenBalanceUnits,
+              "mints \(s.mintedUnits) - burns \(s.burnedUnits) = \(net); token balances \(s.tokenBalanceUnits)")
+        check("token_balances_equal_chain_stub", s.tokenBalanceUnits == s.chainStubUnits,
+              "token balances \(s.tokenBalanceUnits); chain stub \(s.chainStubUnits)")
+        check("ledger_matches_token_balances", s.ledgerUserNetUnits == s.tokenBalanceUnits,
+              "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
+        // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out and
+        // credits held for an operator. Anything else is money without a token (or the reverse).
+        let explained = s.chainStubUnits + s.payoutRequestedUnits + s.heldCreditUnits
+        let gap = reserveUnits - explained
+        check("supply_equals_reserve", gap == 0,
+              gap == 0
+                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(s.heldCreditUnits) = reserve \(reserveUnits)"
+                : gap > 0
+                    ? "reserve \(reserveUnits) exceeds supply and in-flight amounts by \(gap) units: credits not yet ingested (webhook in flight or lost; run the reconciler)"
+                    : "supply and in-flight amounts exceed the reserve \(reserveUnits) by \(-gap) units: tokens without money")
+        check("every_settled_credit_minted_once", s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty,
+              s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty
+                ? "every settled credit has exactly one mint"
+                : "unminted: \(s.settledCreditsUnminted.prefix(20)); minted more than once: \(s.creditsMintedMoreThanOnce.prefix(20))")
+        check("every_burn_paired_with_one_debit", s.burnsWithSeveralDebits.isEmpty,
+              s.burnsWithSeveralDebits.isEmpty
+                ? "no burn has more than one provider debit; \(s.burnsAwaitingDebit.count) awaiting their debit"
+                : "burns with several debits: \(s.burnsWithSeveralDebits.prefix(20))")
+        check("no_unmatched_debits", s.unmatchedDebits.isEmpty,
+              s.unmatchedDebits.isEmpty ? "every provider debit belongs to a burn"
+                : "debits with no burn (or failed payouts): \(s.unmatchedDebits.prefix(20))")
+        check("ledger_debits_equal_credits", ledger.debitUnits == ledger.creditUnits,
+              "debits \(ledger.debitUnits); credits \(ledger.creditUnits) over \(ledger.entriesChecked) entries")
+        let chainBreak: LedgerBreak? = {
+            if case .unbalanced = ledger.firstBreak { return nil }
+            return ledger.firstBreak
+        }()
+        check("ledger_hash_chain_intact", chainBreak == nil,
+              chainBreak.map { "\($0)" } ?? "\(ledger.entriesChecked) entries, head \(ledger.head.lastHash.prefix(16))…")
+        self.checks = checks
+    }
+
+    public var invariantsJSON: JSONValue {
+        .object([
+            ("ok", .bool(ok)),
+            ("checks", .array(checks.map { .object([("name", .string($0.name)), ("ok", .bool($0.ok)), ("detail", .string($0.detail))]) })),
+            ("in_flight", .object([
+                ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
+                ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
+                ("held_credit_units", .string(String(snapshot.heldCreditUnits))),
+            ])),
+            ("reserve_units", .string(String(reserveUnits))),
+            ("supply_units", .string(String(snapshot.chainStubUnits))),
+        ])
+    }
+
+    public var convergenceJSON: JSONValue {
+        let a = snapshot.arrivals
+        func percentile(_ p: Int) -> JSONValue {
+            guard !a.lagsMicros.isEmpty else { return .null }
+            let index = min(a.lagsMicros.count - 1, (a.lagsMicros.count * p + 99) / 100 - 1)
+            return .string(millis(a.lagsMicros[max(0, index)]))
+        }
+        return .object([
+            ("webhook_only", .integer(Int64(a.webhookOnly))),
+            ("poll_only", .integer(Int64(a.pollOnly))),
+            ("both", .integer(Int64(a.both))),
+            ("lag_ms", .object([("p50", percentile(50)), ("p90", percentile(90)), ("p99", percentile(99)),
+                                ("max", a.lagsMicros.last.map { .string(millis($0)) } ?? .null)])),
+            ("found_by_poll_first", .array(a.foundByPollFirst.map(JSONValue.string))),
+        ])
+    }
+
+    private func millis(_ micros: Int64) -> String {
+        "\(micros / 1000).\(String(String(micros % 1000 + 1000).dropFirst()))"
+    }
+
+    /// The report as printed by `pkr reconcile`.
+    public var text: String {
+        var lines = checks.map { "\($0.ok ? "ok  " : "FAIL") \($0.name): \($0.detail)" }
+        let a = snapshot.arrivals
+        lines.append("arrivals: webhook only \(a.webhookOnly), poll only \(a.pollOnly), both \(a.both)")
+        lines.append(ok ? "reconciliation: all checks passed" : "reconciliation: FAILED: \(failed.map(\.name).joined(separator: ", "))")
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,154 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import PKRCore
+import ServiceLifecycle
+import Synchronization
+import WalletStub
+
+/// The wallet stub's sender: drains the outbox, signs every attempt afresh (same `webhook-id`, new timestamp),
+/// retries on the configured schedule with jitter, and parks a delivery as dead after the last attempt.
+final class WebhookDispatcher: Service, Sendable {
+    static let batchSizeMax = 32
+    static let idleWaitMillis: Int64 = 1000
+    static let responseBytesMax = 64 * 1024
+
+    private let outbox: WebhookOutbox
+    private let signal: WakeSignal
+    private let secret: WebhookSecret
+    private let scheduleMillis: [Int64]
+    private let timeoutMillis: Int64
+    private let clock: any GatewayClock
+    private let target: @Sendable () -> String
+    private let logger: Logger
+    private let httpClient: HTTPClient
+
+    init(outbox: WebhookOutbox, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64], timeoutMillis: Int64,
+         clock: any GatewayClock, target: @escaping @Sendable () -> String, httpClient: HTTPClient, logger: Logger) {
+        self.outbox = outbox
+        self.signal = signal
+        self.secret = secret
+        self.scheduleMillis = scheduleMillis
+        self.timeoutMillis = timeoutMillis
+        self.clock = clock
+        self.target = target
+        self.httpClient = httpClient
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let stopping = Atomic<Bool>(false)
+        await withGracefulShutdownHandler {
+            while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                do {
+                    let due = try await outbox.claimDue(nowMicros: clock.nowMicros(), limit: Self.batchSizeMax)
+                    if due.isEmpty {
+                        await signal.wait(timeoutMillis: try await idleWait())
+                        continue
+                    }
+                    // A batch is finished before shutdown is honoured, so no claimed delivery is abandoned mid-send.
+                    await withTaskGroup(of: Void.self) { group in
+                        for delivery in due { group.addTask { await self.deliver(delivery) } }
+                    }
+                } catch {
+                    logger.error("webhook dispatcher pass failed", metadata: ["error": "\(error)"])
+                    await signal.wait(timeoutMillis: Self.idleWaitMillis)
+                }
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+            self.signal.signal()
+        }
+    }
+
+    private func idleWait() async throws -> Int64 {
+        guard let next = try await outbox.nextDueMicros() else { return Self.idleWaitMillis }
+        return min(Self.idleWaitMillis, max(1, (next - clock.nowMicros()) / 1000 + 1))
+    }
+
+    func deliver(_ delivery: OutboxDelivery) async {
+        let started = clock.nowMicros()
+        let timestamp = started / Timestamp.microsPerSecond
+        var request = HTTPClientRequest(url: target())
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "user-agent", value: "pkr-wallet-stub/1")
+        request.headers.add(name: "webhook-id", value: delivery.messageID)
+        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        request.headers.add(name: "webhook-signature",
+                            value: WebhookSigner.signature(secret: secret, id: delivery.messageID, timestampSeconds: timestamp,
+                                                           body: delivery.payload))
+        request.body = .bytes(ByteBuffer(bytes: delivery.payload))
+        var status: Int?
+        var failure: String?
+        do {
+            let response = try await httpClient.execute(request, timeout: .milliseconds(timeoutMillis))
+            status = Int(response.status.code)
+            _ = try? await response.body.collect(upTo: Self.responseBytesMax)
+        } catch {
+            failure = String(describing: error).prefix(300).description
+        }
+        let finished = clock.nowMicros()
+        let delivered = status.map { (200..<300).contains($0) } ?? false
+        let outcome: AttemptOutcome
+        if delivered {
+            outcome = .delivered
+        } else if delivery.roundAttempts < scheduleMillis.count {
+            outcome = .retry(atMicros: finished + Self.jittered(scheduleMillis[delivery.roundAttempts]) * 1000)
+        } else {
+            outcome = .dead
+        }
+        if !delivered {
+            logger.notice("webhook delivery attempt failed", metadata: [
+                "message_id": "\(delivery.messageID)", "provider_tx_id": "\(delivery.providerTxID)",
+                "attempt": "\(delivery.roundAttempts + 1)", "status": "\(status.map(String.init) ?? "none")",
+                "next": "\(outcome)"])
+        }
+        do {
+            try await outbox.recordAttempt(delivery, httpStatus: status, error: failure ?? (delivered ? nil : "HTTP \(status ?? 0)"),
+                                           durationMicros: finished - started, outcome: outcome, nowMicros: finished)
+        } catch {
+            logger.error("could not record a webhook attempt; it will be retried after its lease", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// ±20% jitter so that retries from many deliveries do not arrive in lockstep.
+    static func jittered(_ millis: Int64) -> Int64 {
+        guard millis > 0 else { return 0 }
+        return millis * Int64.random(in: 80...120) / 100
+    }
+}
+
+/// The fallback reconciler: every interval, pulls what the provider has that webhooks did not bring.
+final class ReconcilerService: Service, Sendable {
+    private let gateway: Gateway
+    private let intervalSeconds: Int64
+    private let logger: Logger
+
+    init(gateway: Gateway, intervalSeconds: Int64, logger: Logger) {
+        precondition(intervalSeconds > 0, "the reconciler needs a positive interval")
+        self.gateway = gateway
+        self.intervalSeconds = intervalSeconds
+        self.logger = logger
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(self.intervalSeconds)) }
+            } catch {
+                return
+            }
+            guard (try? await gateway.store.demoUser()) != nil else { continue }
+            do {
+                let result = try await gateway.reconcileOnce()
+                logger.info("reconciler pass", metadata: ["ingested": "\(result.ingested)", "healed_mints": "\(result.minted)",
+                                                          "conflicts": "\(result.conflicts)"])
+            } catch {
+                logger.error("reconciler pass failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

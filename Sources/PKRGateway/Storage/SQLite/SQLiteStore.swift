@@ -1,0 +1,516 @@
+import ChainStub
+import Foundation
+import GRDB
+import PKRCore
+
+/// The embedded store: SQLite in WAL mode through GRDB. One write transaction per business change.
+public final class SQLiteStore: GatewayStore {
+    public static let demoEmail = "demo@pkr.local"
+    public static let demoDisplayName = "Demo User"
+    static let redeemEndpoint = "POST /api/redeem"
+
+    public let database: DatabasePool
+    private let limits: MoneyLimits
+    private let nowMicros: @Sendable () -> Int64
+
+    /// Opens (creating if needed) the database file. `synchronous = FULL` makes every commit durable before
+    /// it returns, which is what a 2xx promises.
+    public init(path: String, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        self.database = try DatabasePool(path: path, configuration: configuration)
+        self.limits = limits
+        self.nowMicros = nowMicros
+    }
+
+    public func migrate() async throws {
+        try SQLiteSchema.migrator().migrate(database)
+    }
+
+    // MARK: - Users
+
+    public func seedDemoUser(walletAccount: String) async throws -> DemoUser {
+        let createdAt = Timestamp.format(micros: nowMicros())
+        return try await database.write { db in
+            if let existing = try Self.user(db, where: "wallet_account = ?", walletAccount) { return existing }
+            let user = DemoUser(id: Identifiers.uuid(), email: Self.demoEmail, displayName: Self.demoDisplayName,
+                                walletAccount: walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            try db.execute(sql: """
+                INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [user.id, user.email, user.displayName, user.walletAccount, user.chainAddress, createdAt])
+            try db.execute(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)", arguments: [user.id])
+            try ChainStub.openAddress(db, user.chainAddress)
+            return user
+        }
+    }
+
+    public func demoUser() async throws -> DemoUser? {
+        try await database.read { db in try Self.user(db, where: "email = ?", Self.demoEmail) }
+    }
+
+    private static func user(_ db: Database, where condition: String, _ value: String) throws -> DemoUser? {
+        guard let row = try Row.fetchOne(db, sql: """
+            SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
+            """, arguments: [value]) else { return nil }
+        return DemoUser(id: row[0], email: row[1], displayName: row[2], walletAccount: row[3], chainAddress: row[4])
+    }
+
+    // MARK: - Provider transactions
+
+    public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
+        let now = nowMicros()
+        let limits = self.limits
+        return try await database.write { db in
+            let outcome = try Self.apply(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
+            if let inbound {
+                var jobID: String?
+                if case .minted(let job) = outcome { jobID = job.id }
+                if case .duplicate(let id) = outcome { jobID = id }
+                let inboundID = try Self.insertInbound(db, inbound, outcome: outcome.code, jobID: jobID)
+                if case .conflict(let fields) = outcome {
+                    try Self.quarantine(db, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body, nowMicros: now)
+                }
+            } else if case .conflict(let fields) = outcome {
+                try Self.quarantine(db, tx: tx, inboundID: nil, via: path, fields: fields,
+                                    body: WebhookEvent.encode(tx), nowMicros: now)
+            }
+            return outcome
+        }
+    }
+
+    private static func apply(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,
+                              limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
+        guard let user = try user(db, where: "wallet_account = ?", tx.account) else {
+            if path == .poll { return .ignoredUnknownAccount }
+            throw GatewayError.unknownAccount(tx.account)
+        }
+        let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
+        if let existing = try externalTransaction(db, providerTxID: tx.providerTxID) {
+            let fields = existing.tx.differingFields(from: tx)
+            if !fields.isEmpty { return .conflict(fields: fields) }
+            try db.execute(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?", arguments: [existing.id])
+            switch (existing.tx.status, tx.status) {
+            case (.pending, .settled), (.pending, .failed):
+                // A pending transaction settles or fails once; that is progress, not a conflict.
+                try db.execute(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?",
+                               arguments: [tx.status.rawValue, existing.id])
+                var settled = existing
+                settled.tx.status = tx.status
+                return try settle(db, settled, user: user, nowMicros: nowMicros, limits: limits)
+            case (.settled, .failed), (.failed, .settled):
+                return .conflict(fields: ["status"])
+            default:
+                // Same content, or an out-of-order "pending" after the final status: nothing changes.
+                return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID)
+            }
+        }
+        let recordedAt = Timestamp.format(micros: nowMicros)
+        try db.execute(sql: """
+            INSERT INTO core_externaltransaction
+              (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+            """, arguments: [tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+                             tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
+                             recordedAt, nowMicros, path.rawValue])
+        let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
+                                               seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
+                                               lagMicros: nowMicros - tx.occurredAtMicros, mintJobID: nil,
+                                               matchedJobID: nil, flag: nil)
+        return try settle(db, record, user: user, nowMicros: nowMicros, limits: limits)
+    }
+
+    /// Acts on a transaction's current status: mints a settled credit, matches a settled debit to its burn.
+    private static func settle(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, nowMicros: Int64,
+                               limits: MoneyLimits) throws -> ApplyOutcome {
+        let tx = record.tx
+        switch (tx.direction, tx.status) {
+        case (.credit, .settled):
+            let units = try Money.paisaToUnits(tx.amountPaisa)
+            guard units <= limits.maxMintUnits else {
+                try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?",
+                               arguments: [record.id])
+                return .recorded(note: "held: above the single-mint limit; an operator must review it")
+            }
+            return .minted(try mint(db, record, user: user, amountUnits: units, nowMicros: nowMicros))
+        case (.debit, .settled):
+            return .recorded(note: try matchDebit(db, record))
+        case (.debit, .failed):
+            try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?", arguments: [record.id])
+            return .recorded(note: "payout failed at the provider; flagged for an operator")
+        case (_, .pending), (.credit, .failed):
+            return .recorded(note: "recorded; nothing to mint while \(tx.status.rawValue)")
+        }
+    }
+
+    private static func matchDebit(_ db: Database, _ record: ExternalTransactionRecord) throws -> String {
+        let tx = record.tx
+        let row = try Row.fetchOne(db, sql: """
+            SELECT id, amount_units FROM core_chainjob
+            WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?)
+              AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
+            """, arguments: [tx.reference ?? "", tx.providerTxID])
+        if let row, (row[1] as Int64) == (try Money.paisaToUnits(tx.amountPaisa)) {
+            let jobID: String = row[0]
+            try db.execute(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?", arguments: [jobID, record.id])
+            try db.execute(sql: """
+                UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
+                """, arguments: [tx.providerTxID, jobID])
+            return "payout confirmed for burn \(jobID)"
+        }
+        // A debit nobody asked for is never auto-burned: money left the reserve without a burn.
+        try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?", arguments: [record.id])
+        return "debit matches no burn; flagged for reconciliation"
+    }
+
+    private static func mint(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,
+                             nowMicros: Int64) throws -> ChainJob {
+        let createdAt = Timestamp.format(micros: nowMicros)
+        let jobID = Identifiers.uuid()
+        let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
+                                          reference: jobID, createdAt: createdAt)
+        try db.execute(sql: """
+            INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+            VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
+            """, arguments: [jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt])
+        try db.execute(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?",
+                       arguments: [amountUnits, user.id])
+        guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
+        try appendLedger(db, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
+        return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
+    }
+
+    private static func appendLedger(_ db: Database, job: ChainJobType, jobID: String, userID: String, amountUnits: Int64,
+                                     createdAt: String) throws {
+        guard let headRow = try Row.fetchOne(db, sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1") else {
+            throw DatabaseError(message: "ledger head row missing")
+        }
+        var head = LedgerHead(lastID: headRow[0], lastHash: headRow[1])
+        for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
+            let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
+                                         refType: job, refID: jobID, createdAt: createdAt)
+            try db.execute(sql: """
+                INSERT INTO core_ledgerentry
+                  (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                                 entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
+            head = LedgerHead(entry)
+        }
+        try db.execute(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ? WHERE singleton = 1",
+                       arguments: [head.lastID, head.lastHash])
+    }
+
+    public func logRejectedInbound(_ inbound: InboundDraft) async throws {
+        try await database.write { db in
+            _ = try Self.insertInbound(db, inbound, outcome: "rejected", jobID: nil)
+        }
+    }
+
+    private static func insertInbound(_ db: Database, _ inbound: InboundDraft, outcome: String, jobID: String?) throws -> Int64 {
+        try db.execute(sql: """
+            INSERT INTO core_webhookinbound
+              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+               provider_tx_id, job_id, body_bytes, body)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
+                             inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, outcome,
+                             inbound.errorCode ?? (outcome == "conflict" ? "webhook_conflict" : nil), inbound.providerTxID,
+                             jobID, inbound.body.count, Data(inbound.body)])
+        return db.lastInsertedRowID
+    }
+
+    private static func quarantine(_ db: Database, tx: ProviderTransaction, inboundID: Int64?, via: ArrivalPath,
+                                   fields: [String], body: [UInt8], nowMicros: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """, arguments: [inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), Data(body),
+                             Timestamp.format(micros: nowMicros)])
+    }
+
+    private static let externalColumns = """
+        e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
+        e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
+        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+        """
+
+    private static func externalTransaction(_ db: Database, providerTxID: String) throws -> ExternalTransactionRecord? {
+        try Row.fetchOne(db, sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?",
+                         arguments: [providerTxID]).map(decodeExternal)
+    }
+
+    private static func decodeExternal(_ row: Row) throws -> ExternalTransactionRecord {
+        guard let direction = TransactionDirection(rawValue: row[3]), let status = TransactionStatus(rawValue: row[5]),
+              let path = ArrivalPath(rawValue: row[10]) else {
+            throw DatabaseError(message: "core_externaltransaction row \(String(describing: row[0])) is corrupt")
+        }
+        let amountPaisa: Int64 = row[4]
+        guard amountPaisa > 0 else { throw DatabaseError(message: "core_externaltransaction has a non-positive amount") }
+        let occurred: Int64 = row[6]
+        let recorded: Int64 = row[13]
+        let tx = ProviderTransaction(providerTxID: row[1], account: row[2], direction: direction, amountPaisa: amountPaisa,
+                                     status: status, occurredAtMicros: occurred, memo: row[7], reference: row[8])
+        return ExternalTransactionRecord(id: row[0], tx: tx, recordedAt: row[9], firstSeenVia: path,
+                                         seenViaWebhook: row[11], seenViaPoll: row[12], lagMicros: recorded - occurred,
+                                         mintJobID: row[16], matchedJobID: row[14], flag: row[15])
+    }
+
+    // MARK: - Mint and redeem
+
+    public func mint(providerTxID: String) async throws -> ChainJob {
+        let now = nowMicros()
+        let limits = self.limits
+        return try await database.write { db in
+            guard let record = try Self.externalTransaction(db, providerTxID: providerTxID) else {
+                throw GatewayError.unknownProviderTransaction(providerTxID)
+            }
+            if let jobID = record.mintJobID, let job = try Self.job(db, id: jobID) { return job }
+            guard record.tx.direction == .credit else { throw GatewayError.notMintable("'\(providerTxID)' is a debit; only credits mint") }
+            guard record.tx.status == .settled else {
+                throw GatewayError.notMintable("'\(providerTxID)' is \(record.tx.status.rawValue); only settled credits mint")
+            }
+            let units = try Money.paisaToUnits(record.tx.amountPaisa)
+            guard units <= limits.maxMintUnits else {
+                throw GatewayError.amountAboveLimit(field: "amount_pkr", limit: Money.formatPaisa(limits.maxMintUnits / Money.unitsPerPaisa))
+            }
+            guard let user = try Self.user(db, where: "wallet_account = ?", record.tx.account) else {
+                throw GatewayError.unknownAccount(record.tx.account)
+            }
+            try db.execute(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'",
+                           arguments: [record.id])
+            return try Self.mint(db, record, user: user, amountUnits: units, nowMicros: now)
+        }
+    }
+
+    private static func job(_ db: Database, id: String) throws -> ChainJob? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = ?",
+                                         arguments: [id]) else { return nil }
+        guard let type = ChainJobType(rawValue: row[1]) else { throw DatabaseError(message: "core_chainjob \(id) is corrupt") }
+        return ChainJob(id: row[0], jobType: type, amountUnits: row[2], txHash: row[3], createdAt: row[4])
+    }
+
+    public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
+        precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
+        let now = nowMicros()
+        return try await database.write { db in
+            if let key = command.idempotencyKey, let row = try Row.fetchOne(db, sql: """
+                SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
+                WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
+                """, arguments: [command.userID, Self.redeemEndpoint, key]) {
+                guard (row[0] as String) == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
+                return .replayed(status: row[1], responseBody: row[2])
+            }
+            guard let user = try Self.user(db, where: "id = ?", command.userID) else { throw GatewayError.demoNotSeeded }
+            try db.execute(sql: """
+                UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
+                """, arguments: [command.amountUnits, user.id, command.amountUnits])
+            guard db.changesCount == 1 else {
+                let available = try Int64.fetchOne(db, sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?",
+                                                   arguments: [user.id]) ?? 0
+                throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
+            }
+            let createdAt = Timestamp.format(micros: now)
+            let jobID = Identifiers.uuid()
+            let txHash = try ChainStub.submit(db, op: .burn, address: user.chainAddress, amountUnits: command.amountUnits,
+                                              reference: jobID, createdAt: createdAt)
+            try db.execute(sql: """
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+                VALUES (?, 'burn', ?, ?, 'confirmed', ?, ?, ?, 'requested', ?)
+                """, arguments: [jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt])
+            try Self.appendLedger(db, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
+                                  createdAt: createdAt)
+            let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
+            let body = JSONText.object([("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
+                                        ("amount_units", .string(String(command.amountUnits)))])
+            if let key = command.idempotencyKey {
+                try db.execute(sql: """
+                    INSERT INTO core_idempotencyrecord
+                      (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+                    VALUES (?, ?, ?, ?, 201, ?, ?)
+                    """, arguments: [user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt])
+            }
+            return .burned(job, walletAccount: user.walletAccount, responseBody: body)
+        }
+    }
+
+    public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
+        try await database.write { db in
+            try db.execute(sql: """
+                UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
+                WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
+                """, arguments: [providerTxID, jobID])
+        }
+    }
+
+    public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+        let cutoff = Timestamp.format(micros: olderThanMicros)
+        return try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+                WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
+                """, arguments: [cutoff, limit]).map {
+                PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
+            }
+        }
+    }
+
+    // MARK: - Reads
+
+    public func tokenBalanceUnits(userID: String) async throws -> Int64 {
+        try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?", arguments: [userID]) ?? 0
+        }
+    }
+
+    public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
+                """, arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeLedger)
+        }
+    }
+
+    private static func decodeLedger(_ row: Row) throws -> LedgerEntry {
+        guard let side = LedgerSide(rawValue: row[2]), let account = LedgerAccount(rawValue: row[3]),
+              let refType = ChainJobType(rawValue: row[5]) else {
+            throw DatabaseError(message: "core_ledgerentry row \(String(describing: row[0])) is corrupt")
+        }
+        return LedgerEntry(id: row[0], userID: row[1], side: side, account: account, amountUnits: row[4], refType: refType,
+                           refID: row[6], createdAt: row[7], prevHash: row[8], entryHash: row[9])
+    }
+
+    public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(Self.externalColumns) FROM core_externaltransaction e WHERE e.id < ? ORDER BY e.id DESC LIMIT ?
+                """, arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeExternal)
+        }
+    }
+
+    public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                       provider_tx_id, job_id, body_bytes
+                FROM core_webhookinbound WHERE id < ? ORDER BY id DESC LIMIT ?
+                """, arguments: [beforeID ?? Int64.max, limit]).map { row in
+                InboundRecord(id: row[0], received_at: row[1], message_id: row[2], webhook_timestamp: row[3],
+                              source_address: row[4], scheme: row[5], verification: row[6], outcome: row[7], error: row[8],
+                              provider_tx_id: row[9], job_id: row[10], body_bytes: row[11])
+            }
+        }
+    }
+
+    public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
+        try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
+                FROM core_webhookquarantine WHERE id < ? ORDER BY id DESC LIMIT ?
+                """, arguments: [beforeID ?? Int64.max, limit]).map { row in
+                let fields: String = row[4]
+                let body: Data = row[5]
+                return QuarantineRecord(id: row[0], inbound_id: row[1], provider_tx_id: row[2], arrived_via: row[3],
+                                        differing_fields: fields.split(separator: ",").map(String.init),
+                                        body: String(decoding: body, as: UTF8.self), created_at: row[6])
+            }
+        }
+    }
+
+    public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
+        try await database.read { db in
+            func int(_ sql: String) throws -> Int64 { try Int64.fetchOne(db, sql: sql) ?? 0 }
+            func strings(_ sql: String) throws -> [String] { try String.fetchAll(db, sql: sql) }
+            let latest = try Row.fetchAll(db, sql: """
+                SELECT \(Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                """).map(Self.decodeExternal)
+            var lags: [Int64] = []
+            var webhookOnly = 0, pollOnly = 0, both = 0
+            for row in try Row.fetchAll(db, sql: """
+                SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
+                """) {
+                let (webhook, poll): (Bool, Bool) = (row[0], row[1])
+                if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
+                lags.append(max(0, row[2]))
+            }
+            lags.sort()
+            return ReconciliationSnapshot(
+                mintedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'mint'"),
+                burnedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn'"),
+                tokenBalanceUnits: try int("SELECT COALESCE(SUM(balance_units), 0) FROM core_tokenbalance"),
+                chainStubUnits: try ChainStub.totalSupplyUnits(db),
+                settledCreditsUnminted: try strings("""
+                    SELECT e.provider_tx_id FROM core_externaltransaction e
+                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+                    """),
+                heldCreditUnits: try int("""
+                    SELECT COALESCE(SUM(amount_paisa), 0) * 10000 FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                    """),
+                creditsMintedMoreThanOnce: try strings("""
+                    SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
+                    """),
+                payoutRequestedUnits: try int("""
+                    SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
+                    """),
+                burnsAwaitingDebit: try strings("""
+                    SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
+                    """),
+                burnsWithSeveralDebits: try strings("""
+                    SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
+                    GROUP BY matched_job_id HAVING COUNT(*) > 1
+                    """),
+                unmatchedDebits: try strings("""
+                    SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
+                    """),
+                ledgerUserNetUnits: try int("""
+                    SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)
+                    FROM core_ledgerentry WHERE account = 'user_token'
+                    """),
+                latest: latest,
+                arrivals: ArrivalStats(webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
+                                       foundByPollFirst: try strings("""
+                                           SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
+                                           ORDER BY id DESC LIMIT 50
+                                           """)))
+        }
+    }
+
+    public func verifyLedger() async throws -> LedgerChainVerifier {
+        try await database.read { db in
+            var verifier = LedgerChainVerifier()
+            let cursor = try Row.fetchCursor(db, sql: """
+                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                FROM core_ledgerentry ORDER BY id
+                """)
+            while let row = try cursor.next() {
+                guard verifier.check(try Self.decodeLedger(row)) else { break }
+            }
+            let head = try Row.fetchOne(db, sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")
+            verifier.finish(storedHead: head.map { LedgerHead(lastID: $0[0], lastHash: $0[1]) } ?? .genesis)
+            return verifier
+        }
+    }
+
+    public func cursor(named name: String) async throws -> Int64 {
+        try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT value FROM core_cursor WHERE name = ?", arguments: [name]) ?? 0
+        }
+    }
+
+    public func setCursor(named name: String, to value: Int64) async throws {
+        try await database.write { db in
+            try db.execute(sql: """
+                INSERT INTO core_cursor (name, value) VALUES (?, ?)
+                ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)
+                """, arguments: [name, value])
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import GRDB
+import PKRCore
+
+/// One outbox row ready to be sent: the payload bytes are fixed at write time; the signature is made per attempt.
+public struct OutboxDelivery: Sendable {
+    public var id: Int64
+    public var messageID: String
+    public var providerTxID: String
+    public var payload: [UInt8]
+    /// Attempts made since the delivery was created or last redelivered by an operator.
+    public var roundAttempts: Int
+}
+
+public enum AttemptOutcome: Sendable {
+    case delivered
+    case retry(atMicros: Int64)
+    case dead
+}
+
+public struct DeliveryView: Sendable, Codable {
+    public var id: Int64
+    public var message_id: String
+    public var provider_tx_id: String
+    public var state: String
+    public var attempts: Int
+    public var next_attempt_at: String?
+    public var last_http_status: Int?
+    public var last_error: String?
+    public var created_at: String
+    public var delivered_at: String?
+}
+
+public struct AttemptView: Sendable, Codable {
+    public var attempt_no: Int
+    public var attempted_at: String
+    public var http_status: Int?
+    public var error: String?
+    public var duration_ms: String
+}
+
+/// The wallet stub's webhook outbox: enqueued with the transaction it announces, drained by a dispatcher.
+public final class WebhookOutbox: Sendable {
+    public static let listLimitMax = 500
+    /// How long a claimed delivery is hidden from other dispatchers; a crash mid-send is retried after it.
+    public static let leaseMicros: Int64 = 30 * Timestamp.microsPerSecond
+
+    private let database: any DatabaseWriter
+
+    public init(database: any DatabaseWriter) {
+        self.database = database
+    }
+
+    static func enqueue(_ db: Database, _ tx: ProviderTransaction, nowMicros: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO wallet_stub_webhookdelivery
+              (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
+            VALUES (?, ?, ?, 'pending', 0, 0, ?, ?)
+            """, arguments: [Identifiers.webhookMessageID(), tx.providerTxID, Data(WebhookEvent.encode(tx)), nowMicros,
+                             Timestamp.format(micros: nowMicros)])
+    }
+
+    /// Claims due deliveries under a lease so that two dispatchers never send the same attempt at once.
+    public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
+        try await database.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT id, message_id, provider_tx_id, payload, round_attempts FROM wallet_stub_webhookdelivery
+                WHERE state = 'pending' AND next_attempt_micros <= ? ORDER BY next_attempt_micros, id LIMIT ?
+                """, arguments: [nowMicros, limit])
+            var out: [OutboxDelivery] = []
+            for row in rows {
+                let id: Int64 = row[0]
+                try db.execute(sql: "UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = ? WHERE id = ?",
+                               arguments: [nowMicros + Self.leaseMicros, id])
+                let payload: Data = row[3]
+                out.append(OutboxDelivery(id: id, messageID: row[1], providerTxID: row[2], payload: Array(payload),
+                                          roundAttempts: row[4]))
+            }
+            return out
+        }
+    }
+
+    public func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
+                              outcome: AttemptOutcome, nowMicros: Int64) async throws {
+        let now = Timestamp.format(micros: nowMicros)
+        try await database.write { db in
+            try db.execute(sql: """
+                INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
+                VALUES (?, (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = ?), ?, ?, ?, ?)
+                """, arguments: [delivery.id, delivery.id, now, httpStatus, error, durationMicros])
+            switch outcome {
+            case .delivered:
+                try db.execute(sql: """
+                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = NULL, delivered_at = ?
+                    WHERE id = ?
+                    """, arguments: [httpStatus, now, delivery.id])
+            case .retry(let atMicros):
+                try db.execute(sql: """
+                    UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
+                      next_attempt_micros = ?, last_http_status = ?, last_error = ?
+                    WHERE id = ? AND state = 'pending'
+                    """, arguments: [atMicros, httpStatus, error, delivery.id])
+            case .dead:
+                try db.execute(sql: """
+                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = ?
+                    WHERE id = ? AND state = 'pending'
+                    """, arguments: [httpStatus, error, delivery.id])
+            }
+        }
+    }
+
+    /// An operator's redelivery: the delivery becomes due now with a fresh retry schedule. False if unknown.
+    public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(sql: """
+                UPDATE wallet_stub_webhookdelivery SET state = 'pending', round_attempts = 0, next_attempt_micros = ?
+                WHERE id = ?
+                """, arguments: [nowMicros, id])
+            return db.changesCount == 1
+        }
+    }
+
+    /// When the next pending delivery falls due, so the dispatcher can sleep exactly that long.
+    public func nextDueMicros() async throws -> Int64? {
+        try await database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'")
+        }
+    }
+
+    public func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView] {
+        precondition(limit > 0 && limit <= Self.listLimitMax, "page size out of range")
+        return try await database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, message_id, provider_tx_id, state, attempts, next_attempt_micros, last_http_status, last_error,
+                       created_at, delivered_at
+                FROM wallet_stub_webhookdelivery
+                WHERE id < ? AND (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?
+                """, arguments: [beforeID ?? Int64.max, state, state, limit]).map { row in
+                let state: String = row[3]
+                return DeliveryView(id: row[0], message_id: row[1], provider_tx_id: row[2], state: state, attempts: row[4],
+                                    next_attempt_at: state == "pending" ? Timestamp.format(micros: row[5]) : nil,
+                                    last_http_status: row[6], last_error: row[7], created_at: row[8], delivered_at: row[9])
+            }
+        }
+    }
+
+    public func attempts(deliveryID: Int64) async throws -> [AttemptView]? {
+        try await database.read { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM wallet_stub_webhookdelivery WHERE id = ?", arguments: [deliveryID]) != nil else {
+                return nil
+            }
+            return try Row.fetchAll(db, sql: """
+                SELECT attempt_no, attempted_at, http_status, error, duration_micros FROM wallet_stub_webhookattempt
+                WHERE delivery_id = ? ORDER BY attempt_no
+                """, arguments: [deliveryID]).map { row in
+                let micros: Int64 = row[4]
+                return AttemptView(attempt_no: row[0], attempted_at: row[1], http_status: row[2], error: row[3],
+                                   duration_ms: String(format3(micros)))
+            }
+        }
+    }
+
+    public func countByState() async throws -> [String: Int] {
+        try await database.read { db in
+            var out: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT state, COUNT(*) FROM wallet_stub_webhookdelivery GROUP BY state") {
+                out[row[0]] = row[1]
+            }
+            return out
+        }
+    }
+}
+
+/// Microseconds as milliseconds with three decimals, without floating point.
+func format3(_ micros: Int64) -> String {
+    let ms = micros / 1000
+    let rest = micros % 1000
+    return "\(ms)." + String(String(rest + 1000).dropFirst())
+}

@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PKRCore
+import PKRGateway
+
+@main
+struct PKR: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pkr",
+        abstract: "The PKR stablecoin gateway: signed wallet webhooks in, tokens minted 1:1, redemptions paid out.",
+        subcommands: [Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Keys.self, WebhookCommand.self])
+}
+
+func loadConfig() throws -> GatewayConfig {
+    do { return try GatewayConfig.load() } catch {
+        throw ValidationError("\(error)")
+    }
+}
+
+func makeLogger(_ config: GatewayConfig) -> Logger {
+    var logger = Logger(label: "pkr")
+    logger.logLevel = Logger.Level(rawValue: config.logLevel.lowercased()) ?? .info
+    return logger
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway (and, in demo mode, the wallet stub and its dispatcher).")
+
+    func run() async throws {
+        let config = try loadConfig()
+        let logger = makeLogger(config)
+        let built = try await buildApplication(config: config, logger: logger)
+        logger.info("pkr gateway starting", metadata: [
+            "address": "\(config.host):\(config.port)", "db": "\(config.databaseEngine.rawValue)",
+            "sqlite_path": "\(config.sqlitePath)", "demo_mode": "\(config.demoMode)", "webhook_push": "\(config.webhookPush)",
+            "webhook_secrets": "\(config.webhookSecrets.map(\.fingerprint))", "dev_secret": "\(config.usesDevSecret)",
+            "reconcile_interval_s": "\(config.reconcileIntervalSeconds)"])
+        try await built.application.runService()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema, then exit.")
+
+    func run() async throws {
+        let config = try loadConfig()
+        _ = try await buildGateway(config: config, logger: makeLogger(config))
+        print("migrations applied to \(config.databaseEngine == .sqlite ? config.sqlitePath : config.postgres.database)")
+    }
+}
+
+struct Reconcile: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one fallback reconciliation pass, print every invariant check, exit 1 if any fails.")
+
+    @Flag(help: "Only check; do not pull the provider's transactions first.")
+    var checkOnly = false
+
+    func run() async throws {
+        let config = try loadConfig()
+        let gateway = try await buildGateway(config: config, logger: makeLogger(config))
+        if !checkOnly, try await gateway.store.demoUser() != nil {
+            let pass = try await gateway.reconcileOnce()
+            print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
+        }
+        let report = try await gateway.reconciliation()
+        print(report.text)
+        if !report.ok { throw ExitCode(1) }
+    }
+}
+
+struct LedgerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ledger", abstract: "Ledger tools.", subcommands: [Verify.self])
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Walk the hash chain; report the first tampered or missing entry and exit 1.")
+
+        func run() async throws {
+            let config = try loadConfig()
+            let gateway = try await buildGateway(config: config, logger: makeLogger(config))
+            let started = ContinuousClock.now
+            let result = try await gateway.store.verifyLedger()
+            let elapsed = ContinuousClock.now - started
+            if let failure = result.firstBreak {
+                print("ledger verify: FAILED after \(result.entriesChecked) good entries: \(failure)")
+                throw ExitCode(1)
+            }
+            print("ledger verify: ok, \(result.entriesChecked) entries, debits = credits = \(result.debitUnits) units, head \(result.head.lastHash) (\(elapsed))")
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Webhook secrets.", subcommands: [New.self])
+
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a new random whsec_ secret (32 bytes).")
+
+        @Option(help: "Key length in bytes (24 to 64).")
+        var bytes = 32
+
+        func validate() throws {
+            guard (WebhookSecret.keyBytesMin...WebhookSecret.keyBytesMax).contains(bytes) else {
+                throw ValidationError("--bytes must be between 24 and 64")
+            }
+        }
+
+        func run() throws {
+            print(WebhookSecret.generate(byteCount: bytes).encoded)
+        }
+    }
+}
