@@ -52,8 +52,10 @@ let package = Package(
         .testTarget(name: "PKRCoreTests", dependencies: ["PKRCore"], resources: [.copy("Vectors")]),
         .testTarget(name: "PKRGatewayTests", dependencies: [
             "PKRGateway",
+            .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
     ]
 )

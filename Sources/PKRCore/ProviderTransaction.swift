@@ -147,6 +147,7 @@ public enum JSONBody {
         case .keyNotFound(let key, let context):
             return .missingField(path(context, key))
         case .valueNotFound(_, let context):
+            if context.codingPath.isEmpty { return .invalidJSON("expected a JSON object") }
             return .missingField(path(context))
         case .typeMismatch(let type, let context):
             if context.codingPath.isEmpty { return .invalidJSON("expected a JSON object") }

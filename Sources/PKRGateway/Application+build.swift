@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -39,6 +38,9 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
                              logger: Logger = Logger(label: "pkr")) async throws -> BuiltApplication {
     try config.validateForServing()
     let gateway = try await buildGateway(config: config, clock: clock, logger: logger)
+    if config.demoMode && config.seedDemoOnStart {
+        _ = try await gateway.seedDemo()
+    }
     let operatorAuth = OperatorAuth(demoMode: config.demoMode, adminToken: config.adminToken)
 
     let router = Router(context: AppRequestContext.self)
@@ -52,17 +54,17 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
                   rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },
                   allowedNetworks: config.webhookAllowedCIDRs.compactMap(CIDR.init)).register(on: router)
 
-    // The bound port is known only once the server runs (port 0 in tests); the dispatcher reads it then.
-    let boundPort = Atomic<Int>(config.port)
+    // The bound address is known only once the server runs (port 0 in tests); the dispatcher reads it then.
+    let ownHost = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
+    let ownBaseURL = Mutex<String>("http://\(ownHost):\(config.port)")
     var services: [any Service] = []
     if config.webhookPush {
         let configuredURL = config.webhookURL
-        let host = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
         services.append(WebhookDispatcher(
             outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
             scheduleMillis: config.webhookRetryScheduleMillis, timeoutMillis: config.webhookTimeoutMillis, clock: clock,
-            target: { configuredURL ?? "http://\(host):\(boundPort.load(ordering: .relaxed))/api/webhooks/wallet" },
-            httpClient: HTTPClient.shared, logger: logger))
+            target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" },
+            logger: logger))
     }
     if config.reconcileIntervalSeconds > 0 {
         services.append(ReconcilerService(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
@@ -72,7 +74,9 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "pkr"),
         services: services,
         onServerRunning: { channel in
-            if let port = channel.localAddress?.port { boundPort.store(port, ordering: .relaxed) }
+            guard let address = channel.localAddress, let ip = address.ipAddress, let port = address.port else { return }
+            let host = ip == "0.0.0.0" ? "127.0.0.1" : (ip == "::" ? "[::1]" : (ip.contains(":") ? "[\(ip)]" : ip))
+            ownBaseURL.withLock { $0 = "http://\(host):\(port)" }
         },
         logger: logger)
     return BuiltApplication(application: application, gateway: gateway)

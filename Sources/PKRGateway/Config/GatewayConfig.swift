@@ -31,6 +31,8 @@ public struct GatewayConfig: Sendable {
     public var sqlitePath = "./pkr.sqlite3"
     public var postgres = PostgresSettings()
     public var demoMode = true
+    /// In demo mode, create the demo user and wallet at start-up so the walkthrough can begin at once.
+    public var seedDemoOnStart = true
     public var allowedHosts: [String] = ["localhost", "127.0.0.1"]
     public var csrfTrustedOrigins: [String] = ["http://localhost:8000", "http://127.0.0.1:8000"]
     public var webhookSecrets: [WebhookSecret] = []
@@ -106,6 +108,7 @@ public struct GatewayConfig: Sendable {
         if let path = value("SQLITE_PATH") { sqlitePath = path }
         postgres = try PostgresSettings(values: env)
         if let demo = try flag("PKR_DEMO_MODE") ?? flag("DEBUG") { demoMode = demo }
+        if let seed = try flag("PKR_DEMO_SEED_ON_START") { seedDemoOnStart = seed }
         if let hosts = list("ALLOWED_HOSTS") { allowedHosts = hosts }
         if let origins = list("CSRF_TRUSTED_ORIGINS") { csrfTrustedOrigins = origins }
 

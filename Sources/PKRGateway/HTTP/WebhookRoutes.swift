@@ -120,7 +120,7 @@ struct WebhookRoutes {
 
     static func encode<T: Encodable>(_ value: T) throws -> Response {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return JSONResponse.make(.ok, text: String(decoding: try encoder.encode(value), as: UTF8.self))
     }
 }

@@ -26,7 +26,7 @@ final class WebhookDispatcher: Service, Sendable {
     private let httpClient: HTTPClient
 
     init(outbox: WebhookOutbox, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64], timeoutMillis: Int64,
-         clock: any GatewayClock, target: @escaping @Sendable () -> String, httpClient: HTTPClient, logger: Logger) {
+         clock: any GatewayClock, target: @escaping @Sendable () -> String, logger: Logger) {
         self.outbox = outbox
         self.signal = signal
         self.secret = secret
@@ -34,11 +34,17 @@ final class WebhookDispatcher: Service, Sendable {
         self.timeoutMillis = timeoutMillis
         self.clock = clock
         self.target = target
-        self.httpClient = httpClient
+        self.httpClient = WebhookHTTPClient.make(timeoutMillis: timeoutMillis)
         self.logger = logger
     }
 
     func run() async throws {
+        await dispatchUntilShutdown()
+        // The client is this service's own; it goes when the service stops.
+        try await httpClient.shutdown()
+    }
+
+    private func dispatchUntilShutdown() async {
         let stopping = Atomic<Bool>(false)
         await withGracefulShutdownHandler {
             while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
@@ -118,6 +124,18 @@ final class WebhookDispatcher: Service, Sendable {
     static func jittered(_ millis: Int64) -> Int64 {
         guard millis > 0 else { return 0 }
         return millis * Int64.random(in: 80...120) / 100
+    }
+}
+
+/// An HTTP client for webhook deliveries: a refused connection fails the attempt at once (the retry schedule,
+/// not the connection pool, decides when to try again) and redirects are not followed.
+public enum WebhookHTTPClient {
+    public static func make(timeoutMillis: Int64) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .milliseconds(min(timeoutMillis, 5000)), read: .milliseconds(timeoutMillis))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }
 

@@ -42,6 +42,20 @@ public enum WebhookSender {
                             nowSeconds: @Sendable () -> Int64) async throws -> Result {
         precondition(retries >= 0 && retries <= 20, "retries out of range")
         let id = id ?? Identifiers.webhookMessageID()
+        let client = WebhookHTTPClient.make(timeoutMillis: 10_000)
+        do {
+            let result = try await send(body: body, secret: secret, url: url, retries: retries, id: id, client: client,
+                                        nowSeconds: nowSeconds)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private static func send(body: [UInt8], secret: WebhookSecret, url: String, retries: Int, id: String, client: HTTPClient,
+                             nowSeconds: @Sendable () -> Int64) async throws -> Result {
         var last = Result(attempts: 0, status: nil, responseBody: "")
         for attempt in 0...retries {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(min(5000, 200 << min(attempt, 5)))) }
@@ -53,7 +67,7 @@ public enum WebhookSender {
             request.body = .bytes(ByteBuffer(bytes: body))
             last.attempts = attempt + 1
             do {
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                let response = try await client.execute(request, timeout: .seconds(10))
                 let buffer = try await response.body.collect(upTo: 1 << 20)
                 last.status = Int(response.status.code)
                 last.responseBody = String(buffer: buffer)

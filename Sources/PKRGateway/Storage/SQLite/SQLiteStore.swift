@@ -85,14 +85,18 @@ public final class SQLiteStore: GatewayStore {
 
     private static func apply(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,
                               limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
+        let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
+        let existing = try externalTransaction(db, providerTxID: tx.providerTxID)
+        // A known id with different content is a conflict whatever account it names.
+        if let existing {
+            let fields = existing.tx.differingFields(from: tx)
+            if !fields.isEmpty { return .conflict(fields: fields) }
+        }
         guard let user = try user(db, where: "wallet_account = ?", tx.account) else {
             if path == .poll { return .ignoredUnknownAccount }
             throw GatewayError.unknownAccount(tx.account)
         }
-        let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        if let existing = try externalTransaction(db, providerTxID: tx.providerTxID) {
-            let fields = existing.tx.differingFields(from: tx)
-            if !fields.isEmpty { return .conflict(fields: fields) }
+        if let existing {
             try db.execute(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?", arguments: [existing.id])
             switch (existing.tx.status, tx.status) {
             case (.pending, .settled), (.pending, .failed):

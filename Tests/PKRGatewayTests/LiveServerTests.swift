@@ -1,0 +1,211 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import NIOHTTP1
+import PKRCore
+import Testing
+@testable import PKRGateway
+
+/// A tiny cookie-keeping client over AsyncHTTPClient, like curl with `-c cookies.txt -b cookies.txt`.
+final class CookieClient: @unchecked Sendable {
+    let base: String
+    private var cookies: [String: String] = [:]
+
+    init(port: Int) { base = "http://127.0.0.1:\(port)" }
+
+    func send(_ method: HTTPMethod, _ path: String, json: String? = nil, headers extra: [(String, String)] = []) async throws -> JSONResult {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if !cookies.isEmpty {
+            request.headers.add(name: "cookie", value: cookies.map { "\($0.key)=\($0.value)" }.joined(separator: "; "))
+        }
+        if let token = cookies["csrftoken"] { request.headers.add(name: "X-CSRFToken", value: token) }
+        if let json {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: json))
+        }
+        for (name, value) in extra { request.headers.add(name: name, value: value) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        for header in response.headers["set-cookie"] {
+            let pair = header.split(separator: ";")[0].split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { cookies[String(pair[0])] = String(pair[1]) }
+        }
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
+        var fields = HTTPFields()
+        for header in response.headers { if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) } }
+        return JSONResult(status: .init(code: Int(response.status.code)), headers: fields,
+                          json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
+    }
+}
+
+@Suite("Live server over real HTTP", .serialized)
+struct LiveServerTests {
+    @Test("the seed walkthrough over HTTP with a cookie jar, and the seed's queries through the sqlite3 CLI")
+    func walkthroughOverHTTP() async throws {
+        let config = try testConfig()
+        try await withApp(config, .live) { client, _ in
+            let http = CookieClient(port: try #require(client.port))
+            #expect(try await http.send(.GET, "/api/health").text == #"{"ok": true}"#)
+            _ = try await http.send(.GET, "/api/csrf")
+            #expect(try await http.send(.POST, "/api/demo/seed").string("wallet_account") == "WALLET-001")
+            #expect(try await http.send(.POST, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00","memo":"Deposit #1"}"#).status == .created)
+            let ingest = try await http.send(.POST, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
+            #expect(ingest["ingested"] as? Int == 1 && ingest["minted"] as? Int == 1)
+            #expect(try await http.send(.GET, "/api/balance").string("token_balance_units") == "1000000000")
+            let key = [("Idempotency-Key", UUID().uuidString)]
+            let first = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: key)
+            let again = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: key)
+            #expect(first.status == .created && again.status == .created)
+            #expect(first.string("job_id") == again.string("job_id"))
+            #expect(try await http.send(.GET, "/api/balance").string("token_balance_units") == "800000000")
+            let summary = try await http.send(.GET, "/api/debug/summary")
+            #expect((summary["balances"] as? [String: Any])?["match"] as? Bool == true)
+        }
+        // The seed README's inspection queries, verbatim, through the sqlite3 command-line tool.
+        let output = try runSQLite3(config.sqlitePath, SeedQueries.all.joined(separator: "\n"))
+        #expect(output == """
+            800.00
+            credit|1000.00
+            debit|200.00
+            mint|1000000000|
+            burn|200000000|\(try #require(output.split(separator: "\n").dropFirst(4).first?.split(separator: "|").last))
+            800000000
+            800000000
+            credit|issuer_token|1000000000|mint
+            debit|user_token|1000000000|mint
+            credit|user_token|200000000|burn
+            debit|issuer_token|200000000|burn
+
+            """)
+    }
+
+    @Test("with push on, a deposit is minted by its webhook with no ingest call")
+    func pushMints() async throws {
+        try await withApp(try testConfig(["PKR_WEBHOOK_PUSH": "1"]), .live) { client, gateway in
+            let http = CookieClient(port: try #require(client.port))
+            _ = try await http.send(.GET, "/api/csrf")
+            _ = try await http.send(.POST, "/api/demo/seed")
+            let credit = try await http.send(.POST, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00","memo":"Deposit #1"}"#)
+            #expect(credit.status == .created)
+            let minted = try await eventually {
+                try await http.send(.GET, "/api/balance").string("token_balance_units") == "1000000000"
+            }
+            #expect(minted)
+            let inbound = try await http.send(.GET, "/api/webhooks/inbound").array
+            #expect(inbound.first?["outcome"] as? String == "minted")
+            #expect(inbound.first?["provider_tx_id"] as? String == credit.string("provider_tx_id"))
+            // The seed's step 3 now finds nothing new.
+            let ingest = try await http.send(.POST, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
+            #expect(ingest["ingested"] as? Int == 0 && ingest["minted"] as? Int == 0)
+            // The redeem's payout comes back as a debit webhook and confirms the burn.
+            let redeem = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000"}"#, headers: [("Idempotency-Key", "k")])
+            #expect(redeem.status == .created)
+            let confirmed = try await eventually { try await gateway.reconciliation().snapshot.burnsAwaitingDebit.isEmpty }
+            #expect(confirmed)
+            let report = try await gateway.reconciliation()
+            #expect(report.ok, "\(report.text)")
+            let deliveries = try await http.send(.GET, "/api/webhooks/deliveries").array
+            #expect(deliveries.count == 2)
+            #expect(deliveries.allSatisfy { $0["state"] as? String == "delivered" })
+        }
+    }
+
+    @Test("a push made while the gateway is down is retried and minted once it is back")
+    func retriesUntilGatewayIsBack() async throws {
+        let directory = try temporaryDirectory()
+        let sqlitePath = directory.appendingPathComponent("shared.sqlite3").path
+        let gatewayPort = try freeLoopbackPort()
+        // The provider side pushes to a port where nothing listens yet.
+        let provider = try testConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet",
+                                       "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "100,200,300,400,500,600,700,800,900,1000"],
+                                      sqlitePath: sqlitePath)
+        try await withApp(provider, .live) { client, gateway in
+            _ = try await gateway.seedDemo()
+            let tx = try await gateway.demoCredit(amountPaisa: 50_000, memo: "while down")
+            let failedOnce = try await eventually {
+                (try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first?.attempts ?? 0) >= 2
+            }
+            #expect(failedOnce, "the first attempts fail while the gateway is down")
+            #expect(try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 0)
+
+            // The gateway comes up on the target port, sharing the database, and the next retry lands.
+            let receiver = try testConfig(["PORT": "\(gatewayPort)"], sqlitePath: sqlitePath)
+            try await withRunningServer(receiver) { _ in
+                let minted = try await eventually {
+                    try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 500_000_000
+                }
+                #expect(minted)
+            }
+            let delivery = try #require(try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first)
+            #expect(delivery.state == "delivered")
+            #expect(delivery.provider_tx_id == tx.providerTxID)
+            let attempts = try #require(try await gateway.outbox.attempts(deliveryID: delivery.id))
+            #expect(attempts.count >= 3)
+            #expect(attempts.last?.http_status == 200)
+            #expect(attempts.dropLast().allSatisfy { $0.http_status == nil })
+            let report = try await gateway.reconciliation()
+            #expect(report.ok, "\(report.text)")
+        }
+    }
+
+    @Test("a delivery that never succeeds is parked as dead, and an operator can redeliver it")
+    func deadAndRedeliver() async throws {
+        let config = try testConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
+                                     "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "20,20"])
+        try await withApp(config, .live) { client, gateway in
+            let http = CookieClient(port: try #require(client.port))
+            _ = try await http.send(.GET, "/api/csrf")
+            _ = try await http.send(.POST, "/api/demo/seed")
+            _ = try await http.send(.POST, "/api/demo/wallet/credit", json: #"{"amount_pkr":"7.00"}"#)
+            let dead = try await eventually { try await http.send(.GET, "/api/webhooks/deliveries?state=dead").array.count == 1 }
+            #expect(dead)
+            let delivery = try #require(try await http.send(.GET, "/api/webhooks/deliveries").array.first)
+            #expect(delivery["attempts"] as? Int == 3, "one attempt and two retries")
+            let id = try #require(delivery["id"] as? Int)
+            let detail = try await http.send(.GET, "/api/webhooks/deliveries/\(id)")
+            #expect((detail["attempts"] as? [[String: Any]])?.count == 3)
+            let retry = try await http.send(.POST, "/api/webhooks/deliveries/\(id)/retry")
+            #expect(retry.status == .accepted)
+            #expect(try await http.send(.POST, "/api/webhooks/deliveries/999/retry").status == .notFound)
+            let deadAgain = try await eventually {
+                (try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first?.attempts ?? 0) == 6
+            }
+            #expect(deadAgain, "a redelivery runs a fresh schedule")
+        }
+    }
+}
+
+/// Asks the kernel for a free loopback port, then releases it for the test to use.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw POSIXError(.EADDRINUSE) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func runSQLite3(_ path: String, _ sql: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+    process.arguments = [path]
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    try process.run()
+    input.fileHandleForWriting.write(Data(sql.utf8))
+    try input.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}

@@ -1,0 +1,148 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import PKRCore
+import ServiceLifecycle
+import Testing
+@testable import PKRGateway
+
+/// Any well-formed token works: CSRF is a double-submit check of header against cookie.
+let testCSRFToken = String(repeating: "t", count: 64)
+let devSecret = try! WebhookSecret(encoded: DevKeys.webhookSecret)
+
+func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("pkr-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// A config on a fresh SQLite file, poll-only and quiet unless a test says otherwise.
+func testConfig(_ overrides: [String: String] = [:], sqlitePath: String? = nil) throws -> GatewayConfig {
+    var env = [
+        "SQLITE_PATH": try sqlitePath ?? temporaryDirectory().appendingPathComponent("pkr.sqlite3").path,
+        "PORT": "0",
+        "PKR_WEBHOOK_PUSH": "0",
+        "PKR_RECONCILE_INTERVAL_S": "0",
+        "PKR_DEMO_SEED_ON_START": "0",
+    ]
+    env.merge(overrides) { _, new in new }
+    return try GatewayConfig(values: env)
+}
+
+func testLogger() -> Logger {
+    var logger = Logger(label: "pkr-test")
+    logger.logLevel = .critical
+    return logger
+}
+
+/// Builds the application exactly as `pkr serve` does and runs `body` against it.
+func withApp<T: Sendable>(_ config: GatewayConfig, _ setup: TestingSetup = .router,
+                          _ body: @Sendable (any TestClientProtocol, Gateway) async throws -> T) async throws -> T {
+    let built = try await buildApplication(config: config, logger: testLogger())
+    return try await built.application.test(setup) { client in try await body(client, built.gateway) }
+}
+
+/// Runs the application as `pkr serve` does, on the configured port (live tests force port 0 instead).
+func withRunningServer<T: Sendable>(_ config: GatewayConfig, _ body: @Sendable (Gateway) async throws -> T) async throws -> T {
+    let built = try await buildApplication(config: config, logger: testLogger())
+    let serviceGroup = ServiceGroup(configuration: .init(services: [built.application], logger: testLogger()))
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await serviceGroup.run() }
+        let up = try await eventually {
+            var request = HTTPClientRequest(url: "http://\(config.host):\(config.port)/api/health")
+            request.method = .GET
+            return (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)).status.code) == 200
+        }
+        guard up else {
+            await serviceGroup.triggerGracefulShutdown()
+            throw POSIXError(.ECONNREFUSED)
+        }
+        do {
+            let value = try await body(built.gateway)
+            await serviceGroup.triggerGracefulShutdown()
+            try await group.waitForAll()
+            return value
+        } catch {
+            await serviceGroup.triggerGracefulShutdown()
+            throw error
+        }
+    }
+}
+
+struct JSONResult: @unchecked Sendable {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var json: Any?
+    var text: String
+
+    var object: [String: Any] { json as? [String: Any] ?? [:] }
+    var array: [[String: Any]] { json as? [[String: Any]] ?? [] }
+    subscript(key: String) -> Any? { object[key] }
+    func string(_ key: String) -> String? { object[key] as? String }
+    var error: String? { string("error") }
+}
+
+extension TestClientProtocol {
+    /// Sends a request the way a browser session would: with the CSRF cookie and header unless told not to.
+    func call(_ method: HTTPRequest.Method, _ uri: String, json body: String? = nil, headers extra: HTTPFields = [:],
+              csrf: Bool = true) async throws -> JSONResult {
+        var headers = extra
+        if csrf {
+            headers[.cookie] = "csrftoken=\(testCSRFToken)"
+            headers[HTTPField.Name("X-CSRFToken")!] = testCSRFToken
+        }
+        if body != nil { headers[.contentType] = "application/json" }
+        return try await execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { response in
+            let text = String(buffer: response.body)
+            return JSONResult(status: response.status, headers: response.headers,
+                              json: try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
+                              text: text)
+        }
+    }
+
+    /// Posts a webhook body signed with `secret` (the dev secret by default) at `timestampSeconds` (now by default).
+    func webhook(_ body: [UInt8], secret: WebhookSecret = devSecret, id: String? = nil, timestampSeconds: Int64? = nil,
+                 path: String = "/api/webhooks/wallet", extraHeaders: HTTPFields = [:]) async throws -> JSONResult {
+        let signed = WebhookSender.sign(body: body, secret: secret, id: id,
+                                        timestampSeconds: timestampSeconds ?? SystemClock().nowMicros() / 1_000_000)
+        var headers = extraHeaders
+        for (name, value) in signed.headers { headers[HTTPField.Name(name)!] = value }
+        headers[.contentType] = "application/json"
+        return try await execute(uri: path, method: .post, headers: headers, body: ByteBuffer(bytes: body)) { response in
+            let text = String(buffer: response.body)
+            return JSONResult(status: response.status, headers: response.headers,
+                              json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
+        }
+    }
+
+    func seed() async throws -> String {
+        let result = try await call(.post, "/api/demo/seed")
+        return try #require(result.string("user_id"))
+    }
+
+    func balanceUnits() async throws -> String? {
+        try await call(.get, "/api/balance").string("token_balance_units")
+    }
+}
+
+func creditEvent(_ providerTxID: String = Identifiers.providerTxID(), amountPKR: String = "1000.00", account: String = "WALLET-001",
+                 direction: TransactionDirection = .credit, status: TransactionStatus = .settled, reference: String? = nil) -> [UInt8] {
+    let paisa = try! Money.parsePaisa(amountPKR)
+    return WebhookEvent.encode(ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
+                                                   amountPaisa: paisa, status: status,
+                                                   occurredAtMicros: SystemClock().nowMicros(), memo: "test", reference: reference))
+}
+
+/// Polls until `condition` holds or the deadline passes; returns whether it held.
+func eventually(timeoutSeconds: Double = 10, _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(timeoutSeconds * 1000))
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    return try await condition()
+}
