@@ -76,19 +76,25 @@ public struct ReconciliationReport: Sendable {
         ])
     }
 
+    /// Nearest-rank percentiles of the arrival lag, in milliseconds as exact decimal text.
+    var lagSummary: (p50: String, p90: String, p99: String, max: String)? {
+        let lags = snapshot.arrivals.lagsMicros
+        guard let last = lags.last else { return nil }
+        func percentile(_ p: Int) -> String {
+            millis(lags[max(0, min(lags.count - 1, (lags.count * p + 99) / 100 - 1))])
+        }
+        return (percentile(50), percentile(90), percentile(99), millis(last))
+    }
+
     public var convergenceJSON: JSONValue {
         let a = snapshot.arrivals
-        func percentile(_ p: Int) -> JSONValue {
-            guard !a.lagsMicros.isEmpty else { return .null }
-            let index = min(a.lagsMicros.count - 1, (a.lagsMicros.count * p + 99) / 100 - 1)
-            return .string(millis(a.lagsMicros[max(0, index)]))
-        }
+        let lags = lagSummary
         return .object([
             ("webhook_only", .integer(Int64(a.webhookOnly))),
             ("poll_only", .integer(Int64(a.pollOnly))),
             ("both", .integer(Int64(a.both))),
-            ("lag_ms", .object([("p50", percentile(50)), ("p90", percentile(90)), ("p99", percentile(99)),
-                                ("max", a.lagsMicros.last.map { .string(millis($0)) } ?? .null)])),
+            ("lag_ms", .object([("p50", .optional(lags?.p50)), ("p90", .optional(lags?.p90)), ("p99", .optional(lags?.p99)),
+                                ("max", .optional(lags?.max))])),
             ("found_by_poll_first", .array(a.foundByPollFirst.map(JSONValue.string))),
         ])
     }
@@ -102,6 +108,12 @@ public struct ReconciliationReport: Sendable {
         var lines = checks.map { "\($0.ok ? "ok  " : "FAIL") \($0.name): \($0.detail)" }
         let a = snapshot.arrivals
         lines.append("arrivals: webhook only \(a.webhookOnly), poll only \(a.pollOnly), both \(a.both)")
+        if let lags = lagSummary {
+            lines.append("lag from provider time to first sight (ms): p50 \(lags.p50), p90 \(lags.p90), p99 \(lags.p99), max \(lags.max)")
+        }
+        if !a.foundByPollFirst.isEmpty {
+            lines.append("found by the poll before any webhook: \(a.foundByPollFirst.prefix(10).joined(separator: ", "))\(a.foundByPollFirst.count > 10 ? ", …" : "")")
+        }
         lines.append(ok ? "reconciliation: all checks passed" : "reconciliation: FAILED: \(failed.map(\.name).joined(separator: ", "))")
         return lines.joined(separator: "\n")
     }

@@ -26,11 +26,8 @@ struct WebhookRoutes {
 
     @Sendable func receive(_ request: Request, context: AppRequestContext) async throws -> Response {
         let receivedAt = gateway.clock.nowMicros()
-        if !allowedNetworks.isEmpty {
-            guard let ip = context.sourceIP, allowedNetworks.contains(where: { $0.contains(ip) }) else {
-                throw GatewayError.forbidden("this address may not deliver webhooks")
-            }
-        }
+        // Rate-limited and disallowed deliveries are refused before the body is read and are not written to
+        // the inbound log: a flood must not cost a database write each.
         if let rateLimiter, !rateLimiter.allow(key: context.sourceIP ?? "unknown", nowMicros: receivedAt) {
             throw GatewayError.rateLimited
         }
@@ -38,6 +35,13 @@ struct WebhookRoutes {
         let headers = WebhookHeaders(id: request.header("webhook-id"), timestamp: request.header("webhook-timestamp"),
                                      signature: request.header("webhook-signature"),
                                      legacySignature: request.header("X-Signature"))
+        if !allowedNetworks.isEmpty {
+            guard let ip = context.sourceIP, allowedNetworks.contains(where: { $0.contains(ip) }) else {
+                context.logger.notice("webhook from an address outside PKR_WEBHOOK_ALLOWED_CIDRS refused",
+                                      metadata: ["source": "\(context.sourceIP ?? "unknown")"])
+                throw GatewayError.forbidden("this address may not deliver webhooks")
+            }
+        }
         let body: [UInt8]
         do {
             body = try await request.bodyBytes(max: gateway.config.webhookBodyBytesMax)
