@@ -73,10 +73,16 @@ public struct LedgerEntry: Sendable, Equatable {
         return entry
     }
 
-    /// SHA-256 over a canonical, versioned, field-separated rendering of the entry and its predecessor's hash.
+    /// SHA-256 over a canonical, versioned rendering of the entry and its predecessor's hash. Every field is
+    /// length-prefixed and an absent user is distinct from an empty one, so no two entries render alike.
     public func computedHash() -> String {
-        let canonical = ["pkr-ledger-v1", String(id), userID ?? "", side.rawValue, account.rawValue,
-                         String(amountUnits), refType.rawValue, refID, createdAt, prevHash].joined(separator: "\u{1f}")
+        func field(_ value: String?) -> String {
+            guard let value else { return "~" }
+            return "\(value.utf8.count):\(value)"
+        }
+        let canonical = ["pkr-ledger-v2", field(String(id)), field(userID), field(side.rawValue), field(account.rawValue),
+                         field(String(amountUnits)), field(refType.rawValue), field(refID), field(createdAt),
+                         field(prevHash)].joined(separator: "|")
         return Crypto.sha256Hex(canonical)
     }
 }
@@ -141,10 +147,15 @@ public struct LedgerChainVerifier: Sendable {
             firstBreak = .hashMismatch(id: entry.id)
         }
         guard firstBreak == nil else { return false }
-        switch entry.side {
-        case .debit: debitUnits += entry.amountUnits
-        case .credit: creditUnits += entry.amountUnits
+        // A sum past Int64 cannot come from real entries; report it rather than trap.
+        let (debits, o1) = debitUnits.addingReportingOverflow(entry.side == .debit ? entry.amountUnits : 0)
+        let (credits, o2) = creditUnits.addingReportingOverflow(entry.side == .credit ? entry.amountUnits : 0)
+        guard !o1, !o2, entry.amountUnits > 0 else {
+            firstBreak = .hashMismatch(id: entry.id)
+            return false
         }
+        debitUnits = debits
+        creditUnits = credits
         head = LedgerHead(entry)
         entriesChecked += 1
         return true

@@ -27,10 +27,10 @@ public func buildGateway(config: GatewayConfig, clock: any GatewayClock = System
     }
     try await store.migrate()
     let signal = WakeSignal()
-    let walletStub = WalletStub(database: store.database, pushEnabled: config.webhookPush,
+    let walletStub = SQLiteWalletStub(database: store.database, pushEnabled: config.webhookPush,
                                 nowMicros: { clock.nowMicros() }, onOutboxWrite: { signal.signal() })
     return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub,
-                   outbox: WebhookOutbox(database: store.database), clock: clock, logger: logger, dispatchSignal: signal)
+                   outbox: SQLiteWebhookOutbox(database: store.database), clock: clock, logger: logger, dispatchSignal: signal)
 }
 
 /// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.

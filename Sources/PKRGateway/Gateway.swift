@@ -15,8 +15,8 @@ public final class Gateway: Sendable {
     public let store: any GatewayStore
     public let provider: any WalletProvider
     /// The simulated provider itself, for the demo endpoints that play the provider's part.
-    public let walletStub: WalletStub
-    public let outbox: WebhookOutbox
+    public let walletStub: any WalletStubStore
+    public let outbox: any OutboxStore
     public let verifier: WebhookVerifier
     public let clock: any GatewayClock
     let logger: Logger
@@ -24,8 +24,8 @@ public final class Gateway: Sendable {
     private let cachedUser = Mutex<DemoUser?>(nil)
     private let redeemsInFlight = Mutex<Set<String>>([])
 
-    init(config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: WalletStub,
-         outbox: WebhookOutbox, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal) {
+    init(config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
+         outbox: any OutboxStore, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal) {
         self.dispatchSignal = dispatchSignal
         self.config = config
         self.store = store

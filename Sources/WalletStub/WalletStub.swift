@@ -3,7 +3,7 @@ import PKRCore
 
 /// A DB-backed simulation of a PKR wallet provider: accounts, an append-only transaction log, and a webhook
 /// outbox. Every credit and debit is written with its outbox row in one transaction, so no event is lost.
-public final class WalletStub: WalletProvider, Sendable {
+public final class SQLiteWalletStub: WalletStubStore {
     public static let pageSizeMax = 1000
 
     private let database: any DatabaseWriter
@@ -29,7 +29,6 @@ public final class WalletStub: WalletProvider, Sendable {
         }
     }
 
-    /// A deposit arrives at the provider (the demo's "customer sends PKR").
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
                                      amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
@@ -86,7 +85,6 @@ public final class WalletStub: WalletProvider, Sendable {
         }
     }
 
-    /// The sum of all wallet balances: the PKR reserve backing the token supply.
     public func reservePaisa() async throws -> Int64 {
         try await database.read { db in
             try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(balance_paisa), 0) FROM wallet_stub_walletstubaccount") ?? 0
@@ -113,7 +111,7 @@ public final class WalletStub: WalletProvider, Sendable {
             """, arguments: [tx.providerTxID, accountID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
                              tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros)])
         if push {
-            try WebhookOutbox.enqueue(db, tx, nowMicros: tx.occurredAtMicros)
+            try SQLiteWebhookOutbox.enqueue(db, tx, nowMicros: tx.occurredAtMicros)
         }
     }
 

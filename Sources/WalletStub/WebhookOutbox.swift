@@ -39,12 +39,8 @@ public struct AttemptView: Sendable, Codable {
     public var duration_ms: String
 }
 
-/// The wallet stub's webhook outbox: enqueued with the transaction it announces, drained by a dispatcher.
-public final class WebhookOutbox: Sendable {
-    public static let listLimitMax = 500
-    /// How long a claimed delivery is hidden from other dispatchers; a crash mid-send is retried after it.
-    public static let leaseMicros: Int64 = 30 * Timestamp.microsPerSecond
-
+/// The outbox on SQLite: rows are enqueued with the transaction they announce.
+public final class SQLiteWebhookOutbox: OutboxStore {
     private let database: any DatabaseWriter
 
     public init(database: any DatabaseWriter) {
@@ -60,7 +56,6 @@ public final class WebhookOutbox: Sendable {
                              Timestamp.format(micros: nowMicros)])
     }
 
-    /// Claims due deliveries under a lease so that two dispatchers never send the same attempt at once.
     public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
         try await database.write { db in
             let rows = try Row.fetchAll(db, sql: """
@@ -71,7 +66,7 @@ public final class WebhookOutbox: Sendable {
             for row in rows {
                 let id: Int64 = row[0]
                 try db.execute(sql: "UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = ? WHERE id = ?",
-                               arguments: [nowMicros + Self.leaseMicros, id])
+                               arguments: [nowMicros + OutboxLimits.leaseMicros, id])
                 let payload: Data = row[3]
                 out.append(OutboxDelivery(id: id, messageID: row[1], providerTxID: row[2], payload: Array(payload),
                                           roundAttempts: row[4]))
@@ -111,7 +106,6 @@ public final class WebhookOutbox: Sendable {
         }
     }
 
-    /// An operator's redelivery: the delivery becomes due now with a fresh retry schedule. False if unknown.
     public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
         try await database.write { db in
             try db.execute(sql: """
@@ -122,7 +116,6 @@ public final class WebhookOutbox: Sendable {
         }
     }
 
-    /// When the next pending delivery falls due, so the dispatcher can sleep exactly that long.
     public func nextDueMicros() async throws -> Int64? {
         try await database.read { db in
             try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'")
@@ -130,7 +123,7 @@ public final class WebhookOutbox: Sendable {
     }
 
     public func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView] {
-        precondition(limit > 0 && limit <= Self.listLimitMax, "page size out of range")
+        precondition(limit > 0 && limit <= OutboxLimits.listLimitMax, "page size out of range")
         return try await database.read { db in
             try Row.fetchAll(db, sql: """
                 SELECT id, message_id, provider_tx_id, state, attempts, next_attempt_micros, last_http_status, last_error,

@@ -15,7 +15,7 @@ final class WebhookDispatcher: Service, Sendable {
     static let idleWaitMillis: Int64 = 1000
     static let responseBytesMax = 64 * 1024
 
-    private let outbox: WebhookOutbox
+    private let outbox: any OutboxStore
     private let signal: WakeSignal
     private let secret: WebhookSecret
     private let scheduleMillis: [Int64]
@@ -25,7 +25,7 @@ final class WebhookDispatcher: Service, Sendable {
     private let logger: Logger
     private let httpClient: HTTPClient
 
-    init(outbox: WebhookOutbox, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64], timeoutMillis: Int64,
+    init(outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64], timeoutMillis: Int64,
          clock: any GatewayClock, target: @escaping @Sendable () -> String, logger: Logger) {
         self.outbox = outbox
         self.signal = signal

@@ -72,6 +72,11 @@ public enum ApplyOutcome: Sendable, Equatable {
     /// A polled transaction for an account no user is linked to; skipped.
     case ignoredUnknownAccount
 
+    static let heldNote = "held: above the single-mint limit; an operator must review it"
+    static let failedPayoutNote = "payout failed at the provider; flagged for an operator"
+    static let unmatchedDebitNote = "debit matches no burn; flagged for reconciliation"
+    static func payoutConfirmedNote(_ jobID: String) -> String { "payout confirmed for burn \(jobID)" }
+
     public var code: String {
         switch self {
         case .minted: return "minted"

@@ -87,31 +87,21 @@ public final class SQLiteStore: GatewayStore {
                               limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
         let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
         let existing = try externalTransaction(db, providerTxID: tx.providerTxID)
+        let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
         // A known id with different content is a conflict whatever account it names.
-        if let existing {
-            let fields = existing.tx.differingFields(from: tx)
-            if !fields.isEmpty { return .conflict(fields: fields) }
-        }
+        if case .conflict(let fields) = arrival { return .conflict(fields: fields) }
         guard let user = try user(db, where: "wallet_account = ?", tx.account) else {
             if path == .poll { return .ignoredUnknownAccount }
             throw GatewayError.unknownAccount(tx.account)
         }
         if let existing {
             try db.execute(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?", arguments: [existing.id])
-            switch (existing.tx.status, tx.status) {
-            case (.pending, .settled), (.pending, .failed):
-                // A pending transaction settles or fails once; that is progress, not a conflict.
-                try db.execute(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?",
-                               arguments: [tx.status.rawValue, existing.id])
-                var settled = existing
-                settled.tx.status = tx.status
-                return try settle(db, settled, user: user, nowMicros: nowMicros, limits: limits)
-            case (.settled, .failed), (.failed, .settled):
-                return .conflict(fields: ["status"])
-            default:
-                // Same content, or an out-of-order "pending" after the final status: nothing changes.
-                return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID)
-            }
+            guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
+            try db.execute(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?",
+                           arguments: [status.rawValue, existing.id])
+            var advanced = existing
+            advanced.tx.status = status
+            return try settle(db, advanced, user: user, nowMicros: nowMicros, limits: limits)
         }
         let recordedAt = Timestamp.format(micros: nowMicros)
         try db.execute(sql: """
@@ -129,26 +119,22 @@ public final class SQLiteStore: GatewayStore {
         return try settle(db, record, user: user, nowMicros: nowMicros, limits: limits)
     }
 
-    /// Acts on a transaction's current status: mints a settled credit, matches a settled debit to its burn.
+    /// Carries out what the transaction's current status asks for (SettlementPolicy decides).
     private static func settle(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, nowMicros: Int64,
                                limits: MoneyLimits) throws -> ApplyOutcome {
-        let tx = record.tx
-        switch (tx.direction, tx.status) {
-        case (.credit, .settled):
-            let units = try Money.paisaToUnits(tx.amountPaisa)
-            guard units <= limits.maxMintUnits else {
-                try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?",
-                               arguments: [record.id])
-                return .recorded(note: "held: above the single-mint limit; an operator must review it")
-            }
+        switch try SettlementPolicy.action(for: record.tx, maxMintUnits: limits.maxMintUnits) {
+        case .mint(let units):
             return .minted(try mint(db, record, user: user, amountUnits: units, nowMicros: nowMicros))
-        case (.debit, .settled):
+        case .holdAboveLimit:
+            try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?", arguments: [record.id])
+            return .recorded(note: ApplyOutcome.heldNote)
+        case .matchPayout:
             return .recorded(note: try matchDebit(db, record))
-        case (.debit, .failed):
+        case .flagFailedPayout:
             try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?", arguments: [record.id])
-            return .recorded(note: "payout failed at the provider; flagged for an operator")
-        case (_, .pending), (.credit, .failed):
-            return .recorded(note: "recorded; nothing to mint while \(tx.status.rawValue)")
+            return .recorded(note: ApplyOutcome.failedPayoutNote)
+        case .none:
+            return .recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)")
         }
     }
 
@@ -165,11 +151,11 @@ public final class SQLiteStore: GatewayStore {
             try db.execute(sql: """
                 UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
                 """, arguments: [tx.providerTxID, jobID])
-            return "payout confirmed for burn \(jobID)"
+            return ApplyOutcome.payoutConfirmedNote(jobID)
         }
         // A debit nobody asked for is never auto-burned: money left the reserve without a burn.
         try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?", arguments: [record.id])
-        return "debit matches no burn; flagged for reconciliation"
+        return ApplyOutcome.unmatchedDebitNote
     }
 
     private static func mint(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,

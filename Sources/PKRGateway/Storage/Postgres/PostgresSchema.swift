@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Versioned migrations for PostgreSQL, the same tables and rules as the SQLite schema. Money is BIGINT minor
+/// units; `balance_pkr` and `amount_pkr` are exact NUMERIC(20,2) generated columns. Applied migrations are
+/// never edited; each runs once, in a transaction, under an advisory lock so instances starting together agree.
+enum PostgresSchema {
+    static let advisoryLockKey: Int64 = 0x706b_725f_6d69_67 // "pkr_mig"
+
+    static let migrations: [(String, String)] = [
+        ("v1-stubs", """
+            CREATE TABLE wallet_stub_walletstubaccount (
+              id BIGSERIAL PRIMARY KEY,
+              account_no TEXT NOT NULL UNIQUE,
+              balance_paisa BIGINT NOT NULL DEFAULT 0 CHECK (balance_paisa >= 0),
+              balance_pkr NUMERIC(20, 2) GENERATED ALWAYS AS ((balance_paisa::numeric / 100)::numeric(20, 2)) STORED,
+              created_at TEXT NOT NULL
+            );
+            CREATE TABLE wallet_stub_walletstubtx (
+              id BIGSERIAL PRIMARY KEY,
+              provider_tx_id TEXT NOT NULL UNIQUE,
+              account_id BIGINT NOT NULL REFERENCES wallet_stub_walletstubaccount(id),
+              direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+              amount_paisa BIGINT NOT NULL CHECK (amount_paisa > 0),
+              amount_pkr NUMERIC(20, 2) GENERATED ALWAYS AS ((amount_paisa::numeric / 100)::numeric(20, 2)) STORED,
+              status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+              memo TEXT NOT NULL DEFAULT '',
+              reference TEXT UNIQUE,
+              occurred_at TEXT NOT NULL
+            );
+            CREATE TABLE wallet_stub_webhookdelivery (
+              id BIGSERIAL PRIMARY KEY,
+              message_id TEXT NOT NULL UNIQUE,
+              provider_tx_id TEXT NOT NULL REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+              payload BYTEA NOT NULL,
+              state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+              attempts INTEGER NOT NULL CHECK (attempts >= 0),
+              round_attempts INTEGER NOT NULL CHECK (round_attempts >= 0),
+              next_attempt_micros BIGINT NOT NULL,
+              last_http_status INTEGER,
+              last_error TEXT,
+              created_at TEXT NOT NULL,
+              delivered_at TEXT
+            );
+            CREATE INDEX wallet_stub_webhookdelivery_due ON wallet_stub_webhookdelivery (state, next_attempt_micros);
+            CREATE TABLE wallet_stub_webhookattempt (
+              id BIGSERIAL PRIMARY KEY,
+              delivery_id BIGINT NOT NULL REFERENCES wallet_stub_webhookdelivery(id),
+              attempt_no INTEGER NOT NULL CHECK (attempt_no > 0),
+              attempted_at TEXT NOT NULL,
+              http_status INTEGER,
+              error TEXT,
+              duration_micros BIGINT NOT NULL CHECK (duration_micros >= 0),
+              UNIQUE (delivery_id, attempt_no)
+            );
+            CREATE TABLE chain_stub_chainstubbalance (
+              address TEXT PRIMARY KEY,
+              balance_units BIGINT NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
+            );
+            CREATE TABLE chain_stub_chainstubreceipt (
+              tx_hash TEXT PRIMARY KEY,
+              op TEXT NOT NULL CHECK (op IN ('mint', 'burn')),
+              address TEXT NOT NULL,
+              amount_units BIGINT NOT NULL CHECK (amount_units > 0),
+              reference TEXT NOT NULL UNIQUE,
+              created_at TEXT NOT NULL
+            );
+            """),
+        ("v1-gateway", """
+            CREATE TABLE core_user (
+              id TEXT PRIMARY KEY,
+              email TEXT NOT NULL UNIQUE,
+              display_name TEXT NOT NULL,
+              wallet_account TEXT NOT NULL UNIQUE,
+              chain_address TEXT NOT NULL UNIQUE,
+              created_at TEXT NOT NULL
+            );
+            CREATE TABLE core_tokenbalance (
+              user_id TEXT PRIMARY KEY REFERENCES core_user(id),
+              balance_units BIGINT NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
+            );
+            CREATE TABLE core_chainjob (
+              id TEXT PRIMARY KEY,
+              job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
+              user_id TEXT NOT NULL REFERENCES core_user(id),
+              amount_units BIGINT NOT NULL CHECK (amount_units > 0),
+              status TEXT NOT NULL CHECK (status IN ('confirmed')),
+              tx_hash TEXT NOT NULL UNIQUE,
+              external_tx_id TEXT UNIQUE,
+              idempotency_key TEXT,
+              memo TEXT NOT NULL DEFAULT '',
+              payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
+              payout_provider_tx_id TEXT UNIQUE,
+              created_at TEXT NOT NULL,
+              CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
+              CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
+              CHECK (job_type = 'burn' OR idempotency_key IS NULL),
+              CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
+              UNIQUE (user_id, idempotency_key)
+            );
+            CREATE INDEX core_chainjob_created ON core_chainjob (created_at);
+            CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
+            CREATE TABLE core_externaltransaction (
+              id BIGSERIAL PRIMARY KEY,
+              provider_tx_id TEXT NOT NULL UNIQUE,
+              account TEXT NOT NULL,
+              user_id TEXT REFERENCES core_user(id),
+              direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+              amount_paisa BIGINT NOT NULL CHECK (amount_paisa > 0),
+              amount_pkr NUMERIC(20, 2) GENERATED ALWAYS AS ((amount_paisa::numeric / 100)::numeric(20, 2)) STORED,
+              status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+              memo TEXT NOT NULL DEFAULT '',
+              reference TEXT,
+              occurred_at TEXT NOT NULL,
+              occurred_at_micros BIGINT NOT NULL,
+              recorded_at TEXT NOT NULL,
+              recorded_at_micros BIGINT NOT NULL,
+              first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
+              seen_via_webhook BOOLEAN NOT NULL DEFAULT FALSE,
+              seen_via_poll BOOLEAN NOT NULL DEFAULT FALSE,
+              matched_job_id TEXT UNIQUE REFERENCES core_chainjob(id),
+              flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
+              CHECK (direction = 'debit' OR matched_job_id IS NULL)
+            );
+            CREATE TABLE core_ledgerentry (
+              id BIGINT PRIMARY KEY,
+              user_id TEXT REFERENCES core_user(id),
+              side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
+              account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+              amount_units BIGINT NOT NULL CHECK (amount_units > 0),
+              ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
+              ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
+              created_at TEXT NOT NULL,
+              prev_hash TEXT NOT NULL,
+              entry_hash TEXT NOT NULL UNIQUE,
+              UNIQUE (ref_id, account)
+            );
+            CREATE TABLE core_ledgerhead (
+              singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+              last_id BIGINT NOT NULL CHECK (last_id >= 0),
+              last_hash TEXT NOT NULL
+            );
+            INSERT INTO core_ledgerhead (singleton, last_id, last_hash)
+              VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+            CREATE TABLE core_idempotencyrecord (
+              user_id TEXT NOT NULL REFERENCES core_user(id),
+              endpoint TEXT NOT NULL,
+              idempotency_key TEXT NOT NULL,
+              request_fingerprint TEXT NOT NULL,
+              response_status INTEGER NOT NULL,
+              response_body TEXT NOT NULL,
+              created_at TEXT NOT NULL,
+              PRIMARY KEY (user_id, endpoint, idempotency_key)
+            );
+            CREATE TABLE core_webhookinbound (
+              id BIGSERIAL PRIMARY KEY,
+              received_at TEXT NOT NULL,
+              message_id TEXT,
+              webhook_timestamp TEXT,
+              source_address TEXT,
+              scheme TEXT,
+              verification TEXT NOT NULL,
+              outcome TEXT NOT NULL,
+              error TEXT,
+              provider_tx_id TEXT,
+              job_id TEXT,
+              body_bytes INTEGER NOT NULL CHECK (body_bytes >= 0),
+              body BYTEA NOT NULL
+            );
+            CREATE TABLE core_webhookquarantine (
+              id BIGSERIAL PRIMARY KEY,
+              inbound_id BIGINT UNIQUE REFERENCES core_webhookinbound(id),
+              provider_tx_id TEXT NOT NULL,
+              arrived_via TEXT NOT NULL CHECK (arrived_via IN ('webhook', 'poll')),
+              differing_fields TEXT NOT NULL,
+              body BYTEA NOT NULL,
+              created_at TEXT NOT NULL
+            );
+            CREATE TABLE core_cursor (
+              name TEXT PRIMARY KEY,
+              value BIGINT NOT NULL CHECK (value >= 0)
+            );
+            """),
+    ]
+
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey))", logger: logger)
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS pkr_schema_migrations (version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                """, logger: logger)
+            var applied = Set<String>()
+            for try await version in try await connection.query("SELECT version FROM pkr_schema_migrations", logger: logger)
+                .decode(String.self) {
+                applied.insert(version)
+            }
+            for (version, sql) in migrations where !applied.contains(version) {
+                // Statements go one by one (none contains a semicolon inside a literal).
+                for statement in sql.components(separatedBy: ";\n") where !statement.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query("INSERT INTO pkr_schema_migrations (version) VALUES (\(version))", logger: logger)
+                logger.info("migration applied", metadata: ["version": "\(version)"])
+            }
+        }
+    }
+}

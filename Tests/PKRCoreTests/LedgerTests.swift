@@ -1,0 +1,175 @@
+import Testing
+@testable import PKRCore
+
+/// Appends the postings of each job in order, as a store would, and returns the entries.
+private func buildChain(_ jobs: [(ChainJobType, Int64)]) -> [LedgerEntry] {
+    var head = LedgerHead.genesis
+    var entries: [LedgerEntry] = []
+    for (index, (job, units)) in jobs.enumerated() {
+        for posting in PostingRules.postings(for: job, amountUnits: units) {
+            let entry = LedgerEntry.next(after: head, userID: "user-\(index % 3)", posting: posting, refType: job,
+                                         refID: "job-\(index + 1)", createdAt: Timestamp.format(micros: Int64(index) * 1_000))
+            entries.append(entry)
+            head = LedgerHead(entry)
+        }
+    }
+    return entries
+}
+
+/// Five jobs, ten entries: mints first, then burns.
+private let sampleJobs: [(ChainJobType, Int64)] = [
+    (.mint, 200_000_000), (.mint, 10_000), (.mint, 5_550_000), (.burn, 100_000_000), (.burn, 10_000),
+]
+
+private func verify(_ entries: [LedgerEntry], storedHead: LedgerHead) -> LedgerChainVerifier {
+    var verifier = LedgerChainVerifier()
+    for entry in entries where !verifier.check(entry) { break }
+    verifier.finish(storedHead: storedHead)
+    return verifier
+}
+
+private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
+    entries.last.map(LedgerHead.init) ?? .genesis
+}
+
+@Suite struct PostingRulesTests {
+    @Test func mintCreditsIssuerAndDebitsUser() {
+        #expect(PostingRules.postings(for: .mint, amountUnits: 42) == [
+            LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 42),
+            LedgerPosting(side: .debit, account: .userToken, amountUnits: 42),
+        ])
+    }
+
+    @Test func burnCreditsUserAndDebitsIssuer() {
+        #expect(PostingRules.postings(for: .burn, amountUnits: 7) == [
+            LedgerPosting(side: .credit, account: .userToken, amountUnits: 7),
+            LedgerPosting(side: .debit, account: .issuerToken, amountUnits: 7),
+        ])
+    }
+}
+
+@Suite struct LedgerChainTests {
+    @Test func absentAndEmptyUserHashDifferently() {
+        let posting = LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 5)
+        let absent = LedgerEntry.next(after: .genesis, userID: nil, posting: posting, refType: .mint, refID: "j", createdAt: "t")
+        let empty = LedgerEntry.next(after: .genesis, userID: "", posting: posting, refType: .mint, refID: "j", createdAt: "t")
+        #expect(absent.entryHash != empty.entryHash)
+        let shifted = LedgerEntry.next(after: .genesis, userID: nil, posting: posting, refType: .mint, refID: "j\u{1f}t", createdAt: "")
+        #expect(shifted.entryHash != absent.entryHash, "a separator inside a field cannot shift it into the next")
+    }
+
+    @Test func hashFormatIsPinned() {
+        // Computed with Python's hashlib; a change here would invalidate every stored ledger.
+        let posting = LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 200_000_000)
+        let entry = LedgerEntry.next(after: .genesis, userID: "user-1", posting: posting, refType: .mint,
+                                     refID: "job-1", createdAt: "2025-01-01T00:00:00.000000Z")
+        #expect(entry.id == 1)
+        #expect(entry.prevHash == LedgerHead.genesisHash)
+        #expect(entry.entryHash == "d16168eda83674e3463332ba82dfbc4e0c589936289fa6c1c3548eed7e925d02")
+        #expect(entry.computedHash() == entry.entryHash)
+    }
+
+    @Test func intactChainVerifies() {
+        let entries = buildChain(sampleJobs)
+        #expect(entries.count == 10)
+        #expect(entries.map(\.id) == Array(1...10))
+        for (previous, entry) in zip(entries, entries.dropFirst()) {
+            #expect(entry.prevHash == previous.entryHash)
+        }
+        let verifier = verify(entries, storedHead: storedHead(of: entries))
+        #expect(verifier.firstBreak == nil)
+        #expect(verifier.entriesChecked == 10)
+        #expect(verifier.head == storedHead(of: entries))
+        #expect(verifier.debitUnits == verifier.creditUnits)
+        #expect(verifier.debitUnits == sampleJobs.map(\.1).reduce(0, +))
+    }
+
+    @Test func emptyChainVerifiesAgainstGenesis() {
+        let verifier = verify([], storedHead: .genesis)
+        #expect(verifier.firstBreak == nil)
+        #expect(verifier.entriesChecked == 0)
+    }
+
+    @Test(arguments: [1, 6, 10])
+    func alteredAmountIsAHashMismatch(at id: Int) {
+        var entries = buildChain(sampleJobs)
+        entries[id - 1].amountUnits += 1
+        let verifier = verify(entries, storedHead: storedHead(of: entries))
+        #expect(verifier.firstBreak == .hashMismatch(id: Int64(id)))
+        #expect(verifier.entriesChecked == Int64(id - 1))
+    }
+
+    @Test func alteredFieldsAreHashMismatches() {
+        let original = buildChain(sampleJobs)
+        let edits: [(inout LedgerEntry) -> Void] = [
+            { $0.userID = "someone-else" }, { $0.userID = nil }, { $0.side = .credit }, { $0.account = .issuerToken },
+            { $0.refType = .burn }, { $0.refID = "job-99" }, { $0.createdAt = "2030-01-01T00:00:00.000000Z" },
+        ]
+        for edit in edits {
+            var entries = original
+            edit(&entries[3])
+            #expect(verify(entries, storedHead: storedHead(of: entries)).firstBreak == .hashMismatch(id: 4))
+        }
+    }
+
+    @Test func brokenLinkIsAPrevHashMismatch() {
+        var entries = buildChain(sampleJobs)
+        entries[4].prevHash = String(repeating: "f", count: 64)
+        entries[4].entryHash = entries[4].computedHash()  // rehashed, so only the link is wrong
+        #expect(verify(entries, storedHead: storedHead(of: entries)).firstBreak == .prevHashMismatch(id: 5))
+    }
+
+    @Test func rewrittenEntryBreaksItsSuccessor() {
+        var entries = buildChain(sampleJobs)
+        entries[2].amountUnits = 1
+        entries[2].entryHash = entries[2].computedHash()
+        #expect(verify(entries, storedHead: storedHead(of: entries)).firstBreak == .prevHashMismatch(id: 4))
+    }
+
+    @Test func removedMiddleEntryIsMissing() {
+        var entries = buildChain(sampleJobs)
+        entries.remove(at: 4)
+        let verifier = verify(entries, storedHead: storedHead(of: entries))
+        #expect(verifier.firstBreak == .missingEntry(expectedID: 5, foundID: 6))
+        #expect(verifier.entriesChecked == 4)
+    }
+
+    @Test func reorderedEntriesAreDetected() {
+        var entries = buildChain(sampleJobs)
+        entries.swapAt(6, 7)
+        #expect(verify(entries, storedHead: storedHead(of: entries)).firstBreak
+            == .missingEntry(expectedID: 7, foundID: 8))
+    }
+
+    @Test func droppedTailIsAHeadMismatch() {
+        let entries = buildChain(sampleJobs)
+        let head = storedHead(of: entries)
+        let verifier = verify(Array(entries.dropLast()), storedHead: head)
+        #expect(verifier.firstBreak == .headMismatch(headID: 10, lastID: 9))
+        #expect(verifier.entriesChecked == 9)
+    }
+
+    @Test func staleHeadIsAHeadMismatch() {
+        let entries = buildChain(sampleJobs)
+        let verifier = verify(entries, storedHead: LedgerHead(entries[7]))
+        #expect(verifier.firstBreak == .headMismatch(headID: 8, lastID: 10))
+    }
+
+    @Test func oneSidedChainIsUnbalanced() {
+        let posting = LedgerPosting(side: .debit, account: .userToken, amountUnits: 500)
+        let entry = LedgerEntry.next(after: .genesis, userID: nil, posting: posting, refType: .mint,
+                                     refID: "job-1", createdAt: Timestamp.format(micros: 0))
+        #expect(verify([entry], storedHead: LedgerHead(entry)).firstBreak == .unbalanced(debitUnits: 500, creditUnits: 0))
+    }
+
+    @Test func verifierStopsAtFirstBreak() {
+        var entries = buildChain(sampleJobs)
+        entries[1].amountUnits += 1
+        entries[5].prevHash = LedgerHead.genesisHash
+        var verifier = LedgerChainVerifier()
+        let accepted = entries.prefix(3).map { verifier.check($0) }
+        #expect(accepted == [true, false, false])
+        verifier.finish(storedHead: storedHead(of: entries))
+        #expect(verifier.firstBreak == .hashMismatch(id: 2))
+    }
+}
