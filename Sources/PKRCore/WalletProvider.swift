@@ -21,4 +21,5 @@ public enum ProviderError: Error, Equatable, Sendable {
     case unknownAccount(String)
     case insufficientFunds(account: String)
     case referenceConflict(String)
+    case corruptRow(String)
 }

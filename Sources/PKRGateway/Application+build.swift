@@ -18,19 +18,30 @@ public struct BuiltApplication: Sendable {
 /// Opens and migrates the store and wires the gateway's parts together. Used by every command.
 public func buildGateway(config: GatewayConfig, clock: any GatewayClock = SystemClock(),
                          logger: Logger = Logger(label: "pkr")) async throws -> Gateway {
-    let store: SQLiteStore
+    let signal = WakeSignal()
+    let nowMicros: @Sendable () -> Int64 = { clock.nowMicros() }
+    let onOutboxWrite: @Sendable () -> Void = { signal.signal() }
+    let store: any GatewayStore
+    let walletStub: any WalletStubStore
+    let outbox: any OutboxStore
     switch config.databaseEngine {
     case .sqlite:
-        store = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: { clock.nowMicros() })
+        let sqlite = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: nowMicros)
+        store = sqlite
+        walletStub = SQLiteWalletStub(database: sqlite.database, pushEnabled: config.webhookPush, nowMicros: nowMicros,
+                                      onOutboxWrite: onOutboxWrite)
+        outbox = SQLiteWebhookOutbox(database: sqlite.database)
     case .postgres:
-        throw ConfigError.refused("DB_ENGINE=postgres is not available in this build; use DB_ENGINE=sqlite")
+        let postgres = try await PostgresStore.connect(settings: config.postgres, limits: config.limits, nowMicros: nowMicros,
+                                                       logger: logger)
+        store = postgres
+        walletStub = PostgresWalletStub(client: postgres.client, pushEnabled: config.webhookPush, nowMicros: nowMicros,
+                                        logger: logger, onOutboxWrite: onOutboxWrite)
+        outbox = PostgresWebhookOutbox(client: postgres.client, logger: logger)
     }
     try await store.migrate()
-    let signal = WakeSignal()
-    let walletStub = SQLiteWalletStub(database: store.database, pushEnabled: config.webhookPush,
-                                nowMicros: { clock.nowMicros() }, onOutboxWrite: { signal.signal() })
-    return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub,
-                   outbox: SQLiteWebhookOutbox(database: store.database), clock: clock, logger: logger, dispatchSignal: signal)
+    return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,
+                   logger: logger, dispatchSignal: signal)
 }
 
 /// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.

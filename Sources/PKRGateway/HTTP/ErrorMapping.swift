@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PKRCore
+import PostgresNIO
 
 /// The one place where failures become HTTP responses: a status and `{"error": code, "detail": text}`.
 enum ErrorMapping {
@@ -59,6 +60,9 @@ enum ErrorMapping {
         case let error as HTTPError where error.status.code < 500:
             return JSONResponse.make(error.status, .object([("error", .string("bad_request")),
                                                              ("detail", .string(error.body ?? error.status.reasonPhrase))]))
+        case let error as PSQLError where Self.isUnavailable(error):
+            logger.error("database unavailable", metadata: ["code": "\(error.code)"])
+            return response(for: GatewayError.storeUnavailable("unreachable or restarting; retry"), logger: logger)
         case let error as DatabaseError where Self.isUnavailable(error):
             logger.error("database unavailable", metadata: ["code": "\(error.resultCode)"])
             return response(for: GatewayError.storeUnavailable("busy or unreachable; retry"), logger: logger)
@@ -67,6 +71,12 @@ enum ErrorMapping {
             return JSONResponse.make(.internalServerError, .object([("error", .string("internal_error")),
                                                                      ("detail", .string("an unexpected server error occurred"))]))
         }
+    }
+
+    /// Connection-level failures and the server's shutdown codes (class 08, 57P0x) are outages, not faults.
+    static func isUnavailable(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return true }
+        return state.hasPrefix("08") || state.hasPrefix("57P")
     }
 
     static func isUnavailable(_ error: DatabaseError) -> Bool {

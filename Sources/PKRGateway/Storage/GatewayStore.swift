@@ -177,6 +177,14 @@ public enum RedeemResult: Sendable {
     case replayed(status: Int, responseBody: String)
 }
 
+extension RedeemResult {
+    /// The seed's redeem answer; stored with the idempotency key so a replay returns it byte for byte.
+    static func responseBody(_ job: ChainJob) -> String {
+        JSONText.object([("job_id", .string(job.id)), ("tx_hash", .string(job.txHash)),
+                         ("amount_units", .string(String(job.amountUnits)))])
+    }
+}
+
 public struct PendingPayout: Sendable {
     public var jobID: String
     public var walletAccount: String

@@ -317,8 +317,7 @@ public final class SQLiteStore: GatewayStore {
             try Self.appendLedger(db, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
                                   createdAt: createdAt)
             let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
-            let body = JSONText.object([("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
-                                        ("amount_units", .string(String(command.amountUnits)))])
+            let body = RedeemResult.responseBody(job)
             if let key = command.idempotencyKey {
                 try db.execute(sql: """
                     INSERT INTO core_idempotencyrecord

@@ -1,0 +1,278 @@
+import Foundation
+import Logging
+import NIOCore
+import PKRCore
+import PostgresNIO
+
+/// The wallet stub on PostgreSQL: the same behaviour as `SQLiteWalletStub`, row locks instead of one writer.
+public final class PostgresWalletStub: WalletStubStore {
+    private let client: PostgresClient
+    private let pushEnabled: Bool
+    private let nowMicros: @Sendable () -> Int64
+    private let onOutboxWrite: @Sendable () -> Void
+    private let logger: Logger
+
+    public init(client: PostgresClient, pushEnabled: Bool, nowMicros: @escaping @Sendable () -> Int64, logger: Logger,
+                onOutboxWrite: @escaping @Sendable () -> Void = {}) {
+        self.client = client
+        self.pushEnabled = pushEnabled
+        self.nowMicros = nowMicros
+        self.logger = logger
+        self.onOutboxWrite = onOutboxWrite
+    }
+
+    public func openAccount(_ accountNo: String) async throws {
+        let createdAt = Timestamp.format(micros: nowMicros())
+        try await client.query("""
+            INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (\(accountNo), 0, \(createdAt))
+            ON CONFLICT (account_no) DO NOTHING
+            """, logger: logger)
+    }
+
+    public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
+        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
+                                     amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
+        try await client.withTransaction(logger: logger) { connection in
+            try await self.append(connection, tx)
+        }
+        if pushEnabled { onOutboxWrite() }
+        return tx
+    }
+
+    public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
+        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
+                                            amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
+                                            memo: memo, reference: reference)
+        let (tx, created) = try await client.withTransaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
+            // The account row lock serialises payouts, so a repeated reference is always seen here.
+            try await self.lockAccount(connection, account)
+            if let existing = try await self.transaction(connection, reference: reference) {
+                guard existing.amountPaisa == amountPaisa, existing.account == account else {
+                    throw ProviderError.referenceConflict(reference)
+                }
+                return (existing, false)
+            }
+            try await self.append(connection, candidate)
+            return (candidate, true)
+        }
+        if created && pushEnabled { onOutboxWrite() }
+        return tx
+    }
+
+    public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
+        precondition(limit > 0 && limit <= SQLiteWalletStub.pageSizeMax, "page size out of range")
+        let since = Timestamp.format(micros: sinceMicros)
+        let rows = try await client.query("""
+            SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
+            FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+            WHERE t.id > \(cursor) AND t.occurred_at >= \(since) ORDER BY t.id LIMIT \(limit)
+            """, logger: logger)
+        var next = cursor
+        var out: [ProviderTransaction] = []
+        for try await (id, txID, account, direction, amount, status, occurred, memo, reference)
+            in rows.decode((Int64, String, String, String, Int64, String, String, String, String?).self) {
+            next = id
+            out.append(try Self.decode(txID, account, direction, amount, status, occurred, memo, reference))
+        }
+        return ProviderPage(transactions: out, nextCursor: next)
+    }
+
+    public func balancePaisa(account: String) async throws -> Int64? {
+        for try await balance in try await client.query(
+            "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = \(account)", logger: logger).decode(Int64.self) {
+            return balance
+        }
+        return nil
+    }
+
+    public func reservePaisa() async throws -> Int64 {
+        for try await total in try await client.query(
+            "SELECT COALESCE(SUM(balance_paisa), 0)::BIGINT FROM wallet_stub_walletstubaccount", logger: logger).decode(Int64.self) {
+            return total
+        }
+        return 0
+    }
+
+    private func lockAccount(_ connection: PostgresConnection, _ account: String) async throws {
+        let rows = try await connection.query("SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = \(account) FOR UPDATE",
+                                              logger: logger).collect()
+        guard !rows.isEmpty else { throw ProviderError.unknownAccount(account) }
+    }
+
+    private func append(_ connection: PostgresConnection, _ tx: ProviderTransaction) async throws {
+        let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa
+        let updated = try await connection.query("""
+            UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(delta)
+            WHERE account_no = \(tx.account) AND balance_paisa + \(delta) >= 0 RETURNING id
+            """, logger: logger).collect()
+        guard let row = updated.first else {
+            let exists = try await connection.query("SELECT 1 FROM wallet_stub_walletstubaccount WHERE account_no = \(tx.account)",
+                                                    logger: logger).collect()
+            throw exists.isEmpty ? ProviderError.unknownAccount(tx.account) : ProviderError.insufficientFunds(account: tx.account)
+        }
+        let accountID = try row.decode(Int64.self)
+        try await connection.query("""
+            INSERT INTO wallet_stub_walletstubtx
+              (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
+            VALUES (\(tx.providerTxID), \(accountID), \(tx.direction.rawValue), \(tx.amountPaisa), \(tx.status.rawValue),
+                    \(tx.memo), \(tx.reference), \(Timestamp.format(micros: tx.occurredAtMicros)))
+            """, logger: logger)
+        if pushEnabled {
+            try await PostgresWebhookOutbox.enqueue(connection, tx, nowMicros: tx.occurredAtMicros, logger: logger)
+        }
+    }
+
+    private func transaction(_ connection: PostgresConnection, reference: String) async throws -> ProviderTransaction? {
+        let rows = try await connection.query("""
+            SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
+            FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+            WHERE t.reference = \(reference)
+            """, logger: logger)
+        for try await (txID, account, direction, amount, status, occurred, memo, ref)
+            in rows.decode((String, String, String, Int64, String, String, String, String?).self) {
+            return try Self.decode(txID, account, direction, amount, status, occurred, memo, ref)
+        }
+        return nil
+    }
+
+    static func decode(_ txID: String, _ account: String, _ direction: String, _ amount: Int64, _ status: String,
+                       _ occurred: String, _ memo: String, _ reference: String?) throws -> ProviderTransaction {
+        guard let direction = TransactionDirection(rawValue: direction), let status = TransactionStatus(rawValue: status),
+              let occurredAtMicros = Timestamp.parse(occurred), amount > 0 else {
+            throw ProviderError.corruptRow(txID)
+        }
+        return ProviderTransaction(providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
+                                   status: status, occurredAtMicros: occurredAtMicros, memo: memo, reference: reference)
+    }
+}
+
+/// The outbox on PostgreSQL. `FOR UPDATE SKIP LOCKED` lets dispatchers of several instances share it.
+public final class PostgresWebhookOutbox: OutboxStore {
+    private let client: PostgresClient
+    private let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    static func enqueue(_ connection: PostgresConnection, _ tx: ProviderTransaction, nowMicros: Int64, logger: Logger) async throws {
+        let payload = ByteBuffer(bytes: WebhookEvent.encode(tx))
+        try await connection.query("""
+            INSERT INTO wallet_stub_webhookdelivery
+              (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
+            VALUES (\(Identifiers.webhookMessageID()), \(tx.providerTxID), \(payload), 'pending', 0, 0, \(nowMicros),
+                    \(Timestamp.format(micros: nowMicros)))
+            """, logger: logger)
+    }
+
+    public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
+        let leaseUntil = nowMicros + OutboxLimits.leaseMicros
+        return try await client.withTransaction(logger: logger) { connection in
+            let rows = try await connection.query("""
+                UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = \(leaseUntil)
+                WHERE id IN (SELECT id FROM wallet_stub_webhookdelivery
+                             WHERE state = 'pending' AND next_attempt_micros <= \(nowMicros)
+                             ORDER BY next_attempt_micros, id LIMIT \(limit) FOR UPDATE SKIP LOCKED)
+                RETURNING id, message_id, provider_tx_id, payload, round_attempts
+                """, logger: self.logger)
+            var out: [OutboxDelivery] = []
+            for try await (id, messageID, txID, payload, round) in rows.decode((Int64, String, String, ByteBuffer, Int).self) {
+                out.append(OutboxDelivery(id: id, messageID: messageID, providerTxID: txID, payload: Array(buffer: payload),
+                                          roundAttempts: round))
+            }
+            return out
+        }
+    }
+
+    public func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
+                              outcome: AttemptOutcome, nowMicros: Int64) async throws {
+        let now = Timestamp.format(micros: nowMicros)
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("""
+                INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
+                VALUES (\(delivery.id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(delivery.id)),
+                        \(now), \(httpStatus), \(error), \(durationMicros))
+                """, logger: self.logger)
+            switch outcome {
+            case .delivered:
+                try await connection.query("""
+                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = NULL, delivered_at = \(now)
+                    WHERE id = \(delivery.id)
+                    """, logger: self.logger)
+            case .retry(let atMicros):
+                try await connection.query("""
+                    UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
+                      next_attempt_micros = \(atMicros), last_http_status = \(httpStatus), last_error = \(error)
+                    WHERE id = \(delivery.id) AND state = 'pending'
+                    """, logger: self.logger)
+            case .dead:
+                try await connection.query("""
+                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = \(error)
+                    WHERE id = \(delivery.id) AND state = 'pending'
+                    """, logger: self.logger)
+            }
+        }
+    }
+
+    public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
+        let rows = try await client.query("""
+            UPDATE wallet_stub_webhookdelivery SET state = 'pending', round_attempts = 0, next_attempt_micros = \(nowMicros)
+            WHERE id = \(id) RETURNING 1
+            """, logger: logger).collect()
+        return rows.count == 1
+    }
+
+    public func nextDueMicros() async throws -> Int64? {
+        for try await next in try await client.query(
+            "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'", logger: logger)
+            .decode(Int64?.self) {
+            return next
+        }
+        return nil
+    }
+
+    public func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView] {
+        precondition(limit > 0 && limit <= OutboxLimits.listLimitMax, "page size out of range")
+        let rows = try await client.query("""
+            SELECT id, message_id, provider_tx_id, state, attempts, next_attempt_micros, last_http_status, last_error,
+                   created_at, delivered_at
+            FROM wallet_stub_webhookdelivery
+            WHERE id < \(beforeID ?? Int64.max) AND (\(state)::TEXT IS NULL OR state = \(state)) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var out: [DeliveryView] = []
+        for try await (id, messageID, txID, state, attempts, next, status, error, created, delivered)
+            in rows.decode((Int64, String, String, String, Int, Int64, Int?, String?, String, String?).self) {
+            out.append(DeliveryView(id: id, message_id: messageID, provider_tx_id: txID, state: state, attempts: attempts,
+                                    next_attempt_at: state == "pending" ? Timestamp.format(micros: next) : nil,
+                                    last_http_status: status, last_error: error, created_at: created, delivered_at: delivered))
+        }
+        return out
+    }
+
+    public func attempts(deliveryID: Int64) async throws -> [AttemptView]? {
+        let exists = try await client.query("SELECT 1 FROM wallet_stub_webhookdelivery WHERE id = \(deliveryID)", logger: logger).collect()
+        guard !exists.isEmpty else { return nil }
+        let rows = try await client.query("""
+            SELECT attempt_no, attempted_at, http_status, error, duration_micros FROM wallet_stub_webhookattempt
+            WHERE delivery_id = \(deliveryID) ORDER BY attempt_no
+            """, logger: logger)
+        var out: [AttemptView] = []
+        for try await (number, at, status, error, micros) in rows.decode((Int, String, Int?, String?, Int64).self) {
+            out.append(AttemptView(attempt_no: number, attempted_at: at, http_status: status, error: error,
+                                   duration_ms: format3(micros)))
+        }
+        return out
+    }
+
+    public func countByState() async throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for try await (state, count) in try await client.query(
+            "SELECT state, COUNT(*)::BIGINT FROM wallet_stub_webhookdelivery GROUP BY state", logger: logger).decode((String, Int).self) {
+            out[state] = count
+        }
+        return out
+    }
+}
