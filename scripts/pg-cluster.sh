@@ -21,7 +21,7 @@ as_owner() {
 start() {
     if [ ! -f "$dir/PG_VERSION" ]; then
         mkdir -p "$dir"
-        [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+        if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; chmod 700 "$dir"; fi
         as_owner "$bin/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null
         echo "port = $port" >> "$dir/postgresql.conf"
     fi

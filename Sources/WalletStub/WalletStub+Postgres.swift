@@ -32,7 +32,7 @@ public final class PostgresWalletStub: WalletStubStore {
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
                                      amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             try await self.append(connection, tx)
         }
         if pushEnabled { onOutboxWrite() }
@@ -43,7 +43,7 @@ public final class PostgresWalletStub: WalletStubStore {
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
                                             amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
                                             memo: memo, reference: reference)
-        let (tx, created) = try await client.withTransaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
+        let (tx, created) = try await client.transaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
             // The account row lock serialises payouts, so a repeated reference is always seen here.
             try await self.lockAccount(connection, account)
             if let existing = try await self.transaction(connection, reference: reference) {
@@ -168,7 +168,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
         let leaseUntil = nowMicros + OutboxLimits.leaseMicros
-        return try await client.withTransaction(logger: logger) { connection in
+        return try await client.transaction(logger: logger) { connection in
             let rows = try await connection.query("""
                 UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = \(leaseUntil)
                 WHERE id IN (SELECT id FROM wallet_stub_webhookdelivery
@@ -188,7 +188,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
     public func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
                               outcome: AttemptOutcome, nowMicros: Int64) async throws {
         let now = Timestamp.format(micros: nowMicros)
-        try await client.withTransaction(logger: logger) { connection in
+        try await client.transaction(logger: logger) { connection in
             try await connection.query("""
                 INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
                 VALUES (\(delivery.id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(delivery.id)),

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import HTTPTypes
 import HummingbirdTesting
 import PKRCore
@@ -8,9 +7,9 @@ import Testing
 
 @Suite("Seed API through the router")
 struct APITests {
-    @Test("the seed walkthrough gives the seed's results in poll-only mode")
-    func walkthrough() async throws {
-        try await withApp(try testConfig()) { client, gateway in
+    @Test("the seed walkthrough gives the seed's results in poll-only mode", arguments: TestEngine.all)
+    func walkthrough(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
             #expect(try await client.call(.get, "/api/health").object["ok"] as? Bool == true)
             let seeded = try await client.call(.post, "/api/demo/seed")
             #expect(seeded.status == .ok)
@@ -69,9 +68,9 @@ struct APITests {
         }
     }
 
-    @Test("unsafe methods need the CSRF cookie and a matching header")
-    func csrf() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("unsafe methods need the CSRF cookie and a matching header", arguments: TestEngine.all)
+    func csrf(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             let noCookie = try await client.call(.post, "/api/demo/seed", csrf: false)
             #expect(noCookie.status == .forbidden)
             #expect(noCookie.error == "csrf_failed")
@@ -94,9 +93,9 @@ struct APITests {
         }
     }
 
-    @Test("calls before the demo seed get a clear 409")
-    func beforeSeed() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("calls before the demo seed get a clear 409", arguments: TestEngine.all)
+    func beforeSeed(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             for (method, uri, body) in [(HTTPRequest.Method.get, "/api/balance", nil), (.get, "/api/me", nil),
                                         (.post, "/api/redeem", #"{"amount_units":"10000"}"#),
                                         (.post, "/api/demo/wallet/credit", #"{"amount_pkr":"1.00"}"#),
@@ -108,9 +107,9 @@ struct APITests {
         }
     }
 
-    @Test("manual mint is idempotent per provider_tx_id and refuses what cannot mint")
-    func manualMint() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("manual mint is idempotent per provider_tx_id and refuses what cannot mint", arguments: TestEngine.all)
+    func manualMint(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let txID = try #require(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"5.00"}"#).string("provider_tx_id"))
             let unknown = try await client.call(.post, "/api/mint", json: #"{"provider_tx_id":"\#(txID)"}"#)
@@ -134,9 +133,9 @@ struct APITests {
         }
     }
 
-    @Test("redeem rejects bad input with stable codes and never overdraws")
-    func redeemErrors() async throws {
-        try await withApp(try testConfig(["MAX_SINGLE_PAYOUT_PKR": "500.00"])) { client, _ in
+    @Test("redeem rejects bad input with stable codes and never overdraws", arguments: TestEngine.all)
+    func redeemErrors(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine, ["MAX_SINGLE_PAYOUT_PKR": "500.00"])) { client, _ in
             _ = try await client.seed()
             _ = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#)
             _ = try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
@@ -182,9 +181,9 @@ struct APITests {
         }
     }
 
-    @Test("deposit amounts are parsed exactly; a deposit above the mint ceiling is held, not minted")
-    func depositAmounts() async throws {
-        try await withApp(try testConfig(["MAX_SINGLE_MINT_PKR": "1000.00"])) { client, gateway in
+    @Test("deposit amounts are parsed exactly; a deposit above the mint ceiling is held, not minted", arguments: TestEngine.all)
+    func depositAmounts(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine, ["MAX_SINGLE_MINT_PKR": "1000.00"])) { client, gateway in
             _ = try await client.seed()
             for bad in [#""1.234""#, #""-5""#, #""0""#, #""0.00""#, #""abc""#, #""1e3""#, #""""#, #""99999999999999999999.99""#] {
                 let result = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":\#(bad)}"#)
@@ -204,9 +203,9 @@ struct APITests {
         }
     }
 
-    @Test("unknown routes and methods answer JSON errors")
-    func notFound() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("unknown routes and methods answer JSON errors", arguments: TestEngine.all)
+    func notFound(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             let missing = try await client.call(.get, "/api/nope")
             #expect(missing.status == .notFound)
             #expect(missing.error == "not_found")
@@ -216,9 +215,9 @@ struct APITests {
         }
     }
 
-    @Test("the ledger shows issuer rows, chained by hash, and verifies")
-    func ledger() async throws {
-        try await withApp(try testConfig()) { client, gateway in
+    @Test("the ledger shows issuer rows, chained by hash, and verifies", arguments: TestEngine.all)
+    func ledger(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await client.seed()
             _ = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#)
             _ = try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
@@ -237,44 +236,38 @@ struct APITests {
             #expect(verified.entriesChecked == 4)
 
             // Tampering with a stored amount is found, and names the entry.
-            let store = try #require(gateway.store as? SQLiteStore)
-            try await store.database.write { db in try db.execute(sql: "UPDATE core_ledgerentry SET amount_units = 1 WHERE id = 3") }
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = 1 WHERE id = 3")
             #expect(try await gateway.store.verifyLedger().firstBreak == .hashMismatch(id: 3))
-            try await store.database.write { db in try db.execute(sql: "DELETE FROM core_ledgerentry WHERE id = 4") }
+            try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id = 4")
             let summary = try await client.call(.get, "/api/debug/summary")
             #expect((summary["invariants"] as? [String: Any])?["ok"] as? Bool == false)
         }
     }
 
-    @Test("the seed's inspection queries read the seed's values")
-    func inspectionQueries() async throws {
-        try await withApp(try testConfig()) { client, gateway in
+    @Test("the seed's inspection queries read the seed's values", arguments: TestEngine.all)
+    func inspectionQueries(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await client.seed()
             _ = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00","memo":"Deposit #1"}"#)
             _ = try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
             let key = HTTPFields([HTTPField(name: HTTPField.Name("Idempotency-Key")!, value: "walkthrough-key")])
             _ = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: key)
-            let store = try #require(gateway.store as? SQLiteStore)
-            let rows = try await store.database.read { db in
-                (
-                    try String.fetchAll(db, sql: "SELECT balance_pkr FROM wallet_stub_walletstubaccount"),
-                    try Row.fetchAll(db, sql: "SELECT direction, amount_pkr FROM wallet_stub_walletstubtx ORDER BY occurred_at")
-                        .map { "\($0[0] as String)|\($0[1] as String)" },
-                    try Row.fetchAll(db, sql: "SELECT job_type, amount_units, idempotency_key FROM core_chainjob ORDER BY created_at")
-                        .map { "\($0[0] as String)|\($0[1] as Int64)|\(($0[2] as String?) ?? "")" },
-                    try Int64.fetchAll(db, sql: "SELECT balance_units FROM core_tokenbalance"),
-                    try Int64.fetchAll(db, sql: "SELECT balance_units FROM chain_stub_chainstubbalance"),
-                    try Row.fetchAll(db, sql: "SELECT side, account, amount_units, ref_type FROM core_ledgerentry ORDER BY created_at")
-                        .map { "\($0[0] as String)|\($0[1] as String)|\($0[2] as Int64)|\($0[3] as String)" }
-                )
-            }
-            #expect(rows.0 == ["800.00"])
-            #expect(rows.1 == ["credit|1000.00", "debit|200.00"])
-            #expect(rows.2 == ["mint|1000000000|", "burn|200000000|walkthrough-key"])
-            #expect(rows.3 == [800_000_000])
-            #expect(rows.4 == [800_000_000])
-            #expect(rows.5 == ["credit|issuer_token|1000000000|mint", "debit|user_token|1000000000|mint",
-                               "credit|user_token|200000000|burn", "debit|issuer_token|200000000|burn"])
+            // The queries run verbatim through the engine's own command-line client (sqlite3 or psql).
+            let output = try runInspectionQueries(gateway.config, engine: engine)
+            #expect(output == """
+                800.00
+                credit|1000.00
+                debit|200.00
+                mint|1000000000|
+                burn|200000000|walkthrough-key
+                800000000
+                800000000
+                credit|issuer_token|1000000000|mint
+                debit|user_token|1000000000|mint
+                credit|user_token|200000000|burn
+                debit|issuer_token|200000000|burn
+
+                """)
         }
     }
 }

@@ -59,9 +59,9 @@ func concurrently<T: Sendable>(_ count: Int, _ work: @escaping @Sendable (Int) a
     }
 }
 
-func withLiveLoad(_ overrides: [String: String] = [:],
+func withLiveLoad(engine: TestEngine, _ overrides: [String: String] = [:],
                   _ body: @Sendable (LoadClient, Gateway) async throws -> Void) async throws {
-    try await withApp(try testConfig(overrides), .live) { client, gateway in
+    try await withApp(try await testConfig(engine: engine, overrides), .live) { client, gateway in
         let load = LoadClient(port: try #require(client.port))
         do {
             _ = try await gateway.seedDemo()
@@ -76,9 +76,9 @@ func withLiveLoad(_ overrides: [String: String] = [:],
 
 @Suite("Exactly once under real concurrency", .serialized)
 struct ConcurrencyTests {
-    @Test("the same credit by webhook and by ingest at the same moment mints once")
-    func webhookRacesIngest() async throws {
-        try await withLiveLoad { load, gateway in
+    @Test("the same credit by webhook and by ingest at the same moment mints once", arguments: TestEngine.all)
+    func webhookRacesIngest(engine: TestEngine) async throws {
+        try await withLiveLoad(engine: engine) { load, gateway in
             for round in 0..<10 {
                 let tx = try await gateway.demoCredit(amountPaisa: 1_000 + Int64(round), memo: "race \(round)")
                 let results = try await concurrently(8) { index in
@@ -96,9 +96,9 @@ struct ConcurrencyTests {
         }
     }
 
-    @Test("50 concurrent redeliveries of one webhook mint once")
-    func concurrentRedeliveries() async throws {
-        try await withLiveLoad { load, gateway in
+    @Test("50 concurrent redeliveries of one webhook mint once", arguments: TestEngine.all)
+    func concurrentRedeliveries(engine: TestEngine) async throws {
+        try await withLiveLoad(engine: engine) { load, gateway in
             let tx = try await gateway.demoCredit(amountPaisa: 100_000, memo: "once")
             let outcomes = try await concurrently(50) { _ in try await load.webhook(WebhookEvent.encode(tx), id: "msg_once") }
             #expect(outcomes.allSatisfy { $0.status == 200 })
@@ -110,9 +110,9 @@ struct ConcurrencyTests {
         }
     }
 
-    @Test("50 concurrent redeems against one balance never overdraw")
-    func concurrentRedeems() async throws {
-        try await withLiveLoad { load, gateway in
+    @Test("50 concurrent redeems against one balance never overdraw", arguments: TestEngine.all)
+    func concurrentRedeems(engine: TestEngine) async throws {
+        try await withLiveLoad(engine: engine) { load, gateway in
             let tx = try await gateway.demoCredit(amountPaisa: 1_000_000, memo: "10000 PKR")
             _ = try await gateway.ingest(sinceMicros: 0)
             // Each asks for 300 PKR of a 10,000 PKR balance: at most 33 can succeed.
@@ -133,9 +133,9 @@ struct ConcurrencyTests {
         }
     }
 
-    @Test("50 concurrent redeems with one Idempotency-Key burn once")
-    func concurrentSameKey() async throws {
-        try await withLiveLoad { load, gateway in
+    @Test("50 concurrent redeems with one Idempotency-Key burn once", arguments: TestEngine.all)
+    func concurrentSameKey(engine: TestEngine) async throws {
+        try await withLiveLoad(engine: engine) { load, gateway in
             _ = try await gateway.demoCredit(amountPaisa: 100_000, memo: "1000 PKR")
             _ = try await gateway.ingest(sinceMicros: 0)
             let results = try await concurrently(50) { _ in
@@ -173,10 +173,10 @@ struct LostWebhookTests {
                         ledgerEntries: entries.count, reserveUnits: report.reserveUnits)
     }
 
-    @Test("N credits whose pushes fail are all minted once by one reconciler pass, as if every webhook had arrived")
-    func reconcilerHeals() async throws {
+    @Test("N credits whose pushes fail are all minted once by one reconciler pass, as if every webhook had arrived", arguments: TestEngine.all)
+    func reconcilerHeals(engine: TestEngine) async throws {
         // Reference run: every webhook arrives.
-        let delivered = try await withApp(try testConfig(["PKR_WEBHOOK_PUSH": "1"]), .live) { _, gateway in
+        let delivered = try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1"]), .live) { _, gateway in
             _ = try await gateway.seedDemo()
             for amount in Self.amountsPaisa { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }
             let done = try await eventually { try await gateway.reconciliation().ok }
@@ -184,7 +184,7 @@ struct LostWebhookTests {
             return try await Self.endState(gateway)
         }
         // Lost run: the dispatcher can reach nobody.
-        let lostConfig = try testConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/gone",
+        let lostConfig = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/gone",
                                          "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10"])
         let healed = try await withApp(lostConfig, .live) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -205,9 +205,9 @@ struct LostWebhookTests {
         #expect(healed.balanceUnits == Self.amountsPaisa.reduce(0, +) * 10_000)
     }
 
-    @Test("the background reconciler heals lost webhooks on its own")
-    func backgroundReconciler() async throws {
-        let config = try testConfig(["PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "1"])
+    @Test("the background reconciler heals lost webhooks on its own", arguments: TestEngine.all)
+    func backgroundReconciler(engine: TestEngine) async throws {
+        let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "1"])
         try await withApp(config, .live) { _, gateway in
             _ = try await gateway.seedDemo()
             for amount in Self.amountsPaisa.prefix(5) { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }

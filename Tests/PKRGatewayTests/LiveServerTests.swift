@@ -42,9 +42,9 @@ final class CookieClient: @unchecked Sendable {
 
 @Suite("Live server over real HTTP", .serialized)
 struct LiveServerTests {
-    @Test("the seed walkthrough over HTTP with a cookie jar, and the seed's queries through the sqlite3 CLI")
-    func walkthroughOverHTTP() async throws {
-        let config = try testConfig()
+    @Test("the seed walkthrough over HTTP with a cookie jar, and the seed's queries through the sqlite3 CLI", arguments: TestEngine.all)
+    func walkthroughOverHTTP(engine: TestEngine) async throws {
+        let config = try await testConfig(engine: engine)
         try await withApp(config, .live) { client, _ in
             let http = CookieClient(port: try #require(client.port))
             #expect(try await http.send(.GET, "/api/health").text == #"{"ok": true}"#)
@@ -63,8 +63,8 @@ struct LiveServerTests {
             let summary = try await http.send(.GET, "/api/debug/summary")
             #expect((summary["balances"] as? [String: Any])?["match"] as? Bool == true)
         }
-        // The seed README's inspection queries, verbatim, through the sqlite3 command-line tool.
-        let output = try runSQLite3(config.sqlitePath, SeedQueries.all.joined(separator: "\n"))
+        // The seed README's inspection queries, verbatim, through the sqlite3 or psql command-line tool.
+        let output = try runInspectionQueries(config, engine: engine)
         #expect(output == """
             800.00
             credit|1000.00
@@ -81,9 +81,9 @@ struct LiveServerTests {
             """)
     }
 
-    @Test("with push on, a deposit is minted by its webhook with no ingest call")
-    func pushMints() async throws {
-        try await withApp(try testConfig(["PKR_WEBHOOK_PUSH": "1"]), .live) { client, gateway in
+    @Test("with push on, a deposit is minted by its webhook with no ingest call", arguments: TestEngine.all)
+    func pushMints(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1"]), .live) { client, gateway in
             let http = CookieClient(port: try #require(client.port))
             _ = try await http.send(.GET, "/api/csrf")
             _ = try await http.send(.POST, "/api/demo/seed")
@@ -112,15 +112,12 @@ struct LiveServerTests {
         }
     }
 
-    @Test("a push made while the gateway is down is retried and minted once it is back")
-    func retriesUntilGatewayIsBack() async throws {
-        let directory = try temporaryDirectory()
-        let sqlitePath = directory.appendingPathComponent("shared.sqlite3").path
+    @Test("a push made while the gateway is down is retried and minted once it is back", arguments: TestEngine.all)
+    func retriesUntilGatewayIsBack(engine: TestEngine) async throws {
         let gatewayPort = try freeLoopbackPort()
         // The provider side pushes to a port where nothing listens yet.
-        let provider = try testConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet",
-                                       "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "100,200,300,400,500,600,700,800,900,1000"],
-                                      sqlitePath: sqlitePath)
+        let provider = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet",
+                                       "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "100,200,300,400,500,600,700,800,900,1000"])
         try await withApp(provider, .live) { client, gateway in
             _ = try await gateway.seedDemo()
             let tx = try await gateway.demoCredit(amountPaisa: 50_000, memo: "while down")
@@ -131,13 +128,15 @@ struct LiveServerTests {
             #expect(try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 0)
 
             // The gateway comes up on the target port, sharing the database, and the next retry lands.
-            let receiver = try testConfig(["PORT": "\(gatewayPort)"], sqlitePath: sqlitePath)
+            let receiver = try await testConfig(engine: engine, ["PORT": "\(gatewayPort)"], sharing: provider)
             try await withRunningServer(receiver) { _ in
                 let minted = try await eventually {
                     try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 500_000_000
                 }
                 #expect(minted)
             }
+            let settled = try await eventually { try await gateway.outbox.list(limit: 1, beforeID: nil, state: "delivered").count == 1 }
+            #expect(settled, "the dispatcher records the delivery once the gateway acknowledged it")
             let delivery = try #require(try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first)
             #expect(delivery.state == "delivered")
             #expect(delivery.provider_tx_id == tx.providerTxID)
@@ -150,9 +149,9 @@ struct LiveServerTests {
         }
     }
 
-    @Test("a delivery that never succeeds is parked as dead, and an operator can redeliver it")
-    func deadAndRedeliver() async throws {
-        let config = try testConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
+    @Test("a delivery that never succeeds is parked as dead, and an operator can redeliver it", arguments: TestEngine.all)
+    func deadAndRedeliver(engine: TestEngine) async throws {
+        let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
                                      "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "20,20"])
         try await withApp(config, .live) { client, gateway in
             let http = CookieClient(port: try #require(client.port))
@@ -194,17 +193,30 @@ func freeLoopbackPort() throws -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-func runSQLite3(_ path: String, _ sql: String) throws -> String {
+func runInspectionQueries(_ config: GatewayConfig, engine: TestEngine) throws -> String {
+    let sql = SeedQueries.all.joined(separator: "\n")
+    switch engine {
+    case .sqlite:
+        return try runTool("/usr/bin/sqlite3", [config.sqlitePath], input: sql)
+    case .postgres:
+        let p = config.postgres
+        return try runTool("/usr/bin/psql", ["-At", "-h", p.host, "-p", String(p.port), "-U", p.user, "-d", p.database],
+                           input: sql, environment: ["PGPASSWORD": p.password])
+    }
+}
+
+func runTool(_ path: String, _ arguments: [String], input: String, environment: [String: String] = [:]) throws -> String {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-    process.arguments = [path]
-    let input = Pipe()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    let stdin = Pipe()
     let output = Pipe()
-    process.standardInput = input
+    process.standardInput = stdin
     process.standardOutput = output
     try process.run()
-    input.fileHandleForWriting.write(Data(sql.utf8))
-    try input.fileHandleForWriting.close()
+    stdin.fileHandleForWriting.write(Data(input.utf8))
+    try stdin.fileHandleForWriting.close()
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return String(decoding: data, as: UTF8.self)

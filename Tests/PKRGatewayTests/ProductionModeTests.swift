@@ -35,29 +35,29 @@ struct ProductionModeTests {
     static let secret = WebhookSecret.generate()
     static let adminToken = "admin-token-0123456789abcdef"
 
-    static func productionConfig(_ extra: [String: String] = [:]) throws -> GatewayConfig {
+    static func productionConfig(_ extra: [String: String] = [:]) async throws -> GatewayConfig {
         var env = ["DEBUG": "0", "PKR_WEBHOOK_SECRETS": secret.encoded, "PKR_ADMIN_TOKEN": adminToken,
                    "PKR_WEBHOOK_RATE_LIMIT_PER_S": "0"]
         env.merge(extra) { _, new in new }
-        return try testConfig(env)
+        return try await testConfig(env)
     }
 
     @Test("the server refuses to start with the dev secret, a short secret or no admin token")
     func refusesUnsafeStart() async throws {
         await #expect(throws: ConfigError.self) {
-            _ = try await buildApplication(config: try testConfig(["DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken]), logger: testLogger())
+            _ = try await buildApplication(config: try await testConfig(["DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken]), logger: testLogger())
         }
         await #expect(throws: ConfigError.self) {
-            _ = try await buildApplication(config: try testConfig(["DEBUG": "0", "PKR_WEBHOOK_SECRETS": Self.secret.encoded]), logger: testLogger())
+            _ = try await buildApplication(config: try await testConfig(["DEBUG": "0", "PKR_WEBHOOK_SECRETS": Self.secret.encoded]), logger: testLogger())
         }
-        #expect(throws: ConfigError.self) {
-            _ = try testConfig(["PKR_WEBHOOK_SECRETS": "whsec_" + Data(repeating: 7, count: 16).base64EncodedString()])
+        await #expect(throws: ConfigError.self) {
+            _ = try await testConfig(["PKR_WEBHOOK_SECRETS": "whsec_" + Data(repeating: 7, count: 16).base64EncodedString()])
         }
     }
 
     @Test("demo endpoints are gone, operator endpoints need the bearer token, hosts are checked")
     func productionSurface() async throws {
-        try await withApp(try Self.productionConfig(), .live) { client, gateway in
+        try await withApp(try await Self.productionConfig(), .live) { client, gateway in
             #expect(try await client.call(.post, "/api/demo/seed").status == .notFound)
             #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1.00"}"#).status == .notFound)
             _ = try await gateway.seedDemo()
@@ -82,12 +82,12 @@ struct ProductionModeTests {
 
     @Test("ALLOWED_HOSTS is enforced outside demo mode")
     func allowedHosts() async throws {
-        try await withApp(try Self.productionConfig(["ALLOWED_HOSTS": "api.example"]), .live) { client, _ in
+        try await withApp(try await Self.productionConfig(["ALLOWED_HOSTS": "api.example"]), .live) { client, _ in
             let disallowed = try await client.call(.get, "/api/health")
             #expect(disallowed.status == .badRequest)
             #expect(disallowed.error == "disallowed_host")
         }
-        try await withApp(try Self.productionConfig(["ALLOWED_HOSTS": "api.example,localhost"]), .live) { client, _ in
+        try await withApp(try await Self.productionConfig(["ALLOWED_HOSTS": "api.example,localhost"]), .live) { client, _ in
             let health = try await client.call(.get, "/api/health")
             #expect(health.status == .ok)
         }
@@ -97,7 +97,7 @@ struct ProductionModeTests {
     func logsHoldNoSecrets() async throws {
         let logs = CapturedLogs()
         let logger = Logger(label: "pkr-test", factory: logs.handler)
-        let config = try Self.productionConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
+        let config = try await Self.productionConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
                                                 "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10"])
         let built = try await buildApplication(config: config, logger: logger)
         let signatures = try await built.application.test(.live) { client in

@@ -1,11 +1,13 @@
 import AsyncHTTPClient
 import Foundation
+import GRDB
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
 import PKRCore
+import PostgresNIO
 import ServiceLifecycle
 import Testing
 @testable import PKRGateway
@@ -20,17 +22,60 @@ func temporaryDirectory() throws -> URL {
     return url
 }
 
-/// A config on a fresh SQLite file, poll-only and quiet unless a test says otherwise.
-func testConfig(_ overrides: [String: String] = [:], sqlitePath: String? = nil) throws -> GatewayConfig {
+/// The engines every contract test runs against. PostgreSQL joins when scripts/test has started a cluster.
+enum TestEngine: String, CaseIterable, Sendable {
+    case sqlite
+    case postgres
+
+    static var postgresPort: String { ProcessInfo.processInfo.environment["PKR_TEST_POSTGRES_PORT"] ?? "55432" }
+    static var postgresAvailable: Bool { ProcessInfo.processInfo.environment["PKR_TEST_POSTGRES"] == "1" }
+    static var all: [TestEngine] { postgresAvailable ? [.sqlite, .postgres] : [.sqlite] }
+}
+
+/// A config on a fresh database (a new SQLite file, or a new PostgreSQL database), poll-only and quiet unless a
+/// test says otherwise. `sharing` reuses another config's database, as a second instance would.
+func testConfig(engine: TestEngine = .sqlite, _ overrides: [String: String] = [:],
+                sharing: GatewayConfig? = nil) async throws -> GatewayConfig {
     var env = [
-        "SQLITE_PATH": try sqlitePath ?? temporaryDirectory().appendingPathComponent("pkr.sqlite3").path,
         "PORT": "0",
         "PKR_WEBHOOK_PUSH": "0",
         "PKR_RECONCILE_INTERVAL_S": "0",
         "PKR_DEMO_SEED_ON_START": "0",
     ]
+    switch engine {
+    case .sqlite:
+        env["SQLITE_PATH"] = try sharing?.sqlitePath ?? temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+    case .postgres:
+        env["DB_ENGINE"] = "postgres"
+        env["POSTGRES_HOST"] = "127.0.0.1"
+        env["POSTGRES_PORT"] = TestEngine.postgresPort
+        env["POSTGRES_USER"] = "pkr_demo"
+        env["POSTGRES_PASSWORD"] = "pkr_demo"
+        if let sharing {
+            env["POSTGRES_DB"] = sharing.postgres.database
+        } else {
+            env["POSTGRES_DB"] = try await createPostgresDatabase()
+        }
+    }
     env.merge(overrides) { _, new in new }
     return try GatewayConfig(values: env)
+}
+
+/// A new, empty database on the test cluster, so each test starts from nothing.
+func createPostgresDatabase() async throws -> String {
+    let name = "pkr_t_" + Crypto.hex(Crypto.randomBytes(8))
+    let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: Int(TestEngine.postgresPort) ?? 55432,
+                                                         username: "pkr_demo", password: "pkr_demo", database: "pkr_demo",
+                                                         tls: .disable)
+    let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: testLogger())
+    do {
+        try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: testLogger())
+        try await connection.close()
+    } catch {
+        try? await connection.close()
+        throw error
+    }
+    return name
 }
 
 func testLogger() -> Logger {
@@ -145,4 +190,26 @@ func eventually(timeoutSeconds: Double = 10, _ condition: @Sendable () async thr
         try await Task.sleep(for: .milliseconds(25))
     }
     return try await condition()
+}
+
+/// Runs raw SQL against whichever database the gateway uses, as an attacker with database access would.
+func executeRawSQL(_ gateway: Gateway, _ sql: String) async throws {
+    switch gateway.store {
+    case let sqlite as SQLiteStore:
+        try await sqlite.database.write { db in try db.execute(sql: sql) }
+    case let postgres as PostgresStore:
+        try await postgres.client.query(PostgresQuery(unsafeSQL: sql), logger: testLogger())
+    default:
+        Issue.record("unknown store \(type(of: gateway.store))")
+    }
+}
+
+@Suite("Test environment")
+struct TestEnvironmentTests {
+    @Test("CI runs the PostgreSQL half of the contract suite, never skips it")
+    func postgresInCI() {
+        if ProcessInfo.processInfo.environment["CI"] == "true" {
+            #expect(TestEngine.postgresAvailable, "scripts/test must start PostgreSQL and set PKR_TEST_POSTGRES=1")
+        }
+    }
 }

@@ -7,9 +7,9 @@ import Testing
 
 @Suite("Webhook receiver through the router")
 struct WebhookReceiverTests {
-    @Test("a signed settled credit is recorded and minted in one step")
-    func mintsSettledCredit() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("a signed settled credit is recorded and minted in one step", arguments: TestEngine.all)
+    func mintsSettledCredit(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let result = try await client.webhook(creditEvent(amountPKR: "1000.00"))
             #expect(result.status == .ok, "\(result.text)")
@@ -23,9 +23,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("the same webhook delivered 20 times mints once")
-    func redeliveries() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("the same webhook delivered 20 times mints once", arguments: TestEngine.all)
+    func redeliveries(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let body = creditEvent(amountPKR: "250.00")
             var outcomes: [String] = []
@@ -41,9 +41,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("a redelivery with different content is a 409, quarantined, and mints nothing")
-    func conflict() async throws {
-        try await withApp(try testConfig()) { client, gateway in
+    @Test("a redelivery with different content is a 409, quarantined, and mints nothing", arguments: TestEngine.all)
+    func conflict(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await client.seed()
             // A real deposit at the (poll-only) stub, so the reserve backs what the webhook mints.
             let deposit = try await gateway.demoCredit(amountPaisa: 10_000, memo: "real")
@@ -64,9 +64,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("stale, future, forged and unsigned deliveries are 401 and mint nothing")
-    func rejectsUnauthentic() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("stale, future, forged and unsigned deliveries are 401 and mint nothing", arguments: TestEngine.all)
+    func rejectsUnauthentic(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let now = SystemClock().nowMicros() / 1_000_000
             let stale = try await client.webhook(creditEvent(), timestampSeconds: now - 301)
@@ -93,9 +93,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("signed but malformed, invalid or oversized payloads get 400, 422 and 413")
-    func rejectsBadPayloads() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("signed but malformed, invalid or oversized payloads get 400, 422 and 413", arguments: TestEngine.all)
+    func rejectsBadPayloads(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             #expect(try await client.webhook(Array("not json".utf8)).error == "invalid_json")
             #expect(try await client.webhook([0xff, 0xfe, 0x00]).status == .badRequest)
@@ -119,9 +119,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("a pending credit mints only when it settles, once")
-    func pendingThenSettled() async throws {
-        try await withApp(try testConfig()) { client, _ in
+    @Test("a pending credit mints only when it settles, once", arguments: TestEngine.all)
+    func pendingThenSettled(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let txID = Identifiers.providerTxID()
             #expect(try await client.webhook(creditEvent(txID, status: .pending)).string("outcome") == "recorded")
@@ -136,9 +136,9 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("a debit nobody asked for is recorded and flagged, never burned")
-    func unmatchedDebit() async throws {
-        try await withApp(try testConfig()) { client, gateway in
+    @Test("a debit nobody asked for is recorded and flagged, never burned", arguments: TestEngine.all)
+    func unmatchedDebit(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await client.seed()
             _ = try await client.webhook(creditEvent(amountPKR: "100.00"))
             let debit = try await client.webhook(creditEvent(amountPKR: "40.00", direction: .debit))
@@ -152,11 +152,11 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("several active secrets: any one verifies (rotation)")
-    func rotation() async throws {
+    @Test("several active secrets: any one verifies (rotation)", arguments: TestEngine.all)
+    func rotation(engine: TestEngine) async throws {
         let old = WebhookSecret.generate()
         let new = WebhookSecret.generate()
-        try await withApp(try testConfig(["PKR_WEBHOOK_SECRETS": "\(new.encoded) \(old.encoded)"])) { client, _ in
+        try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_SECRETS": "\(new.encoded) \(old.encoded)"])) { client, _ in
             _ = try await client.seed()
             #expect(try await client.webhook(creditEvent(), secret: old).status == .ok)
             #expect(try await client.webhook(creditEvent(), secret: new).status == .ok)
@@ -164,18 +164,18 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("legacy X-Signature is accepted only when its secret is configured")
-    func legacy() async throws {
+    @Test("legacy X-Signature is accepted only when its secret is configured", arguments: TestEngine.all)
+    func legacy(engine: TestEngine) async throws {
         let legacySecret = "legacy-secret-0123456789"
         let body = creditEvent(amountPKR: "3.00")
         let signature = WebhookSigner.legacySignature(key: Array(legacySecret.utf8), body: body)
         let headers = HTTPFields([HTTPField(name: HTTPField.Name("X-Signature")!, value: signature)])
-        try await withApp(try testConfig()) { client, _ in
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
             let off = try await client.call(.post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
             #expect(off.status == .unauthorized)
         }
-        try await withApp(try testConfig(["PKR_WEBHOOK_LEGACY_SECRET": legacySecret])) { client, _ in
+        try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_LEGACY_SECRET": legacySecret])) { client, _ in
             _ = try await client.seed()
             let on = try await client.call(.post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
             #expect(on.status == .ok, "\(on.text)")
@@ -185,13 +185,13 @@ struct WebhookReceiverTests {
         }
     }
 
-    @Test("the CIDR allowlist and the rate limit guard the receiver")
-    func allowlistAndRateLimit() async throws {
-        try await withApp(try testConfig(["PKR_WEBHOOK_ALLOWED_CIDRS": "10.0.0.0/8"]), .live) { client, _ in
+    @Test("the CIDR allowlist and the rate limit guard the receiver", arguments: TestEngine.all)
+    func allowlistAndRateLimit(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_ALLOWED_CIDRS": "10.0.0.0/8"]), .live) { client, _ in
             _ = try await client.seed()
             #expect(try await client.webhook(creditEvent()).status == .forbidden)
         }
-        try await withApp(try testConfig(["PKR_WEBHOOK_RATE_LIMIT_PER_S": "3"]), .live) { client, _ in
+        try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_RATE_LIMIT_PER_S": "3"]), .live) { client, _ in
             _ = try await client.seed()
             var statuses: [HTTPResponse.Status] = []
             for _ in 0..<6 { statuses.append(try await client.webhook(creditEvent()).status) }

@@ -61,7 +61,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     private func transaction<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        try await client.transaction(logger: logger) { connection in try await body(connection) }
     }
 
     // MARK: - Users
