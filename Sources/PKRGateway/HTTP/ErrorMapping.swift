@@ -66,11 +66,20 @@ enum ErrorMapping {
         case let error as DatabaseError where Self.isUnavailable(error):
             logger.error("database unavailable", metadata: ["code": "\(error.resultCode)"])
             return response(for: GatewayError.storeUnavailable("busy or unreachable; retry"), logger: logger)
+        case let error as PSQLError:
+            // Only the SQL state and the server's message: a bound value (a secret, a body) never reaches the log.
+            logger.error("database error", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "none")",
+                                                      "message": "\(error.serverInfo?[.message] ?? "\(error.code)")"])
+            return internalError()
         default:
             logger.error("unhandled server error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
-            return JSONResponse.make(.internalServerError, .object([("error", .string("internal_error")),
-                                                                     ("detail", .string("an unexpected server error occurred"))]))
+            return internalError()
         }
+    }
+
+    static func internalError() -> Response {
+        JSONResponse.make(.internalServerError, .object([("error", .string("internal_error")),
+                                                         ("detail", .string("an unexpected server error occurred"))]))
     }
 
     /// Connection-level failures and the server's shutdown codes (class 08, 57P0x) are outages, not faults.

@@ -60,8 +60,25 @@ public final class PostgresStore: GatewayStore {
         try await PostgresSchema.migrate(client, logger: logger)
     }
 
+    static let transactionAttemptsMax = 3
+
+    /// One business transaction. A deadlock or serialization failure rolled everything back, so it is retried
+    /// from the start (a bounded number of times) instead of surfacing as a server error.
     private func transaction<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await client.transaction(logger: logger) { connection in try await body(connection) }
+        var attempt = 1
+        while true {
+            do {
+                return try await client.transaction(logger: logger) { connection in try await body(connection) }
+            } catch let error as PSQLError where attempt < Self.transactionAttemptsMax && Self.isRetryable(error) {
+                logger.notice("transaction retried", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")", "attempt": "\(attempt)"])
+                attempt += 1
+            }
+        }
+    }
+
+    static func isRetryable(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return state == "40P01" || state == "40001"
     }
 
     // MARK: - Users
@@ -224,6 +241,11 @@ public final class PostgresStore: GatewayStore {
                              nowMicros: Int64, logger: Logger) async throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.uuid()
+        // Lock order for every mint and burn: token balance, chain stub balance, ledger head. One order, no deadlock.
+        let updated = try await connection.query("""
+            UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
+            """, logger: logger).collect()
+        guard updated.count == 1 else { throw GatewayError.storeUnavailable("token balance row missing for user \(user.id)") }
         let txHash = try await PostgresChainStub.submit(connection, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                                         reference: jobID, createdAt: createdAt, logger: logger)
         try await connection.query("""
@@ -231,10 +253,6 @@ public final class PostgresStore: GatewayStore {
             VALUES (\(jobID), 'mint', \(user.id), \(amountUnits), 'confirmed', \(txHash), \(record.tx.providerTxID),
                     \(record.tx.memo), \(createdAt))
             """, logger: logger)
-        let updated = try await connection.query("""
-            UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
-            """, logger: logger).collect()
-        guard updated.count == 1 else { throw GatewayError.storeUnavailable("token balance row missing for user \(user.id)") }
         try await appendLedger(connection, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits,
                                createdAt: createdAt, logger: logger)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)

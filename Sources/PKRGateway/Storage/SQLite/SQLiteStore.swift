@@ -162,15 +162,16 @@ public final class SQLiteStore: GatewayStore {
                              nowMicros: Int64) throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.uuid()
+        // The same order as a burn (token balance, chain stub, ledger), as the PostgreSQL store needs.
+        try db.execute(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?",
+                       arguments: [amountUnits, user.id])
+        guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
         let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                           reference: jobID, createdAt: createdAt)
         try db.execute(sql: """
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
             """, arguments: [jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt])
-        try db.execute(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?",
-                       arguments: [amountUnits, user.id])
-        guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
         try appendLedger(db, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
     }
