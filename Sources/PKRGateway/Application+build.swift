@@ -35,9 +35,10 @@ public func buildGateway(config: GatewayConfig, clock: any GatewayClock = System
         let postgres = try await PostgresStore.connect(settings: config.postgres, limits: config.limits, nowMicros: nowMicros,
                                                        logger: logger)
         store = postgres
-        walletStub = PostgresWalletStub(client: postgres.client, pushEnabled: config.webhookPush, nowMicros: nowMicros,
-                                        logger: logger, onOutboxWrite: onOutboxWrite)
-        outbox = PostgresWebhookOutbox(client: postgres.client, logger: logger)
+        walletStub = PostgresWalletStub(client: postgres.client, availability: postgres.availability,
+                                        pushEnabled: config.webhookPush, nowMicros: nowMicros, logger: logger,
+                                        onOutboxWrite: onOutboxWrite)
+        outbox = PostgresWebhookOutbox(client: postgres.client, availability: postgres.availability, logger: logger)
     }
     try await store.migrate()
     return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,

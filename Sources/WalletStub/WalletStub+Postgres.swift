@@ -7,23 +7,32 @@ import PostgresNIO
 /// The wallet stub on PostgreSQL: the same behaviour as `SQLiteWalletStub`, row locks instead of one writer.
 public final class PostgresWalletStub: WalletStubStore {
     private let client: PostgresClient
+    private let availability: PostgresAvailability
     private let pushEnabled: Bool
     private let nowMicros: @Sendable () -> Int64
     private let onOutboxWrite: @Sendable () -> Void
     private let logger: Logger
 
-    public init(client: PostgresClient, pushEnabled: Bool, nowMicros: @escaping @Sendable () -> Int64, logger: Logger,
-                onOutboxWrite: @escaping @Sendable () -> Void = {}) {
+    public init(client: PostgresClient, availability: PostgresAvailability, pushEnabled: Bool,
+                nowMicros: @escaping @Sendable () -> Int64, logger: Logger, onOutboxWrite: @escaping @Sendable () -> Void = {}) {
         self.client = client
+        self.availability = availability
         self.pushEnabled = pushEnabled
         self.nowMicros = nowMicros
         self.logger = logger
         self.onOutboxWrite = onOutboxWrite
     }
 
+    private var pg: PostgresClient {
+        get throws {
+            try availability.check()
+            return client
+        }
+    }
+
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
-        try await client.query("""
+        try await pg.query("""
             INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (\(accountNo), 0, \(createdAt))
             ON CONFLICT (account_no) DO NOTHING
             """, logger: logger)
@@ -32,7 +41,7 @@ public final class PostgresWalletStub: WalletStubStore {
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
                                      amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
-        try await client.transaction(logger: logger) { connection in
+        try await pg.transaction(logger: logger) { connection in
             try await self.append(connection, tx)
         }
         if pushEnabled { onOutboxWrite() }
@@ -43,7 +52,7 @@ public final class PostgresWalletStub: WalletStubStore {
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
                                             amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
                                             memo: memo, reference: reference)
-        let (tx, created) = try await client.transaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
+        let (tx, created) = try await pg.transaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
             // The account row lock serialises payouts, so a repeated reference is always seen here.
             try await self.lockAccount(connection, account)
             if let existing = try await self.transaction(connection, reference: reference) {
@@ -62,7 +71,7 @@ public final class PostgresWalletStub: WalletStubStore {
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
         precondition(limit > 0 && limit <= SQLiteWalletStub.pageSizeMax, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
             FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
             WHERE t.id > \(cursor) AND t.occurred_at >= \(since) ORDER BY t.id LIMIT \(limit)
@@ -78,7 +87,7 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     public func balancePaisa(account: String) async throws -> Int64? {
-        for try await balance in try await client.query(
+        for try await balance in try await pg.query(
             "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = \(account)", logger: logger).decode(Int64.self) {
             return balance
         }
@@ -86,7 +95,7 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     public func reservePaisa() async throws -> Int64 {
-        for try await total in try await client.query(
+        for try await total in try await pg.query(
             "SELECT COALESCE(SUM(balance_paisa), 0)::BIGINT FROM wallet_stub_walletstubaccount", logger: logger).decode(Int64.self) {
             return total
         }
@@ -149,11 +158,20 @@ public final class PostgresWalletStub: WalletStubStore {
 /// The outbox on PostgreSQL. `FOR UPDATE SKIP LOCKED` lets dispatchers of several instances share it.
 public final class PostgresWebhookOutbox: OutboxStore {
     private let client: PostgresClient
+    private let availability: PostgresAvailability
     private let logger: Logger
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, availability: PostgresAvailability, logger: Logger) {
         self.client = client
+        self.availability = availability
         self.logger = logger
+    }
+
+    private var pg: PostgresClient {
+        get throws {
+            try availability.check()
+            return client
+        }
     }
 
     static func enqueue(_ connection: PostgresConnection, _ tx: ProviderTransaction, nowMicros: Int64, logger: Logger) async throws {
@@ -168,7 +186,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
         let leaseUntil = nowMicros + OutboxLimits.leaseMicros
-        return try await client.transaction(logger: logger) { connection in
+        return try await pg.transaction(logger: logger) { connection in
             let rows = try await connection.query("""
                 UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = \(leaseUntil)
                 WHERE id IN (SELECT id FROM wallet_stub_webhookdelivery
@@ -188,7 +206,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
     public func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
                               outcome: AttemptOutcome, nowMicros: Int64) async throws {
         let now = Timestamp.format(micros: nowMicros)
-        try await client.transaction(logger: logger) { connection in
+        try await pg.transaction(logger: logger) { connection in
             try await connection.query("""
                 INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
                 VALUES (\(delivery.id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(delivery.id)),
@@ -218,7 +236,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
     }
 
     public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             UPDATE wallet_stub_webhookdelivery SET state = 'pending', round_attempts = 0, next_attempt_micros = \(nowMicros)
             WHERE id = \(id) RETURNING 1
             """, logger: logger).collect()
@@ -226,7 +244,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
     }
 
     public func nextDueMicros() async throws -> Int64? {
-        for try await next in try await client.query(
+        for try await next in try await pg.query(
             "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'", logger: logger)
             .decode(Int64?.self) {
             return next
@@ -236,7 +254,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     public func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView] {
         precondition(limit > 0 && limit <= OutboxLimits.listLimitMax, "page size out of range")
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT id, message_id, provider_tx_id, state, attempts, next_attempt_micros, last_http_status, last_error,
                    created_at, delivered_at
             FROM wallet_stub_webhookdelivery
@@ -253,9 +271,9 @@ public final class PostgresWebhookOutbox: OutboxStore {
     }
 
     public func attempts(deliveryID: Int64) async throws -> [AttemptView]? {
-        let exists = try await client.query("SELECT 1 FROM wallet_stub_webhookdelivery WHERE id = \(deliveryID)", logger: logger).collect()
+        let exists = try await pg.query("SELECT 1 FROM wallet_stub_webhookdelivery WHERE id = \(deliveryID)", logger: logger).collect()
         guard !exists.isEmpty else { return nil }
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT attempt_no, attempted_at, http_status, error, duration_micros FROM wallet_stub_webhookattempt
             WHERE delivery_id = \(deliveryID) ORDER BY attempt_no
             """, logger: logger)
@@ -269,7 +287,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     public func countByState() async throws -> [String: Int] {
         var out: [String: Int] = [:]
-        for try await (state, count) in try await client.query(
+        for try await (state, count) in try await pg.query(
             "SELECT state, COUNT(*)::BIGINT FROM wallet_stub_webhookdelivery GROUP BY state", logger: logger).decode((String, Int).self) {
             out[state] = count
         }

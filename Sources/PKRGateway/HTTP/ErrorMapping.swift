@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import PKRCore
 import PostgresNIO
+import WalletStub
 
 /// The one place where failures become HTTP responses: a status and `{"error": code, "detail": text}`.
 enum ErrorMapping {
@@ -60,6 +61,8 @@ enum ErrorMapping {
         case let error as HTTPError where error.status.code < 500:
             return JSONResponse.make(error.status, .object([("error", .string("bad_request")),
                                                              ("detail", .string(error.body ?? error.status.reasonPhrase))]))
+        case is DatabaseUnavailable:
+            return response(for: GatewayError.storeUnavailable("unreachable; retry shortly"), logger: logger)
         case let error as PSQLError where Self.isUnavailable(error):
             logger.error("database unavailable", metadata: ["code": "\(error.code)"])
             return response(for: GatewayError.storeUnavailable("unreachable or restarting; retry"), logger: logger)

@@ -4,13 +4,15 @@ import Logging
 import NIOCore
 import PKRCore
 import PostgresNIO
+import WalletStub
 
 /// The production store: PostgreSQL through PostgresNIO. The same rules as `SQLiteStore` (the pure
 /// `SettlementPolicy` decides; this executes), with row locks where SQLite relies on its single writer, so
 /// several gateway instances can share one database.
 public final class PostgresStore: GatewayStore {
     public let client: PostgresClient
-    private let runTask: Task<Void, Never>
+    public let availability: PostgresAvailability
+    private let runTasks: [Task<Void, Never>]
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -34,19 +36,29 @@ public final class PostgresStore: GatewayStore {
         // The pool's own chatter (including a harmless race with its start-up) stays below the error level.
         var backgroundLogger = logger
         backgroundLogger.logLevel = .error
-        return PostgresStore(client: PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger), limits: limits,
+        return PostgresStore(client: PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger),
+                             availability: PostgresAvailability(configuration: configuration, logger: logger), limits: limits,
                              nowMicros: nowMicros, logger: logger)
     }
 
-    init(client: PostgresClient, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64, logger: Logger) {
+    init(client: PostgresClient, availability: PostgresAvailability, limits: MoneyLimits,
+         nowMicros: @escaping @Sendable () -> Int64, logger: Logger) {
         self.client = client
-        self.runTask = Task { await client.run() }
+        self.availability = availability
+        self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
         self.limits = limits
         self.nowMicros = nowMicros
         self.logger = logger
     }
 
-    deinit { runTask.cancel() }
+    deinit { runTasks.forEach { $0.cancel() } }
+
+    private var pg: PostgresClient {
+        get throws {
+            try availability.check()
+            return client
+        }
+    }
 
     static func describe(_ error: any Error) -> String {
         if let error = error as? PSQLError {
@@ -68,7 +80,7 @@ public final class PostgresStore: GatewayStore {
         var attempt = 1
         while true {
             do {
-                return try await client.transaction(logger: logger) { connection in try await body(connection) }
+                return try await pg.transaction(logger: logger) { connection in try await body(connection) }
             } catch let error as PSQLError where attempt < Self.transactionAttemptsMax && Self.isRetryable(error) {
                 logger.notice("transaction retried", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")", "attempt": "\(attempt)"])
                 attempt += 1
@@ -103,7 +115,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func demoUser() async throws -> DemoUser? {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE email = \(SQLiteStore.demoEmail)
             """, logger: logger)
         for try await (id, email, name, account, address) in rows.decode((String, String, String, String, String).self) {
@@ -285,7 +297,7 @@ public final class PostgresStore: GatewayStore {
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
         let logger = self.logger
-        try await client.withConnection { connection in
+        try await pg.withConnection { connection in
             _ = try await Self.insertInbound(connection, inbound, outcome: "rejected", jobID: nil, logger: logger)
         }
     }
@@ -450,7 +462,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
-        try await client.query("""
+        try await pg.query("""
             UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = \(providerTxID)
             WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
             """, logger: logger)
@@ -458,7 +470,7 @@ public final class PostgresStore: GatewayStore {
 
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
             WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= \(cutoff)
             ORDER BY j.created_at LIMIT \(limit)
@@ -473,7 +485,7 @@ public final class PostgresStore: GatewayStore {
     // MARK: - Reads
 
     public func tokenBalanceUnits(userID: String) async throws -> Int64 {
-        for try await balance in try await client.query(
+        for try await balance in try await pg.query(
             "SELECT balance_units FROM core_tokenbalance WHERE user_id = \(userID)", logger: logger).decode(Int64.self) {
             return balance
         }
@@ -481,7 +493,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
             FROM core_ledgerentry WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
@@ -502,7 +514,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT \(unescaped: Self.externalColumns) FROM core_externaltransaction e
             WHERE e.id < \(beforeID ?? Int64.max) ORDER BY e.id DESC LIMIT \(limit)
             """, logger: logger)
@@ -512,7 +524,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                    provider_tx_id, job_id, body_bytes
             FROM core_webhookinbound WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
@@ -528,7 +540,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
-        let rows = try await client.query("""
+        let rows = try await pg.query("""
             SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
             FROM core_webhookquarantine WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
@@ -545,7 +557,7 @@ public final class PostgresStore: GatewayStore {
     public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
         let logger = self.logger
         // One REPEATABLE READ transaction: every figure comes from the same snapshot.
-        return try await client.withConnection { connection in
+        return try await pg.withConnection { connection in
             try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             do {
                 func int(_ sql: String) async throws -> Int64 {
@@ -626,7 +638,7 @@ public final class PostgresStore: GatewayStore {
 
     public func verifyLedger() async throws -> LedgerChainVerifier {
         let logger = self.logger
-        return try await client.withConnection { connection in
+        return try await pg.withConnection { connection in
             try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             var verifier = LedgerChainVerifier()
             // Rows stream from the server; memory stays flat however long the ledger is.
@@ -648,14 +660,14 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func cursor(named name: String) async throws -> Int64 {
-        for try await value in try await client.query("SELECT value FROM core_cursor WHERE name = \(name)", logger: logger).decode(Int64.self) {
+        for try await value in try await pg.query("SELECT value FROM core_cursor WHERE name = \(name)", logger: logger).decode(Int64.self) {
             return value
         }
         return 0
     }
 
     public func setCursor(named name: String, to value: Int64) async throws {
-        try await client.query("""
+        try await pg.query("""
             INSERT INTO core_cursor (name, value) VALUES (\(name), \(value))
             ON CONFLICT (name) DO UPDATE SET value = GREATEST(core_cursor.value, excluded.value)
             """, logger: logger)
