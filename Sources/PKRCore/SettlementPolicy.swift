@@ -46,4 +46,18 @@ public enum SettlementPolicy {
         case (_, .pending), (.credit, .failed): return .none
         }
     }
+
+    /// An operator's manual mint of a recorded transaction: only a settled credit within the ceiling.
+    public static func manualMintUnits(for tx: ProviderTransaction, maxMintUnits: Int64) throws(GatewayError) -> Int64 {
+        guard tx.direction == .credit else { throw .notMintable("'\(tx.providerTxID)' is a debit; only credits mint") }
+        guard tx.status == .settled else {
+            throw .notMintable("'\(tx.providerTxID)' is \(tx.status.rawValue); only settled credits mint")
+        }
+        let units: Int64
+        do { units = try Money.paisaToUnits(tx.amountPaisa) } catch { throw .invalidAmount(field: "amount_pkr", error) }
+        guard units <= maxMintUnits else {
+            throw .amountAboveLimit(field: "amount_pkr", limit: Money.formatPaisa(maxMintUnits / Money.unitsPerPaisa))
+        }
+        return units
+    }
 }

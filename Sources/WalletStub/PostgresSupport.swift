@@ -40,6 +40,12 @@ public final class PostgresAvailability: Sendable {
         guard isReachable else { throw DatabaseUnavailable() }
     }
 
+    /// The client, if the database is reachable; otherwise `DatabaseUnavailable` at once.
+    public func checked(_ client: PostgresClient) throws -> PostgresClient {
+        try check()
+        return client
+    }
+
     /// Probes until the task is cancelled.
     public func run() async {
         var connection: PostgresConnection?

@@ -23,12 +23,7 @@ public final class PostgresWalletStub: WalletStubStore {
         self.onOutboxWrite = onOutboxWrite
     }
 
-    private var pg: PostgresClient {
-        get throws {
-            try availability.check()
-            return client
-        }
-    }
+    private var pg: PostgresClient { get throws { try availability.checked(client) } }
 
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
@@ -167,12 +162,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
         self.logger = logger
     }
 
-    private var pg: PostgresClient {
-        get throws {
-            try availability.check()
-            return client
-        }
-    }
+    private var pg: PostgresClient { get throws { try availability.checked(client) } }
 
     static func enqueue(_ connection: PostgresConnection, _ tx: ProviderTransaction, nowMicros: Int64, logger: Logger) async throws {
         let payload = ByteBuffer(bytes: WebhookEvent.encode(tx))

@@ -53,12 +53,7 @@ public final class PostgresStore: GatewayStore {
 
     deinit { runTasks.forEach { $0.cancel() } }
 
-    private var pg: PostgresClient {
-        get throws {
-            try availability.check()
-            return client
-        }
-    }
+    private var pg: PostgresClient { get throws { try availability.checked(client) } }
 
     static func describe(_ error: any Error) -> String {
         if let error = error as? PSQLError {
@@ -368,14 +363,7 @@ public final class PostgresStore: GatewayStore {
                 throw GatewayError.unknownProviderTransaction(providerTxID)
             }
             if let jobID = record.mintJobID, let job = try await Self.job(connection, id: jobID, logger: logger) { return job }
-            guard record.tx.direction == .credit else { throw GatewayError.notMintable("'\(providerTxID)' is a debit; only credits mint") }
-            guard record.tx.status == .settled else {
-                throw GatewayError.notMintable("'\(providerTxID)' is \(record.tx.status.rawValue); only settled credits mint")
-            }
-            let units = try Money.paisaToUnits(record.tx.amountPaisa)
-            guard units <= limits.maxMintUnits else {
-                throw GatewayError.amountAboveLimit(field: "amount_pkr", limit: Money.formatPaisa(limits.maxMintUnits / Money.unitsPerPaisa))
-            }
+            let units = try SettlementPolicy.manualMintUnits(for: record.tx, maxMintUnits: limits.maxMintUnits)
             guard let user = try await Self.user(connection, walletAccount: record.tx.account, logger: logger) else {
                 throw GatewayError.unknownAccount(record.tx.account)
             }

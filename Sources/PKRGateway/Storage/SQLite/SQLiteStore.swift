@@ -262,14 +262,7 @@ public final class SQLiteStore: GatewayStore {
                 throw GatewayError.unknownProviderTransaction(providerTxID)
             }
             if let jobID = record.mintJobID, let job = try Self.job(db, id: jobID) { return job }
-            guard record.tx.direction == .credit else { throw GatewayError.notMintable("'\(providerTxID)' is a debit; only credits mint") }
-            guard record.tx.status == .settled else {
-                throw GatewayError.notMintable("'\(providerTxID)' is \(record.tx.status.rawValue); only settled credits mint")
-            }
-            let units = try Money.paisaToUnits(record.tx.amountPaisa)
-            guard units <= limits.maxMintUnits else {
-                throw GatewayError.amountAboveLimit(field: "amount_pkr", limit: Money.formatPaisa(limits.maxMintUnits / Money.unitsPerPaisa))
-            }
+            let units = try SettlementPolicy.manualMintUnits(for: record.tx, maxMintUnits: limits.maxMintUnits)
             guard let user = try Self.user(db, where: "wallet_account = ?", record.tx.account) else {
                 throw GatewayError.unknownAccount(record.tx.account)
             }
