@@ -52,6 +52,7 @@ let package = Package(
         .executableTarget(name: "pkr", dependencies: [
             "PKRGateway",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         .testTarget(name: "PKRCoreTests", dependencies: ["PKRCore"], resources: [.copy("Vectors")]),
         .testTarget(name: "PKRGatewayTests", dependencies: [

@@ -1,0 +1,233 @@
+import AsyncHTTPClient
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import NIOHTTP1
+import PKRCore
+import PostgresNIO
+import WalletStub
+
+/// The load generator and bulk loaders behind `pkr bench`. It builds nothing: it starts the `pkr` binary it
+/// runs from (build it with `swift build -c release` first), drives it over loopback with keep-alive, and
+/// prints figures. Integer microseconds throughout.
+public enum Benchmark {
+    public struct Sample: Sendable {
+        public var requests: Int
+        public var okCount: Int
+        public var elapsedMicros: Int64
+        public var latenciesMicros: [Int64]
+
+        public var perSecond: Int64 { elapsedMicros > 0 ? Int64(requests) * 1_000_000 / elapsedMicros : 0 }
+        public var nonSuccess: Int { requests - okCount }
+        public func percentile(_ p: Int) -> Int64 {
+            guard !latenciesMicros.isEmpty else { return 0 }
+            return latenciesMicros[max(0, min(latenciesMicros.count - 1, (latenciesMicros.count * p + 99) / 100 - 1))]
+        }
+    }
+
+    public struct Request: Sendable {
+        public var method: HTTPMethod
+        public var path: String
+        public var headers: [(String, String)]
+        public var body: [UInt8]?
+    }
+
+    /// Sends every request once, `concurrency` at a time, over a pool of that many keep-alive connections.
+    public static func drive(port: Int, requests: [Request], concurrency: Int) async throws -> Sample {
+        precondition(concurrency > 0 && concurrency <= 1024, "concurrency out of range")
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = concurrency
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let base = "http://127.0.0.1:\(port)"
+        let clock = SystemClock()
+        let started = clock.nowMicros()
+        let results: [(Bool, Int64)] = try await withThrowingTaskGroup(of: [(Bool, Int64)].self) { group in
+            let stride = requests.count / concurrency + 1
+            for worker in 0..<concurrency {
+                let slice = Array(requests.dropFirst(worker * stride).prefix(stride))
+                group.addTask {
+                    var out: [(Bool, Int64)] = []
+                    out.reserveCapacity(slice.count)
+                    for item in slice {
+                        var request = HTTPClientRequest(url: base + item.path)
+                        request.method = item.method
+                        for (name, value) in item.headers { request.headers.add(name: name, value: value) }
+                        if let body = item.body { request.body = .bytes(ByteBuffer(bytes: body)) }
+                        let begun = clock.nowMicros()
+                        var ok = false
+                        if let response = try? await client.execute(request, timeout: .seconds(30)) {
+                            _ = try? await response.body.collect(upTo: 1 << 20)
+                            ok = (200..<300).contains(Int(response.status.code))
+                        }
+                        out.append((ok, clock.nowMicros() - begun))
+                    }
+                    return out
+                }
+            }
+            var all: [(Bool, Int64)] = []
+            for try await part in group { all += part }
+            return all
+        }
+        let elapsed = clock.nowMicros() - started
+        try await client.shutdown()
+        return Sample(requests: results.count, okCount: results.filter(\.0).count, elapsedMicros: elapsed,
+                      latenciesMicros: results.map(\.1).sorted())
+    }
+
+    /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
+    /// each signed as the provider would send it.
+    public static func signedDeposits(_ gateway: Gateway, count: Int, secret: WebhookSecret, tag: String) async throws -> [Request] {
+        let cursorBefore = try await lastProviderCursor(gateway)
+        try await loadBacklog(gateway, count: count, tag: tag)
+        var deposits: [ProviderTransaction] = []
+        var cursor = cursorBefore
+        while deposits.count < count {
+            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            guard page.nextCursor > cursor else { break }
+            deposits += page.transactions
+            cursor = page.nextCursor
+        }
+        let nowSeconds = SystemClock().nowMicros() / Timestamp.microsPerSecond
+        return deposits.map { tx in
+            let body = WebhookEvent.encode(tx)
+            let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: nowSeconds)
+            return Request(method: .POST, path: "/api/webhooks/wallet",
+                           headers: [("content-type", "application/json")] + signed.headers, body: body)
+        }
+    }
+
+    static func lastProviderCursor(_ gateway: Gateway) async throws -> Int64 {
+        var cursor: Int64 = 0
+        while true {
+            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            guard page.nextCursor > cursor else { return cursor }
+            cursor = page.nextCursor
+        }
+    }
+
+    /// `count` redeems of one paisa each, each with its own Idempotency-Key.
+    public static func redeems(count: Int, tag: String) -> [Request] {
+        let token = String(repeating: "b", count: 64)
+        let body = Array(#"{"amount_units":"10000","memo":"bench"}"#.utf8)
+        return (0..<count).map { index in
+            Request(method: .POST, path: "/api/redeem",
+                    headers: [("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token),
+                              ("Idempotency-Key", "bench-\(tag)-\(index)")], body: body)
+        }
+    }
+
+    public static func gets(_ path: String, count: Int) -> [Request] {
+        Array(repeating: Request(method: .GET, path: path, headers: [], body: nil), count: count)
+    }
+
+    /// Peak resident set (VmHWM) of a process, in KiB.
+    public static func peakRSSKiB(pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return Int64(line.split(separator: " ").dropFirst().first { !$0.isEmpty }.map(String.init) ?? "")
+        }
+        return nil
+    }
+
+    // MARK: - Bulk loads for the backlog and ledger figures
+
+    /// Writes `count` settled credits straight into the wallet stub, as if their webhooks had all been lost.
+    public static func loadBacklog(_ gateway: Gateway, count: Int, tag: String = "backlog") async throws {
+        let now = SystemClock().nowMicros()
+        let occurred = Timestamp.format(micros: now)
+        switch gateway.store {
+        case let sqlite as SQLiteStore:
+            try await sqlite.database.write { db in
+                let accountID = try Int64.fetchOne(db, sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?",
+                                                   arguments: [Gateway.demoWalletAccount]) ?? 0
+                let statement = try db.makeStatement(sql: """
+                    INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
+                    VALUES (?, ?, 'credit', 100, 'settled', 'backlog', ?)
+                    """)
+                for index in 0..<count { try statement.execute(arguments: ["TX-\(tag)-\(index)", accountID, occurred]) }
+                try db.execute(sql: "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ? WHERE id = ?",
+                               arguments: [Int64(count) * 100, accountID])
+            }
+        case let postgres as PostgresStore:
+            try await postgres.client.query("""
+                INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
+                SELECT \("TX-\(tag)-") || n, a.id, 'credit', 100, 'settled', 'backlog', \(occurred)
+                FROM generate_series(0, \(count - 1)) AS n, wallet_stub_walletstubaccount a WHERE a.account_no = \(Gateway.demoWalletAccount)
+                """, logger: gateway.logger)
+            try await postgres.client.query("""
+                UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(Int64(count) * 100)
+                WHERE account_no = \(Gateway.demoWalletAccount)
+                """, logger: gateway.logger)
+        default:
+            throw ConfigError.refused("unknown store")
+        }
+    }
+
+    /// Writes a valid hash chain of `count` ledger entries (count / 2 mint jobs) for the verify figure.
+    public static func loadLedger(_ gateway: Gateway, count: Int) async throws {
+        let user = try await gateway.requireUser()
+        let createdAt = Timestamp.format(micros: SystemClock().nowMicros())
+        var head = LedgerHead.genesis
+        let batch = 5000
+        var jobIndex = 0
+        while jobIndex < count / 2 {
+            let jobs = (jobIndex..<min(count / 2, jobIndex + batch)).map { "bench-job-\($0)" }
+            var entries: [LedgerEntry] = []
+            for job in jobs {
+                for posting in PostingRules.postings(for: .mint, amountUnits: 1_000_000) {
+                    let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? user.id : nil, posting: posting,
+                                                 refType: .mint, refID: job, createdAt: createdAt)
+                    entries.append(entry)
+                    head = LedgerHead(entry)
+                }
+            }
+            try await insert(gateway, jobs: jobs, entries: entries, userID: user.id, createdAt: createdAt, head: head)
+            jobIndex += jobs.count
+        }
+    }
+
+    private static func insert(_ gateway: Gateway, jobs: [String], entries: [LedgerEntry], userID: String, createdAt: String,
+                               head: LedgerHead) async throws {
+        switch gateway.store {
+        case let sqlite as SQLiteStore:
+            try await sqlite.database.write { db in
+                let job = try db.makeStatement(sql: """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, created_at)
+                    VALUES (?, 'mint', ?, 1000000, 'confirmed', ?, ?, ?)
+                    """)
+                for id in jobs { try job.execute(arguments: [id, userID, "0x" + id, id, createdAt]) }
+                let entry = try db.makeStatement(sql: """
+                    INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
+                for e in entries {
+                    try entry.execute(arguments: [e.id, e.userID, e.side.rawValue, e.account.rawValue, e.amountUnits, e.refType.rawValue,
+                                                  e.refID, e.createdAt, e.prevHash, e.entryHash])
+                }
+                try db.execute(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ?", arguments: [head.lastID, head.lastHash])
+            }
+        case let postgres as PostgresStore:
+            let logger = gateway.logger
+            try await postgres.client.transaction(logger: logger) { connection in
+                try await connection.query("""
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, created_at)
+                    SELECT j, 'mint', \(userID), 1000000, 'confirmed', '0x' || j, j, \(createdAt) FROM unnest(\(jobs)::TEXT[]) AS j
+                    """, logger: logger)
+                try await connection.query("""
+                    INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                    SELECT i, NULLIF(u, ''), s, a, m, r, f, c, p, h FROM unnest(\(entries.map(\.id))::BIGINT[], \(entries.map { $0.userID ?? "" })::TEXT[],
+                                         \(entries.map(\.side.rawValue))::TEXT[], \(entries.map(\.account.rawValue))::TEXT[],
+                                         \(entries.map(\.amountUnits))::BIGINT[], \(entries.map(\.refType.rawValue))::TEXT[],
+                                         \(entries.map(\.refID))::TEXT[], \(entries.map(\.createdAt))::TEXT[],
+                                         \(entries.map(\.prevHash))::TEXT[], \(entries.map(\.entryHash))::TEXT[])
+                      AS t(i, u, s, a, m, r, f, c, p, h)
+                    """, logger: logger)
+                try await connection.query("UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = \(head.lastHash)",
+                                           logger: logger)
+            }
+        default:
+            throw ConfigError.refused("unknown store")
+        }
+    }
+}
