@@ -78,8 +78,9 @@ public final class Gateway: Sendable {
         let since = sinceMicros ?? 0
         while true {
             let page = try await provider.transactions(sinceMicros: since, after: cursor, limit: Self.pollPageSize)
-            for tx in page.transactions {
-                switch try await store.apply(tx, via: .poll, inbound: nil) {
+            let outcomes = try await store.applyPolled(page.transactions)
+            for (tx, outcome) in zip(page.transactions, outcomes) {
+                switch outcome {
                 case .minted:
                     result.ingested += 1
                     result.minted += 1

@@ -138,22 +138,43 @@ public final class PostgresStore: GatewayStore {
         let limits = self.limits
         let logger = self.logger
         return try await transaction { connection in
-            let outcome = try await Self.apply(connection, tx, via: path, nowMicros: now, limits: limits, logger: logger)
-            if let inbound {
-                var jobID: String?
-                if case .minted(let job) = outcome { jobID = job.id }
-                if case .duplicate(let id) = outcome { jobID = id }
-                let inboundID = try await Self.insertInbound(connection, inbound, outcome: outcome.code, jobID: jobID, logger: logger)
-                if case .conflict(let fields) = outcome {
-                    try await Self.quarantine(connection, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body,
-                                              nowMicros: now, logger: logger)
-                }
-            } else if case .conflict(let fields) = outcome {
-                try await Self.quarantine(connection, tx: tx, inboundID: nil, via: path, fields: fields,
-                                          body: WebhookEvent.encode(tx), nowMicros: now, logger: logger)
-            }
-            return outcome
+            try await Self.applyAndLog(connection, tx, via: path, nowMicros: now, limits: limits, inbound: inbound, logger: logger)
         }
+    }
+
+    public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
+        let now = nowMicros()
+        let limits = self.limits
+        let logger = self.logger
+        return try await transaction { connection in
+            var outcomes: [ApplyOutcome] = []
+            for tx in txs {
+                outcomes.append(try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil,
+                                                           logger: logger))
+            }
+            return outcomes
+        }
+    }
+
+    /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
+    private static func applyAndLog(_ connection: PostgresConnection, _ tx: ProviderTransaction, via path: ArrivalPath,
+                                    nowMicros now: Int64, limits: MoneyLimits, inbound: InboundDraft?,
+                                    logger: Logger) async throws -> ApplyOutcome {
+        let outcome = try await apply(connection, tx, via: path, nowMicros: now, limits: limits, logger: logger)
+        if let inbound {
+            var jobID: String?
+            if case .minted(let job) = outcome { jobID = job.id }
+            if case .duplicate(let id) = outcome { jobID = id }
+            let inboundID = try await insertInbound(connection, inbound, outcome: outcome.code, jobID: jobID, logger: logger)
+            if case .conflict(let fields) = outcome {
+                try await quarantine(connection, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body,
+                                     nowMicros: now, logger: logger)
+            }
+        } else if case .conflict(let fields) = outcome {
+            try await quarantine(connection, tx: tx, inboundID: nil, via: path, fields: fields, body: WebhookEvent.encode(tx),
+                                 nowMicros: now, logger: logger)
+        }
+        return outcome
     }
 
     private static func apply(_ connection: PostgresConnection, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,

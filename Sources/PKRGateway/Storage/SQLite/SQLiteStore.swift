@@ -66,21 +66,34 @@ public final class SQLiteStore: GatewayStore {
         let now = nowMicros()
         let limits = self.limits
         return try await database.write { db in
-            let outcome = try Self.apply(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
-            if let inbound {
-                var jobID: String?
-                if case .minted(let job) = outcome { jobID = job.id }
-                if case .duplicate(let id) = outcome { jobID = id }
-                let inboundID = try Self.insertInbound(db, inbound, outcome: outcome.code, jobID: jobID)
-                if case .conflict(let fields) = outcome {
-                    try Self.quarantine(db, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body, nowMicros: now)
-                }
-            } else if case .conflict(let fields) = outcome {
-                try Self.quarantine(db, tx: tx, inboundID: nil, via: path, fields: fields,
-                                    body: WebhookEvent.encode(tx), nowMicros: now)
-            }
-            return outcome
+            try Self.applyAndLog(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
         }
+    }
+
+    public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
+        let now = nowMicros()
+        let limits = self.limits
+        return try await database.write { db in
+            try txs.map { try Self.applyAndLog(db, $0, via: .poll, nowMicros: now, limits: limits, inbound: nil) }
+        }
+    }
+
+    /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
+    private static func applyAndLog(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros now: Int64,
+                                    limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
+        let outcome = try apply(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
+        if let inbound {
+            var jobID: String?
+            if case .minted(let job) = outcome { jobID = job.id }
+            if case .duplicate(let id) = outcome { jobID = id }
+            let inboundID = try insertInbound(db, inbound, outcome: outcome.code, jobID: jobID)
+            if case .conflict(let fields) = outcome {
+                try quarantine(db, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body, nowMicros: now)
+            }
+        } else if case .conflict(let fields) = outcome {
+            try quarantine(db, tx: tx, inboundID: nil, via: path, fields: fields, body: WebhookEvent.encode(tx), nowMicros: now)
+        }
+        return outcome
     }
 
     private static func apply(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,
