@@ -10,6 +10,7 @@ public final class SQLiteStore: GatewayStore {
     static let redeemEndpoint = "POST /api/redeem"
 
     public let database: DatabasePool
+    private let groupCommit: GroupCommit
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
 
@@ -23,6 +24,7 @@ public final class SQLiteStore: GatewayStore {
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         self.database = try DatabasePool(path: path, configuration: configuration)
+        self.groupCommit = GroupCommit(database: database)
         self.limits = limits
         self.nowMicros = nowMicros
     }
@@ -65,7 +67,7 @@ public final class SQLiteStore: GatewayStore {
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
         let now = nowMicros()
         let limits = self.limits
-        return try await database.write { db in
+        return try await groupCommit.write { db in
             try Self.applyAndLog(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
         }
     }
@@ -211,7 +213,7 @@ public final class SQLiteStore: GatewayStore {
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
-        try await database.write { db in
+        try await groupCommit.write { db in
             _ = try Self.insertInbound(db, inbound, outcome: "rejected", jobID: nil)
         }
     }
@@ -295,7 +297,7 @@ public final class SQLiteStore: GatewayStore {
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
         let now = nowMicros()
-        return try await database.write { db in
+        return try await groupCommit.write { db in
             if let key = command.idempotencyKey, let row = try Row.fetchOne(db, sql: """
                 SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
                 WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
