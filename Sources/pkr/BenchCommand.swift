@@ -27,7 +27,7 @@ struct Bench: AsyncParsableCommand {
         let concurrencies = concurrency.split(separator: ",").compactMap { Int($0) }
         guard !concurrencies.isEmpty, requests > 0, runs > 0 else { throw ValidationError("nothing to run") }
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-        print("pkr bench: \(binary), \(requests) requests per workload, concurrency \(concurrencies), \(runs) runs, "
+        say("pkr bench: \(binary), \(requests) requests per workload, concurrency \(concurrencies), \(runs) runs, "
               + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         for engineName in engines.split(separator: ",").map(String.init) {
             guard let engine = DatabaseEngine(rawValue: engineName) else { throw ValidationError("unknown engine \(engineName)") }
@@ -64,23 +64,23 @@ struct Bench: AsyncParsableCommand {
             // A 2xx means a committed mint: the database must hold exactly as many as were acknowledged.
             let mintedUnits = try await provider.store.reconciliationSnapshot().mintedUnits
             let check = mintedUnits == Int64(mintedOK) * 1_000_000 ? "ok" : "MISMATCH"
-            print("run \(run + 1) (\(engine.rawValue)): mints in database \(mintedUnits / 1_000_000), 2xx answers \(mintedOK): \(check)")
+            say("run \(run + 1) (\(engine.rawValue)): mints in database \(mintedUnits / 1_000_000), 2xx answers \(mintedOK): \(check)")
         }
-        print("")
-        print("| engine | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        say("")
+        say("| engine | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx |")
+        say("|---|---|---|---|---|---|---|---|---|")
         for c in concurrencies {
             let ceiling = median(samples["health|\(c)"]!.map(\.perSecond))
             for name in workloads {
                 let runs = samples["\(name)|\(c)"]!
                 let rate = median(runs.map(\.perSecond))
-                print("| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
+                say("| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
                       + "| \(ms(median(runs.map { $0.percentile(99) }))) | \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) "
                       + "| \(runs.map(\.nonSuccess).reduce(0, +)) |")
             }
         }
-        print("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")
-        print("")
+        say("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")
+        say("")
     }
 
     // MARK: - Backlog ingest and ledger verify, in this process
@@ -97,7 +97,7 @@ struct Bench: AsyncParsableCommand {
                 times.append(SystemClock().nowMicros() - started)
                 guard result.minted == backlog else { throw ValidationError("backlog: minted \(result.minted) of \(backlog)") }
             }
-            print("backlog (\(engine.rawValue)): \(backlog) lost webhooks minted by one reconciler pass in \(ms(median(times))) ms "
+            say("backlog (\(engine.rawValue)): \(backlog) lost webhooks minted by one reconciler pass in \(ms(median(times))) ms "
                   + "(median of \(runs)); peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB")
         }
         if ledger > 0 {
@@ -113,7 +113,7 @@ struct Bench: AsyncParsableCommand {
                     throw ValidationError("ledger verify: \(verified.firstBreak.map { "\($0)" } ?? "\(verified.entriesChecked) entries")")
                 }
             }
-            print("ledger verify (\(engine.rawValue)): \(ledger) entries in \(ms(median(times))) ms (median of \(runs)); "
+            say("ledger verify (\(engine.rawValue)): \(ledger) entries in \(ms(median(times))) ms (median of \(runs)); "
                   + "peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB")
         }
     }
@@ -218,4 +218,9 @@ enum ServerSocketProbe {
         guard ok else { throw ValidationError("no free port") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
+}
+
+/// Writes a line at once (unbuffered), so each figure appears as soon as it is known, even in a file.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
