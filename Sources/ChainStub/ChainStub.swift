@@ -32,21 +32,21 @@ public enum ChainStub {
                               createdAt: String) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
         let delta = op == .mint ? amountUnits : -amountUnits
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
             WHERE address = ? AND balance_units + ? >= 0
-            """, arguments: [delta, address, delta])
+            """).execute(arguments: [delta, address, delta])
         guard db.changesCount == 1 else { throw ChainStubError.rejected(address: address, op: op) }
         let txHash = Identifiers.chainTxHash()
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
             VALUES (?, ?, ?, ?, ?, ?)
-            """, arguments: [txHash, op.rawValue, address, amountUnits, reference, createdAt])
+            """).execute(arguments: [txHash, op.rawValue, address, amountUnits, reference, createdAt])
         return txHash
     }
 
     public static func totalSupplyUnits(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance") ?? 0
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance")) ?? 0
     }
 
     public static func balanceUnits(_ db: Database, address: String) throws -> Int64 {

@@ -22,10 +22,10 @@ public final class SQLiteWalletStub: WalletStubStore {
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
         try await database.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (?, 0, ?)
                 ON CONFLICT (account_no) DO NOTHING
-                """, arguments: [accountNo, createdAt])
+                """).execute(arguments: [accountNo, createdAt])
         }
     }
 
@@ -61,12 +61,12 @@ public final class SQLiteWalletStub: WalletStubStore {
         precondition(limit > 0 && limit <= Self.pageSizeMax, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
         return try await database.read { db in
-            let rows = try Row.fetchAll(db, sql: """
+            let rows = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at,
                        t.memo, t.reference
                 FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
                 WHERE t.id > ? AND t.occurred_at >= ? ORDER BY t.id LIMIT ?
-                """, arguments: [cursor, since, limit])
+                """), arguments: [cursor, since, limit])
             var next = cursor
             var out: [ProviderTransaction] = []
             out.reserveCapacity(rows.count)
@@ -87,7 +87,7 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func reservePaisa() async throws -> Int64 {
         try await database.read { db in
-            try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(balance_paisa), 0) FROM wallet_stub_walletstubaccount") ?? 0
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(SUM(balance_paisa), 0) FROM wallet_stub_walletstubaccount")) ?? 0
         }
     }
 
@@ -99,16 +99,16 @@ public final class SQLiteWalletStub: WalletStubStore {
             throw ProviderError.unknownAccount(tx.account)
         }
         let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ?
             WHERE id = ? AND balance_paisa + ? >= 0
-            """, arguments: [delta, accountID, delta])
+            """).execute(arguments: [delta, accountID, delta])
         guard db.changesCount == 1 else { throw ProviderError.insufficientFunds(account: tx.account) }
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO wallet_stub_walletstubtx
               (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [tx.providerTxID, accountID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+            """).execute(arguments: [tx.providerTxID, accountID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
                              tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros)])
         if push {
             try SQLiteWebhookOutbox.enqueue(db, tx, nowMicros: tx.occurredAtMicros)
@@ -116,11 +116,11 @@ public final class SQLiteWalletStub: WalletStubStore {
     }
 
     static func transaction(_ db: Database, reference: String) throws -> ProviderTransaction? {
-        guard let row = try Row.fetchOne(db, sql: """
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
             FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
             WHERE t.reference = ?
-            """, arguments: [reference]) else { return nil }
+            """), arguments: [reference]) else { return nil }
         return try decode(row, offset: 0)
     }
 

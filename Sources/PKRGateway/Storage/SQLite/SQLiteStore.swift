@@ -22,6 +22,8 @@ public final class SQLiteStore: GatewayStore {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
+            // 16 MiB of page cache (the default is 2 MiB): the unique indexes on random ids stay in memory.
+            try db.execute(sql: "PRAGMA cache_size = -16384")
         }
         self.database = try DatabasePool(path: path, configuration: configuration)
         self.groupCommit = GroupCommit(database: database)
@@ -41,11 +43,11 @@ public final class SQLiteStore: GatewayStore {
             if let existing = try Self.user(db, where: "wallet_account = ?", walletAccount) { return existing }
             let user = DemoUser(id: Identifiers.uuid(), email: Self.demoEmail, displayName: Self.demoDisplayName,
                                 walletAccount: walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
                 VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [user.id, user.email, user.displayName, user.walletAccount, user.chainAddress, createdAt])
-            try db.execute(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)", arguments: [user.id])
+                """).execute(arguments: [user.id, user.email, user.displayName, user.walletAccount, user.chainAddress, createdAt])
+            try db.cachedStatement(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)").execute(arguments: [user.id])
             try ChainStub.openAddress(db, user.chainAddress)
             return user
         }
@@ -56,9 +58,9 @@ public final class SQLiteStore: GatewayStore {
     }
 
     private static func user(_ db: Database, where condition: String, _ value: String) throws -> DemoUser? {
-        guard let row = try Row.fetchOne(db, sql: """
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
-            """, arguments: [value]) else { return nil }
+            """), arguments: [value]) else { return nil }
         return DemoUser(id: row[0], email: row[1], displayName: row[2], walletAccount: row[3], chainAddress: row[4])
     }
 
@@ -110,7 +112,7 @@ public final class SQLiteStore: GatewayStore {
             throw GatewayError.unknownAccount(tx.account)
         }
         if let existing {
-            try db.execute(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?", arguments: [existing.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").execute(arguments: [existing.id])
             guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
             try db.execute(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?",
                            arguments: [status.rawValue, existing.id])
@@ -119,12 +121,12 @@ public final class SQLiteStore: GatewayStore {
             return try settle(db, advanced, user: user, nowMicros: nowMicros, limits: limits)
         }
         let recordedAt = Timestamp.format(micros: nowMicros)
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO core_externaltransaction
               (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
                occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-            """, arguments: [tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+            """).execute(arguments: [tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
                              tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
                              recordedAt, nowMicros, path.rawValue])
         let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
@@ -141,12 +143,12 @@ public final class SQLiteStore: GatewayStore {
         case .mint(let units):
             return .minted(try mint(db, record, user: user, amountUnits: units, nowMicros: nowMicros))
         case .holdAboveLimit:
-            try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?", arguments: [record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?").execute(arguments: [record.id])
             return .recorded(note: ApplyOutcome.heldNote)
         case .matchPayout:
             return .recorded(note: try matchDebit(db, record))
         case .flagFailedPayout:
-            try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?", arguments: [record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?").execute(arguments: [record.id])
             return .recorded(note: ApplyOutcome.failedPayoutNote)
         case .none:
             return .recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)")
@@ -155,21 +157,21 @@ public final class SQLiteStore: GatewayStore {
 
     private static func matchDebit(_ db: Database, _ record: ExternalTransactionRecord) throws -> String {
         let tx = record.tx
-        let row = try Row.fetchOne(db, sql: """
+        let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT id, amount_units FROM core_chainjob
             WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?)
               AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
-            """, arguments: [tx.reference ?? "", tx.providerTxID])
+            """), arguments: [tx.reference ?? "", tx.providerTxID])
         if let row, (row[1] as Int64) == (try Money.paisaToUnits(tx.amountPaisa)) {
             let jobID: String = row[0]
-            try db.execute(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?", arguments: [jobID, record.id])
-            try db.execute(sql: """
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").execute(arguments: [jobID, record.id])
+            try db.cachedStatement(sql: """
                 UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
-                """, arguments: [tx.providerTxID, jobID])
+                """).execute(arguments: [tx.providerTxID, jobID])
             return ApplyOutcome.payoutConfirmedNote(jobID)
         }
         // A debit nobody asked for is never auto-burned: money left the reserve without a burn.
-        try db.execute(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?", arguments: [record.id])
+        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?").execute(arguments: [record.id])
         return ApplyOutcome.unmatchedDebitNote
     }
 
@@ -183,28 +185,28 @@ public final class SQLiteStore: GatewayStore {
         guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
         let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                           reference: jobID, createdAt: createdAt)
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
-            """, arguments: [jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt])
+            """).execute(arguments: [jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt])
         try appendLedger(db, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
     }
 
     private static func appendLedger(_ db: Database, job: ChainJobType, jobID: String, userID: String, amountUnits: Int64,
                                      createdAt: String) throws {
-        guard let headRow = try Row.fetchOne(db, sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1") else {
+        guard let headRow = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")) else {
             throw DatabaseError(message: "ledger head row missing")
         }
         var head = LedgerHead(lastID: headRow[0], lastHash: headRow[1])
         for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
             let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
                                          refType: job, refID: jobID, createdAt: createdAt)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO core_ledgerentry
                   (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                """).execute(arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
                                  entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
             head = LedgerHead(entry)
         }
@@ -219,12 +221,12 @@ public final class SQLiteStore: GatewayStore {
     }
 
     private static func insertInbound(_ db: Database, _ inbound: InboundDraft, outcome: String, jobID: String?) throws -> Int64 {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO core_webhookinbound
               (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                provider_tx_id, job_id, body_bytes, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
+            """).execute(arguments: [Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
                              inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, outcome,
                              inbound.errorCode ?? (outcome == "conflict" ? "webhook_conflict" : nil), inbound.providerTxID,
                              jobID, inbound.body.count, Data(inbound.body)])
@@ -233,10 +235,10 @@ public final class SQLiteStore: GatewayStore {
 
     private static func quarantine(_ db: Database, tx: ProviderTransaction, inboundID: Int64?, via: ArrivalPath,
                                    fields: [String], body: [UInt8], nowMicros: Int64) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
             VALUES (?, ?, ?, ?, ?, ?)
-            """, arguments: [inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), Data(body),
+            """).execute(arguments: [inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), Data(body),
                              Timestamp.format(micros: nowMicros)])
     }
 
@@ -298,17 +300,17 @@ public final class SQLiteStore: GatewayStore {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
         let now = nowMicros()
         return try await groupCommit.write { db in
-            if let key = command.idempotencyKey, let row = try Row.fetchOne(db, sql: """
+            if let key = command.idempotencyKey, let row = try Row.fetchOne(db.cachedStatement(sql: """
                 SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
                 WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
-                """, arguments: [command.userID, Self.redeemEndpoint, key]) {
+                """), arguments: [command.userID, Self.redeemEndpoint, key]) {
                 guard (row[0] as String) == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
                 return .replayed(status: row[1], responseBody: row[2])
             }
             guard let user = try Self.user(db, where: "id = ?", command.userID) else { throw GatewayError.demoNotSeeded }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
-                """, arguments: [command.amountUnits, user.id, command.amountUnits])
+                """).execute(arguments: [command.amountUnits, user.id, command.amountUnits])
             guard db.changesCount == 1 else {
                 let available = try Int64.fetchOne(db, sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?",
                                                    arguments: [user.id]) ?? 0
@@ -318,21 +320,21 @@ public final class SQLiteStore: GatewayStore {
             let jobID = Identifiers.uuid()
             let txHash = try ChainStub.submit(db, op: .burn, address: user.chainAddress, amountUnits: command.amountUnits,
                                               reference: jobID, createdAt: createdAt)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
                 VALUES (?, 'burn', ?, ?, 'confirmed', ?, ?, ?, 'requested', ?)
-                """, arguments: [jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt])
+                """).execute(arguments: [jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt])
             try Self.appendLedger(db, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
                                   createdAt: createdAt)
             let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
             let body = RedeemResult.responseBody(job)
             if let key = command.idempotencyKey {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO core_idempotencyrecord
                       (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
                     VALUES (?, ?, ?, ?, 201, ?, ?)
-                    """, arguments: [user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt])
+                    """).execute(arguments: [user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt])
             }
             return .burned(job, walletAccount: user.walletAccount, responseBody: body)
         }
@@ -340,20 +342,20 @@ public final class SQLiteStore: GatewayStore {
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
         try await database.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
                 WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
-                """, arguments: [providerTxID, jobID])
+                """).execute(arguments: [providerTxID, jobID])
         }
     }
 
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
         return try await database.read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
                 WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
-                """, arguments: [cutoff, limit]).map {
+                """), arguments: [cutoff, limit]).map {
                 PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
             }
         }
@@ -363,16 +365,16 @@ public final class SQLiteStore: GatewayStore {
 
     public func tokenBalanceUnits(userID: String) async throws -> Int64 {
         try await database.read { db in
-            try Int64.fetchOne(db, sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?", arguments: [userID]) ?? 0
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [userID]) ?? 0
         }
     }
 
     public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
                 FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
-                """, arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeLedger)
+                """), arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeLedger)
         }
     }
 
@@ -387,19 +389,19 @@ public final class SQLiteStore: GatewayStore {
 
     public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT \(Self.externalColumns) FROM core_externaltransaction e WHERE e.id < ? ORDER BY e.id DESC LIMIT ?
-                """, arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeExternal)
+                """), arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeExternal)
         }
     }
 
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                        provider_tx_id, job_id, body_bytes
                 FROM core_webhookinbound WHERE id < ? ORDER BY id DESC LIMIT ?
-                """, arguments: [beforeID ?? Int64.max, limit]).map { row in
+                """), arguments: [beforeID ?? Int64.max, limit]).map { row in
                 InboundRecord(id: row[0], received_at: row[1], message_id: row[2], webhook_timestamp: row[3],
                               source_address: row[4], scheme: row[5], verification: row[6], outcome: row[7], error: row[8],
                               provider_tx_id: row[9], job_id: row[10], body_bytes: row[11])
@@ -409,10 +411,10 @@ public final class SQLiteStore: GatewayStore {
 
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
         try await database.read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
                 FROM core_webhookquarantine WHERE id < ? ORDER BY id DESC LIMIT ?
-                """, arguments: [beforeID ?? Int64.max, limit]).map { row in
+                """), arguments: [beforeID ?? Int64.max, limit]).map { row in
                 let fields: String = row[4]
                 let body: Data = row[5]
                 return QuarantineRecord(id: row[0], inbound_id: row[1], provider_tx_id: row[2], arrived_via: row[3],
@@ -431,9 +433,9 @@ public final class SQLiteStore: GatewayStore {
                 """).map(Self.decodeExternal)
             var lags: [Int64] = []
             var webhookOnly = 0, pollOnly = 0, both = 0
-            for row in try Row.fetchAll(db, sql: """
+            for row in try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
-                """) {
+                """)) {
                 let (webhook, poll): (Bool, Bool) = (row[0], row[1])
                 if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
                 lags.append(max(0, row[2]))
@@ -484,14 +486,14 @@ public final class SQLiteStore: GatewayStore {
     public func verifyLedger() async throws -> LedgerChainVerifier {
         try await database.read { db in
             var verifier = LedgerChainVerifier()
-            let cursor = try Row.fetchCursor(db, sql: """
+            let cursor = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
                 FROM core_ledgerentry ORDER BY id
-                """)
+                """))
             while let row = try cursor.next() {
                 guard verifier.check(try Self.decodeLedger(row)) else { break }
             }
-            let head = try Row.fetchOne(db, sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")
+            let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1"))
             verifier.finish(storedHead: head.map { LedgerHead(lastID: $0[0], lastHash: $0[1]) } ?? .genesis)
             return verifier
         }
@@ -499,16 +501,16 @@ public final class SQLiteStore: GatewayStore {
 
     public func cursor(named name: String) async throws -> Int64 {
         try await database.read { db in
-            try Int64.fetchOne(db, sql: "SELECT value FROM core_cursor WHERE name = ?", arguments: [name]) ?? 0
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM core_cursor WHERE name = ?"), arguments: [name]) ?? 0
         }
     }
 
     public func setCursor(named name: String, to value: Int64) async throws {
         try await database.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO core_cursor (name, value) VALUES (?, ?)
                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)
-                """, arguments: [name, value])
+                """).execute(arguments: [name, value])
         }
     }
 }
