@@ -156,6 +156,8 @@ struct LiveServerTests {
             let retry = try await http.send(.POST, "/api/webhooks/deliveries/\(id)/retry")
             #expect(retry.status == .accepted)
             #expect(try await http.send(.POST, "/api/webhooks/deliveries/999/retry").status == .notFound)
+            #expect(try await http.send(.GET, "/api/webhooks/deliveries/9223372036854775807").status == .badRequest)
+            #expect(try await http.send(.GET, "/api/webhooks/deliveries/abc").error == "invalid_field")
             let deadAgain = try await eventually {
                 (try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first?.attempts ?? 0) == 6
             }

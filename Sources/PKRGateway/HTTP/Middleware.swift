@@ -87,7 +87,8 @@ final class RateLimiter: Sendable {
         return buckets.withLock { buckets in
             if buckets.count >= Self.trackedAddressesMax, buckets[key] == nil { buckets.removeAll(keepingCapacity: true) }
             var bucket = buckets[key] ?? Bucket(tokens: capacity, updatedMicros: nowMicros)
-            let elapsed = max(0, nowMicros - bucket.updatedMicros)
+            // A bucket is full again after one second, so longer gaps add nothing (and cannot overflow).
+            let elapsed = min(1_000_000, max(0, nowMicros - bucket.updatedMicros))
             bucket.tokens = min(capacity, bucket.tokens + elapsed * ratePerSecond)
             bucket.updatedMicros = nowMicros
             let allowed = bucket.tokens >= 1_000_000

@@ -116,7 +116,7 @@ struct WebhookRoutes {
     }
 
     static func deliveryID(_ context: AppRequestContext) throws -> Int64 {
-        guard let text = context.parameters.get("id"), let id = Int64(text), id > 0 else {
+        guard let text = context.parameters.get("id"), let id = Int64(text), id > 0, id < Int64.max else {
             throw GatewayError.invalidField("id", "a positive integer delivery id")
         }
         return id
