@@ -86,7 +86,8 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .unknownAccount(let account): return "unknown wallet account '\(account)'"
         case .webhookConflict(let id, let fields):
             return "provider transaction '\(id)' was already received with different \(fields.joined(separator: ", ")); quarantined for an operator"
-        case .payloadTooLarge(let max): return "the request body is larger than \(max) bytes"
+        case .payloadTooLarge(let max):
+            return max > 0 ? "the request body is larger than \(max) bytes" : "the request body is larger than this endpoint accepts"
         case .notFound(let what): return what
         case .unauthorized(let why): return why
         case .forbidden(let why): return why

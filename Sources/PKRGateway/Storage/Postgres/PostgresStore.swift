@@ -566,9 +566,7 @@ public final class PostgresStore: GatewayStore {
     public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
         let logger = self.logger
         // One REPEATABLE READ transaction: every figure comes from the same snapshot.
-        return try await pg.withConnection { connection in
-            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
-            do {
+        return try await readOnlySnapshot { connection in
                 func int(_ sql: String) async throws -> Int64 {
                     for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int64.self) {
                         return value
@@ -636,8 +634,20 @@ public final class PostgresStore: GatewayStore {
                                                SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
                                                ORDER BY id DESC LIMIT 50
                                                """)))
-                try await connection.query("COMMIT", logger: logger)
                 return snapshot
+        }
+    }
+
+    /// Runs `body` in one read-only REPEATABLE READ transaction, ending it however `body` ends, so a failed read
+    /// never hands a connection back to the pool with a transaction still open.
+    private func readOnlySnapshot<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await pg.withConnection { connection in
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            do {
+                let value = try await body(connection)
+                try await connection.query("COMMIT", logger: logger)
+                return value
             } catch {
                 _ = try? await connection.query("ROLLBACK", logger: logger)
                 throw error
@@ -647,8 +657,7 @@ public final class PostgresStore: GatewayStore {
 
     public func verifyLedger() async throws -> LedgerChainVerifier {
         let logger = self.logger
-        return try await pg.withConnection { connection in
-            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+        return try await readOnlySnapshot { connection in
             var verifier = LedgerChainVerifier()
             // Rows stream from the server; memory stays flat however long the ledger is.
             for try await row in try await connection.query("""
@@ -662,7 +671,6 @@ public final class PostgresStore: GatewayStore {
                 "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1", logger: logger).decode((Int64, String).self) {
                 head = LedgerHead(lastID: lastID, lastHash: lastHash)
             }
-            try await connection.query("COMMIT", logger: logger)
             verifier.finish(storedHead: head)
             return verifier
         }
