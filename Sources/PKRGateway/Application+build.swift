@@ -74,8 +74,9 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
         let configuredURL = config.webhookURL
         services.append(WebhookDispatcher(
             outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
-            scheduleMillis: config.webhookRetryScheduleMillis, timeoutMillis: config.webhookTimeoutMillis, clock: clock,
-            target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" },
+            scheduleMillis: config.webhookRetryScheduleMillis, clock: clock,
+            transport: HTTPWebhookTransport(timeoutMillis: config.webhookTimeoutMillis,
+                                            target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" }),
             logger: logger))
     }
     if config.reconcileIntervalSeconds > 0 {

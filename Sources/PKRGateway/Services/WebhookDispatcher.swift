@@ -8,40 +8,95 @@ import ServiceLifecycle
 import Synchronization
 import WalletStub
 
+/// One signed attempt of a delivery, as it goes over the wire.
+struct SignedWebhook: Sendable {
+    var messageID: String
+    var timestampSeconds: Int64
+    var signature: String
+    var body: [UInt8]
+}
+
+/// What came back from one attempt: the receiver's status, or why there was none.
+struct WebhookAttemptResult: Sendable {
+    var httpStatus: Int?
+    var failure: String?
+}
+
+/// How a signed delivery reaches the receiver: HTTP in production; the simulation puts its own network here.
+protocol WebhookTransport: Sendable {
+    func send(_ webhook: SignedWebhook) async -> WebhookAttemptResult
+    func shutdown() async throws
+}
+
+/// Delivers over HTTP with its own client, so that its timeouts and pool belong to the dispatcher alone.
+struct HTTPWebhookTransport: WebhookTransport {
+    static let responseBytesMax = 64 * 1024
+
+    let httpClient: HTTPClient
+    let timeoutMillis: Int64
+    let target: @Sendable () -> String
+
+    init(timeoutMillis: Int64, target: @escaping @Sendable () -> String) {
+        self.httpClient = WebhookHTTPClient.make(timeoutMillis: timeoutMillis)
+        self.timeoutMillis = timeoutMillis
+        self.target = target
+    }
+
+    func send(_ webhook: SignedWebhook) async -> WebhookAttemptResult {
+        var request = HTTPClientRequest(url: target())
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "user-agent", value: "pkr-wallet-stub/1")
+        request.headers.add(name: "webhook-id", value: webhook.messageID)
+        request.headers.add(name: "webhook-timestamp", value: String(webhook.timestampSeconds))
+        request.headers.add(name: "webhook-signature", value: webhook.signature)
+        request.body = .bytes(ByteBuffer(bytes: webhook.body))
+        do {
+            let response = try await httpClient.execute(request, timeout: .milliseconds(timeoutMillis))
+            _ = try? await response.body.collect(upTo: Self.responseBytesMax)
+            return WebhookAttemptResult(httpStatus: Int(response.status.code), failure: nil)
+        } catch {
+            return WebhookAttemptResult(httpStatus: nil, failure: String(describing: error).prefix(300).description)
+        }
+    }
+
+    func shutdown() async throws {
+        try await httpClient.shutdown()
+    }
+}
+
 /// The wallet stub's sender: drains the outbox, signs every attempt afresh (same `webhook-id`, new timestamp),
 /// retries on the configured schedule with jitter, and parks a delivery as dead after the last attempt.
 final class WebhookDispatcher: Service, Sendable {
     static let batchSizeMax = 32
     static let idleWaitMillis: Int64 = 1000
-    static let responseBytesMax = 64 * 1024
 
     private let outbox: any OutboxStore
     private let signal: WakeSignal
     private let secret: WebhookSecret
     private let scheduleMillis: [Int64]
-    private let timeoutMillis: Int64
     private let clock: any GatewayClock
-    private let target: @Sendable () -> String
+    private let transport: any WebhookTransport
+    private let jitter: @Sendable (Int64) -> Int64
     private let logger: Logger
-    private let httpClient: HTTPClient
 
-    init(outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64], timeoutMillis: Int64,
-         clock: any GatewayClock, target: @escaping @Sendable () -> String, logger: Logger) {
+    init(outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64],
+         clock: any GatewayClock, transport: any WebhookTransport,
+         jitter: @escaping @Sendable (Int64) -> Int64 = WebhookDispatcher.jittered, logger: Logger) {
         self.outbox = outbox
         self.signal = signal
         self.secret = secret
         self.scheduleMillis = scheduleMillis
-        self.timeoutMillis = timeoutMillis
         self.clock = clock
-        self.target = target
-        self.httpClient = WebhookHTTPClient.make(timeoutMillis: timeoutMillis)
+        self.transport = transport
+        self.jitter = jitter
         self.logger = logger
     }
 
     func run() async throws {
         await dispatchUntilShutdown()
-        // The client is this service's own; it goes when the service stops.
-        try await httpClient.shutdown()
+        // The transport is this service's own; it goes when the service stops.
+        try await transport.shutdown()
     }
 
     private func dispatchUntilShutdown() async {
@@ -74,46 +129,34 @@ final class WebhookDispatcher: Service, Sendable {
         return min(Self.idleWaitMillis, max(1, (next - clock.nowMicros()) / 1000 + 1))
     }
 
+    /// One attempt of one claimed delivery, recorded in the outbox with what happens next.
     func deliver(_ delivery: OutboxDelivery) async {
         let started = clock.nowMicros()
         let timestamp = started / Timestamp.microsPerSecond
-        var request = HTTPClientRequest(url: target())
-        request.method = .POST
-        request.headers.add(name: "content-type", value: "application/json")
-        request.headers.add(name: "user-agent", value: "pkr-wallet-stub/1")
-        request.headers.add(name: "webhook-id", value: delivery.messageID)
-        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
-        request.headers.add(name: "webhook-signature",
-                            value: WebhookSigner.signature(secret: secret, id: delivery.messageID, timestampSeconds: timestamp,
-                                                           body: delivery.payload))
-        request.body = .bytes(ByteBuffer(bytes: delivery.payload))
-        var status: Int?
-        var failure: String?
-        do {
-            let response = try await httpClient.execute(request, timeout: .milliseconds(timeoutMillis))
-            status = Int(response.status.code)
-            _ = try? await response.body.collect(upTo: Self.responseBytesMax)
-        } catch {
-            failure = String(describing: error).prefix(300).description
-        }
+        let result = await transport.send(SignedWebhook(
+            messageID: delivery.messageID, timestampSeconds: timestamp,
+            signature: WebhookSigner.signature(secret: secret, id: delivery.messageID, timestampSeconds: timestamp,
+                                               body: delivery.payload),
+            body: delivery.payload))
         let finished = clock.nowMicros()
-        let delivered = status.map { (200..<300).contains($0) } ?? false
+        let delivered = result.httpStatus.map { (200..<300).contains($0) } ?? false
         let outcome: AttemptOutcome
         if delivered {
             outcome = .delivered
         } else if delivery.roundAttempts < scheduleMillis.count {
-            outcome = .retry(atMicros: finished + Self.jittered(scheduleMillis[delivery.roundAttempts]) * 1000)
+            outcome = .retry(atMicros: finished + jitter(scheduleMillis[delivery.roundAttempts]) * 1000)
         } else {
             outcome = .dead
         }
         if !delivered {
             logger.notice("webhook delivery attempt failed", metadata: [
                 "message_id": "\(delivery.messageID)", "provider_tx_id": "\(delivery.providerTxID)",
-                "attempt": "\(delivery.roundAttempts + 1)", "status": "\(status.map(String.init) ?? "none")",
+                "attempt": "\(delivery.roundAttempts + 1)", "status": "\(result.httpStatus.map(String.init) ?? "none")",
                 "next": "\(outcome)"])
         }
         do {
-            try await outbox.recordAttempt(delivery, httpStatus: status, error: failure ?? (delivered ? nil : "HTTP \(status ?? 0)"),
+            try await outbox.recordAttempt(delivery, httpStatus: result.httpStatus,
+                                           error: result.failure ?? (delivered ? nil : "HTTP \(result.httpStatus ?? 0)"),
                                            durationMicros: finished - started, outcome: outcome, nowMicros: finished)
         } catch {
             logger.error("could not record a webhook attempt; it will be retried after its lease", metadata: ["error": "\(error)"])

@@ -1,0 +1,509 @@
+import Foundation
+import Logging
+import PKRCore
+import Synchronization
+import WalletStub
+@testable import PKRGateway
+
+/// A small, fast generator whose whole future is fixed by its seed (SplitMix64), so a run can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The simulation's one source of randomness, shared by the network, the provider and the script.
+final class SimRandom: Sendable {
+    private let generator: Mutex<SeededGenerator>
+
+    init(seed: UInt64) { generator = Mutex(SeededGenerator(seed: seed)) }
+
+    func int(_ range: ClosedRange<Int64>) -> Int64 { generator.withLock { Int64.random(in: range, using: &$0) } }
+    func index(_ count: Int) -> Int { generator.withLock { Int.random(in: 0..<count, using: &$0) } }
+    func percent(_ chance: Int) -> Bool { int(0...99) < chance }
+
+    /// Picks one of the cases by weight.
+    func weighted<T>(_ choices: [(Int, T)]) -> T {
+        let total = choices.reduce(0) { $0 + $1.0 }
+        var roll = Int(int(0...Int64(total - 1)))
+        for (weight, choice) in choices {
+            if roll < weight { return choice }
+            roll -= weight
+        }
+        return choices[choices.count - 1].1
+    }
+}
+
+/// Time moves only when the simulation says so.
+final class SimClock: GatewayClock {
+    private let micros: Mutex<Int64>
+
+    init(startMicros: Int64) { micros = Mutex(startMicros) }
+
+    func nowMicros() -> Int64 { micros.withLock { $0 } }
+    func advance(byMicros delta: Int64) { micros.withLock { $0 += delta } }
+}
+
+/// The provider as the gateway sees it, with outages and lost payout answers.
+final class SimProvider: WalletProvider {
+    struct State {
+        var down = false
+        var lostPayoutAnswers = 0
+        var payoutTxIDs: [String] = []
+    }
+
+    let inner: any WalletProvider
+    let random: SimRandom
+    let state = Mutex(State())
+
+    init(inner: any WalletProvider, random: SimRandom) {
+        self.inner = inner
+        self.random = random
+    }
+
+    func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
+        if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
+        return try await inner.transactions(sinceMicros: sinceMicros, after: cursor, limit: limit)
+    }
+
+    func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
+        if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
+        let tx = try await inner.payout(account: account, amountPaisa: amountPaisa, memo: memo, reference: reference)
+        let lost = random.percent(10)
+        state.withLock {
+            if !$0.payoutTxIDs.contains(tx.providerTxID) { $0.payoutTxIDs.append(tx.providerTxID) }
+            if lost { $0.lostPayoutAnswers += 1 }
+        }
+        // The provider paid, but its answer never reached the gateway: the reconciler must finish the job.
+        if lost { throw GatewayError.providerUnavailable("simulated lost payout answer") }
+        return tx
+    }
+}
+
+/// The wire between the wallet stub's dispatcher and the gateway's receiver: it drops, duplicates, delays
+/// (and so reorders) deliveries and loses answers, as chosen by the seed.
+final class SimNetwork: WebhookTransport {
+    struct State {
+        var healthy = false
+        var delayed: [SignedWebhook] = []
+        var captured: [SignedWebhook] = []
+        var faults: [String] = []
+        var trace: [String] = []
+    }
+
+    static let capturedMax = 64
+
+    let random: SimRandom
+    let clock: SimClock
+    let gateway: Gateway
+    let state = Mutex(State())
+
+    init(random: SimRandom, clock: SimClock, gateway: Gateway) {
+        self.random = random
+        self.clock = clock
+        self.gateway = gateway
+    }
+
+    enum Fate: String {
+        case deliver, dropRequest = "drop request", loseAnswer = "lose answer", delay, duplicate
+    }
+
+    func send(_ webhook: SignedWebhook) async -> WebhookAttemptResult {
+        let healthy = state.withLock { $0.healthy }
+        let fate: Fate = healthy ? .deliver : random.weighted([(55, .deliver), (12, .dropRequest), (10, .loseAnswer),
+                                                               (13, .delay), (10, .duplicate)])
+        state.withLock {
+            $0.trace.append("  send \(webhook.messageID) -> \(fate.rawValue)")
+            $0.captured.append(webhook)
+            if $0.captured.count > Self.capturedMax { $0.captured.removeFirst() }
+        }
+        switch fate {
+        case .deliver:
+            return WebhookAttemptResult(httpStatus: await receive(webhook), failure: nil)
+        case .dropRequest:
+            return WebhookAttemptResult(httpStatus: nil, failure: "simulated: connection refused")
+        case .loseAnswer:
+            _ = await receive(webhook)
+            return WebhookAttemptResult(httpStatus: nil, failure: "simulated: connection reset before the answer")
+        case .delay:
+            state.withLock { $0.delayed.append(webhook) }
+            return WebhookAttemptResult(httpStatus: nil, failure: "simulated: timed out")
+        case .duplicate:
+            _ = await receive(webhook)
+            return WebhookAttemptResult(httpStatus: await receive(webhook), failure: nil)
+        }
+    }
+
+    func shutdown() async throws {}
+
+    /// Hands one delivery to the gateway as its HTTP route would and returns the status the route would answer.
+    func receive(_ webhook: SignedWebhook) async -> Int {
+        let headers = WebhookHeaders(id: webhook.messageID, timestamp: String(webhook.timestampSeconds),
+                                     signature: webhook.signature)
+        do {
+            let outcome = try await gateway.receiveWebhook(Gateway.WebhookDelivery(
+                headers: headers, body: webhook.body, sourceAddress: "192.0.2.1", receivedAtMicros: clock.nowMicros()))
+            state.withLock { $0.trace.append("  receive \(webhook.messageID): 200 \(outcome.code)") }
+            return 200
+        } catch let error as GatewayError {
+            let status = Int(ErrorMapping.status(for: error).code)
+            state.withLock { $0.trace.append("  receive \(webhook.messageID): \(status) \(error.code)") }
+            return status
+        } catch {
+            state.withLock { $0.faults.append("the receiver failed with an untyped error: \(error)") }
+            return 500
+        }
+    }
+
+    /// Delivers one delayed request now, after others overtook it.
+    func deliverDelayed() async -> String {
+        let webhook: SignedWebhook? = state.withLock {
+            $0.delayed.isEmpty ? nil : $0.delayed.remove(at: random.index($0.delayed.count))
+        }
+        guard let webhook else { return "nothing delayed" }
+        return "delivered late: \(await receive(webhook))"
+    }
+}
+
+struct SimulationFailure: Error, CustomStringConvertible {
+    var seed: UInt64
+    var step: Int
+    var message: String
+    var trace: [String]
+
+    var description: String {
+        """
+        simulation seed \(seed) failed at step \(step): \(message)
+        replay: PKR_SIM_SEED=\(seed) swift test --skip-build --filter SimulationTests
+        last steps:
+        \(trace.suffix(40).joined(separator: "\n"))
+        """
+    }
+}
+
+/// One seeded run: provider, dispatcher, network, gateway and reconciler, interleaved step by step on one task,
+/// with every invariant checked after every step and convergence checked once the faults stop.
+final class Simulation {
+    static let startMicros: Int64 = 1_767_225_600 * Timestamp.microsPerSecond
+    static let retryScheduleMillis: [Int64] = [1000, 5000, 30_000]
+    static let mintCeilingPaisa: Int64 = 10_000_000
+
+    let seed: UInt64
+    let stepCount: Int
+    let random: SimRandom
+    let clock: SimClock
+    let gateway: Gateway
+    let provider: SimProvider
+    let network: SimNetwork
+    let dispatcher: WebhookDispatcher
+
+    /// What the provider really holds, in the order it happened.
+    private var credits: [ProviderTransaction] = []
+    private var redeemKeys: [(key: String, amountUnits: Int64, memo: String, body: String)] = []
+    private var trace: [String] = []
+    private var step = 0
+
+    private init(seed: UInt64, stepCount: Int, random: SimRandom, clock: SimClock, gateway: Gateway, provider: SimProvider,
+                 network: SimNetwork, dispatcher: WebhookDispatcher) {
+        self.seed = seed
+        self.stepCount = stepCount
+        self.random = random
+        self.clock = clock
+        self.gateway = gateway
+        self.provider = provider
+        self.network = network
+        self.dispatcher = dispatcher
+    }
+
+    static func make(seed: UInt64, stepCount: Int) async throws -> Simulation {
+        let random = SimRandom(seed: seed)
+        let clock = SimClock(startMicros: startMicros)
+        let config = try await testConfig(engine: .sqlite, [
+            "PKR_WEBHOOK_PUSH": "1",
+            "MAX_SINGLE_MINT_PKR": Money.formatPaisa(mintCeilingPaisa),
+            "PKR_WEBHOOK_RETRY_SCHEDULE_MS": retryScheduleMillis.map(String.init).joined(separator: ","),
+        ])
+        let built = try await buildGateway(config: config, clock: clock, logger: testLogger())
+        let provider = SimProvider(inner: built.provider, random: random)
+        let gateway = Gateway(config: config, store: built.store, provider: provider, walletStub: built.walletStub,
+                              outbox: built.outbox, clock: clock, logger: built.logger, dispatchSignal: built.dispatchSignal)
+        _ = try await gateway.seedDemo()
+        let network = SimNetwork(random: random, clock: clock, gateway: gateway)
+        let dispatcher = WebhookDispatcher(
+            outbox: built.outbox, signal: WakeSignal(), secret: devSecret, scheduleMillis: retryScheduleMillis, clock: clock,
+            transport: network, jitter: { millis in millis * random.int(80...120) / 100 }, logger: testLogger())
+        return Simulation(seed: seed, stepCount: stepCount, random: random, clock: clock, gateway: gateway,
+                          provider: provider, network: network, dispatcher: dispatcher)
+    }
+
+    enum Action: String, CaseIterable {
+        case deposit, dispatch, deliverDelayed = "deliver delayed", advanceClock = "advance clock", reconcile, redeem
+        case replayRedeem = "replay redeem", conflictingReplay = "conflicting replay", pendingCopy = "pending copy"
+        case forged, staleReplay = "stale replay", providerOutage = "provider outage", operatorRetry = "operator retry"
+    }
+
+    func run() async throws {
+        for index in 1...stepCount {
+            step = index
+            let action = random.weighted([
+                (16, Action.deposit), (20, .dispatch), (6, .deliverDelayed), (12, .advanceClock), (6, .reconcile),
+                (10, .redeem), (4, .replayRedeem), (4, .conflictingReplay), (4, .pendingCopy), (3, .forged),
+                (4, .staleReplay), (3, .providerOutage), (2, .operatorRetry),
+            ])
+            let outcome = try await perform(action)
+            note("#\(index) \(action.rawValue): \(outcome)")
+            try await checkSafety()
+        }
+        try await converge()
+    }
+
+    // MARK: - Actions
+
+    private func perform(_ action: Action) async throws -> String {
+        switch action {
+        case .deposit:
+            // Mostly ordinary deposits; now and then one above the mint ceiling, which must be held, not minted.
+            let paisa = random.percent(8) ? Self.mintCeilingPaisa + random.int(1...1_000_000) : random.int(1...2_000_000)
+            let tx = try await gateway.demoCredit(amountPaisa: paisa, memo: "sim")
+            credits.append(tx)
+            return "\(tx.providerTxID) \(Money.formatPaisa(paisa))"
+        case .dispatch:
+            let due = try await gateway.outbox.claimDue(nowMicros: clock.nowMicros(), limit: Int(random.int(1...4)))
+            for delivery in due { await dispatcher.deliver(delivery) }
+            return "\(due.count) due"
+        case .deliverDelayed:
+            return await network.deliverDelayed()
+        case .advanceClock:
+            let micros = random.weighted([(6, random.int(1...999) * 1000), (3, random.int(1...60) * 1_000_000),
+                                          (1, random.int(5...20) * 60 * 1_000_000)])
+            clock.advance(byMicros: micros)
+            return "+\(micros / 1000) ms"
+        case .reconcile:
+            do {
+                let result = try await gateway.reconcileOnce()
+                return "ingested \(result.ingested), minted \(result.minted), duplicates \(result.duplicates)"
+            } catch GatewayError.providerUnavailable {
+                return "provider unavailable"
+            }
+        case .redeem:
+            return try await redeem()
+        case .replayRedeem:
+            return try await replayRedeem()
+        case .conflictingReplay:
+            return try await conflictingReplay()
+        case .pendingCopy:
+            guard !credits.isEmpty else { return "no credit yet" }
+            var tx = credits[random.index(credits.count)]
+            tx.status = .pending
+            return "\(tx.providerTxID): \(await sendSigned(WebhookEvent.encode(tx)))"
+        case .forged:
+            let key = Crypto.randomBytes(32)
+            let tx = ProviderTransaction(providerTxID: "TX-forged-\(step)", account: Gateway.demoWalletAccount, direction: .credit,
+                                         amountPaisa: 100_000, status: .settled, occurredAtMicros: clock.nowMicros(), memo: "forged")
+            let status = await sendSigned(WebhookEvent.encode(tx), secret: try WebhookSecret(keyBytes: key))
+            guard status == 401 else { throw failure("a webhook signed with a foreign key got \(status), not 401") }
+            return "refused"
+        case .staleReplay:
+            return try await staleReplay()
+        case .providerOutage:
+            let down = provider.state.withLock { $0.down.toggle(); return $0.down }
+            return down ? "provider down" : "provider up"
+        case .operatorRetry:
+            guard let dead = try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first else { return "none dead" }
+            _ = try await gateway.outbox.redeliver(id: dead.id, nowMicros: clock.nowMicros())
+            return "redeliver \(dead.id)"
+        }
+    }
+
+    private func redeem() async throws -> String {
+        let user = try await gateway.requireUser()
+        let balance = try await gateway.store.tokenBalanceUnits(userID: user.id)
+        let paisaMax = max(1, balance / Money.unitsPerPaisa * 11 / 10)
+        var units = random.int(1...paisaMax) * Money.unitsPerPaisa
+        let wholePaisa = !random.percent(5)
+        if !wholePaisa { units += random.int(1...9999) }
+        let key = random.percent(80) ? "sim-\(seed)-\(step)" : nil
+        let memo = "sim redeem \(step)"
+        do {
+            let answer = try await gateway.redeem(amountUnits: units, memo: memo, idempotencyKey: key)
+            guard answer.status == 201, !answer.replayed else { throw failure("a new redeem answered \(answer)") }
+            guard units <= balance, wholePaisa else { throw failure("redeem of \(units) succeeded with balance \(balance)") }
+            if let key { redeemKeys.append((key, units, memo, answer.body)) }
+            return "burned \(units)"
+        } catch GatewayError.insufficientBalance {
+            guard units > balance else { throw failure("redeem of \(units) refused with balance \(balance)") }
+            return "insufficient balance"
+        } catch GatewayError.invalidAmount(_, .notWholePaisa) {
+            guard !wholePaisa else { throw failure("a whole-paisa redeem was refused as not whole") }
+            return "not whole paisa"
+        }
+    }
+
+    private func replayRedeem() async throws -> String {
+        guard !redeemKeys.isEmpty else { return "no key yet" }
+        let first = redeemKeys[random.index(redeemKeys.count)]
+        if random.percent(25) {
+            do {
+                _ = try await gateway.redeem(amountUnits: first.amountUnits + Money.unitsPerPaisa, memo: first.memo,
+                                             idempotencyKey: first.key)
+                throw failure("key \(first.key) reused for a different amount was accepted")
+            } catch GatewayError.idempotencyKeyReused {
+                return "\(first.key) reused with another body: refused"
+            }
+        }
+        let answer = try await gateway.redeem(amountUnits: first.amountUnits, memo: first.memo, idempotencyKey: first.key)
+        guard answer.replayed, answer.status == 201, answer.body == first.body else {
+            throw failure("replay of \(first.key) answered \(answer), first answer \(first.body)")
+        }
+        return "\(first.key) replayed"
+    }
+
+    /// The provider's key signs a redelivery whose money differs from what was recorded: quarantine, no mint.
+    private func conflictingReplay() async throws -> String {
+        let recorded = try await gateway.store.externalTransactions(limit: 50, beforeID: nil).filter { $0.tx.direction == .credit }
+        guard !recorded.isEmpty else { return "nothing recorded yet" }
+        var tx = recorded[random.index(recorded.count)].tx
+        if random.percent(50) { tx.amountPaisa += random.int(1...10_000) } else { tx.direction = .debit }
+        let status = await sendSigned(WebhookEvent.encode(tx))
+        guard status == 409 else { throw failure("a conflicting redelivery of \(tx.providerTxID) got \(status), not 409") }
+        return "\(tx.providerTxID) quarantined"
+    }
+
+    /// A captured delivery sent again as it was: outside the window it must be refused, inside it must change nothing.
+    private func staleReplay() async throws -> String {
+        let captured = network.state.withLock { $0.captured }
+        guard !captured.isEmpty else { return "nothing captured yet" }
+        let webhook = captured[random.index(captured.count)]
+        let ageSeconds = clock.nowMicros() / Timestamp.microsPerSecond - webhook.timestampSeconds
+        let before = try await gateway.store.reconciliationSnapshot().mintedUnits
+        let status = await network.receive(webhook)
+        let after = try await gateway.store.reconciliationSnapshot().mintedUnits
+        if ageSeconds > gateway.config.webhookToleranceSeconds {
+            guard status == 401, before == after else {
+                throw failure("a replay \(ageSeconds) s old got \(status); minted units \(before) -> \(after)")
+            }
+        }
+        return "\(webhook.messageID) aged \(ageSeconds) s: \(status)"
+    }
+
+    private func sendSigned(_ body: [UInt8], secret: WebhookSecret = devSecret) async -> Int {
+        let timestamp = clock.nowMicros() / Timestamp.microsPerSecond
+        let id = "msg_sim_\(seed)_\(step)"
+        return await network.receive(SignedWebhook(
+            messageID: id, timestampSeconds: timestamp,
+            signature: WebhookSigner.signature(secret: secret, id: id, timestampSeconds: timestamp, body: body), body: body))
+    }
+
+    // MARK: - Invariants
+
+    /// What must hold after every step, whatever the faults: nothing minted twice or without money, nothing
+    /// recorded that the provider did not do, the ledger balanced and its chain intact.
+    private func checkSafety() async throws {
+        let faults = network.state.withLock { $0.faults }
+        guard faults.isEmpty else { throw failure(faults.joined(separator: "; ")) }
+        let report = try await gateway.reconciliation()
+        for check in report.checks where check.name != "supply_equals_reserve" && !check.ok {
+            throw failure("\(check.name): \(check.detail)")
+        }
+        let snapshot = report.snapshot
+        guard snapshot.chainStubUnits <= report.reserveUnits else {
+            throw failure("supply \(snapshot.chainStubUnits) exceeds the reserve \(report.reserveUnits): tokens without money")
+        }
+        let recorded = try await recordedTransactions()
+        let payoutIDs = Set(provider.state.withLock { $0.payoutTxIDs })
+        var unrecordedCreditUnits: Int64 = 0
+        for credit in credits {
+            guard let record = recorded[credit.providerTxID] else {
+                unrecordedCreditUnits += credit.amountPaisa * Money.unitsPerPaisa
+                continue
+            }
+            guard record.tx.differingFields(from: credit).isEmpty else {
+                throw failure("\(credit.providerTxID) was recorded with content the provider never sent")
+            }
+            if record.tx.status != .settled { unrecordedCreditUnits += credit.amountPaisa * Money.unitsPerPaisa }
+        }
+        let creditIDs = Set(credits.map(\.providerTxID))
+        for id in recorded.keys where !creditIDs.contains(id) && !payoutIDs.contains(id) {
+            throw failure("\(id) is recorded but the provider never made it")
+        }
+        // The reserve exceeds what the gateway accounts for by at most the credits it has not heard of yet; exactly
+        // that, unless a payout's answer was lost (the provider paid; the gateway still counts it as requested).
+        let gap = report.reserveUnits - (snapshot.chainStubUnits + snapshot.payoutRequestedUnits + snapshot.heldCreditUnits)
+        let lostAnswers = provider.state.withLock { $0.lostPayoutAnswers }
+        guard gap <= unrecordedCreditUnits, lostAnswers > 0 || gap == unrecordedCreditUnits else {
+            throw failure("reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits)")
+        }
+    }
+
+    private func recordedTransactions() async throws -> [String: ExternalTransactionRecord] {
+        var all: [String: ExternalTransactionRecord] = [:]
+        var before: Int64?
+        while true {
+            let page = try await gateway.store.externalTransactions(limit: 500, beforeID: before)
+            for record in page { all[record.tx.providerTxID] = record }
+            guard page.count == 500, let last = page.last else { return all }
+            before = last.id
+        }
+    }
+
+    /// Once the faults stop, everything converges: every credit minted exactly once, every burn paid out once,
+    /// and every reconciliation check passes.
+    private func converge() async throws {
+        provider.state.withLock { $0.down = false }
+        network.state.withLock { $0.healthy = true }
+        note("converge: network healthy, provider up")
+        for round in 1...8 {
+            step = stepCount + round
+            clock.advance(byMicros: 10 * 60 * Timestamp.microsPerSecond)
+            while network.state.withLock({ !$0.delayed.isEmpty }) { _ = await network.deliverDelayed() }
+            while true {
+                let due = try await gateway.outbox.claimDue(nowMicros: clock.nowMicros(), limit: 32)
+                if due.isEmpty { break }
+                for delivery in due { await dispatcher.deliver(delivery) }
+            }
+            let result = try await gateway.reconcileOnce()
+            note("converge round \(round): reconciler minted \(result.minted)")
+            try await checkSafety()
+            let report = try await gateway.reconciliation()
+            let pending = try await gateway.outbox.countByState()["pending"] ?? 0
+            if report.ok && report.snapshot.burnsAwaitingDebit.isEmpty && pending == 0 {
+                let recorded = try await recordedTransactions()
+                for credit in credits where recorded[credit.providerTxID]?.tx.status != .settled {
+                    throw failure("\(credit.providerTxID) never settled at the gateway")
+                }
+                return
+            }
+        }
+        let report = try await gateway.reconciliation()
+        throw failure("no convergence: \(report.failed.map { "\($0.name): \($0.detail)" }); burns awaiting their debit: \(report.snapshot.burnsAwaitingDebit)")
+    }
+
+    var traceText: String { "seed \(seed):\n" + trace.joined(separator: "\n") }
+
+    /// The run's steps with random identifiers removed: equal for equal seeds.
+    var replayFingerprint: [String] {
+        trace.map { $0.replacing(/TX-[0-9a-f]+|msg_[0-9A-Za-z]+|sim-[0-9]+-[0-9]+/, with: "ID") }
+    }
+
+    private func note(_ line: String) {
+        let network = network.state.withLock { state in
+            defer { state.trace.removeAll() }
+            return state.trace
+        }
+        trace.append(contentsOf: network)
+        trace.append(line)
+    }
+
+    private func failure(_ message: String) -> SimulationFailure {
+        note("FAILED: \(message)")
+        return SimulationFailure(seed: seed, step: step, message: message, trace: trace)
+    }
+}
