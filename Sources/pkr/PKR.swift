@@ -9,7 +9,7 @@ struct PKR: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pkr",
         abstract: "The PKR stablecoin gateway: signed wallet webhooks in, tokens minted 1:1, redemptions paid out.",
-        subcommands: [Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Keys.self, WebhookCommand.self, Bench.self])
+        subcommands: [Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Keys.self, WebhookCommand.self, Bench.self, Fuzz.self])
 }
 
 func loadConfig() throws -> GatewayConfig {
