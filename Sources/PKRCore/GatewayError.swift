@@ -21,6 +21,7 @@ public enum GatewayError: Error, Equatable, Sendable {
     case unauthorized(String)
     case forbidden(String)
     case rateLimited
+    case requestTimeout(millis: Int64)
     case disallowedHost(String)
     case providerUnavailable(String)
     case storeUnavailable(String)
@@ -50,6 +51,7 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .unauthorized: return "unauthorized"
         case .forbidden: return "forbidden"
         case .rateLimited: return "rate_limited"
+        case .requestTimeout: return "request_timeout"
         case .disallowedHost: return "disallowed_host"
         case .providerUnavailable: return "provider_unavailable"
         case .storeUnavailable: return "store_unavailable"
@@ -92,6 +94,7 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .unauthorized(let why): return why
         case .forbidden(let why): return why
         case .rateLimited: return "too many requests from this address; slow down"
+        case .requestTimeout(let millis): return "the request body did not arrive within \(millis) ms"
         case .disallowedHost(let host): return "host '\(host)' is not in ALLOWED_HOSTS"
         case .providerUnavailable(let why): return "the wallet provider is unavailable: \(why)"
         case .storeUnavailable(let why): return "the database is unavailable: \(why)"

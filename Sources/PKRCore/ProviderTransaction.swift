@@ -117,13 +117,24 @@ public enum WebhookEvent {
             throw .invalidField("occurred_at", "must be an RFC 3339 timestamp")
         }
         let memo = payload.memo ?? ""
-        guard memo.count <= memoCharactersMax else { throw .invalidField("memo", "at most \(memoCharactersMax) characters") }
+        guard isValidMemo(memo) else { throw .invalidField("memo", memoRule) }
         if let reference = payload.metadata?.reference, !isIdentifier(reference, bytesMax: providerTxIDBytesMax) {
             throw .invalidField("metadata.reference", "1 to \(providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
         }
         return ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
                                    amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
                                    memo: memo, reference: payload.metadata?.reference)
+    }
+
+    public static let memoBytesMax = 2000
+    public static let memoRule = "at most \(memoCharactersMax) characters (\(memoBytesMax) bytes of UTF-8), no control characters"
+
+    /// Free text that every store keeps byte for byte: bounded in characters and bytes (one character can be
+    /// many bytes), and without control characters (PostgreSQL refuses NUL in text; logs and terminals misread
+    /// the rest).
+    public static func isValidMemo(_ memo: String) -> Bool {
+        memo.utf8.count <= memoBytesMax && memo.count <= memoCharactersMax
+            && memo.unicodeScalars.allSatisfy { $0.value >= 0x20 && !(0x7f...0x9f).contains($0.value) }
     }
 
     public static func isIdentifier(_ text: String, bytesMax: Int) -> Bool {

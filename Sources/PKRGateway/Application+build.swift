@@ -84,6 +84,7 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
     }
     let application = Application(
         router: router,
+        server: .http1(configuration: .init(idleTimeout: .seconds(config.idleTimeoutSeconds))),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "pkr"),
         services: services,
         onServerRunning: { channel in

@@ -9,6 +9,8 @@ import WalletStub
 public final class Gateway: Sendable {
     public static let demoWalletAccount = "WALLET-001"
     public static let pollPageSize = 500
+    /// How much of a delivery that failed verification the inbound log keeps.
+    public static let unverifiedBodyBytesKept = 1024
     static let pollCursorName = "provider_poll"
 
     public let config: GatewayConfig
@@ -183,6 +185,10 @@ public final class Gateway: Sendable {
         case .failure(let rejection):
             draft.verification = rejection.rawValue
             draft.errorCode = rejection.rawValue
+            // Anyone can send unsigned bytes: keep enough to diagnose, not enough to fill the disk.
+            draft.body = Array(delivery.body.prefix(Self.unverifiedBodyBytesKept))
+            draft.messageID = delivery.headers.id.map { String($0.prefix(WebhookVerifier.messageIDBytesMax)) }
+            draft.webhookTimestamp = delivery.headers.timestamp.map { String($0.prefix(32)) }
             try await store.logRejectedInbound(draft)
             throw GatewayError.webhookRejected(rejection)
         }

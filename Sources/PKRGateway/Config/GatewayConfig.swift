@@ -50,6 +50,10 @@ public struct GatewayConfig: Sendable {
     public var webhookAllowedCIDRs: [String] = []
     public var bodyBytesMax = 64 * 1024
     public var webhookBodyBytesMax = 64 * 1024
+    /// How long a client may take to send a request body once its head has arrived.
+    public var requestBodyTimeoutMillis: Int64 = 10_000
+    /// How long a keep-alive connection may sit without a request before it is closed.
+    public var idleTimeoutSeconds: Int64 = 60
     public var logLevel = "info"
 
     public init() {}
@@ -167,6 +171,8 @@ public struct GatewayConfig: Sendable {
         }
         if let max = try integer("PKR_BODY_BYTES_MAX", 1024...16_777_216) { bodyBytesMax = Int(max) }
         if let max = try integer("PKR_WEBHOOK_BODY_BYTES_MAX", 1024...16_777_216) { webhookBodyBytesMax = Int(max) }
+        if let millis = try integer("PKR_REQUEST_BODY_TIMEOUT_MS", 100...600_000) { requestBodyTimeoutMillis = millis }
+        if let seconds = try integer("PKR_IDLE_TIMEOUT_S", 1...3600) { idleTimeoutSeconds = seconds }
         if let level = value("LOG_LEVEL") { logLevel = level }
     }
 
@@ -241,7 +247,7 @@ public struct CIDR: Sendable {
 
     public init?(_ text: String) {
         let parts = text.split(separator: "/", maxSplits: 1)
-        guard let address = CIDR.parseAddress(String(parts[0])) else { return nil }
+        guard let first = parts.first, let address = CIDR.parseAddress(String(first)) else { return nil }
         let bits = parts.count == 2 ? Int(parts[1]) : address.count * 8
         guard let bits, bits >= 0, bits <= address.count * 8 else { return nil }
         network = address

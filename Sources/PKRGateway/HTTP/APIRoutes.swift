@@ -10,6 +10,7 @@ struct APIRoutes {
     let operatorAuth: OperatorAuth
 
     var config: GatewayConfig { gateway.config }
+    var bodyLimits: BodyLimits { BodyLimits(bytesMax: config.bodyBytesMax, timeoutMillis: config.requestBodyTimeoutMillis) }
 
     func register(on router: Router<AppRequestContext>) {
         let api = router.group("api")
@@ -60,8 +61,7 @@ struct APIRoutes {
     }
 
     @Sendable func demoCredit(_ request: Request, context: AppRequestContext) async throws -> Response {
-        var request = request
-        let body = try await request.decodeJSON(CreditBody.self, max: config.bodyBytesMax)
+        let body = try await request.decodeJSON(CreditBody.self, bodyLimits)
         let paisa: Int64
         do { paisa = try Money.parsePaisa(body.amount_pkr) } catch { throw GatewayError.invalidAmount(field: "amount_pkr", error) }
         let memo = try Self.memo(body.memo)
@@ -77,8 +77,7 @@ struct APIRoutes {
 
     @Sendable func ingest(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
-        var request = request
-        let bytes = try await request.bodyBytes(max: config.bodyBytesMax)
+        let bytes = try await request.bodyBytes(bodyLimits)
         var sinceMicros: Int64?
         if !bytes.isEmpty {
             let body: IngestBody
@@ -108,8 +107,7 @@ struct APIRoutes {
 
     @Sendable func mint(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
-        var request = request
-        let body = try await request.decodeJSON(MintBody.self, max: config.bodyBytesMax)
+        let body = try await request.decodeJSON(MintBody.self, bodyLimits)
         guard WebhookEvent.isIdentifier(body.provider_tx_id, bytesMax: WebhookEvent.providerTxIDBytesMax) else {
             throw GatewayError.invalidField("provider_tx_id", "1 to 128 characters of A-Z a-z 0-9 _ . : -")
         }
@@ -123,9 +121,8 @@ struct APIRoutes {
     }
 
     @Sendable func redeem(_ request: Request, context: AppRequestContext) async throws -> Response {
-        var request = request
         let key = try request.header("Idempotency-Key").map { key throws(GatewayError) in try IdempotencyKey.validate(key) }
-        let body = try await request.decodeJSON(RedeemBody.self, max: config.bodyBytesMax)
+        let body = try await request.decodeJSON(RedeemBody.self, bodyLimits)
         let units: Int64
         switch body.amount_units.parsed {
         case .success(let value): units = value
@@ -143,9 +140,7 @@ struct APIRoutes {
 
     static func memo(_ memo: String?) throws -> String {
         let memo = memo ?? ""
-        guard memo.count <= WebhookEvent.memoCharactersMax else {
-            throw GatewayError.invalidField("memo", "at most \(WebhookEvent.memoCharactersMax) characters")
-        }
+        guard WebhookEvent.isValidMemo(memo) else { throw GatewayError.invalidField("memo", WebhookEvent.memoRule) }
         return memo
     }
 
@@ -215,7 +210,9 @@ struct OperatorAuth: Sendable {
 
     func isOperator(_ request: Request) -> Bool {
         guard let adminToken, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
-        return Crypto.constantTimeEqual(Array(header.dropFirst("Bearer ".count).utf8), Array(adminToken.utf8))
+        // Digests of equal length, so that not even the token's length shows in the timing.
+        return Crypto.constantTimeEqual(Crypto.sha256(Array(header.dropFirst("Bearer ".count).utf8)),
+                                        Crypto.sha256(Array(adminToken.utf8)))
     }
 
     func require(_ request: Request) throws {

@@ -22,6 +22,7 @@ enum ErrorMapping {
         case .webhookRejected, .unauthorized: return .unauthorized
         case .payloadTooLarge: return .contentTooLarge
         case .rateLimited: return .tooManyRequests
+        case .requestTimeout: return .requestTimeout
         case .providerUnavailable: return .badGateway
         case .storeUnavailable: return .serviceUnavailable
         }

@@ -3,7 +3,7 @@ import Hummingbird
 import PKRCore
 import Synchronization
 
-/// Django-style CSRF: unsafe methods under /api/ need `X-CSRFToken` equal to the `csrftoken` cookie.
+/// Django-style CSRF: unsafe methods need `X-CSRFToken` equal to the `csrftoken` cookie.
 /// Signed webhook receivers and requests carrying the operator's bearer token are exempt (neither is ambient
 /// browser authority). A present `Origin` must be this host or a trusted origin.
 struct CSRFMiddleware: RouterMiddleware {
@@ -14,8 +14,10 @@ struct CSRFMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let unsafe = ![.get, .head, .options, .trace].contains(request.method)
-        let path = request.uri.path
-        if unsafe, path.hasPrefix("/api/"), !WebhookRoutes.receiverPaths.contains(path), !operatorAuth.isOperator(request) {
+        // The router ignores empty segments ("//api/redeem" reaches redeem), so the check does too: every unsafe
+        // request needs the token unless it goes, by its normalised path, to a signed receiver.
+        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        if unsafe, !WebhookRoutes.receiverPaths.contains(path), !operatorAuth.isOperator(request) {
             if let origin = request.headers[.origin], origin != "null" {
                 let host = request.head.authority ?? ""
                 guard trustedOrigins.contains(origin) || origin == "http://\(host)" || origin == "https://\(host)" else {

@@ -5,19 +5,34 @@ import NIOCore
 import PKRCore
 
 extension Request {
-    /// Reads the body up to `bytesMax`, answering 413 beyond it.
-    mutating func bodyBytes(max bytesMax: Int) async throws -> [UInt8] {
-        do {
-            let buffer = try await collectBody(upTo: bytesMax)
-            return Array(buffer: buffer)
-        } catch is NIOTooManyBytesError {
-            throw GatewayError.payloadTooLarge(bytesMax: bytesMax)
+    /// Reads the body up to `limits.bytesMax` (413 beyond it) within `limits.timeoutMillis` (408 after it), so
+    /// that a client trickling its body cannot hold a connection and a task for ever.
+    func bodyBytes(_ limits: BodyLimits) async throws -> [UInt8] {
+        let body = self.body
+        let buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                do {
+                    return try await body.collect(upTo: limits.bytesMax)
+                } catch is NIOTooManyBytesError {
+                    throw GatewayError.payloadTooLarge(bytesMax: limits.bytesMax)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(limits.timeoutMillis))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let buffer = first else {
+                throw GatewayError.requestTimeout(millis: limits.timeoutMillis)
+            }
+            return buffer
         }
+        return Array(buffer: buffer)
     }
 
     /// Decodes a JSON object body into `T`, turning every decoding failure into a typed 400.
-    mutating func decodeJSON<T: Decodable>(_ type: T.Type, max bytesMax: Int) async throws -> T {
-        let bytes = try await bodyBytes(max: bytesMax)
+    func decodeJSON<T: Decodable>(_ type: T.Type, _ limits: BodyLimits) async throws -> T {
+        let bytes = try await bodyBytes(limits)
         guard !bytes.isEmpty else { throw GatewayError.invalidJSON("the body is empty; send a JSON object") }
         do {
             return try JSONDecoder().decode(T.self, from: Data(bytes))
@@ -48,6 +63,12 @@ extension Request {
         }
         return (limit, beforeID)
     }
+}
+
+/// How much body a route accepts and how long the client may take to send it.
+struct BodyLimits: Sendable {
+    var bytesMax: Int
+    var timeoutMillis: Int64
 }
 
 /// An amount of token units sent as a string ("200000000") or a JSON integer (200000000).

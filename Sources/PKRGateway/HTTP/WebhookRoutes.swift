@@ -31,7 +31,6 @@ struct WebhookRoutes {
         if let rateLimiter, !rateLimiter.allow(key: context.sourceIP ?? "unknown", nowMicros: receivedAt) {
             throw GatewayError.rateLimited
         }
-        var request = request
         let headers = WebhookHeaders(id: request.header("webhook-id"), timestamp: request.header("webhook-timestamp"),
                                      signature: request.header("webhook-signature"),
                                      legacySignature: request.header("X-Signature"))
@@ -44,7 +43,8 @@ struct WebhookRoutes {
         }
         let body: [UInt8]
         do {
-            body = try await request.bodyBytes(max: gateway.config.webhookBodyBytesMax)
+            body = try await request.bodyBytes(BodyLimits(bytesMax: gateway.config.webhookBodyBytesMax,
+                                                               timeoutMillis: gateway.config.requestBodyTimeoutMillis))
         } catch let error as GatewayError {
             try await gateway.store.logRejectedInbound(InboundDraft(
                 receivedAtMicros: receivedAt, messageID: headers.id, webhookTimestamp: headers.timestamp,

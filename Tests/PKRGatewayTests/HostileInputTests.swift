@@ -1,0 +1,114 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import PKRCore
+import Testing
+@testable import PKRGateway
+
+@Suite("Hostile input")
+struct HostileInputTests {
+    @Test("a path with empty segments reaches the same handler and still needs the CSRF token")
+    func csrfEmptySegments() async throws {
+        try await withApp(try await testConfig()) { client, _ in
+            _ = try await client.seed()
+            for path in ["//api/redeem", "/api//redeem", "///api/demo/wallet/credit"] {
+                let result = try await client.call(.post, path, json: #"{"amount_units":"10000","amount_pkr":"1.00"}"#, csrf: false)
+                #expect(result.status == .forbidden, "\(path)")
+                #expect(result.error == "csrf_failed", "\(path)")
+            }
+            // The receivers stay exempt under any spelling of their path: their signature is the authority.
+            let signed = try await client.webhook(creditEvent(), path: "/api//webhooks/wallet/")
+            #expect(signed.status == .ok)
+        }
+    }
+
+    @Test("control characters in memos are refused with 400 on every engine", arguments: TestEngine.all)
+    func controlCharactersInMemos(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
+            _ = try await client.seed()
+            for memo in ["a\\u0000b", "bell\\u0007", "\\u009b[31m"] {
+                let redeem = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000","memo":"\#(memo)"}"#)
+                #expect(redeem.status == .badRequest)
+                #expect(redeem.string("field") == "memo")
+                let credit = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1.00","memo":"\#(memo)"}"#)
+                #expect(credit.status == .badRequest)
+                let event = #"{"provider_tx_id":"TX-memo","account":"WALLET-001","direction":"credit","amount_pkr":"1.00","status":"settled","occurred_at":"2026-01-01T00:00:00Z","memo":"\#(memo)"}"#
+                let webhook = try await client.webhook(Array(event.utf8))
+                #expect(webhook.status == .badRequest)
+                #expect(webhook.error == "invalid_field")
+            }
+            // Long multi-byte memos are bounded in bytes as well as characters.
+            let heavy = String(repeating: "👨‍👩‍👧‍👦", count: 200)
+            #expect(try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000","memo":"\#(heavy)"}"#).status == .badRequest)
+            #expect(try await client.balanceUnits() == "0")
+            let log = try await client.call(.get, "/api/webhooks/inbound").array
+            #expect(log.count == 3, "every refused webhook is still logged")
+        }
+    }
+
+    @Test("the inbound log keeps only the first KiB of a delivery that failed verification")
+    func unverifiedBodiesAreCut() async throws {
+        try await withApp(try await testConfig()) { client, gateway in
+            let body = Array(repeating: UInt8(ascii: "x"), count: 60 * 1024)
+            var headers = HTTPFields()
+            headers[HTTPField.Name("webhook-id")!] = "msg_" + String(repeating: "i", count: 2000)
+            headers[HTTPField.Name("webhook-timestamp")!] = String(repeating: "9", count: 500)
+            headers[HTTPField.Name("webhook-signature")!] = "v1,AAAA"
+            let result = try await client.execute(uri: "/api/webhooks/wallet", method: .post, headers: headers,
+                                                  body: ByteBuffer(bytes: body)) { $0.status }
+            #expect(result == .unauthorized)
+            let logged = try #require(try await gateway.store.inboundLog(limit: 1, beforeID: nil).first)
+            #expect(logged.body_bytes == Gateway.unverifiedBodyBytesKept)
+            #expect((logged.message_id?.utf8.count ?? 0) <= WebhookVerifier.messageIDBytesMax)
+        }
+    }
+
+    @Test("a client that stops sending its body gets 408 once the body time limit passes")
+    func slowBodyTimesOut() async throws {
+        let port = try freeLoopbackPort()
+        let config = try await testConfig(engine: .sqlite, ["PORT": String(port), "PKR_REQUEST_BODY_TIMEOUT_MS": "300"])
+        try await withRunningServer(config) { _ in
+            let started = ContinuousClock.now
+            let answer = try rawExchange(port: port, send: "POST /api/webhooks/wallet HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                         + "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\":")
+            #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(200))")
+            #expect(answer.contains("request_timeout"))
+            #expect(ContinuousClock.now - started < .seconds(5))
+        }
+    }
+
+    @Test("the CIDR parser refuses malformed blocks instead of crashing")
+    func cidrParsing() {
+        for text in ["/", "/8", "", "10.0.0.0/33", "::1/129", "10.0.0/8", "abc"] { #expect(CIDR(text) == nil, "\(text)") }
+        #expect(CIDR("10.0.0.0/8")?.contains("10.1.2.3") == true)
+    }
+}
+
+/// Sends raw bytes on a fresh loopback connection and reads until the server answers or closes.
+func rawExchange(port: Int, send text: String, readTimeoutSeconds: Int = 10) throws -> String {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw POSIXError(.EMFILE) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+    var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let bytes = Array(text.utf8)
+    _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count <= 0 { break }
+        received += buffer[0..<count]
+        if let text = String(bytes: received, encoding: .utf8), text.contains("\r\n\r\n"), text.contains("}") { break }
+    }
+    return String(decoding: received, as: UTF8.self)
+}
