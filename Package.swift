@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
-        ]),
+        ], resources: [.copy("Resources/openapi.yaml")]),
         .executableTarget(name: "pkr", dependencies: [
             "PKRGateway",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

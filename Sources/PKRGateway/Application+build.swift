@@ -61,6 +61,7 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
         router.add(middleware: AllowedHostsMiddleware(allowedHosts: Set(config.allowedHosts.map { $0.lowercased() })))
     }
     router.add(middleware: CSRFMiddleware(trustedOrigins: Set(config.csrfTrustedOrigins), operatorAuth: operatorAuth))
+    OpenAPIRoute.register(on: router)
     APIRoutes(gateway: gateway, operatorAuth: operatorAuth).register(on: router)
     WebhookRoutes(gateway: gateway, operatorAuth: operatorAuth,
                   rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },

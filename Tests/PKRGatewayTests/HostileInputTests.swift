@@ -112,3 +112,29 @@ func rawExchange(port: Int, send text: String, readTimeoutSeconds: Int = 10) thr
     }
     return String(decoding: received, as: UTF8.self)
 }
+
+@Suite("OpenAPI document")
+struct OpenAPIDocumentTests {
+    @Test("GET /openapi.yaml serves the document in the repo, and it names every route the router has")
+    func servesTheRepoDocument() async throws {
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/PKRGateway/Resources/openapi.yaml")
+        let inRepo = try String(contentsOf: source, encoding: .utf8)
+        try await withApp(try await testConfig()) { client, _ in
+            let served = try await client.execute(uri: "/openapi.yaml", method: .get) { response in
+                (response.status, response.headers[.contentType], String(buffer: response.body))
+            }
+            #expect(served.0 == .ok)
+            #expect(served.1 == "application/yaml")
+            #expect(served.2 == inRepo)
+        }
+        #expect(inRepo.hasPrefix("openapi: 3.1") || inRepo.contains("\nopenapi: 3.1"))
+        for path in ["/api/health", "/api/csrf", "/api/demo/seed", "/api/demo/wallet/credit", "/api/ingest/wallet-transactions",
+                     "/api/mint", "/api/redeem", "/api/balance", "/api/me", "/api/ledger", "/api/external-transactions",
+                     "/api/debug/summary", "/api/webhooks/wallet", "/api/webhooks/bank", "/api/webhooks/inbound",
+                     "/api/webhooks/quarantine", "/api/webhooks/deliveries", "/api/webhooks/deliveries/{id}",
+                     "/api/webhooks/deliveries/{id}/retry", "/openapi.yaml"] {
+            #expect(inRepo.contains("\n  \(path):"), "\(path) is not in openapi.yaml")
+        }
+    }
+}
