@@ -112,6 +112,29 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
         }
     }
 
+    @Test func batchesHashedInParallelFindTheSameBreaks() {
+        let jobs = (0..<1500).map { index -> (ChainJobType, Int64) in (index % 4 == 3 ? .burn : .mint, Int64(index + 1) * 10_000) }
+        let original = buildChain(jobs)
+        func batched(_ entries: [LedgerEntry]) -> LedgerChainVerifier {
+            var verifier = LedgerChainVerifier()
+            for start in stride(from: 0, to: entries.count, by: 700) where !verifier.check(Array(entries[start..<min(entries.count, start + 700)])) {
+                break
+            }
+            verifier.finish(storedHead: storedHead(of: entries))
+            return verifier
+        }
+        let intact = batched(original)
+        #expect(intact.firstBreak == nil)
+        #expect(intact.entriesChecked == Int64(original.count))
+        #expect(intact.head == verify(original, storedHead: storedHead(of: original)).head)
+        for tampered in [0, 1, 699, 700, 1777, original.count - 1] {
+            var entries = original
+            entries[tampered].amountUnits += 1
+            #expect(batched(entries).firstBreak == .hashMismatch(id: Int64(tampered + 1)))
+            #expect(batched(entries).firstBreak == verify(entries, storedHead: storedHead(of: entries)).firstBreak)
+        }
+    }
+
     @Test func brokenLinkIsAPrevHashMismatch() {
         var entries = buildChain(sampleJobs)
         entries[4].prevHash = String(repeating: "f", count: 64)

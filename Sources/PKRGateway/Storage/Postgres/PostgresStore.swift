@@ -659,13 +659,21 @@ public final class PostgresStore: GatewayStore {
         let logger = self.logger
         return try await readOnlySnapshot { connection in
             var verifier = LedgerChainVerifier()
-            // Rows stream from the server; memory stays flat however long the ledger is.
+            var batch: [LedgerEntry] = []
+            // Rows stream from the server and are checked a batch at a time; memory stays flat however long the
+            // ledger is.
             for try await row in try await connection.query("""
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
                 FROM core_ledgerentry ORDER BY id
                 """, logger: logger) {
-                if verifier.firstBreak == nil { _ = verifier.check(try Self.decodeLedger(row)) }
+                guard verifier.firstBreak == nil else { continue }
+                batch.append(try Self.decodeLedger(row))
+                if batch.count == LedgerChainVerifier.batchSize {
+                    _ = verifier.check(batch)
+                    batch.removeAll(keepingCapacity: true)
+                }
             }
+            _ = verifier.check(batch)
             var head = LedgerHead.genesis
             for try await (lastID, lastHash) in try await connection.query(
                 "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1", logger: logger).decode((Int64, String).self) {

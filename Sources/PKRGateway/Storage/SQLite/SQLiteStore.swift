@@ -490,9 +490,16 @@ public final class SQLiteStore: GatewayStore {
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
                 FROM core_ledgerentry ORDER BY id
                 """))
+            var batch: [LedgerEntry] = []
+            batch.reserveCapacity(LedgerChainVerifier.batchSize)
             while let row = try cursor.next() {
-                guard verifier.check(try Self.decodeLedger(row)) else { break }
+                batch.append(try Self.decodeLedger(row))
+                if batch.count == LedgerChainVerifier.batchSize {
+                    guard verifier.check(batch) else { break }
+                    batch.removeAll(keepingCapacity: true)
+                }
             }
+            _ = verifier.check(batch)
             let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1"))
             verifier.finish(storedHead: head.map { LedgerHead(lastID: $0[0], lastHash: $0[1]) } ?? .genesis)
             return verifier
