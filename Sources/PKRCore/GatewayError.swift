@@ -70,7 +70,8 @@ public enum GatewayError: Error, Equatable, Sendable {
             return "token balance \(available) units is less than the requested \(requested) units"
         case .unknownProviderTransaction(let id): return "no ingested provider transaction '\(id)'"
         case .notMintable(let why): return why
-        case .demoNotSeeded: return "no demo user yet: POST /api/demo/seed first"
+        case .demoNotSeeded:
+            return "no user is set up yet: POST /api/demo/seed in demo mode (pkr serve seeds it at start-up unless PKR_DEMO_SEED_ON_START=0)"
         case .idempotencyKeyReused: return "this Idempotency-Key was already used with a different request body"
         case .idempotencyRequestInFlight: return "a request with this Idempotency-Key is still being processed; retry later"
         case .invalidIdempotencyKey: return "the Idempotency-Key header must be 1 to 255 printable ASCII characters"

@@ -62,8 +62,15 @@ public enum Timestamp {
         }
         let days = days(fromCivil: year, month, day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + min(second, 59) - offsetSeconds
-        return seconds * microsPerSecond + fractionMicros
+        let micros = seconds * microsPerSecond + fractionMicros
+        // An offset can carry a year-0000 or year-9999 local time out of the four-digit years RFC 3339 can write.
+        guard micros >= earliestMicros, micros < endMicros else { return nil }
+        return micros
     }
+
+    /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: the instants a four-digit UTC year can name.
+    static let earliestMicros = days(fromCivil: 0, 1, 1) * 86_400 * microsPerSecond
+    static let endMicros = days(fromCivil: 10_000, 1, 1) * 86_400 * microsPerSecond
 
     private static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
         let q = a / b

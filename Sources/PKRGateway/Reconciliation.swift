@@ -10,21 +10,25 @@ public struct ReconciliationReport: Sendable {
 
     public let snapshot: ReconciliationSnapshot
     public let checks: [Check]
-    public let reserveUnits: Int64
+    /// Reconciliation adds up whole-system figures, so it works in Int128: extreme amounts cannot overflow it.
+    public let reserveUnits: Int128
+    public let heldCreditUnits: Int128
 
     public var ok: Bool { checks.allSatisfy(\.ok) }
     public var failed: [Check] { checks.filter { !$0.ok } }
-    public var netUnits: Int64 { snapshot.mintedUnits - snapshot.burnedUnits }
+    public var netUnits: Int128 { Int128(snapshot.mintedUnits) - Int128(snapshot.burnedUnits) }
 
     public init(snapshot s: ReconciliationSnapshot, ledger: LedgerChainVerifier, reservePaisa: Int64) {
         self.snapshot = s
-        let reserveUnits = reservePaisa * Money.unitsPerPaisa
+        let reserveUnits = Int128(reservePaisa) * Int128(Money.unitsPerPaisa)
+        let heldCreditUnits = Int128(s.heldCreditPaisa) * Int128(Money.unitsPerPaisa)
         self.reserveUnits = reserveUnits
+        self.heldCreditUnits = heldCreditUnits
         var checks: [Check] = []
         func check(_ name: String, _ ok: Bool, _ detail: String) { checks.append(Check(name: name, ok: ok, detail: detail)) }
 
-        let net = s.mintedUnits - s.burnedUnits
-        check("mints_minus_burns_equal_token_balances", net == s.tokenBalanceUnits,
+        let net = Int128(s.mintedUnits) - Int128(s.burnedUnits)
+        check("mints_minus_burns_equal_token_balances", net == Int128(s.tokenBalanceUnits),
               "mints \(s.mintedUnits) - burns \(s.burnedUnits) = \(net); token balances \(s.tokenBalanceUnits)")
         check("token_balances_equal_chain_stub", s.tokenBalanceUnits == s.chainStubUnits,
               "token balances \(s.tokenBalanceUnits); chain stub \(s.chainStubUnits)")
@@ -32,11 +36,11 @@ public struct ReconciliationReport: Sendable {
               "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
         // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out and
         // credits held for an operator. Anything else is money without a token (or the reverse).
-        let explained = s.chainStubUnits + s.payoutRequestedUnits + s.heldCreditUnits
+        let explained = Int128(s.chainStubUnits) + Int128(s.payoutRequestedUnits) + heldCreditUnits
         let gap = reserveUnits - explained
         check("supply_equals_reserve", gap == 0,
               gap == 0
-                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(s.heldCreditUnits) = reserve \(reserveUnits)"
+                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) = reserve \(reserveUnits)"
                 : gap > 0
                     ? "reserve \(reserveUnits) exceeds supply and in-flight amounts by \(gap) units: credits not yet ingested (webhook in flight or lost; run the reconciler)"
                     : "supply and in-flight amounts exceed the reserve \(reserveUnits) by \(-gap) units: tokens without money")
@@ -69,7 +73,7 @@ public struct ReconciliationReport: Sendable {
             ("in_flight", .object([
                 ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
                 ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
-                ("held_credit_units", .string(String(snapshot.heldCreditUnits))),
+                ("held_credit_units", .string(String(heldCreditUnits))),
             ])),
             ("reserve_units", .string(String(reserveUnits))),
             ("supply_units", .string(String(snapshot.chainStubUnits))),

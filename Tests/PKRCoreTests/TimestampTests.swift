@@ -4,6 +4,16 @@ import Testing
 private let jan2025Micros: Int64 = 1_735_689_600 * 1_000_000
 
 @Suite struct TimestampTests {
+    @Test func offsetsCannotLeaveTheFourDigitYears() {
+        #expect(Timestamp.parse("0000-01-01T00:00:00+01:00") == nil)
+        #expect(Timestamp.parse("9999-12-31T23:59:59-01:00") == nil)
+        let first = try! #require(Timestamp.parse("0000-01-01T00:00:00Z"))
+        let last = try! #require(Timestamp.parse("9999-12-31T23:59:59.999999Z"))
+        #expect(Timestamp.format(micros: first) == "0000-01-01T00:00:00.000000Z")
+        #expect(Timestamp.format(micros: last) == "9999-12-31T23:59:59.999999Z")
+        #expect(Timestamp.parse("9999-12-31T23:59:59+01:00").map { Timestamp.format(micros: $0) } == "9999-12-31T22:59:59.000000Z")
+    }
+
     @Test func formatsEpochAndFractions() {
         #expect(Timestamp.format(micros: 0) == "1970-01-01T00:00:00.000000Z")
         #expect(Timestamp.format(micros: jan2025Micros + 123_456) == "2025-01-01T00:00:00.123456Z")

@@ -161,7 +161,7 @@ struct LostWebhookTests {
         var balanceUnits: Int64
         var mints: Int
         var ledgerEntries: Int
-        var reserveUnits: Int64
+        var reserveUnits: Int128
     }
 
     static func endState(_ gateway: Gateway) async throws -> EndState {

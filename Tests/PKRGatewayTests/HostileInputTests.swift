@@ -78,6 +78,28 @@ struct HostileInputTests {
         }
     }
 
+    @Test("extreme amounts never overflow the reconciliation: the summary answers with exact figures", arguments: TestEngine.all)
+    func extremeAmountsReconcile(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, _ in
+            _ = try await client.seed()
+            let largest = Money.formatPaisa(Int64.max / Money.unitsPerPaisa)
+            for _ in 0..<3 {
+                #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"\#(largest)"}"#).status == .created)
+            }
+            for _ in 0..<2 {
+                let held = try await client.webhook(creditEvent(amountPKR: largest))
+                #expect(held.status == .ok)
+            }
+            #expect(try await client.webhook(creditEvent(amountPKR: "10.00")).status == .ok)
+            let summary = try await client.call(.get, "/api/debug/summary")
+            #expect(summary.status == .ok)
+            let inFlight = try #require((summary["invariants"] as? [String: Any])?["in_flight"] as? [String: Any])
+            let paisa = Int128(Int64.max / Money.unitsPerPaisa)
+            #expect(inFlight["held_credit_units"] as? String == String(paisa * 2 * 10_000))
+            #expect((summary["invariants"] as? [String: Any])?["reserve_units"] as? String == String(paisa * 3 * 10_000))
+        }
+    }
+
     @Test("the CIDR parser refuses malformed blocks instead of crashing")
     func cidrParsing() {
         for text in ["/", "/8", "", "10.0.0.0/33", "::1/129", "10.0.0/8", "abc"] { #expect(CIDR(text) == nil, "\(text)") }

@@ -202,7 +202,8 @@ public struct ReconciliationSnapshot: Sendable {
     public var tokenBalanceUnits: Int64
     public var chainStubUnits: Int64
     public var settledCreditsUnminted: [String]
-    public var heldCreditUnits: Int64
+    /// Summed in paisa: in units, a few extreme held credits could pass Int64.
+    public var heldCreditPaisa: Int64
     public var creditsMintedMoreThanOnce: [String]
     public var payoutRequestedUnits: Int64
     public var burnsAwaitingDebit: [String]

@@ -414,21 +414,21 @@ final class Simulation {
             throw failure("\(check.name): \(check.detail)")
         }
         let snapshot = report.snapshot
-        guard snapshot.chainStubUnits <= report.reserveUnits else {
+        guard Int128(snapshot.chainStubUnits) <= report.reserveUnits else {
             throw failure("supply \(snapshot.chainStubUnits) exceeds the reserve \(report.reserveUnits): tokens without money")
         }
         let recorded = try await recordedTransactions()
         let payoutIDs = Set(provider.state.withLock { $0.payoutTxIDs })
-        var unrecordedCreditUnits: Int64 = 0
+        var unrecordedCreditUnits: Int128 = 0
         for credit in credits {
             guard let record = recorded[credit.providerTxID] else {
-                unrecordedCreditUnits += credit.amountPaisa * Money.unitsPerPaisa
+                unrecordedCreditUnits += Int128(credit.amountPaisa * Money.unitsPerPaisa)
                 continue
             }
             guard record.tx.differingFields(from: credit).isEmpty else {
                 throw failure("\(credit.providerTxID) was recorded with content the provider never sent")
             }
-            if record.tx.status != .settled { unrecordedCreditUnits += credit.amountPaisa * Money.unitsPerPaisa }
+            if record.tx.status != .settled { unrecordedCreditUnits += Int128(credit.amountPaisa * Money.unitsPerPaisa) }
         }
         let creditIDs = Set(credits.map(\.providerTxID))
         for id in recorded.keys where !creditIDs.contains(id) && !payoutIDs.contains(id) {
@@ -436,7 +436,7 @@ final class Simulation {
         }
         // The reserve exceeds what the gateway accounts for by at most the credits it has not heard of yet; exactly
         // that, unless a payout's answer was lost (the provider paid; the gateway still counts it as requested).
-        let gap = report.reserveUnits - (snapshot.chainStubUnits + snapshot.payoutRequestedUnits + snapshot.heldCreditUnits)
+        let gap = report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
         let lostAnswers = provider.state.withLock { $0.lostPayoutAnswers }
         guard gap <= unrecordedCreditUnits, lostAnswers > 0 || gap == unrecordedCreditUnits else {
             throw failure("reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits)")

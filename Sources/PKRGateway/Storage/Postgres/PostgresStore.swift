@@ -605,8 +605,8 @@ public final class PostgresStore: GatewayStore {
                         WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
                           AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
                         """),
-                    heldCreditUnits: try await int("""
-                        SELECT (COALESCE(SUM(amount_paisa), 0) * 10000)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                    heldCreditPaisa: try await int("""
+                        SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
                         """),
                     creditsMintedMoreThanOnce: try await strings("""
                         SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
