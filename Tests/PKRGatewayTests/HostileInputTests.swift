@@ -100,6 +100,20 @@ struct HostileInputTests {
         }
     }
 
+    @Test("a connection that never finishes its request head is closed after the idle timeout")
+    func idleAndSlowHeadConnectionsAreClosed() async throws {
+        let port = try freeLoopbackPort()
+        let config = try await testConfig(engine: .sqlite, ["PORT": String(port), "PKR_IDLE_TIMEOUT_S": "1"])
+        try await withRunningServer(config) { _ in
+            let started = ContinuousClock.now
+            // Half a request head, then silence: the server must hang up, not wait for ever.
+            let answer = try rawExchange(port: port, send: "GET /api/health HTTP/1.1\r\nHo", readTimeoutSeconds: 10)
+            #expect(answer.isEmpty, "\(answer.prefix(200))")
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(8), "closed after \(elapsed)")
+        }
+    }
+
     @Test("the CIDR parser refuses malformed blocks instead of crashing")
     func cidrParsing() {
         for text in ["/", "/8", "", "10.0.0.0/33", "::1/129", "10.0.0/8", "abc"] { #expect(CIDR(text) == nil, "\(text)") }
