@@ -23,8 +23,7 @@ public enum ChainStub {
     }
 
     public static func openAddress(_ db: Database, _ address: String) throws {
-        try db.execute(sql: "INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES (?, 0) ON CONFLICT DO NOTHING",
-                       arguments: [address])
+        try db.cachedStatement(sql: "INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES (?, 0) ON CONFLICT DO NOTHING").execute(arguments: [address])
     }
 
     /// Applies a mint or burn and returns its receipt's transaction hash. A burn beyond the balance throws.
@@ -50,8 +49,7 @@ public enum ChainStub {
     }
 
     public static func balanceUnits(_ db: Database, address: String) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT balance_units FROM chain_stub_chainstubbalance WHERE address = ?",
-                           arguments: [address]) ?? 0
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM chain_stub_chainstubbalance WHERE address = ?"), arguments: [address]) ?? 0
     }
 }
 

@@ -127,14 +127,14 @@ public enum WebhookEvent {
     }
 
     public static let memoBytesMax = 2000
-    public static let memoRule = "at most \(memoCharactersMax) Unicode code points (\(memoBytesMax) bytes of UTF-8), no control characters"
+    public static let memoRule = "at most \(memoCharactersMax) Unicode code points (\(memoBytesMax) bytes of UTF-8), no control characters but tab and line breaks"
 
-    /// Free text that every store keeps byte for byte: bounded in characters and bytes (one character can be
-    /// many bytes), and without control characters (PostgreSQL refuses NUL in text; logs and terminals misread
-    /// the rest).
+    /// Free text that every store keeps byte for byte: bounded in code points and bytes (one character can be
+    /// many bytes), and without control characters other than tab and line breaks (PostgreSQL refuses NUL in
+    /// text; terminals misread the rest).
     public static func isValidMemo(_ memo: String) -> Bool {
         memo.utf8.count <= memoBytesMax && memo.unicodeScalars.count <= memoCharactersMax
-            && memo.unicodeScalars.allSatisfy { $0.value >= 0x20 && !(0x7f...0x9f).contains($0.value) }
+            && memo.unicodeScalars.allSatisfy { ($0.value >= 0x20 || [0x09, 0x0a, 0x0d].contains($0.value)) && !(0x7f...0x9f).contains($0.value) }
     }
 
     public static func isIdentifier(_ text: String, bytesMax: Int) -> Bool {

@@ -80,8 +80,7 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func balancePaisa(account: String) async throws -> Int64? {
         try await database.read { db in
-            try Int64.fetchOne(db, sql: "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = ?",
-                               arguments: [account])
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = ?"), arguments: [account])
         }
     }
 
@@ -94,8 +93,7 @@ public final class SQLiteWalletStub: WalletStubStore {
     // MARK: - Writing
 
     static func append(_ db: Database, _ tx: ProviderTransaction, push: Bool) throws {
-        guard let accountID = try Int64.fetchOne(db, sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?",
-                                                 arguments: [tx.account]) else {
+        guard let accountID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?"), arguments: [tx.account]) else {
             throw ProviderError.unknownAccount(tx.account)
         }
         let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa

@@ -65,8 +65,7 @@ public final class SQLiteWebhookOutbox: OutboxStore {
             var out: [OutboxDelivery] = []
             for row in rows {
                 let id: Int64 = row[0]
-                try db.execute(sql: "UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = ? WHERE id = ?",
-                               arguments: [nowMicros + OutboxLimits.leaseMicros, id])
+                try db.cachedStatement(sql: "UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = ? WHERE id = ?").execute(arguments: [nowMicros + OutboxLimits.leaseMicros, id])
                 let payload: Data = row[3]
                 out.append(OutboxDelivery(id: id, messageID: row[1], providerTxID: row[2], payload: Array(payload),
                                           roundAttempts: row[4]))

@@ -114,8 +114,7 @@ public final class SQLiteStore: GatewayStore {
         if let existing {
             try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").execute(arguments: [existing.id])
             guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
-            try db.execute(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?",
-                           arguments: [status.rawValue, existing.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, existing.id])
             var advanced = existing
             advanced.tx.status = status
             return try settle(db, advanced, user: user, nowMicros: nowMicros, limits: limits)
@@ -180,8 +179,7 @@ public final class SQLiteStore: GatewayStore {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.uuid()
         // The same order as a burn (token balance, chain stub, ledger), as the PostgreSQL store needs.
-        try db.execute(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?",
-                       arguments: [amountUnits, user.id])
+        try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?").execute(arguments: [amountUnits, user.id])
         guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
         let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                           reference: jobID, createdAt: createdAt)
@@ -210,8 +208,7 @@ public final class SQLiteStore: GatewayStore {
                                  entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
             head = LedgerHead(entry)
         }
-        try db.execute(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ? WHERE singleton = 1",
-                       arguments: [head.lastID, head.lastHash])
+        try db.cachedStatement(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ? WHERE singleton = 1").execute(arguments: [head.lastID, head.lastHash])
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
@@ -249,8 +246,7 @@ public final class SQLiteStore: GatewayStore {
         """
 
     private static func externalTransaction(_ db: Database, providerTxID: String) throws -> ExternalTransactionRecord? {
-        try Row.fetchOne(db, sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?",
-                         arguments: [providerTxID]).map(decodeExternal)
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?"), arguments: [providerTxID]).map(decodeExternal)
     }
 
     private static func decodeExternal(_ row: Row) throws -> ExternalTransactionRecord {
@@ -283,15 +279,13 @@ public final class SQLiteStore: GatewayStore {
             guard let user = try Self.user(db, where: "wallet_account = ?", record.tx.account) else {
                 throw GatewayError.unknownAccount(record.tx.account)
             }
-            try db.execute(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'",
-                           arguments: [record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'").execute(arguments: [record.id])
             return try Self.mint(db, record, user: user, amountUnits: units, nowMicros: now)
         }
     }
 
     private static func job(_ db: Database, id: String) throws -> ChainJob? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = ?",
-                                         arguments: [id]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = ?"), arguments: [id]) else { return nil }
         guard let type = ChainJobType(rawValue: row[1]) else { throw DatabaseError(message: "core_chainjob \(id) is corrupt") }
         return ChainJob(id: row[0], jobType: type, amountUnits: row[2], txHash: row[3], createdAt: row[4])
     }
@@ -312,8 +306,7 @@ public final class SQLiteStore: GatewayStore {
                 UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
                 """).execute(arguments: [command.amountUnits, user.id, command.amountUnits])
             guard db.changesCount == 1 else {
-                let available = try Int64.fetchOne(db, sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?",
-                                                   arguments: [user.id]) ?? 0
+                let available = try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [user.id]) ?? 0
                 throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
             }
             let createdAt = Timestamp.format(micros: now)
