@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PKRCore
+import ServiceLifecycle
 import Synchronization
 import WalletStub
 
@@ -100,6 +101,9 @@ public final class Gateway: Sendable {
                 try await store.setCursor(named: Self.pollCursorName, to: page.nextCursor)
             }
             guard page.transactions.count == Self.pollPageSize, page.nextCursor > cursor else { break }
+            // A pass over a long backlog stops between pages when the server is shutting down; the cursor
+            // already records how far it got.
+            if Task.isShuttingDownGracefully { break }
             cursor = page.nextCursor
         }
         return result

@@ -70,6 +70,10 @@ enum ErrorMapping {
         case let error as DatabaseError where Self.isUnavailable(error):
             logger.error("database unavailable", metadata: ["code": "\(error.resultCode)"])
             return response(for: GatewayError.storeUnavailable("busy or unreachable; retry"), logger: logger)
+        case let error as PSQLError where PostgresStore.isRetryable(error):
+            // Still deadlocked or conflicting after the store's retries: contention, not a fault. Retry later.
+            logger.warning("transaction gave up after retries", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
+            return response(for: GatewayError.storeUnavailable("too much contention; retry"), logger: logger)
         case let error as PSQLError:
             // Only the SQL state and the server's message: a bound value (a secret, a body) never reaches the log.
             logger.error("database error", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "none")",

@@ -146,14 +146,16 @@ public final class PostgresStore: GatewayStore {
         let now = nowMicros()
         let limits = self.limits
         let logger = self.logger
-        return try await transaction { connection in
-            var outcomes: [ApplyOutcome] = []
-            for tx in txs {
-                outcomes.append(try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil,
-                                                           logger: logger))
-            }
-            return outcomes
+        // One transaction per polled transaction: a page-long transaction would hold the balance and ledger-head
+        // row locks for seconds and stall every webhook and redeem behind a backlog.
+        var outcomes: [ApplyOutcome] = []
+        outcomes.reserveCapacity(txs.count)
+        for tx in txs {
+            outcomes.append(try await transaction { connection in
+                try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil, logger: logger)
+            })
         }
+        return outcomes
     }
 
     /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
