@@ -191,8 +191,7 @@ public final class Gateway: Sendable {
             draft.errorCode = rejection.rawValue
             // Anyone can send unsigned bytes: keep enough to diagnose, not enough to fill the disk.
             draft.body = Array(delivery.body.prefix(Self.unverifiedBodyBytesKept))
-            draft.messageID = delivery.headers.id.map { String($0.prefix(WebhookVerifier.messageIDBytesMax)) }
-            draft.webhookTimestamp = delivery.headers.timestamp.map { String($0.prefix(32)) }
+            (draft.messageID, draft.webhookTimestamp) = delivery.headers.cutForUnverifiedLog
             try await store.logRejectedInbound(draft)
             throw GatewayError.webhookRejected(rejection)
         }
@@ -225,6 +224,17 @@ public final class Gateway: Sendable {
         let chain = try await store.verifyLedger()
         let reserve = try await walletStub.reservePaisa()
         return ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
+    }
+}
+
+extension WebhookHeaders {
+    /// The id and timestamp as the inbound log keeps them for a delivery nobody vouched for: no longer than a
+    /// valid delivery's, so that junk headers cannot fill the disk.
+    var cutForUnverifiedLog: (id: String?, timestamp: String?) {
+        func cut(_ text: String?, bytesMax: Int) -> String? {
+            text.map { String(decoding: $0.utf8.prefix(bytesMax), as: UTF8.self) }
+        }
+        return (cut(id, bytesMax: WebhookVerifier.messageIDBytesMax), cut(timestamp, bytesMax: WebhookVerifier.timestampDigitsMax))
     }
 }
 

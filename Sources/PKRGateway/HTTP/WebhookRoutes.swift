@@ -46,8 +46,9 @@ struct WebhookRoutes {
             body = try await request.bodyBytes(BodyLimits(bytesMax: gateway.config.webhookBodyBytesMax,
                                                                timeoutMillis: gateway.config.requestBodyTimeoutMillis))
         } catch let error as GatewayError {
+            let logged = headers.cutForUnverifiedLog
             try await gateway.store.logRejectedInbound(InboundDraft(
-                receivedAtMicros: receivedAt, messageID: headers.id, webhookTimestamp: headers.timestamp,
+                receivedAtMicros: receivedAt, messageID: logged.id, webhookTimestamp: logged.timestamp,
                 sourceAddress: context.sourceIP, scheme: nil, verification: "unverified", errorCode: error.code,
                 providerTxID: nil, body: []))
             throw error
