@@ -55,14 +55,22 @@ public final class PostgresAvailability: Sendable {
             let logger = self.logger
             // A query on a connection the server has just terminated can hang rather than fail, so each probe
             // races a deadline and a stuck probe is abandoned with its connection.
-            let probed: PostgresConnection? = await Self.firstOf(deadlineMillis: Self.probeDeadlineMillis) {
+            // Every connection is closed by someone: a probe that fails closes what it opened, and one that
+            // answers after the deadline is closed on arrival.
+            let probed: PostgresConnection? = await Self.firstOf(deadlineMillis: Self.probeDeadlineMillis,
+                                                                 discardLate: { late in Task { try? await late.close() } }) {
                 let probeConnection: PostgresConnection
                 if let current {
                     probeConnection = current
                 } else {
                     probeConnection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
                 }
-                _ = try await probeConnection.query("SELECT 1", logger: logger).collect()
+                do {
+                    _ = try await probeConnection.query("SELECT 1", logger: logger).collect()
+                } catch {
+                    if current == nil { try? await probeConnection.close() }
+                    throw error
+                }
                 return probeConnection
             }
             if let probed {
@@ -80,8 +88,10 @@ public final class PostgresAvailability: Sendable {
 
     public static let probeDeadlineMillis: Int64 = 1000
 
-    /// The operation's result, or nil if it fails or the deadline passes first. The loser is not awaited.
-    static func firstOf<T: Sendable>(deadlineMillis: Int64, _ operation: @escaping @Sendable () async throws -> T) async -> T? {
+    /// The operation's result, or nil if it fails or the deadline passes first. The loser is not awaited; a
+    /// result that arrives after the deadline goes to `discardLate`.
+    static func firstOf<T: Sendable>(deadlineMillis: Int64, discardLate: @escaping @Sendable (T) -> Void,
+                                     _ operation: @escaping @Sendable () async throws -> T) async -> T? {
         let resumed = Mutex(false)
         return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
             let finish: @Sendable (T?) -> Void = { value in
@@ -89,7 +99,11 @@ public final class PostgresAvailability: Sendable {
                     defer { done = true }
                     return !done
                 }
-                if first { continuation.resume(returning: value) }
+                if first {
+                    continuation.resume(returning: value)
+                } else if let value {
+                    discardLate(value)
+                }
             }
             Task { finish(try? await operation()) }
             Task {

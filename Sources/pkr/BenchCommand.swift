@@ -144,7 +144,12 @@ struct Bench: AsyncParsableCommand {
                 configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
                                      database: settings.database, tls: .disable),
                 id: 1, logger: quietLogger())
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: quietLogger())
+            do {
+                try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: quietLogger())
+            } catch {
+                try? await connection.close()
+                throw error
+            }
             try await connection.close()
             env.merge(["POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
                        "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name]) { _, new in new }
