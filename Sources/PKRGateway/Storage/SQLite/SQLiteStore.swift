@@ -22,8 +22,9 @@ public final class SQLiteStore: GatewayStore {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
-            // 16 MiB of page cache (the default is 2 MiB): the unique indexes on random ids stay in memory.
-            try db.execute(sql: "PRAGMA cache_size = -16384")
+            // The writer gets 16 MiB of page cache (the default is 2 MiB) so that the unique indexes on random ids
+            // stay in memory; readers make point lookups and keep 4 MiB each, which bounds the pool's memory.
+            try db.execute(sql: db.configuration.readonly ? "PRAGMA cache_size = -4096" : "PRAGMA cache_size = -16384")
         }
         self.database = try DatabasePool(path: path, configuration: configuration)
         self.groupCommit = GroupCommit(database: database)
