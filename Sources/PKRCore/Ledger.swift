@@ -174,8 +174,8 @@ public struct LedgerChainVerifier: Sendable {
         return true
     }
 
-    static func hashesMatch(_ entries: [LedgerEntry]) -> [Bool] {
-        let workers = min(max(1, ProcessInfo.processInfo.activeProcessorCount), 8)
+    static func hashesMatch(_ entries: [LedgerEntry],
+                            workers: Int = min(max(1, ProcessInfo.processInfo.activeProcessorCount), 8)) -> [Bool] {
         guard workers > 1, entries.count >= 256 else { return entries.map { $0.computedHash() == $0.entryHash } }
         var matches = [Bool](repeating: false, count: entries.count)
         let chunk = (entries.count + workers - 1) / workers

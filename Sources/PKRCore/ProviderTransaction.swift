@@ -134,7 +134,13 @@ public enum WebhookEvent {
     /// text; terminals misread the rest).
     public static func isValidMemo(_ memo: String) -> Bool {
         memo.utf8.count <= memoBytesMax && memo.unicodeScalars.count <= memoCharactersMax
-            && memo.unicodeScalars.allSatisfy { ($0.value >= 0x20 || [0x09, 0x0a, 0x0d].contains($0.value)) && !(0x7f...0x9f).contains($0.value) }
+            && memo.unicodeScalars.allSatisfy { scalar in
+                switch scalar.value {
+                case 0x09, 0x0a, 0x0d: return true
+                case 0x00...0x1f, 0x7f...0x9f: return false
+                default: return true
+                }
+            }
     }
 
     public static func isIdentifier(_ text: String, bytesMax: Int) -> Bool {

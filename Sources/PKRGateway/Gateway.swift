@@ -231,8 +231,17 @@ extension WebhookHeaders {
     /// The id and timestamp as the inbound log keeps them for a delivery nobody vouched for: no longer than a
     /// valid delivery's, so that junk headers cannot fill the disk.
     var cutForUnverifiedLog: (id: String?, timestamp: String?) {
+        // Whole code points only, so a cut never leaves half a character (which would decode to a longer one).
         func cut(_ text: String?, bytesMax: Int) -> String? {
-            text.map { String(decoding: $0.utf8.prefix(bytesMax), as: UTF8.self) }
+            guard let text else { return nil }
+            var bytes = 0
+            var kept = String.UnicodeScalarView()
+            for scalar in text.unicodeScalars {
+                bytes += UTF8.width(scalar)
+                guard bytes <= bytesMax else { break }
+                kept.append(scalar)
+            }
+            return String(kept)
         }
         return (cut(id, bytesMax: WebhookVerifier.messageIDBytesMax), cut(timestamp, bytesMax: WebhookVerifier.timestampDigitsMax))
     }

@@ -18,6 +18,7 @@ struct Fuzz: ParsableCommand {
 
     func run() throws {
         guard iterations > 0 else { throw ValidationError("--iterations must be positive") }
+        if let only, only < 0 { throw ValidationError("--only must be an iteration number, 0 or more") }
         let fuzzer = Fuzzer(seed: seed)
         for name in targets.split(separator: ",").map(String.init) {
             guard let target = Fuzzer.Target(rawValue: name) else { throw ValidationError("unknown target \(name)") }

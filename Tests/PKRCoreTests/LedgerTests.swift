@@ -123,6 +123,12 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
             verifier.finish(storedHead: storedHead(of: entries))
             return verifier
         }
+        // The parallel path, whatever this machine's core count, agrees with hashing one entry at a time.
+        var mixed = original
+        mixed[3].amountUnits += 1
+        mixed[1200].refID = "job-x"
+        #expect(LedgerChainVerifier.hashesMatch(mixed, workers: 4) == mixed.map { $0.computedHash() == $0.entryHash })
+        #expect(LedgerChainVerifier.hashesMatch(mixed, workers: 4).filter { !$0 }.count == 2)
         let intact = batched(original)
         #expect(intact.firstBreak == nil)
         #expect(intact.entriesChecked == Int64(original.count))

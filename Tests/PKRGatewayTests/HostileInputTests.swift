@@ -33,10 +33,12 @@ struct HostileInputTests {
                 #expect(redeem.string("field") == "memo")
                 let credit = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1.00","memo":"\#(memo)"}"#)
                 #expect(credit.status == .badRequest)
+                #expect(credit.string("field") == "memo")
                 let event = #"{"provider_tx_id":"TX-memo","account":"WALLET-001","direction":"credit","amount_pkr":"1.00","status":"settled","occurred_at":"2026-01-01T00:00:00Z","memo":"\#(memo)"}"#
                 let webhook = try await client.webhook(Array(event.utf8))
                 #expect(webhook.status == .badRequest)
                 #expect(webhook.error == "invalid_field")
+                #expect(webhook.string("field") == "memo")
             }
             // Long multi-byte memos are bounded in bytes as well as characters.
             let heavy = String(repeating: "👨‍👩‍👧‍👦", count: 200)
@@ -60,7 +62,8 @@ struct HostileInputTests {
             #expect(result == .unauthorized)
             let logged = try #require(try await gateway.store.inboundLog(limit: 1, beforeID: nil).first)
             #expect(logged.body_bytes == Gateway.unverifiedBodyBytesKept)
-            #expect((logged.message_id?.utf8.count ?? 0) <= WebhookVerifier.messageIDBytesMax)
+            #expect(logged.message_id?.utf8.count == WebhookVerifier.messageIDBytesMax)
+            #expect(logged.webhook_timestamp?.utf8.count == WebhookVerifier.timestampDigitsMax)
         }
     }
 

@@ -18,7 +18,8 @@ extension Request {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: .milliseconds(limits.timeoutMillis))
+                // Cancelled (the client went away) or timed out: either way the body did not arrive in time.
+                try? await Task.sleep(for: .milliseconds(limits.timeoutMillis))
                 return nil
             }
             defer { group.cancelAll() }

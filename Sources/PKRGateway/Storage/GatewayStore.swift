@@ -11,8 +11,10 @@ public protocol GatewayStore: Sendable {
     /// Records a provider transaction that arrived by webhook or poll and, for a settled credit, mints it —
     /// all in one transaction. A webhook's inbound-log row is written in the same transaction.
     func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome
-    /// Applies one page of polled transactions in a single transaction (group commit for the reconciler);
-    /// the outcomes are in the order given. A failure applies none of them, and the page is read again.
+    /// Applies one page of polled transactions; the outcomes are in the order given. SQLite applies the page in
+    /// one transaction (group commit for the reconciler); PostgreSQL commits each transaction on its own so that
+    /// row locks are held briefly. After a failure the cursor has not moved, so the page is read again and what
+    /// was already applied comes back as duplicates.
     func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome]
     /// Logs a delivery that was rejected before it reached `apply`.
     func logRejectedInbound(_ inbound: InboundDraft) async throws

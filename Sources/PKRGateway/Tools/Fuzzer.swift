@@ -259,24 +259,34 @@ public struct Fuzzer {
     }
 }
 
-/// SplitMix64 keyed by seed, target and iteration, with the byte-level edits a fuzzer makes.
-struct FuzzRandom: RandomNumberGenerator {
+/// A small, fast generator whose whole future is fixed by its seed, so that a run can be replayed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    init(seed: UInt64, target: Fuzzer.Target, iteration: Int) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in target.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        state = seed ^ hash ^ (UInt64(iteration) &* 0x9E37_79B9_7F4A_7C15)
-        _ = next()
-    }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// SplitMix64 keyed by seed, target and iteration, with the byte-level edits a fuzzer makes.
+struct FuzzRandom: RandomNumberGenerator {
+    private var generator: SplitMix64
+
+    init(seed: UInt64, target: Fuzzer.Target, iteration: Int) {
+        precondition(iteration >= 0, "iterations are numbered from 0")
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in target.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        generator = SplitMix64(seed: seed ^ hash ^ (UInt64(iteration) &* 0x9E37_79B9_7F4A_7C15))
+        _ = generator.next()
+    }
+
+    mutating func next() -> UInt64 { generator.next() }
 
     /// A uniform integer in 0..<bound.
     mutating func int(_ bound: Int) -> Int {

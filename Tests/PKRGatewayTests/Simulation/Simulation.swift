@@ -1,30 +1,16 @@
 import Foundation
+import GRDB
 import Logging
 import PKRCore
 import Synchronization
 import WalletStub
 @testable import PKRGateway
 
-/// A small, fast generator whose whole future is fixed by its seed (SplitMix64), so a run can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The simulation's one source of randomness, shared by the network, the provider and the script.
 final class SimRandom: Sendable {
-    private let generator: Mutex<SeededGenerator>
+    private let generator: Mutex<SplitMix64>
 
-    init(seed: UInt64) { generator = Mutex(SeededGenerator(seed: seed)) }
+    init(seed: UInt64) { generator = Mutex(SplitMix64(seed: seed)) }
 
     func int(_ range: ClosedRange<Int64>) -> Int64 { generator.withLock { Int64.random(in: range, using: &$0) } }
     func index(_ count: Int) -> Int { generator.withLock { Int.random(in: 0..<count, using: &$0) } }
@@ -56,7 +42,8 @@ final class SimClock: GatewayClock {
 final class SimProvider: WalletProvider {
     struct State {
         var down = false
-        var lostPayoutAnswers = 0
+        /// Payouts the provider made whose answer the gateway never saw: burn job id and amount.
+        var lostPayouts: [(jobID: String, paisa: Int64)] = []
         var payoutTxIDs: [String] = []
     }
 
@@ -80,7 +67,7 @@ final class SimProvider: WalletProvider {
         let lost = random.percent(10)
         state.withLock {
             if !$0.payoutTxIDs.contains(tx.providerTxID) { $0.payoutTxIDs.append(tx.providerTxID) }
-            if lost { $0.lostPayoutAnswers += 1 }
+            if lost, !$0.lostPayouts.contains(where: { $0.jobID == reference }) { $0.lostPayouts.append((reference, amountPaisa)) }
         }
         // The provider paid, but its answer never reached the gateway: the reconciler must finish the job.
         if lost { throw GatewayError.providerUnavailable("simulated lost payout answer") }
@@ -434,12 +421,24 @@ final class Simulation {
         for id in recorded.keys where !creditIDs.contains(id) && !payoutIDs.contains(id) {
             throw failure("\(id) is recorded but the provider never made it")
         }
-        // The reserve exceeds what the gateway accounts for by at most the credits it has not heard of yet; exactly
-        // that, unless a payout's answer was lost (the provider paid; the gateway still counts it as requested).
+        // The reserve exceeds what the gateway accounts for by exactly the credits it has not heard of yet, less
+        // the payouts the provider made but whose answer was lost while the gateway still counts them as requested.
         let gap = report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
-        let lostAnswers = provider.state.withLock { $0.lostPayoutAnswers }
-        guard gap <= unrecordedCreditUnits, lostAnswers > 0 || gap == unrecordedCreditUnits else {
-            throw failure("reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits)")
+        let paidButRequestedUnits = try await paidPayoutsStillRequestedUnits()
+        guard gap == unrecordedCreditUnits - paidButRequestedUnits else {
+            throw failure("reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits) and paid payouts still "
+                          + "counted as requested to \(paidButRequestedUnits)")
+        }
+    }
+
+    private func paidPayoutsStillRequestedUnits() async throws -> Int128 {
+        let lost = provider.state.withLock { $0.lostPayouts }
+        guard !lost.isEmpty, let sqlite = gateway.store as? SQLiteStore else { return 0 }
+        let states = try await sqlite.database.read { db in
+            try lost.map { try String.fetchOne(db, sql: "SELECT payout_state FROM core_chainjob WHERE id = ?", arguments: [$0.jobID]) }
+        }
+        return zip(lost, states).reduce(Int128(0)) { sum, pair in
+            pair.1 == "requested" ? sum + Int128(pair.0.paisa) * Int128(Money.unitsPerPaisa) : sum
         }
     }
 
