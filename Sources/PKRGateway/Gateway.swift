@@ -187,12 +187,9 @@ public final class Gateway: Sendable {
         switch verifier.verify(delivery.headers, body: delivery.body, nowSeconds: delivery.receivedAtMicros / Timestamp.microsPerSecond) {
         case .success(let verified): scheme = verified
         case .failure(let rejection):
-            draft.verification = rejection.rawValue
-            draft.errorCode = rejection.rawValue
-            // Anyone can send unsigned bytes: keep enough to diagnose, not enough to fill the disk.
-            draft.body = Array(delivery.body.prefix(Self.unverifiedBodyBytesKept))
-            (draft.messageID, draft.webhookTimestamp) = delivery.headers.cutForUnverifiedLog
-            try await store.logRejectedInbound(draft)
+            try await store.logRejectedInbound(InboundDraft.unverified(
+                delivery.headers, body: delivery.body, sourceAddress: delivery.sourceAddress,
+                receivedAtMicros: delivery.receivedAtMicros, verification: rejection.rawValue, errorCode: rejection.rawValue))
             throw GatewayError.webhookRejected(rejection)
         }
         draft.scheme = scheme
@@ -227,10 +224,12 @@ public final class Gateway: Sendable {
     }
 }
 
-extension WebhookHeaders {
-    /// The id and timestamp as the inbound log keeps them for a delivery nobody vouched for: no longer than a
-    /// valid delivery's, so that junk headers cannot fill the disk.
-    var cutForUnverifiedLog: (id: String?, timestamp: String?) {
+extension InboundDraft {
+    /// The inbound-log row of a delivery nobody vouched for. Anyone can send unsigned bytes, so it keeps enough to
+    /// diagnose and not enough to fill the disk: the first KiB of the body, and the id and timestamp no longer
+    /// than a valid delivery's.
+    static func unverified(_ headers: WebhookHeaders, body: [UInt8], sourceAddress: String?, receivedAtMicros: Int64,
+                           verification: String, errorCode: String) -> InboundDraft {
         // Whole code points only, so a cut never leaves half a character (which would decode to a longer one).
         func cut(_ text: String?, bytesMax: Int) -> String? {
             guard let text else { return nil }
@@ -243,7 +242,11 @@ extension WebhookHeaders {
             }
             return String(kept)
         }
-        return (cut(id, bytesMax: WebhookVerifier.messageIDBytesMax), cut(timestamp, bytesMax: WebhookVerifier.timestampDigitsMax))
+        return InboundDraft(receivedAtMicros: receivedAtMicros,
+                            messageID: cut(headers.id, bytesMax: WebhookVerifier.messageIDBytesMax),
+                            webhookTimestamp: cut(headers.timestamp, bytesMax: WebhookVerifier.timestampDigitsMax),
+                            sourceAddress: sourceAddress, scheme: nil, verification: verification, errorCode: errorCode,
+                            providerTxID: nil, body: Array(body.prefix(Gateway.unverifiedBodyBytesKept)))
     }
 }
 

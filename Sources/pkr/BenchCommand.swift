@@ -85,12 +85,18 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - Backlog ingest and ledger verify, in this process
 
+    /// A gateway in this process on a fresh database, with the demo user seeded.
+    func seededGateway(_ engine: DatabaseEngine) async throws -> Gateway {
+        let gateway = try await buildGateway(config: try GatewayConfig(values: try await freshDatabase(engine)), logger: quietLogger())
+        _ = try await gateway.seedDemo()
+        return gateway
+    }
+
     func bulkRows(engine: DatabaseEngine) async throws {
         if backlog > 0 {
             var times: [Int64] = []
             for _ in 0..<runs {
-                let gateway = try await buildGateway(config: try GatewayConfig(values: try await freshDatabase(engine)), logger: quietLogger())
-                _ = try await gateway.seedDemo()
+                let gateway = try await seededGateway(engine)
                 try await Benchmark.loadBacklog(gateway, count: backlog)
                 let started = SystemClock().nowMicros()
                 let result = try await gateway.reconcileOnce()
@@ -103,8 +109,7 @@ struct Bench: AsyncParsableCommand {
         if ledger > 0 {
             var times: [Int64] = []
             for _ in 0..<runs {
-                let gateway = try await buildGateway(config: try GatewayConfig(values: try await freshDatabase(engine)), logger: quietLogger())
-                _ = try await gateway.seedDemo()
+                let gateway = try await seededGateway(engine)
                 try await Benchmark.loadLedger(gateway, count: ledger)
                 let started = SystemClock().nowMicros()
                 let verified = try await gateway.store.verifyLedger()

@@ -46,11 +46,9 @@ struct WebhookRoutes {
             body = try await request.bodyBytes(BodyLimits(bytesMax: gateway.config.webhookBodyBytesMax,
                                                                timeoutMillis: gateway.config.requestBodyTimeoutMillis))
         } catch let error as GatewayError {
-            let logged = headers.cutForUnverifiedLog
-            try await gateway.store.logRejectedInbound(InboundDraft(
-                receivedAtMicros: receivedAt, messageID: logged.id, webhookTimestamp: logged.timestamp,
-                sourceAddress: context.sourceIP, scheme: nil, verification: "unverified", errorCode: error.code,
-                providerTxID: nil, body: []))
+            try await gateway.store.logRejectedInbound(InboundDraft.unverified(
+                headers, body: [], sourceAddress: context.sourceIP, receivedAtMicros: receivedAt,
+                verification: "unverified", errorCode: error.code))
             throw error
         }
         let outcome = try await gateway.receiveWebhook(Gateway.WebhookDelivery(
