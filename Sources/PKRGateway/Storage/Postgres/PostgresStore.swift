@@ -270,7 +270,7 @@ public final class PostgresStore: GatewayStore {
     private static func mint(_ connection: PostgresConnection, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,
                              nowMicros: Int64, logger: Logger) async throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
-        let jobID = Identifiers.uuid()
+        let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
         // Lock order for every mint and burn: token balance, chain stub balance, ledger head. One order, no deadlock.
         let updated = try await connection.query("""
             UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
@@ -448,7 +448,7 @@ public final class PostgresStore: GatewayStore {
                 }
                 throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
             }
-            let jobID = Identifiers.uuid()
+            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
             let txHash = try await PostgresChainStub.submit(connection, op: .burn, address: user.chainAddress,
                                                             amountUnits: command.amountUnits, reference: jobID,
                                                             createdAt: createdAt, logger: logger)

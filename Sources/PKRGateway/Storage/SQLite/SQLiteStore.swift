@@ -11,12 +11,16 @@ public final class SQLiteStore: GatewayStore {
 
     public let database: DatabasePool
     private let groupCommit: GroupCommit
+    private let checkpointer: WALCheckpointer
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
 
     /// Opens (creating if needed) the database file. `synchronous = FULL` makes every commit durable before
     /// it returns, which is what a 2xx promises.
     public init(path: String, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64) throws {
+        var checkpointConfiguration = Configuration()
+        checkpointConfiguration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        let checkpointer = WALCheckpointer(path: path, configuration: checkpointConfiguration)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
@@ -25,8 +29,10 @@ public final class SQLiteStore: GatewayStore {
             // The writer gets 16 MiB of page cache (the default is 2 MiB) so that the unique indexes on random ids
             // stay in memory; readers make point lookups and keep 4 MiB each, which bounds the pool's memory.
             try db.execute(sql: db.configuration.readonly ? "PRAGMA cache_size = -4096" : "PRAGMA cache_size = -16384")
+            if !db.configuration.readonly { checkpointer.install(on: db) }
         }
         self.database = try DatabasePool(path: path, configuration: configuration)
+        self.checkpointer = checkpointer
         self.groupCommit = GroupCommit(database: database)
         self.limits = limits
         self.nowMicros = nowMicros
@@ -178,7 +184,7 @@ public final class SQLiteStore: GatewayStore {
     private static func mint(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,
                              nowMicros: Int64) throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
-        let jobID = Identifiers.uuid()
+        let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
         // The same order as a burn (token balance, chain stub, ledger), as the PostgreSQL store needs.
         try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?").execute(arguments: [amountUnits, user.id])
         guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
@@ -311,7 +317,7 @@ public final class SQLiteStore: GatewayStore {
                 throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
             }
             let createdAt = Timestamp.format(micros: now)
-            let jobID = Identifiers.uuid()
+            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
             let txHash = try ChainStub.submit(db, op: .burn, address: user.chainAddress, amountUnits: command.amountUnits,
                                               reference: jobID, createdAt: createdAt)
             try db.cachedStatement(sql: """

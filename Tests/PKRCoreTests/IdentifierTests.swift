@@ -1,0 +1,30 @@
+import Testing
+@testable import PKRCore
+
+@Suite struct IdentifierTests {
+    @Test func timeOrderedUUIDIsAVersion7UUID() {
+        let id = Identifiers.timeOrderedUUID(unixMillis: 1_764_000_000_123)
+        let parts = id.split(separator: "-").map(String.init)
+        #expect(parts.map(\.count) == [8, 4, 4, 4, 12])
+        #expect(id.allSatisfy { "0123456789abcdef-".contains($0) })
+        #expect(parts[2].first == "7")
+        #expect("89ab".contains(parts[3].first!))
+        // The first 48 bits are the milliseconds, big-endian.
+        #expect(Int64(parts[0] + parts[1], radix: 16) == 1_764_000_000_123)
+    }
+
+    @Test func timeOrderedUUIDsSortByMillisecond() {
+        var previous = Identifiers.timeOrderedUUID(unixMillis: 1_000)
+        for millis in stride(from: Int64(1_001), to: 1_500, by: 7) {
+            let next = Identifiers.timeOrderedUUID(unixMillis: millis)
+            #expect(previous < next)
+            previous = next
+        }
+        #expect(Identifiers.timeOrderedUUID(unixMillis: 5) != Identifiers.timeOrderedUUID(unixMillis: 5))
+    }
+
+    @Test func timeOrderedUUIDClampsAClockOutOfRange() {
+        #expect(Identifiers.timeOrderedUUID(unixMillis: -1).hasPrefix("00000000-0000-7"))
+        #expect(Identifiers.timeOrderedUUID(unixMillis: .max).hasPrefix("ffffffff-ffff-7"))
+    }
+}
