@@ -32,15 +32,20 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
+        // Binding and stepping SQLite statements without per-execution allocations, for the writer's hot paths.
+        .target(name: "SQLiteSupport", dependencies: [
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
+        ]),
         // The simulated token chain (balances and receipts).
         .target(name: "ChainStub", dependencies: [
-            "PKRCore",
+            "PKRCore", "SQLiteSupport",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         // The gateway: stores, HTTP, services, composition root.
         .target(name: "PKRGateway", dependencies: [
-            "PKRCore", "WalletStub", "ChainStub",
+            "PKRCore", "WalletStub", "ChainStub", "SQLiteSupport",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "GRDBSQLite", package: "GRDB.swift"),

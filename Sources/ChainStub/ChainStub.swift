@@ -1,5 +1,6 @@
 import GRDB
 import PKRCore
+import SQLiteSupport
 
 /// A DB-backed simulation of an ERC-20-like token: balances per address and one receipt per operation.
 /// It shares the gateway's database transaction, so a mint or burn is applied with its ledger entries or not
@@ -34,13 +35,13 @@ public enum ChainStub {
         try db.cachedStatement(sql: """
             UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
             WHERE address = ? AND balance_units + ? >= 0
-            """).execute(arguments: [delta, address, delta])
+            """).run(delta, address, delta)
         guard db.changesCount == 1 else { throw ChainStubError.rejected(address: address, op: op) }
         let txHash = Identifiers.chainTxHash()
         try db.cachedStatement(sql: """
             INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
             VALUES (?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [txHash, op.rawValue, address, amountUnits, reference, createdAt])
+            """).run(txHash, op.rawValue, address, amountUnits, reference, createdAt)
         return txHash
     }
 

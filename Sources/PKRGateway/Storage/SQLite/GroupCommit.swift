@@ -4,11 +4,15 @@ import Synchronization
 /// Group commit for SQLite: concurrent business changes that arrive while a commit is under way are written
 /// together in the next transaction, one savepoint each, and share its single fsync. Every caller still waits
 /// for the commit that holds its own change, and a change that fails rolls back only its own savepoint.
+///
+/// Batches run straight on the writer's dispatch queue, one queue item per batch. An earlier version drove them
+/// from a Swift task, and the writer sat idle while that task waited for a thread of the (busy) cooperative pool
+/// between batches; re-enqueueing each batch also lets any other write queued meanwhile take its turn.
 final class GroupCommit: Sendable {
     static let batchSizeMax = 128
 
     private struct Job: Sendable {
-        let work: @Sendable (Database) throws -> any Sendable
+        let work: @Sendable (Database, WriteScope) throws -> any Sendable
         let resume: @Sendable (Result<any Sendable, any Error>) -> Void
     }
 
@@ -24,60 +28,73 @@ final class GroupCommit: Sendable {
         self.database = database
     }
 
-    func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// Runs `work` in the next batch's transaction, inside its own savepoint, and returns once that transaction
+    /// has committed. The scope is the batch's: work must leave it only through its methods.
+    func write<T: Sendable>(_ work: @escaping @Sendable (Database, WriteScope) throws -> T) async throws -> T {
         let result: any Sendable = try await withCheckedThrowingContinuation { continuation in
-            let job = Job(work: { try work($0) }, resume: { continuation.resume(with: $0) })
+            let job = Job(work: { try work($0, $1) }, resume: { continuation.resume(with: $0) })
             let startDrainer = queue.withLock { queue -> Bool in
                 queue.pending.append(job)
                 guard !queue.draining else { return false }
                 queue.draining = true
                 return true
             }
-            if startDrainer { Task { await self.drain() } }
+            if startDrainer { scheduleBatch() }
         }
         // The job returned exactly what `work` produced.
         return result as! T
     }
 
-    private func drain() async {
-        while true {
-            let batch = queue.withLock { queue -> [Job] in
-                let batch = Array(queue.pending.prefix(Self.batchSizeMax))
-                queue.pending.removeFirst(batch.count)
-                if batch.isEmpty { queue.draining = false }
-                return batch
-            }
-            if batch.isEmpty { return }
-            do {
-                let results = try await database.write { db -> [Result<any Sendable, any Error>] in
-                    var results: [Result<any Sendable, any Error>] = []
-                    results.reserveCapacity(batch.count)
-                    // The savepoint statements come from the statement cache: `Database.inSavepoint` compiles
-                    // two statements per call, which showed up in the writer's profile.
-                    let begin = try db.cachedStatement(sql: "SAVEPOINT job")
-                    let release = try db.cachedStatement(sql: "RELEASE SAVEPOINT job")
-                    let rollback = try db.cachedStatement(sql: "ROLLBACK TO SAVEPOINT job")
-                    for job in batch {
-                        try begin.execute()
-                        do {
-                            let value = try job.work(db)
-                            try release.execute()
-                            results.append(.success(value))
-                        } catch {
-                            // Undoes this job's writes only; a failure here fails the whole batch, which is then
-                            // not committed.
-                            try rollback.execute()
-                            try release.execute()
-                            results.append(.failure(error))
-                        }
-                    }
-                    return results
-                }
-                for (job, result) in zip(batch, results) { job.resume(result) }
-            } catch {
-                // The commit itself failed: nothing in the batch was written.
-                for job in batch { job.resume(.failure(error)) }
-            }
+    private func scheduleBatch() {
+        database.asyncWriteWithoutTransaction { db in self.runBatch(db) }
+    }
+
+    /// Writes the next batch in one transaction, answers its callers, and schedules the batch after it.
+    private func runBatch(_ db: Database) {
+        let batch = queue.withLock { queue -> [Job] in
+            let batch = Array(queue.pending.prefix(Self.batchSizeMax))
+            queue.pending.removeFirst(batch.count)
+            return batch
         }
+        assert(!batch.isEmpty, "a batch is scheduled only while jobs are pending")
+        var results: [Result<any Sendable, any Error>] = []
+        results.reserveCapacity(batch.count)
+        do {
+            try db.inTransaction {
+                // The savepoint statements come from the statement cache: `Database.inSavepoint` compiles two
+                // statements per call, which showed up in the writer's profile.
+                let begin = try db.cachedStatement(sql: "SAVEPOINT job")
+                let release = try db.cachedStatement(sql: "RELEASE SAVEPOINT job")
+                let rollback = try db.cachedStatement(sql: "ROLLBACK TO SAVEPOINT job")
+                let scope = WriteScope()
+                for job in batch {
+                    try begin.execute()
+                    let mark = scope.mark()
+                    do {
+                        let value = try job.work(db, scope)
+                        try release.execute()
+                        results.append(.success(value))
+                    } catch {
+                        // Undoes this job's writes only. Should the rollback itself fail, the whole batch fails
+                        // and is not committed.
+                        try rollback.execute()
+                        try release.execute()
+                        scope.restore(mark)
+                        results.append(.failure(error))
+                    }
+                }
+                try scope.flush(db)
+                return .commit
+            }
+            for (job, result) in zip(batch, results) { job.resume(result) }
+        } catch {
+            // The commit itself failed: nothing in the batch was written.
+            for job in batch { job.resume(.failure(error)) }
+        }
+        let more = queue.withLock { queue -> Bool in
+            if queue.pending.isEmpty { queue.draining = false }
+            return queue.draining
+        }
+        if more { scheduleBatch() }
     }
 }

@@ -2,6 +2,7 @@ import ChainStub
 import Foundation
 import GRDB
 import PKRCore
+import SQLiteSupport
 
 /// The embedded store: SQLite in WAL mode through GRDB. One write transaction per business change.
 public final class SQLiteStore: GatewayStore {
@@ -65,10 +66,12 @@ public final class SQLiteStore: GatewayStore {
     }
 
     private static func user(_ db: Database, where condition: String, _ value: String) throws -> DemoUser? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+        try db.cachedStatement(sql: """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
-            """), arguments: [value]) else { return nil }
-        return DemoUser(id: row[0], email: row[1], displayName: row[2], walletAccount: row[3], chainAddress: row[4])
+            """).first(value) { row in
+            DemoUser(id: row.string(0), email: row.string(1), displayName: row.string(2), walletAccount: row.string(3),
+                     chainAddress: row.string(4))
+        }
     }
 
     // MARK: - Provider transactions
@@ -76,8 +79,8 @@ public final class SQLiteStore: GatewayStore {
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
         let now = nowMicros()
         let limits = self.limits
-        return try await groupCommit.write { db in
-            try Self.applyAndLog(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
+        return try await groupCommit.write { db, scope in
+            try Self.applyAndLog(db, scope, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
         }
     }
 
@@ -85,14 +88,17 @@ public final class SQLiteStore: GatewayStore {
         let now = nowMicros()
         let limits = self.limits
         return try await database.write { db in
-            try txs.map { try Self.applyAndLog(db, $0, via: .poll, nowMicros: now, limits: limits, inbound: nil) }
+            let scope = WriteScope()
+            let outcomes = try txs.map { try Self.applyAndLog(db, scope, $0, via: .poll, nowMicros: now, limits: limits, inbound: nil) }
+            try scope.flush(db)
+            return outcomes
         }
     }
 
     /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
-    private static func applyAndLog(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros now: Int64,
-                                    limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
-        let outcome = try apply(db, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
+    private static func applyAndLog(_ db: Database, _ scope: WriteScope, _ tx: ProviderTransaction, via path: ArrivalPath,
+                                    nowMicros now: Int64, limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
+        let outcome = try apply(db, scope, tx, via: path, nowMicros: now, limits: limits)
         if let inbound {
             var jobID: String?
             if case .minted(let job) = outcome { jobID = job.id }
@@ -107,24 +113,24 @@ public final class SQLiteStore: GatewayStore {
         return outcome
     }
 
-    private static func apply(_ db: Database, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,
-                              limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
+    private static func apply(_ db: Database, _ scope: WriteScope, _ tx: ProviderTransaction, via path: ArrivalPath,
+                              nowMicros: Int64, limits: MoneyLimits) throws -> ApplyOutcome {
         let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
         let existing = try externalTransaction(db, providerTxID: tx.providerTxID)
         let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
         // A known id with different content is a conflict whatever account it names.
         if case .conflict(let fields) = arrival { return .conflict(fields: fields) }
-        guard let user = try user(db, where: "wallet_account = ?", tx.account) else {
+        guard let user = try scope.user(db, walletAccount: tx.account, lookUp: { try user($0, where: "wallet_account = ?", $1) }) else {
             if path == .poll { return .ignoredUnknownAccount }
             throw GatewayError.unknownAccount(tx.account)
         }
         if let existing {
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").execute(arguments: [existing.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").run(existing.id)
             guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, existing.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").run(status.rawValue, existing.id)
             var advanced = existing
             advanced.tx.status = status
-            return try settle(db, advanced, user: user, nowMicros: nowMicros, limits: limits)
+            return try settle(db, scope, advanced, user: user, nowMicros: nowMicros, limits: limits)
         }
         let recordedAt = Timestamp.format(micros: nowMicros)
         try db.cachedStatement(sql: """
@@ -132,29 +138,29 @@ public final class SQLiteStore: GatewayStore {
               (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
                occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-            """).execute(arguments: [tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+            """).run(tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
                              tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-                             recordedAt, nowMicros, path.rawValue])
+                             recordedAt, nowMicros, path.rawValue)
         let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
                                                seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
                                                lagMicros: nowMicros - tx.occurredAtMicros, mintJobID: nil,
                                                matchedJobID: nil, flag: nil)
-        return try settle(db, record, user: user, nowMicros: nowMicros, limits: limits)
+        return try settle(db, scope, record, user: user, nowMicros: nowMicros, limits: limits)
     }
 
     /// Carries out what the transaction's current status asks for (SettlementPolicy decides).
-    private static func settle(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, nowMicros: Int64,
-                               limits: MoneyLimits) throws -> ApplyOutcome {
+    private static func settle(_ db: Database, _ scope: WriteScope, _ record: ExternalTransactionRecord, user: DemoUser,
+                               nowMicros: Int64, limits: MoneyLimits) throws -> ApplyOutcome {
         switch try SettlementPolicy.action(for: record.tx, maxMintUnits: limits.maxMintUnits) {
         case .mint(let units):
-            return .minted(try mint(db, record, user: user, amountUnits: units, nowMicros: nowMicros))
+            return .minted(try mint(db, scope, record, user: user, amountUnits: units, nowMicros: nowMicros))
         case .holdAboveLimit:
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?").execute(arguments: [record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?").run(record.id)
             return .recorded(note: ApplyOutcome.heldNote)
         case .matchPayout:
             return .recorded(note: try matchDebit(db, record))
         case .flagFailedPayout:
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?").execute(arguments: [record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?").run(record.id)
             return .recorded(note: ApplyOutcome.failedPayoutNote)
         case .none:
             return .recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)")
@@ -170,40 +176,38 @@ public final class SQLiteStore: GatewayStore {
             """), arguments: [tx.reference ?? "", tx.providerTxID])
         if let row, (row[1] as Int64) == (try Money.paisaToUnits(tx.amountPaisa)) {
             let jobID: String = row[0]
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").execute(arguments: [jobID, record.id])
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").run(jobID, record.id)
             try db.cachedStatement(sql: """
                 UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
-                """).execute(arguments: [tx.providerTxID, jobID])
+                """).run(tx.providerTxID, jobID)
             return ApplyOutcome.payoutConfirmedNote(jobID)
         }
         // A debit nobody asked for is never auto-burned: money left the reserve without a burn.
-        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?").execute(arguments: [record.id])
+        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?").run(record.id)
         return ApplyOutcome.unmatchedDebitNote
     }
 
-    private static func mint(_ db: Database, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,
-                             nowMicros: Int64) throws -> ChainJob {
+    private static func mint(_ db: Database, _ scope: WriteScope, _ record: ExternalTransactionRecord, user: DemoUser,
+                             amountUnits: Int64, nowMicros: Int64) throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
         // The same order as a burn (token balance, chain stub, ledger), as the PostgreSQL store needs.
-        try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?").execute(arguments: [amountUnits, user.id])
+        try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?").run(amountUnits, user.id)
         guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
         let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                           reference: jobID, createdAt: createdAt)
         try db.cachedStatement(sql: """
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
-            """).execute(arguments: [jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt])
-        try appendLedger(db, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
+            """).run(jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt)
+        try appendLedger(db, scope, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
     }
 
-    private static func appendLedger(_ db: Database, job: ChainJobType, jobID: String, userID: String, amountUnits: Int64,
-                                     createdAt: String) throws {
-        guard let headRow = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")) else {
-            throw DatabaseError(message: "ledger head row missing")
-        }
-        var head = LedgerHead(lastID: headRow[0], lastHash: headRow[1])
+    /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it.
+    private static func appendLedger(_ db: Database, _ scope: WriteScope, job: ChainJobType, jobID: String, userID: String,
+                                     amountUnits: Int64, createdAt: String) throws {
+        var head = try scope.head(db)
         for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
             let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
                                          refType: job, refID: jobID, createdAt: createdAt)
@@ -211,15 +215,15 @@ public final class SQLiteStore: GatewayStore {
                 INSERT INTO core_ledgerentry
                   (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                                 entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
+                """).run(entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                                 entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash)
             head = LedgerHead(entry)
         }
-        try db.cachedStatement(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ? WHERE singleton = 1").execute(arguments: [head.lastID, head.lastHash])
+        scope.advance(to: head)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
-        try await groupCommit.write { db in
+        try await groupCommit.write { db, _ in
             _ = try Self.insertInbound(db, inbound, outcome: "rejected", jobID: nil)
         }
     }
@@ -230,10 +234,10 @@ public final class SQLiteStore: GatewayStore {
               (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                provider_tx_id, job_id, body_bytes, body)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
+            """).run(Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
                              inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, outcome,
                              inbound.errorCode ?? (outcome == "conflict" ? "webhook_conflict" : nil), inbound.providerTxID,
-                             jobID, inbound.body.count, Data(inbound.body)])
+                             jobID, inbound.body.count, SQLiteBlob(inbound.body))
         return db.lastInsertedRowID
     }
 
@@ -242,8 +246,8 @@ public final class SQLiteStore: GatewayStore {
         try db.cachedStatement(sql: """
             INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
             VALUES (?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), Data(body),
-                             Timestamp.format(micros: nowMicros)])
+            """).run(inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), SQLiteBlob(body),
+                             Timestamp.format(micros: nowMicros))
     }
 
     private static let externalColumns = """
@@ -253,23 +257,26 @@ public final class SQLiteStore: GatewayStore {
         """
 
     private static func externalTransaction(_ db: Database, providerTxID: String) throws -> ExternalTransactionRecord? {
-        try Row.fetchOne(db.cachedStatement(sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?"), arguments: [providerTxID]).map(decodeExternal)
+        try db.cachedStatement(sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?")
+            .first(providerTxID, decode: decodeExternal)
     }
 
-    private static func decodeExternal(_ row: Row) throws -> ExternalTransactionRecord {
-        guard let direction = TransactionDirection(rawValue: row[3]), let status = TransactionStatus(rawValue: row[5]),
-              let path = ArrivalPath(rawValue: row[10]) else {
-            throw DatabaseError(message: "core_externaltransaction row \(String(describing: row[0])) is corrupt")
+    private static func decodeExternal(_ row: some ColumnReader) throws -> ExternalTransactionRecord {
+        guard let direction = TransactionDirection(rawValue: row.string(3)), let status = TransactionStatus(rawValue: row.string(5)),
+              let path = ArrivalPath(rawValue: row.string(10)) else {
+            throw DatabaseError(message: "core_externaltransaction row \(row.int64(0)) is corrupt")
         }
-        let amountPaisa: Int64 = row[4]
+        let amountPaisa = row.int64(4)
         guard amountPaisa > 0 else { throw DatabaseError(message: "core_externaltransaction has a non-positive amount") }
-        let occurred: Int64 = row[6]
-        let recorded: Int64 = row[13]
-        let tx = ProviderTransaction(providerTxID: row[1], account: row[2], direction: direction, amountPaisa: amountPaisa,
-                                     status: status, occurredAtMicros: occurred, memo: row[7], reference: row[8])
-        return ExternalTransactionRecord(id: row[0], tx: tx, recordedAt: row[9], firstSeenVia: path,
-                                         seenViaWebhook: row[11], seenViaPoll: row[12], lagMicros: recorded - occurred,
-                                         mintJobID: row[16], matchedJobID: row[14], flag: row[15])
+        let occurred = row.int64(6)
+        let recorded = row.int64(13)
+        let tx = ProviderTransaction(providerTxID: row.string(1), account: row.string(2), direction: direction,
+                                     amountPaisa: amountPaisa, status: status, occurredAtMicros: occurred, memo: row.string(7),
+                                     reference: row.optionalString(8))
+        return ExternalTransactionRecord(id: row.int64(0), tx: tx, recordedAt: row.string(9), firstSeenVia: path,
+                                         seenViaWebhook: row.bool(11), seenViaPoll: row.bool(12), lagMicros: recorded - occurred,
+                                         mintJobID: row.optionalString(16), matchedJobID: row.optionalString(14),
+                                         flag: row.optionalString(15))
     }
 
     // MARK: - Mint and redeem
@@ -286,8 +293,11 @@ public final class SQLiteStore: GatewayStore {
             guard let user = try Self.user(db, where: "wallet_account = ?", record.tx.account) else {
                 throw GatewayError.unknownAccount(record.tx.account)
             }
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'").execute(arguments: [record.id])
-            return try Self.mint(db, record, user: user, amountUnits: units, nowMicros: now)
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'").run(record.id)
+            let scope = WriteScope()
+            let job = try Self.mint(db, scope, record, user: user, amountUnits: units, nowMicros: now)
+            try scope.flush(db)
+            return job
         }
     }
 
@@ -300,18 +310,20 @@ public final class SQLiteStore: GatewayStore {
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
         let now = nowMicros()
-        return try await groupCommit.write { db in
-            if let key = command.idempotencyKey, let row = try Row.fetchOne(db.cachedStatement(sql: """
+        return try await groupCommit.write { db, scope in
+            if let key = command.idempotencyKey, let recorded = try db.cachedStatement(sql: """
                 SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
                 WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
-                """), arguments: [command.userID, Self.redeemEndpoint, key]) {
-                guard (row[0] as String) == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
-                return .replayed(status: row[1], responseBody: row[2])
+                """).first(command.userID, Self.redeemEndpoint, key, decode: { row in
+                    (fingerprint: row.string(0), status: Int(row.int64(1)), body: row.string(2))
+                }) {
+                guard recorded.fingerprint == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
+                return .replayed(status: recorded.status, responseBody: recorded.body)
             }
             guard let user = try Self.user(db, where: "id = ?", command.userID) else { throw GatewayError.demoNotSeeded }
             try db.cachedStatement(sql: """
                 UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
-                """).execute(arguments: [command.amountUnits, user.id, command.amountUnits])
+                """).run(command.amountUnits, user.id, command.amountUnits)
             guard db.changesCount == 1 else {
                 let available = try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [user.id]) ?? 0
                 throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
@@ -324,8 +336,8 @@ public final class SQLiteStore: GatewayStore {
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
                 VALUES (?, 'burn', ?, ?, 'confirmed', ?, ?, ?, 'requested', ?)
-                """).execute(arguments: [jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt])
-            try Self.appendLedger(db, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
+                """).run(jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt)
+            try Self.appendLedger(db, scope, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
                                   createdAt: createdAt)
             let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
             let body = RedeemResult.responseBody(job)
@@ -334,7 +346,7 @@ public final class SQLiteStore: GatewayStore {
                     INSERT INTO core_idempotencyrecord
                       (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
                     VALUES (?, ?, ?, ?, 201, ?, ?)
-                    """).execute(arguments: [user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt])
+                    """).run(user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt)
             }
             return .burned(job, walletAccount: user.walletAccount, responseBody: body)
         }
