@@ -48,6 +48,12 @@ public enum JSONText {
 
     private static func writeString(_ text: String, into out: inout String) {
         out += "\""
+        // Most strings (ids, amounts, timestamps) need no escaping and are copied whole.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out += text
+            out += "\""
+            return
+        }
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""

@@ -32,7 +32,10 @@ public final class PostgresStore: GatewayStore {
         }
         var clientConfiguration = PostgresClient.Configuration(host: settings.host, port: settings.port, username: settings.user,
                                                                password: settings.password, database: settings.database, tls: .disable)
-        clientConfiguration.options.maximumConnections = 32
+        // Mints and burns all queue on the same few rows (one balance, one ledger head), so more sessions only add
+        // lock waiters competing for the CPU with the lock holder: at 64 requests in flight, 8 connections gave
+        // the same rate as 32 and less than half the p99. No code path holds one connection while taking another.
+        clientConfiguration.options.maximumConnections = 8
         // The pool's own chatter (including a harmless race with its start-up) stays below the error level.
         var backgroundLogger = logger
         backgroundLogger.logLevel = .error
@@ -271,18 +274,23 @@ public final class PostgresStore: GatewayStore {
                              nowMicros: Int64, logger: Logger) async throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
-        // Lock order for every mint and burn: token balance, chain stub balance, ledger head. One order, no deadlock.
-        let updated = try await connection.query("""
-            UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
-            """, logger: logger).collect()
-        guard updated.count == 1 else { throw GatewayError.storeUnavailable("token balance row missing for user \(user.id)") }
-        let txHash = try await PostgresChainStub.submit(connection, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
-                                                        reference: jobID, createdAt: createdAt, logger: logger)
+        // The rows nobody else touches first; then the contended rows, as late and as few round trips as possible,
+        // since their locks are held until the commit.
+        let txHash = try await PostgresChainStub.recordReceipt(connection, op: .mint, address: user.chainAddress,
+                                                               amountUnits: amountUnits, reference: jobID, createdAt: createdAt,
+                                                               logger: logger)
         try await connection.query("""
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (\(jobID), 'mint', \(user.id), \(amountUnits), 'confirmed', \(txHash), \(record.tx.providerTxID),
                     \(record.tx.memo), \(createdAt))
             """, logger: logger)
+        // Lock order for every mint and burn: token balance, chain stub balance, ledger head. One order, no deadlock.
+        let updated = try await connection.query("""
+            UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
+            """, logger: logger).collect()
+        guard updated.count == 1 else { throw GatewayError.storeUnavailable("token balance row missing for user \(user.id)") }
+        try await PostgresChainStub.moveBalance(connection, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
+                                                logger: logger)
         try await appendLedger(connection, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits,
                                createdAt: createdAt, logger: logger)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
@@ -297,20 +305,38 @@ public final class PostgresStore: GatewayStore {
             head = LedgerHead(lastID: lastID, lastHash: lastHash)
         }
         guard var head else { throw GatewayError.storeUnavailable("ledger head row missing") }
+        // The entries and the new head go in one statement: one round trip while the head's lock is held.
+        var binds = PostgresBindings()
+        var rows: [String] = []
         for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
             let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
                                          refType: job, refID: jobID, createdAt: createdAt)
-            try await connection.query("""
-                INSERT INTO core_ledgerentry
-                  (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                VALUES (\(entry.id), \(entry.userID), \(entry.side.rawValue), \(entry.account.rawValue), \(entry.amountUnits),
-                        \(entry.refType.rawValue), \(entry.refID), \(entry.createdAt), \(entry.prevHash), \(entry.entryHash))
-                """, logger: logger)
+            let first = binds.count + 1
+            rows.append("(" + (first..<first + 10).map { "$\($0)" }.joined(separator: ", ") + ")")
+            binds.append(entry.id)
+            binds.append(entry.userID)
+            binds.append(entry.side.rawValue)
+            binds.append(entry.account.rawValue)
+            binds.append(entry.amountUnits)
+            binds.append(entry.refType.rawValue)
+            binds.append(entry.refID)
+            binds.append(entry.createdAt)
+            binds.append(entry.prevHash)
+            binds.append(entry.entryHash)
             head = LedgerHead(entry)
         }
-        try await connection.query("""
-            UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = \(head.lastHash) WHERE singleton = 1
-            """, logger: logger)
+        let headBind = binds.count + 1
+        binds.append(head.lastID)
+        binds.append(head.lastHash)
+        let sql = """
+            WITH entries AS (
+              INSERT INTO core_ledgerentry
+                (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+              VALUES \(rows.joined(separator: ", "))
+            )
+            UPDATE core_ledgerhead SET last_id = $\(headBind), last_hash = $\(headBind + 1) WHERE singleton = 1
+            """
+        try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
@@ -436,6 +462,26 @@ public final class PostgresStore: GatewayStore {
                 }
             }
             guard let user = try await Self.user(connection, id: command.userID, logger: logger) else { throw GatewayError.demoNotSeeded }
+            // As for a mint: the uncontended rows first, the locked ones last. An insufficient balance below rolls
+            // all of it back.
+            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
+            let txHash = try await PostgresChainStub.recordReceipt(connection, op: .burn, address: user.chainAddress,
+                                                                   amountUnits: command.amountUnits, reference: jobID,
+                                                                   createdAt: createdAt, logger: logger)
+            try await connection.query("""
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+                VALUES (\(jobID), 'burn', \(user.id), \(command.amountUnits), 'confirmed', \(txHash), \(command.idempotencyKey),
+                        \(command.memo), 'requested', \(createdAt))
+                """, logger: logger)
+            let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
+            let body = RedeemResult.responseBody(job)
+            if let key = command.idempotencyKey {
+                try await connection.query("""
+                    UPDATE core_idempotencyrecord SET response_status = 201, response_body = \(body)
+                    WHERE user_id = \(user.id) AND endpoint = \(SQLiteStore.redeemEndpoint) AND idempotency_key = \(key)
+                    """, logger: logger)
+            }
             let debited = try await connection.query("""
                 UPDATE core_tokenbalance SET balance_units = balance_units - \(command.amountUnits)
                 WHERE user_id = \(user.id) AND balance_units >= \(command.amountUnits) RETURNING 1
@@ -448,26 +494,10 @@ public final class PostgresStore: GatewayStore {
                 }
                 throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
             }
-            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
-            let txHash = try await PostgresChainStub.submit(connection, op: .burn, address: user.chainAddress,
-                                                            amountUnits: command.amountUnits, reference: jobID,
-                                                            createdAt: createdAt, logger: logger)
-            try await connection.query("""
-                INSERT INTO core_chainjob
-                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
-                VALUES (\(jobID), 'burn', \(user.id), \(command.amountUnits), 'confirmed', \(txHash), \(command.idempotencyKey),
-                        \(command.memo), 'requested', \(createdAt))
-                """, logger: logger)
+            try await PostgresChainStub.moveBalance(connection, op: .burn, address: user.chainAddress,
+                                                    amountUnits: command.amountUnits, logger: logger)
             try await Self.appendLedger(connection, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
                                         createdAt: createdAt, logger: logger)
-            let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
-            let body = RedeemResult.responseBody(job)
-            if let key = command.idempotencyKey {
-                try await connection.query("""
-                    UPDATE core_idempotencyrecord SET response_status = 201, response_body = \(body)
-                    WHERE user_id = \(user.id) AND endpoint = \(SQLiteStore.redeemEndpoint) AND idempotency_key = \(key)
-                    """, logger: logger)
-            }
             return .burned(job, walletAccount: user.walletAccount, responseBody: body)
         }
     }
