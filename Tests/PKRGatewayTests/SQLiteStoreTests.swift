@@ -28,6 +28,18 @@ import Testing
         #expect(count == pages)
     }
 
+    /// Every commit the writer makes is synced before it returns: the pool must not leave its writer on GRDB's
+    /// WAL default, `synchronous = NORMAL`.
+    @Test func theWriterSyncsEveryCommit() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let store = try SQLiteStore(path: path, limits: MoneyLimits(maxMintUnits: 1, maxPayoutUnits: 1), nowMicros: { 0 })
+        try await store.migrate()
+        let writerLevel = try await store.database.write { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
+        #expect(writerLevel == SQLiteStore.synchronousFull)
+        let journalMode = try await store.database.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") }
+        #expect(journalMode == "wal")
+    }
+
     private func fileBytes(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }

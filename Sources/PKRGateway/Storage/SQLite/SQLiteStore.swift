@@ -9,6 +9,8 @@ public final class SQLiteStore: GatewayStore {
     public static let demoEmail = "demo@pkr.local"
     public static let demoDisplayName = "Demo User"
     static let redeemEndpoint = "POST /api/redeem"
+    /// `PRAGMA synchronous` reads back 2 for FULL.
+    static let synchronousFull = 2
 
     public let database: DatabasePool
     private let groupCommit: GroupCommit
@@ -30,9 +32,25 @@ public final class SQLiteStore: GatewayStore {
             // The writer gets 16 MiB of page cache (the default is 2 MiB) so that the unique indexes on random ids
             // stay in memory; readers make point lookups and keep 4 MiB each, which bounds the pool's memory.
             try db.execute(sql: db.configuration.readonly ? "PRAGMA cache_size = -4096" : "PRAGMA cache_size = -16384")
-            if !db.configuration.readonly { checkpointer.install(on: db) }
+            if !db.configuration.readonly {
+                checkpointer.install(on: db)
+                // Group commit gives every job a savepoint, and SQLite saves each page a savepoint changes in a
+                // statement journal; past 64 KiB that journal spilled to a temporary file, a pwrite per page on
+                // the writer. Kept in memory it holds at most one batch's pages and is freed at the commit.
+                try db.execute(sql: "PRAGMA temp_store = MEMORY")
+            }
         }
         self.database = try DatabasePool(path: path, configuration: configuration)
+        // GRDB's pool switches its writer to `synchronous = NORMAL` when it sets up WAL mode, after
+        // `prepareDatabase` has run: NORMAL syncs the WAL only at checkpoints, so a commit could be lost to a power
+        // failure after its 2xx. FULL is set again here, once the pool is open, and checked.
+        try database.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            let level = try Int.fetchOne(db, sql: "PRAGMA synchronous")
+            guard level == Self.synchronousFull else {
+                throw DatabaseError(message: "the writer runs with PRAGMA synchronous = \(String(describing: level)), not FULL")
+            }
+        }
         self.checkpointer = checkpointer
         self.groupCommit = GroupCommit(database: database)
         self.limits = limits
@@ -353,7 +371,8 @@ public final class SQLiteStore: GatewayStore {
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
-        try await database.write { db in
+        // Every redeem ends here: through group commit, concurrent redeems share one commit and its fsync.
+        try await groupCommit.write { db, _ in
             try db.cachedStatement(sql: """
                 UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
                 WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
