@@ -98,7 +98,7 @@ extension Statement {
         }
     }
 
-    private func bindAll<each Value: SQLiteBindable>(_ values: repeat each Value) throws {
+    fileprivate func bindAll<each Value: SQLiteBindable>(_ values: repeat each Value) throws {
         sqlite3_reset(sqliteStatement)
         var index: Int32 = 0
         for value in repeat each values {
@@ -111,12 +111,12 @@ extension Statement {
     }
 
     /// Leaves the statement reset and holding no copies of the bound values.
-    private func finish() {
+    fileprivate func finish() {
         sqlite3_reset(sqliteStatement)
         sqlite3_clear_bindings(sqliteStatement)
     }
 
-    private func failure(_ code: Int32? = nil) -> DatabaseError {
+    fileprivate func failure(_ code: Int32? = nil) -> DatabaseError {
         let connection = sqlite3_db_handle(sqliteStatement)
         let extended = code ?? sqlite3_extended_errcode(connection)
         return DatabaseError(resultCode: ResultCode(rawValue: extended),
@@ -139,4 +139,19 @@ extension Row: ColumnReader {
     public func bool(_ column: Int32) -> Bool { self[Int(column)] }
     public func string(_ column: Int32) -> String { self[Int(column)] }
     public func optionalString(_ column: Int32) -> String? { self[Int(column)] }
+}
+
+extension Statement {
+    /// Binds `values` and calls `body` with every row in turn; `body` returns false to stop early.
+    public func forEach<each Value: SQLiteBindable>(_ values: repeat each Value, body: (SQLiteRow) throws -> Bool) throws {
+        try bindAll(repeat each values)
+        defer { finish() }
+        while true {
+            switch sqlite3_step(sqliteStatement) {
+            case SQLITE_DONE: return
+            case SQLITE_ROW: guard try body(SQLiteRow(statement: sqliteStatement)) else { return }
+            default: throw failure()
+            }
+        }
+    }
 }
