@@ -49,7 +49,7 @@ final class WALCheckpointer: Sendable {
             do {
                 try connection.withLock { queue in
                     if queue == nil { queue = try DatabaseQueue(path: path, configuration: configuration) }
-                    try queue!.writeWithoutTransaction { try $0.checkpoint(.passive) }
+                    _ = try queue!.writeWithoutTransaction { try $0.checkpoint(.passive) }
                 }
             } catch {
                 // A failed passive checkpoint loses nothing: the frames stay in the WAL for the next one,
