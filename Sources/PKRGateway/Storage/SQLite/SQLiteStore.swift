@@ -533,8 +533,7 @@ public final class SQLiteStore: GatewayStore {
                 return true
             }
             _ = verifier.check(batch)
-            let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1"))
-            verifier.finish(storedHead: head.map { LedgerHead(lastID: $0[0], lastHash: $0[1]) } ?? .genesis)
+            verifier.finish(storedHead: try WriteScope.storedHead(db) ?? .genesis)
             return verifier
         }
     }

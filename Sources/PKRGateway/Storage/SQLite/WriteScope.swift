@@ -13,12 +13,15 @@ final class WriteScope {
     /// The head the next posting links to.
     func head(_ db: Database) throws -> LedgerHead {
         if let ledgerHead { return ledgerHead }
-        guard let stored = try db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")
-            .first(decode: { LedgerHead(lastID: $0.int64(0), lastHash: $0.string(1)) }) else {
-            throw DatabaseError(message: "ledger head row missing")
-        }
+        guard let stored = try Self.storedHead(db) else { throw DatabaseError(message: "ledger head row missing") }
         ledgerHead = stored
         return stored
+    }
+
+    /// The head as the database holds it (nil only if the migration's row is missing).
+    static func storedHead(_ db: Database) throws -> LedgerHead? {
+        try db.cachedStatement(sql: "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1")
+            .first(decode: { LedgerHead(lastID: $0.int64(0), lastHash: $0.string(1)) })
     }
 
     func advance(to head: LedgerHead) {
