@@ -13,6 +13,7 @@ public final class PostgresStore: GatewayStore {
     public let client: PostgresClient
     public let availability: PostgresAvailability
     private let runTasks: [Task<Void, Never>]
+    let mintBatch: PostgresMintBatch
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -49,6 +50,7 @@ public final class PostgresStore: GatewayStore {
         self.client = client
         self.availability = availability
         self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
+        self.mintBatch = PostgresMintBatch(client: client, logger: logger)
         self.limits = limits
         self.nowMicros = nowMicros
         self.logger = logger
@@ -140,6 +142,10 @@ public final class PostgresStore: GatewayStore {
         let now = nowMicros()
         let limits = self.limits
         let logger = self.logger
+        if let credit = Self.mintCandidate(tx, via: path, inbound: inbound, nowMicros: now, limits: limits) {
+            _ = try pg // An unreachable database fails at once rather than through the batch and then the fallback.
+            if let job = await mintBatch.mint(credit) { return .minted(job) }
+        }
         return try await transaction { connection in
             try await Self.applyAndLog(connection, tx, via: path, nowMicros: now, limits: limits, inbound: inbound, logger: logger)
         }
@@ -149,16 +155,34 @@ public final class PostgresStore: GatewayStore {
         let now = nowMicros()
         let limits = self.limits
         let logger = self.logger
-        // One transaction per polled transaction: a page-long transaction would hold the balance and ledger-head
-        // row locks for seconds and stall every webhook and redeem behind a backlog.
-        var outcomes: [ApplyOutcome] = []
-        outcomes.reserveCapacity(txs.count)
-        for tx in txs {
-            outcomes.append(try await transaction { connection in
-                try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil, logger: logger)
-            })
+        _ = try pg
+        // New settled credits are minted in batches; everything else, and any credit a batch handed back, is
+        // applied in a transaction of its own: a page-long transaction would hold the balance and ledger-head row
+        // locks for seconds and stall every webhook and redeem behind a backlog.
+        var outcomes = [ApplyOutcome?](repeating: nil, count: txs.count)
+        let credits = txs.indices.compactMap { index in
+            Self.mintCandidate(txs[index], via: .poll, inbound: nil, nowMicros: now, limits: limits).map { (index, $0) }
         }
-        return outcomes
+        for start in stride(from: 0, to: credits.count, by: PostgresMintBatch.batchSizeMax) {
+            let chunk = credits[start..<min(start + PostgresMintBatch.batchSizeMax, credits.count)]
+            let jobs = await mintBatch.write(chunk.map(\.1))
+            for ((index, _), job) in zip(chunk, jobs) { outcomes[index] = job.map(ApplyOutcome.minted) }
+        }
+        for index in txs.indices where outcomes[index] == nil {
+            let tx = txs[index]
+            outcomes[index] = try await transaction { connection in
+                try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil, logger: logger)
+            }
+        }
+        return outcomes.map { $0! }
+    }
+
+    /// A transaction the batch may mint: a settled credit within the mint ceiling. Whether it is new is only known
+    /// inside the batch's transaction.
+    private static func mintCandidate(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?, nowMicros: Int64,
+                                      limits: MoneyLimits) -> PostgresMintBatch.Credit? {
+        guard case .mint(let units)? = try? SettlementPolicy.action(for: tx, maxMintUnits: limits.maxMintUnits) else { return nil }
+        return PostgresMintBatch.Credit(tx: tx, path: path, amountUnits: units, inbound: inbound, nowMicros: nowMicros)
     }
 
     /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
@@ -296,6 +320,15 @@ public final class PostgresStore: GatewayStore {
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
     }
 
+    /// One job's amount to post to the ledger.
+    struct LedgerAppend: Sendable {
+        var job: ChainJobType
+        var jobID: String
+        var userID: String
+        var amountUnits: Int64
+        var createdAt: String
+    }
+
     /// Appends a job's postings. The head row's lock orders appends across all instances.
     private static func appendLedger(_ connection: PostgresConnection, job: ChainJobType, jobID: String, userID: String,
                                      amountUnits: Int64, createdAt: String, logger: Logger) async throws {
@@ -304,39 +337,48 @@ public final class PostgresStore: GatewayStore {
             "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE", logger: logger).decode((Int64, String).self) {
             head = LedgerHead(lastID: lastID, lastHash: lastHash)
         }
-        guard var head else { throw GatewayError.storeUnavailable("ledger head row missing") }
-        // The entries and the new head go in one statement: one round trip while the head's lock is held.
-        var binds = PostgresBindings()
-        var rows: [String] = []
-        for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
-            let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
-                                         refType: job, refID: jobID, createdAt: createdAt)
-            let first = binds.count + 1
-            rows.append("(" + (first..<first + 10).map { "$\($0)" }.joined(separator: ", ") + ")")
-            binds.append(entry.id)
-            binds.append(entry.userID)
-            binds.append(entry.side.rawValue)
-            binds.append(entry.account.rawValue)
-            binds.append(entry.amountUnits)
-            binds.append(entry.refType.rawValue)
-            binds.append(entry.refID)
-            binds.append(entry.createdAt)
-            binds.append(entry.prevHash)
-            binds.append(entry.entryHash)
-            head = LedgerHead(entry)
+        guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
+        try await appendLedger(connection, after: head, [LedgerAppend(job: job, jobID: jobID, userID: userID, amountUnits: amountUnits,
+                                                                      createdAt: createdAt)], logger: logger)
+    }
+
+    /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
+    static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
+                             logger: Logger) async throws {
+        precondition(!appends.isEmpty, "an append posts at least one job")
+        var head = head
+        // The entries and the new head go in one statement, one round trip while the head's lock is held, with each
+        // column bound as one array.
+        var id: [Int64] = [], userID = NullableTextArray(), side: [String] = [], account: [String] = []
+        var amountUnits: [Int64] = [], refType: [String] = [], refID: [String] = [], createdAt: [String] = []
+        var prevHash: [String] = [], entryHash: [String] = []
+        for append in appends {
+            for posting in PostingRules.postings(for: append.job, amountUnits: append.amountUnits) {
+                let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? append.userID : nil,
+                                             posting: posting, refType: append.job, refID: append.jobID, createdAt: append.createdAt)
+                id.append(entry.id)
+                userID.values.append(entry.userID)
+                side.append(entry.side.rawValue)
+                account.append(entry.account.rawValue)
+                amountUnits.append(entry.amountUnits)
+                refType.append(entry.refType.rawValue)
+                refID.append(entry.refID)
+                createdAt.append(entry.createdAt)
+                prevHash.append(entry.prevHash)
+                entryHash.append(entry.entryHash)
+                head = LedgerHead(entry)
+            }
         }
-        let headBind = binds.count + 1
-        binds.append(head.lastID)
-        binds.append(head.lastHash)
-        let sql = """
+        try await connection.query("""
             WITH entries AS (
               INSERT INTO core_ledgerentry
                 (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-              VALUES \(rows.joined(separator: ", "))
+              SELECT * FROM unnest(\(id)::bigint[], \(userID)::text[], \(side)::text[], \(account)::text[],
+                                   \(amountUnits)::bigint[], \(refType)::text[], \(refID)::text[], \(createdAt)::text[],
+                                   \(prevHash)::text[], \(entryHash)::text[])
             )
-            UPDATE core_ledgerhead SET last_id = $\(headBind), last_hash = $\(headBind + 1) WHERE singleton = 1
-            """
-        try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+            UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = \(head.lastHash) WHERE singleton = 1
+            """, logger: logger)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {

@@ -1,0 +1,314 @@
+import ChainStub
+import Logging
+import NIOCore
+import PKRCore
+import PostgresNIO
+import Synchronization
+
+/// Group commit for PostgreSQL's hot path: new settled credits from webhooks and polls.
+///
+/// Mints all queue on the same rows (the user's balance, the chain-stub balance, the ledger head), and a mint on its
+/// own holds those locks through about six round trips and its commit. Here the credits that arrive while a batch
+/// is being written are written together by the next one, in one transaction of four statements however many
+/// credits it holds: one records them and writes their receipts, jobs and inbound-log rows; then, under the locks,
+/// one adds to the token balances, one to the chain-stub balances (and locks the ledger head), one appends the
+/// ledger. Every caller still waits for the commit that holds its own mint.
+///
+/// The batch is only a fast path. A credit it does not handle (already recorded, no linked user, a repeat within
+/// the batch) and every credit of a batch that failed are handed back, and the caller applies each of them on its
+/// own with the full rules, so one bad event cannot fail its neighbours.
+final class PostgresMintBatch: Sendable {
+    static let batchSizeMax = 128
+
+    /// A settled credit the settlement policy would mint, not yet known to be new.
+    struct Credit: Sendable {
+        var tx: ProviderTransaction
+        var path: ArrivalPath
+        var amountUnits: Int64
+        var inbound: InboundDraft?
+        var nowMicros: Int64
+    }
+
+    private struct Waiter: Sendable {
+        let credit: Credit
+        let resume: @Sendable (ChainJob?) -> Void
+    }
+
+    private struct Queue {
+        var pending: [Waiter] = []
+        var draining = false
+    }
+
+    private let client: PostgresClient
+    private let logger: Logger
+    private let queue = Mutex(Queue())
+    private let knownUsers = Mutex<[String: DemoUser]>([:])
+    /// Credits minted by batches since start-up, and batches rolled back, for tests and diagnosis.
+    let mintedCount = Atomic<Int>(0)
+    let rolledBackCount = Atomic<Int>(0)
+    static let knownUsersMax = 10_000
+
+    init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Mints `credit` in the next batch and returns its job once that batch has committed, or nil when the credit
+    /// must be applied on its own instead.
+    func mint(_ credit: Credit) async -> ChainJob? {
+        await withCheckedContinuation { continuation in
+            let waiter = Waiter(credit: credit, resume: { continuation.resume(returning: $0) })
+            let startDrainer = queue.withLock { queue -> Bool in
+                queue.pending.append(waiter)
+                guard !queue.draining else { return false }
+                queue.draining = true
+                return true
+            }
+            if startDrainer { Task { await self.drain() } }
+        }
+    }
+
+    private func drain() async {
+        while true {
+            let batch = queue.withLock { queue -> [Waiter] in
+                let batch = Array(queue.pending.prefix(Self.batchSizeMax))
+                queue.pending.removeFirst(batch.count)
+                if batch.isEmpty { queue.draining = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            let jobs = await write(batch.map(\.credit))
+            for (waiter, job) in zip(batch, jobs) { waiter.resume(job) }
+        }
+    }
+
+    /// Writes `credits` in one transaction; the result holds each credit's job, or nil for one left to the caller.
+    /// Never throws: a failed batch wrote nothing and hands every credit back.
+    func write(_ credits: [Credit]) async -> [ChainJob?] {
+        precondition(credits.count <= Self.batchSizeMax, "a batch is bounded")
+        let logger = self.logger
+        do {
+            let jobs = try await client.transaction(logger: logger) { connection in
+                try await self.write(connection, credits, logger: logger)
+            }
+            mintedCount.add(jobs.count { $0 != nil }, ordering: .relaxed)
+            return jobs
+        } catch {
+            rolledBackCount.add(1, ordering: .relaxed)
+            logger.notice("mint batch rolled back; its credits are applied one by one",
+                          metadata: ["credits": "\(credits.count)", "error": "\(PostgresStore.describe(error))"])
+            return Array(repeating: nil, count: credits.count)
+        }
+    }
+
+    private func write(_ connection: PostgresConnection, _ credits: [Credit], logger: Logger) async throws -> [ChainJob?] {
+        // Credits for an account nobody is linked to go back to the full rules, which skip or refuse them.
+        let users = try await self.users(connection, accounts: Set(credits.map(\.tx.account)), logger: logger)
+        var seen = Set<String>()
+        let candidates = credits.indices.filter { index in
+            users[credits[index].tx.account] != nil && seen.insert(credits[index].tx.providerTxID).inserted
+        }
+        if candidates.isEmpty { return Array(repeating: nil, count: credits.count) }
+
+        // One statement records the credits and writes the receipts, jobs and inbound-log rows of those it recorded,
+        // all rows nobody else locks. A provider id already recorded (or being recorded by another instance, whose
+        // commit this waits for) inserts nothing and goes back to the full rules, which see a repeat or an advance.
+        // Each column is bound as one array, so the statement's text and its number of parameters never change.
+        var planned: [String: (index: Int, job: ChainJob, user: DemoUser)] = [:]
+        var credit = CreditColumns(), inbound = InboundColumns()
+        for index in candidates {
+            let tx = credits[index].tx, nowMicros = credits[index].nowMicros, user = users[tx.account]!
+            let createdAt = Timestamp.format(micros: nowMicros)
+            let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000), jobType: .mint,
+                               amountUnits: credits[index].amountUnits, txHash: Identifiers.chainTxHash(), createdAt: createdAt)
+            planned[tx.providerTxID] = (index, job, user)
+            credit.append(tx, path: credits[index].path, user: user, job: job, nowMicros: nowMicros)
+            if let draft = credits[index].inbound { inbound.append(draft, job: job) }
+        }
+        var recorded = Set<String>()
+        // Data-modifying CTEs all run to completion, read or not; foreign keys are checked at the statement's end.
+        for try await providerTxID in try await connection.query("""
+            WITH v AS (
+              SELECT * FROM unnest(\(credit.providerTxID)::text[], \(credit.account)::text[], \(credit.userID)::text[],
+                                   \(credit.direction)::text[], \(credit.amountPaisa)::bigint[], \(credit.status)::text[],
+                                   \(credit.memo)::text[], \(credit.reference)::text[], \(credit.occurredAt)::text[],
+                                   \(credit.occurredAtMicros)::bigint[], \(credit.createdAt)::text[], \(credit.nowMicros)::bigint[],
+                                   \(credit.path)::text[], \(credit.jobID)::text[], \(credit.txHash)::text[],
+                                   \(credit.address)::text[], \(credit.amountUnits)::bigint[])
+                AS v(provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                     occurred_at_micros, created_at, now_micros, path, job_id, tx_hash, address, amount_units)
+            ), recorded AS (
+              INSERT INTO core_externaltransaction
+                (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                 occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
+              SELECT provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                     occurred_at_micros, created_at, now_micros, path, path = 'webhook', path = 'poll'
+              FROM v
+              ON CONFLICT (provider_tx_id) DO NOTHING RETURNING provider_tx_id
+            ), minted AS (
+              SELECT v.* FROM v WHERE provider_tx_id IN (SELECT provider_tx_id FROM recorded)
+            ), receipts AS (
+              INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+              SELECT tx_hash, 'mint', address, amount_units, job_id, created_at FROM minted
+            ), jobs AS (
+              INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+              SELECT job_id, 'mint', user_id, amount_units, 'confirmed', tx_hash, provider_tx_id, memo, created_at FROM minted
+            ), inbound AS (
+              INSERT INTO core_webhookinbound
+                (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                 provider_tx_id, job_id, body_bytes, body)
+              SELECT i.* FROM unnest(\(inbound.receivedAt)::text[], \(inbound.messageID)::text[], \(inbound.webhookTimestamp)::text[],
+                                     \(inbound.sourceAddress)::text[], \(inbound.scheme)::text[], \(inbound.verification)::text[],
+                                     \(inbound.outcome)::text[], \(inbound.error)::text[], \(inbound.providerTxID)::text[],
+                                     \(inbound.jobID)::text[], \(inbound.bodyBytes)::bigint[], \(inbound.body)::bytea[])
+                AS i(received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                     provider_tx_id, job_id, body_bytes, body)
+              WHERE i.provider_tx_id IN (SELECT provider_tx_id FROM recorded)
+            )
+            SELECT provider_tx_id FROM recorded
+            """, logger: logger).decode(String.self) {
+            recorded.insert(providerTxID)
+        }
+        var jobs = [ChainJob?](repeating: nil, count: credits.count)
+        if recorded.isEmpty { return jobs }
+        let mintedNow = candidates.compactMap { index -> (index: Int, job: ChainJob, user: DemoUser)? in
+            let plan = planned[credits[index].tx.providerTxID]!
+            return recorded.contains(credits[index].tx.providerTxID) ? plan : nil
+        }
+
+        // The contended rows last, as few round trips as possible, since their locks are held until the commit.
+        // Every mint and burn takes them in one order: token balances (here in user order), chain-stub balances,
+        // ledger head. A chain-stub balance is only ever locked by a holder of its user's token balance, so the
+        // chain-stub balances and the ledger head can share a statement whatever order it locks them in.
+        let unitsByUser = Dictionary(mintedNow.map { ($0.user.id, $0.job.amountUnits) }, uniquingKeysWith: +)
+        let balancesUpdated = try await connection.query("""
+            WITH v AS (
+              SELECT * FROM unnest(\(Array(unitsByUser.keys))::text[], \(Array(unitsByUser.values))::bigint[]) AS v(user_id, units)
+            ), locked AS (
+              SELECT user_id FROM core_tokenbalance WHERE user_id IN (SELECT user_id FROM v) ORDER BY user_id FOR UPDATE
+            )
+            UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units FROM v
+            WHERE t.user_id = v.user_id AND t.user_id IN (SELECT user_id FROM locked) RETURNING 1
+            """, logger: logger).collect().count
+        guard balancesUpdated == unitsByUser.count else {
+            throw GatewayError.storeUnavailable("a token balance row is missing for one of \(unitsByUser.keys.sorted())")
+        }
+        let unitsByAddress = Dictionary(mintedNow.map { ($0.user.chainAddress, $0.job.amountUnits) }, uniquingKeysWith: +)
+        var head: LedgerHead?
+        var addressesMoved = 0
+        for try await (lastID, lastHash, moved) in try await connection.query("""
+            WITH moved AS (
+              UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units + v.units
+              FROM unnest(\(Array(unitsByAddress.keys))::text[], \(Array(unitsByAddress.values))::bigint[]) AS v(address, units)
+              WHERE b.address = v.address RETURNING 1
+            )
+            SELECT last_id, last_hash, (SELECT COUNT(*) FROM moved)::BIGINT FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE
+            """, logger: logger).decode((Int64, String, Int64).self) {
+            head = LedgerHead(lastID: lastID, lastHash: lastHash)
+            addressesMoved = Int(moved)
+        }
+        guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
+        guard addressesMoved == unitsByAddress.count else { throw GatewayError.storeUnavailable("a chain-stub balance row is missing") }
+        try await PostgresStore.appendLedger(connection, after: head, mintedNow.map { planned in
+            PostgresStore.LedgerAppend(job: .mint, jobID: planned.job.id, userID: planned.user.id,
+                                       amountUnits: planned.job.amountUnits, createdAt: planned.job.createdAt)
+        }, logger: logger)
+        for planned in mintedNow { jobs[planned.index] = planned.job }
+        return jobs
+    }
+
+    /// The users linked to `accounts`. A user row never changes once written, so the ones found are kept.
+    private func users(_ connection: PostgresConnection, accounts: Set<String>, logger: Logger) async throws -> [String: DemoUser] {
+        var users = knownUsers.withLock { known in known.filter { accounts.contains($0.key) } }
+        let missing = accounts.subtracting(users.keys)
+        if missing.isEmpty { return users }
+        for try await (id, email, name, account, address) in try await connection.query("""
+            SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE wallet_account = ANY(\(Array(missing)))
+            """, logger: logger).decode((String, String, String, String, String).self) {
+            users[account] = DemoUser(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
+        }
+        let found = users
+        knownUsers.withLock { known in
+            if known.count < Self.knownUsersMax { known.merge(found) { old, _ in old } }
+        }
+        return users
+    }
+}
+
+/// The batch's credits, one array per column.
+private struct CreditColumns {
+    var providerTxID: [String] = [], account: [String] = [], userID: [String] = [], direction: [String] = []
+    var amountPaisa: [Int64] = [], status: [String] = [], memo: [String] = [], reference = NullableTextArray()
+    var occurredAt: [String] = [], occurredAtMicros: [Int64] = [], createdAt: [String] = [], nowMicros: [Int64] = []
+    var path: [String] = [], jobID: [String] = [], txHash: [String] = [], address: [String] = [], amountUnits: [Int64] = []
+
+    mutating func append(_ tx: ProviderTransaction, path arrival: ArrivalPath, user: DemoUser, job: ChainJob, nowMicros now: Int64) {
+        providerTxID.append(tx.providerTxID)
+        account.append(tx.account)
+        userID.append(user.id)
+        direction.append(tx.direction.rawValue)
+        amountPaisa.append(tx.amountPaisa)
+        status.append(tx.status.rawValue)
+        memo.append(tx.memo)
+        reference.values.append(tx.reference)
+        occurredAt.append(Timestamp.format(micros: tx.occurredAtMicros))
+        occurredAtMicros.append(tx.occurredAtMicros)
+        createdAt.append(job.createdAt)
+        nowMicros.append(now)
+        path.append(arrival.rawValue)
+        jobID.append(job.id)
+        txHash.append(job.txHash)
+        address.append(user.chainAddress)
+        amountUnits.append(job.amountUnits)
+    }
+}
+
+/// The inbound-log rows of the batch's webhook deliveries, one array per column.
+private struct InboundColumns {
+    var receivedAt: [String] = [], messageID = NullableTextArray(), webhookTimestamp = NullableTextArray()
+    var sourceAddress = NullableTextArray(), scheme = NullableTextArray(), verification: [String] = []
+    var outcome: [String] = [], error = NullableTextArray(), providerTxID = NullableTextArray(), jobID: [String] = []
+    var bodyBytes: [Int64] = [], body: [ByteBuffer] = []
+
+    mutating func append(_ draft: InboundDraft, job: ChainJob) {
+        receivedAt.append(Timestamp.format(micros: draft.receivedAtMicros))
+        messageID.values.append(draft.messageID)
+        webhookTimestamp.values.append(draft.webhookTimestamp)
+        sourceAddress.values.append(draft.sourceAddress)
+        scheme.values.append(draft.scheme?.rawValue)
+        verification.append(draft.verification)
+        outcome.append(ApplyOutcome.minted(job).code)
+        error.values.append(draft.errorCode)
+        providerTxID.values.append(draft.providerTxID)
+        jobID.append(job.id)
+        bodyBytes.append(Int64(draft.body.count))
+        body.append(ByteBuffer(bytes: draft.body))
+    }
+}
+
+/// A `text[]` parameter whose elements may be NULL, which PostgresNIO's own arrays cannot express.
+struct NullableTextArray: PostgresNonThrowingEncodable {
+    var values: [String?] = []
+
+    static var psqlType: PostgresDataType { .textArray }
+    static var psqlFormat: PostgresFormat { .binary }
+
+    /// PostgreSQL's binary array format: dimensions, a has-nulls flag, the element type, then each dimension's
+    /// length and lower bound; each element is its byte length (-1 for NULL) and its bytes.
+    func encode<JSONEncoder: PostgresJSONEncoder>(into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) {
+        buffer.writeInteger(values.isEmpty ? 0 : 1, as: Int32.self)
+        buffer.writeInteger(values.contains(nil) ? 1 : 0, as: Int32.self)
+        buffer.writeInteger(PostgresDataType.text.rawValue)
+        guard !values.isEmpty else { return }
+        buffer.writeInteger(Int32(values.count), as: Int32.self)
+        buffer.writeInteger(1, as: Int32.self)
+        for value in values {
+            guard let value else {
+                buffer.writeInteger(-1, as: Int32.self)
+                continue
+            }
+            buffer.writeInteger(Int32(value.utf8.count), as: Int32.self)
+            buffer.writeString(value)
+        }
+    }
+}
