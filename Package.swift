@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "PKRCore", dependencies: ["CLibCrypto"]),
         // The simulated wallet provider (PKR reserve) and its webhook outbox.
         .target(name: "WalletStub", dependencies: [
-            "PKRCore",
+            "PKRCore", "SQLiteSupport",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),

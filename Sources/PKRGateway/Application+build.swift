@@ -28,8 +28,8 @@ public func buildGateway(config: GatewayConfig, clock: any GatewayClock = System
     case .sqlite:
         let sqlite = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: nowMicros)
         store = sqlite
-        walletStub = SQLiteWalletStub(database: sqlite.database, pushEnabled: config.webhookPush, nowMicros: nowMicros,
-                                      onOutboxWrite: onOutboxWrite)
+        walletStub = SQLiteWalletStub(database: sqlite.database, transactions: sqlite.sharedTransactions,
+                                      pushEnabled: config.webhookPush, nowMicros: nowMicros, onOutboxWrite: onOutboxWrite)
         outbox = SQLiteWebhookOutbox(database: sqlite.database)
     case .postgres:
         let postgres = try await PostgresStore.connect(settings: config.postgres, limits: config.limits, nowMicros: nowMicros,

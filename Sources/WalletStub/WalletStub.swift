@@ -1,5 +1,6 @@
 import GRDB
 import PKRCore
+import SQLiteSupport
 
 /// A DB-backed simulation of a PKR wallet provider: accounts, an append-only transaction log, and a webhook
 /// outbox. Every credit and debit is written with its outbox row in one transaction, so no event is lost.
@@ -7,13 +8,16 @@ public final class SQLiteWalletStub: WalletStubStore {
     public static let pageSizeMax = 1000
 
     private let database: any DatabaseWriter
+    private let transactions: any SQLiteTransactions
     private let pushEnabled: Bool
     private let onOutboxWrite: @Sendable () -> Void
     private let nowMicros: @Sendable () -> Int64
 
-    public init(database: any DatabaseWriter, pushEnabled: Bool, nowMicros: @escaping @Sendable () -> Int64,
-                onOutboxWrite: @escaping @Sendable () -> Void = {}) {
+    /// Writes go through `transactions` when given (the gateway's group commit), else each in its own transaction.
+    public init(database: any DatabaseWriter, transactions: (any SQLiteTransactions)? = nil, pushEnabled: Bool,
+                nowMicros: @escaping @Sendable () -> Int64, onOutboxWrite: @escaping @Sendable () -> Void = {}) {
         self.database = database
+        self.transactions = transactions ?? OwnTransactions(database)
         self.pushEnabled = pushEnabled
         self.nowMicros = nowMicros
         self.onOutboxWrite = onOutboxWrite
@@ -21,7 +25,7 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
-        try await database.write { db in
+        try await transactions.write { db in
             try db.cachedStatement(sql: """
                 INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (?, 0, ?)
                 ON CONFLICT (account_no) DO NOTHING
@@ -32,7 +36,7 @@ public final class SQLiteWalletStub: WalletStubStore {
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
                                      amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
-        try await database.write { [pushEnabled] db in
+        try await transactions.write { [pushEnabled] db in
             try Self.append(db, tx, push: pushEnabled)
         }
         if pushEnabled { onOutboxWrite() }
@@ -43,7 +47,7 @@ public final class SQLiteWalletStub: WalletStubStore {
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
                                             amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
                                             memo: memo, reference: reference)
-        let (tx, created) = try await database.write { [pushEnabled] db -> (ProviderTransaction, Bool) in
+        let (tx, created) = try await transactions.write { [pushEnabled] db -> (ProviderTransaction, Bool) in
             if let existing = try Self.transaction(db, reference: reference) {
                 guard existing.amountPaisa == amountPaisa, existing.account == account else {
                     throw ProviderError.referenceConflict(reference)

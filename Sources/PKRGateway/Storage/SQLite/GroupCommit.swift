@@ -1,4 +1,5 @@
 import GRDB
+import SQLiteSupport
 import Synchronization
 
 /// Group commit for SQLite: concurrent business changes that arrive while a commit is under way are written
@@ -96,5 +97,12 @@ final class GroupCommit: Sendable {
             return queue.draining
         }
         if more { scheduleBatch() }
+    }
+}
+
+extension GroupCommit: SQLiteTransactions {
+    /// A write that needs no scope (the wallet stub's) joins the next batch like any other.
+    func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await write { db, _ in try work(db) }
     }
 }
