@@ -24,6 +24,8 @@ struct Bench: AsyncParsableCommand {
     var ledger = 1_000_000
 
     func run() async throws {
+        // The bulk figures run the gateway in this process: with the same allocator settings as `pkr serve`.
+        limitMallocArenas()
         let concurrencies = concurrency.split(separator: ",").compactMap { Int($0) }
         guard !concurrencies.isEmpty, requests > 0, runs > 0 else { throw ValidationError("nothing to run") }
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path

@@ -126,47 +126,7 @@ final class PostgresMintBatch: Sendable {
             if let draft = credits[index].inbound { inbound.append(draft, job: job) }
         }
         var recorded = Set<String>()
-        // Data-modifying CTEs all run to completion, read or not; foreign keys are checked at the statement's end.
-        for try await providerTxID in try await connection.query("""
-            WITH v AS (
-              SELECT * FROM unnest(\(credit.providerTxID)::text[], \(credit.account)::text[], \(credit.userID)::text[],
-                                   \(credit.direction)::text[], \(credit.amountPaisa)::bigint[], \(credit.status)::text[],
-                                   \(credit.memo)::text[], \(credit.reference)::text[], \(credit.occurredAt)::text[],
-                                   \(credit.occurredAtMicros)::bigint[], \(credit.createdAt)::text[], \(credit.nowMicros)::bigint[],
-                                   \(credit.path)::text[], \(credit.jobID)::text[], \(credit.txHash)::text[],
-                                   \(credit.address)::text[], \(credit.amountUnits)::bigint[])
-                AS v(provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                     occurred_at_micros, created_at, now_micros, path, job_id, tx_hash, address, amount_units)
-            ), recorded AS (
-              INSERT INTO core_externaltransaction
-                (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                 occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
-              SELECT provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                     occurred_at_micros, created_at, now_micros, path, path = 'webhook', path = 'poll'
-              FROM v
-              ON CONFLICT (provider_tx_id) DO NOTHING RETURNING provider_tx_id
-            ), minted AS (
-              SELECT v.* FROM v WHERE provider_tx_id IN (SELECT provider_tx_id FROM recorded)
-            ), receipts AS (
-              INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-              SELECT tx_hash, 'mint', address, amount_units, job_id, created_at FROM minted
-            ), jobs AS (
-              INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-              SELECT job_id, 'mint', user_id, amount_units, 'confirmed', tx_hash, provider_tx_id, memo, created_at FROM minted
-            ), inbound AS (
-              INSERT INTO core_webhookinbound
-                (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-                 provider_tx_id, job_id, body_bytes, body)
-              SELECT i.* FROM unnest(\(inbound.receivedAt)::text[], \(inbound.messageID)::text[], \(inbound.webhookTimestamp)::text[],
-                                     \(inbound.sourceAddress)::text[], \(inbound.scheme)::text[], \(inbound.verification)::text[],
-                                     \(inbound.outcome)::text[], \(inbound.error)::text[], \(inbound.providerTxID)::text[],
-                                     \(inbound.jobID)::text[], \(inbound.bodyBytes)::bigint[], \(inbound.body)::bytea[])
-                AS i(received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-                     provider_tx_id, job_id, body_bytes, body)
-              WHERE i.provider_tx_id IN (SELECT provider_tx_id FROM recorded)
-            )
-            SELECT provider_tx_id FROM recorded
-            """, logger: logger).decode(String.self) {
+        for try await providerTxID in try await connection.execute(RecordCredits(credit: credit, inbound: inbound), logger: logger) {
             recorded.insert(providerTxID)
         }
         var jobs = [ChainJob?](repeating: nil, count: credits.count)
@@ -181,29 +141,19 @@ final class PostgresMintBatch: Sendable {
         // ledger head. A chain-stub balance is only ever locked by a holder of its user's token balance, so the
         // chain-stub balances and the ledger head can share a statement whatever order it locks them in.
         let unitsByUser = Dictionary(mintedNow.map { ($0.user.id, $0.job.amountUnits) }, uniquingKeysWith: +)
-        let balancesUpdated = try await connection.query("""
-            WITH v AS (
-              SELECT * FROM unnest(\(Array(unitsByUser.keys))::text[], \(Array(unitsByUser.values))::bigint[]) AS v(user_id, units)
-            ), locked AS (
-              SELECT user_id FROM core_tokenbalance WHERE user_id IN (SELECT user_id FROM v) ORDER BY user_id FOR UPDATE
-            )
-            UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units FROM v
-            WHERE t.user_id = v.user_id AND t.user_id IN (SELECT user_id FROM locked) RETURNING 1
-            """, logger: logger).collect().count
+        var balancesUpdated = 0
+        for try await _ in try await connection.execute(AddToTokenBalances(userID: Array(unitsByUser.keys), units: Array(unitsByUser.values)),
+                                                        logger: logger) {
+            balancesUpdated += 1
+        }
         guard balancesUpdated == unitsByUser.count else {
             throw GatewayError.storeUnavailable("a token balance row is missing for one of \(unitsByUser.keys.sorted())")
         }
         let unitsByAddress = Dictionary(mintedNow.map { ($0.user.chainAddress, $0.job.amountUnits) }, uniquingKeysWith: +)
         var head: LedgerHead?
         var addressesMoved = 0
-        for try await (lastID, lastHash, moved) in try await connection.query("""
-            WITH moved AS (
-              UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units + v.units
-              FROM unnest(\(Array(unitsByAddress.keys))::text[], \(Array(unitsByAddress.values))::bigint[]) AS v(address, units)
-              WHERE b.address = v.address RETURNING 1
-            )
-            SELECT last_id, last_hash, (SELECT COUNT(*) FROM moved)::BIGINT FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE
-            """, logger: logger).decode((Int64, String, Int64).self) {
+        let move = AddToChainStubBalancesAndLockLedgerHead(address: Array(unitsByAddress.keys), units: Array(unitsByAddress.values))
+        for try await (lastID, lastHash, moved) in try await connection.execute(move, logger: logger) {
             head = LedgerHead(lastID: lastID, lastHash: lastHash)
             addressesMoved = Int(moved)
         }
@@ -233,6 +183,138 @@ final class PostgresMintBatch: Sendable {
         }
         return users
     }
+}
+
+// The batch's statements. Their text never changes (each column is one array parameter), so each is prepared once
+// per connection: PostgreSQL parses and plans it once instead of for every batch.
+
+/// Records the credits and writes the receipts, jobs and inbound-log rows of those it recorded; returns the
+/// provider ids recorded. Data-modifying CTEs all run to completion, read or not, and foreign keys are checked at
+/// the statement's end.
+private struct RecordCredits: PostgresPreparedStatement {
+    static let sql = """
+        WITH v AS (
+          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[],
+                               $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[],
+                               $15::text[], $16::text[], $17::bigint[])
+            AS v(provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                 occurred_at_micros, created_at, now_micros, path, job_id, tx_hash, address, amount_units)
+        ), recorded AS (
+          INSERT INTO core_externaltransaction
+            (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+             occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
+          SELECT provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                 occurred_at_micros, created_at, now_micros, path, path = 'webhook', path = 'poll'
+          FROM v
+          ON CONFLICT (provider_tx_id) DO NOTHING RETURNING provider_tx_id
+        ), minted AS (
+          SELECT v.* FROM v WHERE provider_tx_id IN (SELECT provider_tx_id FROM recorded)
+        ), receipts AS (
+          INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+          SELECT tx_hash, 'mint', address, amount_units, job_id, created_at FROM minted
+        ), jobs AS (
+          INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+          SELECT job_id, 'mint', user_id, amount_units, 'confirmed', tx_hash, provider_tx_id, memo, created_at FROM minted
+        ), inbound AS (
+          INSERT INTO core_webhookinbound
+            (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+             provider_tx_id, job_id, body_bytes, body)
+          SELECT i.* FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                                 $25::text[], $26::text[], $27::text[], $28::bigint[], $29::bytea[])
+            AS i(received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                 provider_tx_id, job_id, body_bytes, body)
+          WHERE i.provider_tx_id IN (SELECT provider_tx_id FROM recorded)
+        )
+        SELECT provider_tx_id FROM recorded
+        """
+
+    var credit: CreditColumns
+    var inbound: InboundColumns
+
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 29)
+        binds.append(credit.providerTxID)
+        binds.append(credit.account)
+        binds.append(credit.userID)
+        binds.append(credit.direction)
+        binds.append(credit.amountPaisa)
+        binds.append(credit.status)
+        binds.append(credit.memo)
+        binds.append(credit.reference)
+        binds.append(credit.occurredAt)
+        binds.append(credit.occurredAtMicros)
+        binds.append(credit.createdAt)
+        binds.append(credit.nowMicros)
+        binds.append(credit.path)
+        binds.append(credit.jobID)
+        binds.append(credit.txHash)
+        binds.append(credit.address)
+        binds.append(credit.amountUnits)
+        binds.append(inbound.receivedAt)
+        binds.append(inbound.messageID)
+        binds.append(inbound.webhookTimestamp)
+        binds.append(inbound.sourceAddress)
+        binds.append(inbound.scheme)
+        binds.append(inbound.verification)
+        binds.append(inbound.outcome)
+        binds.append(inbound.error)
+        binds.append(inbound.providerTxID)
+        binds.append(inbound.jobID)
+        binds.append(inbound.bodyBytes)
+        binds.append(inbound.body)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> String { try row.decode(String.self) }
+}
+
+/// Adds to the token balances, locking them in user order first; returns one row per balance updated.
+private struct AddToTokenBalances: PostgresPreparedStatement {
+    static let sql = """
+        WITH v AS (
+          SELECT * FROM unnest($1::text[], $2::bigint[]) AS v(user_id, units)
+        ), locked AS (
+          SELECT user_id FROM core_tokenbalance WHERE user_id IN (SELECT user_id FROM v) ORDER BY user_id FOR UPDATE
+        )
+        UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units FROM v
+        WHERE t.user_id = v.user_id AND t.user_id IN (SELECT user_id FROM locked) RETURNING t.user_id
+        """
+
+    var userID: [String]
+    var units: [Int64]
+
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 2)
+        binds.append(userID)
+        binds.append(units)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> String { try row.decode(String.self) }
+}
+
+/// Adds to the chain stub's balances and locks the ledger head; returns the head and how many balances it moved.
+private struct AddToChainStubBalancesAndLockLedgerHead: PostgresPreparedStatement {
+    static let sql = """
+        WITH moved AS (
+          UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units + v.units
+          FROM unnest($1::text[], $2::bigint[]) AS v(address, units)
+          WHERE b.address = v.address RETURNING 1
+        )
+        SELECT last_id, last_hash, (SELECT COUNT(*) FROM moved)::BIGINT FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE
+        """
+
+    var address: [String]
+    var units: [Int64]
+
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 2)
+        binds.append(address)
+        binds.append(units)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> (Int64, String, Int64) { try row.decode((Int64, String, Int64).self) }
 }
 
 /// The batch's credits, one array per column.

@@ -347,38 +347,17 @@ public final class PostgresStore: GatewayStore {
                              logger: Logger) async throws {
         precondition(!appends.isEmpty, "an append posts at least one job")
         var head = head
-        // The entries and the new head go in one statement, one round trip while the head's lock is held, with each
-        // column bound as one array.
-        var id: [Int64] = [], userID = NullableTextArray(), side: [String] = [], account: [String] = []
-        var amountUnits: [Int64] = [], refType: [String] = [], refID: [String] = [], createdAt: [String] = []
-        var prevHash: [String] = [], entryHash: [String] = []
+        // The entries and the new head go in one statement, one round trip while the head's lock is held.
+        var entries = LedgerEntryColumns()
         for append in appends {
             for posting in PostingRules.postings(for: append.job, amountUnits: append.amountUnits) {
                 let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? append.userID : nil,
                                              posting: posting, refType: append.job, refID: append.jobID, createdAt: append.createdAt)
-                id.append(entry.id)
-                userID.values.append(entry.userID)
-                side.append(entry.side.rawValue)
-                account.append(entry.account.rawValue)
-                amountUnits.append(entry.amountUnits)
-                refType.append(entry.refType.rawValue)
-                refID.append(entry.refID)
-                createdAt.append(entry.createdAt)
-                prevHash.append(entry.prevHash)
-                entryHash.append(entry.entryHash)
+                entries.append(entry)
                 head = LedgerHead(entry)
             }
         }
-        try await connection.query("""
-            WITH entries AS (
-              INSERT INTO core_ledgerentry
-                (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-              SELECT * FROM unnest(\(id)::bigint[], \(userID)::text[], \(side)::text[], \(account)::text[],
-                                   \(amountUnits)::bigint[], \(refType)::text[], \(refID)::text[], \(createdAt)::text[],
-                                   \(prevHash)::text[], \(entryHash)::text[])
-            )
-            UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = \(head.lastHash) WHERE singleton = 1
-            """, logger: logger)
+        _ = try await connection.execute(AppendLedgerEntries(entries: entries, head: head), logger: logger)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
@@ -771,4 +750,60 @@ public final class PostgresStore: GatewayStore {
             ON CONFLICT (name) DO UPDATE SET value = GREATEST(core_cursor.value, excluded.value)
             """, logger: logger)
     }
+}
+
+/// Ledger entries, one array per column.
+struct LedgerEntryColumns: Sendable {
+    var id: [Int64] = [], userID = NullableTextArray(), side: [String] = [], account: [String] = []
+    var amountUnits: [Int64] = [], refType: [String] = [], refID: [String] = [], createdAt: [String] = []
+    var prevHash: [String] = [], entryHash: [String] = []
+
+    mutating func append(_ entry: LedgerEntry) {
+        id.append(entry.id)
+        userID.values.append(entry.userID)
+        side.append(entry.side.rawValue)
+        account.append(entry.account.rawValue)
+        amountUnits.append(entry.amountUnits)
+        refType.append(entry.refType.rawValue)
+        refID.append(entry.refID)
+        createdAt.append(entry.createdAt)
+        prevHash.append(entry.prevHash)
+        entryHash.append(entry.entryHash)
+    }
+}
+
+/// Inserts ledger entries and moves the head past them. Its text never changes, so it is prepared once per
+/// connection.
+private struct AppendLedgerEntries: PostgresPreparedStatement {
+    static let sql = """
+        WITH entries AS (
+          INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+                               $9::text[], $10::text[])
+        )
+        UPDATE core_ledgerhead SET last_id = $11, last_hash = $12 WHERE singleton = 1
+        """
+    typealias Row = ()
+
+    var entries: LedgerEntryColumns
+    var head: LedgerHead
+
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 12)
+        binds.append(entries.id)
+        binds.append(entries.userID)
+        binds.append(entries.side)
+        binds.append(entries.account)
+        binds.append(entries.amountUnits)
+        binds.append(entries.refType)
+        binds.append(entries.refID)
+        binds.append(entries.createdAt)
+        binds.append(entries.prevHash)
+        binds.append(entries.entryHash)
+        binds.append(head.lastID)
+        binds.append(head.lastHash)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws {}
 }
