@@ -131,9 +131,11 @@ final class PostgresMintBatch: Sendable {
         }
         var jobs = [ChainJob?](repeating: nil, count: credits.count)
         if recorded.isEmpty { return jobs }
-        let mintedNow = candidates.compactMap { index -> (index: Int, job: ChainJob, user: DemoUser)? in
-            let plan = planned[credits[index].tx.providerTxID]!
-            return recorded.contains(credits[index].tx.providerTxID) ? plan : nil
+        let mintedNow = candidates.compactMap { index in
+            recorded.contains(credits[index].tx.providerTxID) ? planned[credits[index].tx.providerTxID] : nil
+        }
+        guard mintedNow.count == recorded.count else {
+            throw GatewayError.storeUnavailable("the mint batch recorded \(recorded.count) credits but planned \(mintedNow.count)")
         }
 
         // The contended rows last, as few round trips as possible, since their locks are held until the commit.
