@@ -142,25 +142,24 @@ final class PostgresMintBatch: Sendable {
         // Every mint and burn takes them in one order: token balances (here in user order), chain-stub balances,
         // ledger head. A chain-stub balance is only ever locked by a holder of its user's token balance, so the
         // chain-stub balances and the ledger head can share a statement whatever order it locks them in.
-        let unitsByUser = Dictionary(mintedNow.map { ($0.user.id, $0.job.amountUnits) }, uniquingKeysWith: +)
+        let unitsByUser = UnitsByKey(mintedNow.map { ($0.user.id, $0.job.amountUnits) })
         var balancesUpdated = 0
-        for try await _ in try await connection.execute(AddToTokenBalances(userID: Array(unitsByUser.keys), units: Array(unitsByUser.values)),
-                                                        logger: logger) {
+        for try await _ in try await connection.execute(AddToTokenBalances(amounts: unitsByUser), logger: logger) {
             balancesUpdated += 1
         }
-        guard balancesUpdated == unitsByUser.count else {
+        guard balancesUpdated == unitsByUser.keys.count else {
             throw GatewayError.storeUnavailable("a token balance row is missing for one of \(unitsByUser.keys.sorted())")
         }
-        let unitsByAddress = Dictionary(mintedNow.map { ($0.user.chainAddress, $0.job.amountUnits) }, uniquingKeysWith: +)
+        let unitsByAddress = UnitsByKey(mintedNow.map { ($0.user.chainAddress, $0.job.amountUnits) })
         var head: LedgerHead?
         var addressesMoved = 0
-        let move = AddToChainStubBalancesAndLockLedgerHead(address: Array(unitsByAddress.keys), units: Array(unitsByAddress.values))
+        let move = AddToChainStubBalancesAndLockLedgerHead(amounts: unitsByAddress)
         for try await (lastID, lastHash, moved) in try await connection.execute(move, logger: logger) {
             head = LedgerHead(lastID: lastID, lastHash: lastHash)
             addressesMoved = Int(moved)
         }
         guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
-        guard addressesMoved == unitsByAddress.count else { throw GatewayError.storeUnavailable("a chain-stub balance row is missing") }
+        guard addressesMoved == unitsByAddress.keys.count else { throw GatewayError.storeUnavailable("a chain-stub balance row is missing") }
         try await PostgresStore.appendLedger(connection, after: head, mintedNow.map { planned in
             PostgresStore.LedgerAppend(job: .mint, jobID: planned.job.id, userID: planned.user.id,
                                        amountUnits: planned.job.amountUnits, createdAt: planned.job.createdAt)
@@ -171,7 +170,10 @@ final class PostgresMintBatch: Sendable {
 
     /// The users linked to `accounts`. A user row never changes once written, so the ones found are kept.
     private func users(_ connection: PostgresConnection, accounts: Set<String>, logger: Logger) async throws -> [String: DemoUser] {
-        var users = knownUsers.withLock { known in known.filter { accounts.contains($0.key) } }
+        // Looked up per account, not by scanning the cache: a batch names a few accounts, the cache may hold thousands.
+        var users = knownUsers.withLock { known in
+            Dictionary(uniqueKeysWithValues: accounts.compactMap { account in known[account].map { (account, $0) } })
+        }
         let missing = accounts.subtracting(users.keys)
         if missing.isEmpty { return users }
         for try await (id, email, name, account, address) in try await connection.query("""
@@ -282,15 +284,9 @@ private struct AddToTokenBalances: PostgresPreparedStatement {
         WHERE t.user_id = v.user_id AND t.user_id IN (SELECT user_id FROM locked) RETURNING t.user_id
         """
 
-    var userID: [String]
-    var units: [Int64]
+    var amounts: UnitsByKey
 
-    func makeBindings() -> PostgresBindings {
-        var binds = PostgresBindings(capacity: 2)
-        binds.append(userID)
-        binds.append(units)
-        return binds
-    }
+    func makeBindings() -> PostgresBindings { amounts.bindings }
 
     func decodeRow(_ row: PostgresRow) throws -> String { try row.decode(String.self) }
 }
@@ -306,17 +302,31 @@ private struct AddToChainStubBalancesAndLockLedgerHead: PostgresPreparedStatemen
         SELECT last_id, last_hash, (SELECT COUNT(*) FROM moved)::BIGINT FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE
         """
 
-    var address: [String]
-    var units: [Int64]
+    var amounts: UnitsByKey
 
-    func makeBindings() -> PostgresBindings {
+    func makeBindings() -> PostgresBindings { amounts.bindings }
+
+    func decodeRow(_ row: PostgresRow) throws -> (Int64, String, Int64) { try row.decode((Int64, String, Int64).self) }
+}
+
+/// Amounts summed per key (a user id or a chain address), bound as `$1` keys and `$2` units.
+private struct UnitsByKey: Sendable {
+    var keys: [String] = []
+    var units: [Int64] = []
+
+    init(_ pairs: [(String, Int64)]) {
+        for (key, amount) in Dictionary(pairs, uniquingKeysWith: +) {
+            keys.append(key)
+            units.append(amount)
+        }
+    }
+
+    var bindings: PostgresBindings {
         var binds = PostgresBindings(capacity: 2)
-        binds.append(address)
+        binds.append(keys)
         binds.append(units)
         return binds
     }
-
-    func decodeRow(_ row: PostgresRow) throws -> (Int64, String, Int64) { try row.decode((Int64, String, Int64).self) }
 }
 
 /// The batch's credits, one array per column.
