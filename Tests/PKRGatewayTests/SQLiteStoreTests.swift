@@ -40,6 +40,68 @@ import Testing
         #expect(journalMode == "wal")
     }
 
+    /// A database written under the v1 schema keeps every row through v2, its ledger still verifies, and the
+    /// uniqueness rules v2 moved into partial indexes still refuse duplicates.
+    @Test func v2KeepsV1RowsAndItsUniquenessRules() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
+        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
+        try SQLiteSchema.migrator().migrate(store.database, upTo: "v1-gateway")
+        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        let credit = ProviderTransaction(providerTxID: "TX-v1", account: "WALLET-001", direction: .credit, amountPaisa: 250_000,
+                                         status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "v1", reference: nil)
+        guard case .minted = try await store.apply(credit, via: .webhook, inbound: nil) else {
+            Issue.record("the v1 credit did not mint")
+            return
+        }
+        let command = RedeemCommand(userID: user.id, amountUnits: 10_000_000, memo: "out", idempotencyKey: "key-1",
+                                    requestFingerprint: "f")
+        guard case .burned(let burn, _, _) = try await store.redeem(command) else {
+            Issue.record("the v1 redeem did not burn")
+            return
+        }
+        try await store.markPayoutSubmitted(jobID: burn.id, providerTxID: "TX-payout")
+        func counts() async throws -> [Int] {
+            try await store.database.read { db in
+                try ["core_chainjob", "core_externaltransaction", "core_ledgerentry"].map {
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \($0)") ?? -1
+                }
+            }
+        }
+        let before = try await counts()
+        #expect(before == [2, 1, 4])
+
+        try await store.migrate()
+        #expect(try await counts() == before)
+        let verifier = try await store.verifyLedger()
+        #expect(verifier.firstBreak == nil && verifier.entriesChecked == 4)
+        #expect(try await store.tokenBalanceUnits(userID: user.id) == 250_000 * Money.unitsPerPaisa - 10_000_000)
+        try await store.database.write { db in
+            let burnRow = try Row.fetchOne(db, sql: "SELECT * FROM core_chainjob WHERE id = ?", arguments: [burn.id])
+            #expect(burnRow?["payout_provider_tx_id"] == "TX-payout")
+            #expect(burnRow?["idempotency_key"] == "key-1")
+            // The same idempotency key for the same user, and the same payout transaction, are still refused.
+            #expect(throws: DatabaseError.self) {
+                try db.execute(sql: """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
+                                               payout_state, created_at)
+                    VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother', 'key-1', 'requested', 'now')
+                    """, arguments: [user.id])
+            }
+            #expect(throws: DatabaseError.self) {
+                try db.execute(sql: """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
+                                               payout_provider_tx_id, created_at)
+                    VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother', 'submitted', 'TX-payout', 'now')
+                    """, arguments: [user.id])
+            }
+            // A mint never carries a payout transaction.
+            #expect(throws: DatabaseError.self) {
+                try db.execute(sql: "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'")
+            }
+        }
+    }
+
     private func fileBytes(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }

@@ -182,6 +182,24 @@ enum PostgresSchema {
               value BIGINT NOT NULL CHECK (value >= 0)
             );
             """),
+        // As SQLite's v2: the burn-only unique rules become partial indexes, so a mint writes no NULL keys, and the
+        // random-keyed `entry_hash` index goes (the chain's own rules keep entries unique; see SQLiteSchema).
+        ("v2-fewer-index-entries", """
+            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_payout_provider_tx_id_key;
+            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_idempotency_key_key;
+            ALTER TABLE core_chainjob ADD CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL);
+            CREATE UNIQUE INDEX core_chainjob_payout_provider_tx ON core_chainjob (payout_provider_tx_id)
+              WHERE payout_provider_tx_id IS NOT NULL;
+            CREATE UNIQUE INDEX core_chainjob_idempotency ON core_chainjob (user_id, idempotency_key)
+              WHERE idempotency_key IS NOT NULL;
+            DROP INDEX core_chainjob_created;
+            CREATE INDEX core_chainjob_created ON core_chainjob (created_at) WHERE job_type = 'burn';
+            ALTER TABLE core_externaltransaction DROP CONSTRAINT core_externaltransaction_matched_job_id_key;
+            CREATE UNIQUE INDEX core_externaltransaction_matched_job ON core_externaltransaction (matched_job_id)
+              WHERE matched_job_id IS NOT NULL;
+            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_entry_hash_key;
+            ALTER TABLE core_ledgerentry ADD CHECK (length(prev_hash) = 64 AND length(entry_hash) = 64)
+            """),
     ]
 
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {

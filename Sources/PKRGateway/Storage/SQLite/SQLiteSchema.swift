@@ -127,6 +127,106 @@ enum SQLiteSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v2-fewer-index-entries") { db in
+            try db.execute(sql: fewerIndexEntries)
+        }
         return migrator
     }
+
+    /// Every mint used to write index entries that no query and no rule needs: NULL keys of the burn-only unique
+    /// columns (`payout_provider_tx_id`, `idempotency_key`, `matched_job_id`), mints in the burn-only `created_at`
+    /// index, and a random-keyed unique index on `entry_hash`. The uniqueness rules stay, as partial indexes over the
+    /// rows they concern. The ledger keeps its chain rules: ids are dense under the single head row and each entry
+    /// links to the one before it, so a second entry with the same hash cannot be appended, and `ledger verify`
+    /// finds one put there by hand. SQLite cannot drop a table constraint, so the three tables are rebuilt.
+    static let fewerIndexEntries = """
+        CREATE TABLE core_chainjob_v2 (
+          id TEXT PRIMARY KEY,
+          job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
+          user_id TEXT NOT NULL REFERENCES core_user(id),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          status TEXT NOT NULL CHECK (status IN ('confirmed')),
+          tx_hash TEXT NOT NULL UNIQUE,
+          external_tx_id TEXT UNIQUE,
+          idempotency_key TEXT,
+          memo TEXT NOT NULL DEFAULT '',
+          payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
+          payout_provider_tx_id TEXT,
+          created_at TEXT NOT NULL,
+          CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
+          CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
+          CHECK (job_type = 'burn' OR idempotency_key IS NULL),
+          CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL),
+          CHECK (job_type = 'mint' OR amount_units % 10000 = 0)
+        );
+        INSERT INTO core_chainjob_v2
+          (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, idempotency_key, memo, payout_state,
+           payout_provider_tx_id, created_at)
+        SELECT id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, idempotency_key, memo, payout_state,
+               payout_provider_tx_id, created_at
+        FROM core_chainjob;
+        DROP TABLE core_chainjob;
+        ALTER TABLE core_chainjob_v2 RENAME TO core_chainjob;
+        CREATE UNIQUE INDEX core_chainjob_payout_provider_tx ON core_chainjob (payout_provider_tx_id)
+          WHERE payout_provider_tx_id IS NOT NULL;
+        CREATE UNIQUE INDEX core_chainjob_idempotency ON core_chainjob (user_id, idempotency_key)
+          WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX core_chainjob_created ON core_chainjob (created_at) WHERE job_type = 'burn';
+        CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
+
+        CREATE TABLE core_externaltransaction_v2 (
+          id INTEGER PRIMARY KEY,
+          provider_tx_id TEXT NOT NULL UNIQUE,
+          account TEXT NOT NULL,
+          user_id TEXT REFERENCES core_user(id),
+          direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+          amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+          amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
+          status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+          memo TEXT NOT NULL DEFAULT '',
+          reference TEXT,
+          occurred_at TEXT NOT NULL,
+          occurred_at_micros INTEGER NOT NULL,
+          recorded_at TEXT NOT NULL,
+          recorded_at_micros INTEGER NOT NULL,
+          first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
+          seen_via_webhook INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_webhook IN (0, 1)),
+          seen_via_poll INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_poll IN (0, 1)),
+          matched_job_id TEXT REFERENCES core_chainjob(id),
+          flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
+          CHECK (direction = 'debit' OR matched_job_id IS NULL)
+        );
+        INSERT INTO core_externaltransaction_v2
+          (id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+           occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll,
+           matched_job_id, flag)
+        SELECT id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll,
+               matched_job_id, flag
+        FROM core_externaltransaction;
+        DROP TABLE core_externaltransaction;
+        ALTER TABLE core_externaltransaction_v2 RENAME TO core_externaltransaction;
+        CREATE UNIQUE INDEX core_externaltransaction_matched_job ON core_externaltransaction (matched_job_id)
+          WHERE matched_job_id IS NOT NULL;
+
+        CREATE TABLE core_ledgerentry_v2 (
+          id INTEGER PRIMARY KEY,
+          user_id TEXT REFERENCES core_user(id),
+          side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
+          account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
+          ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
+          created_at TEXT NOT NULL,
+          prev_hash TEXT NOT NULL CHECK (length(prev_hash) = 64),
+          entry_hash TEXT NOT NULL CHECK (length(entry_hash) = 64),
+          UNIQUE (ref_id, account)
+        );
+        INSERT INTO core_ledgerentry_v2
+          (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+        SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+        FROM core_ledgerentry;
+        DROP TABLE core_ledgerentry;
+        ALTER TABLE core_ledgerentry_v2 RENAME TO core_ledgerentry;
+        """
 }
