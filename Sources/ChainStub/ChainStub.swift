@@ -31,12 +31,25 @@ public enum ChainStub {
     public static func submit(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
                               createdAt: String) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
-        let delta = op == .mint ? amountUnits : -amountUnits
+        try adjustBalance(db, address: address, deltaUnits: op == .mint ? amountUnits : -amountUnits, op: op)
+        return try recordReceipt(db, op: op, address: address, amountUnits: amountUnits, reference: reference,
+                                 createdAt: createdAt)
+    }
+
+    /// Moves an address's balance; a change that would take it below zero throws. A caller that records receipts
+    /// with `recordReceipt` alone must apply their sum here in the same transaction.
+    public static func adjustBalance(_ db: Database, address: String, deltaUnits: Int64, op: ChainJobType) throws {
         try db.cachedStatement(sql: """
             UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
             WHERE address = ? AND balance_units + ? >= 0
-            """).run(delta, address, delta)
+            """).run(deltaUnits, address, deltaUnits)
         guard db.changesCount == 1 else { throw ChainStubError.rejected(address: address, op: op) }
+    }
+
+    /// Writes an operation's receipt and returns its transaction hash, leaving the balance to `adjustBalance`.
+    public static func recordReceipt(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
+                                     createdAt: String) throws -> String {
+        precondition(amountUnits > 0, "chain operations move a positive amount")
         let txHash = Identifiers.chainTxHash()
         try db.cachedStatement(sql: """
             INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)

@@ -94,9 +94,12 @@ struct LiveServerTests {
             #expect(confirmed)
             let report = try await gateway.reconciliation()
             #expect(report.ok, "\(report.text)")
-            let deliveries = try await http.send(.GET, "/api/webhooks/deliveries").array
-            #expect(deliveries.count == 2)
-            #expect(deliveries.allSatisfy { $0["state"] as? String == "delivered" })
+            // The stub records a delivery after the gateway's answer, so the burn can be confirmed a moment before.
+            let delivered = try await eventually {
+                let deliveries = try await http.send(.GET, "/api/webhooks/deliveries").array
+                return deliveries.count == 2 && deliveries.allSatisfy { $0["state"] as? String == "delivered" }
+            }
+            #expect(delivered)
         }
     }
 

@@ -1,3 +1,4 @@
+import ChainStub
 import Foundation
 import GRDB
 import PKRCore
@@ -100,6 +101,58 @@ import Testing
                 try db.execute(sql: "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'")
             }
         }
+    }
+
+    /// Mints add to the balances once per batch. A redeem in the same batch still sees every earlier mint, and a
+    /// redeem that fails and rolls back its savepoint does not lose the mints it had written for its check.
+    @Test func aBatchsRedeemsSeeItsMintsThroughARolledBackRedeem() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
+        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
+        try await store.migrate()
+        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        let mintedUnits = 100_000 * Money.unitsPerPaisa
+        let credit = ProviderTransaction(providerTxID: "TX-1", account: "WALLET-001", direction: .credit, amountPaisa: 100_000,
+                                         status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
+        func redeem(_ units: Int64, key: String) -> RedeemCommand {
+            RedeemCommand(userID: user.id, amountUnits: units, memo: "", idempotencyKey: key, requestFingerprint: key)
+        }
+        // The writer is held busy while the three changes queue, so that they share one batch, in this order.
+        let release = AsyncStream<Void>.makeStream()
+        let held = Task {
+            try await store.database.writeWithoutTransaction { _ in
+                let semaphore = DispatchSemaphore(value: 0)
+                Task { for await _ in release.stream {}; semaphore.signal() }
+                semaphore.wait()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let mint = Task { try await store.apply(credit, via: .webhook, inbound: nil) }
+        try await Task.sleep(for: .milliseconds(50))
+        let tooMuch = Task { try await store.redeem(redeem(mintedUnits + Money.unitsPerPaisa, key: "a")) }
+        try await Task.sleep(for: .milliseconds(50))
+        let all = Task { try await store.redeem(redeem(mintedUnits, key: "b")) }
+        try await Task.sleep(for: .milliseconds(50))
+        release.continuation.finish()
+        try await held.value
+
+        guard case .minted = try await mint.value else {
+            Issue.record("the credit did not mint")
+            return
+        }
+        await #expect(throws: GatewayError.insufficientBalance(availableUnits: mintedUnits, requestedUnits: mintedUnits + Money.unitsPerPaisa)) {
+            try await tooMuch.value
+        }
+        guard case .burned = try await all.value else {
+            Issue.record("the redeem of the whole balance did not burn")
+            return
+        }
+        #expect(try await store.tokenBalanceUnits(userID: user.id) == 0)
+        let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
+        #expect(chainUnits == 0)
+        let snapshot = try await store.reconciliationSnapshot()
+        #expect(snapshot.mintedUnits == mintedUnits && snapshot.burnedUnits == mintedUnits)
+        #expect(try await store.verifyLedger().firstBreak == nil)
     }
 
     private func fileBytes(_ path: String) throws -> Int {

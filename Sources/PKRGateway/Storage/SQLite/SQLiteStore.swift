@@ -212,11 +212,10 @@ public final class SQLiteStore: GatewayStore {
                              amountUnits: Int64, nowMicros: Int64) throws -> ChainJob {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
-        // The same order as a burn (token balance, chain stub, ledger), as the PostgreSQL store needs.
-        try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?").run(amountUnits, user.id)
-        guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(user.id)") }
-        let txHash = try ChainStub.submit(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
-                                          reference: jobID, createdAt: createdAt)
+        // The balances move once per transaction, at the scope's flush.
+        scope.credit(user, amountUnits: amountUnits)
+        let txHash = try ChainStub.recordReceipt(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
+                                                 reference: jobID, createdAt: createdAt)
         try db.cachedStatement(sql: """
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
@@ -342,6 +341,8 @@ public final class SQLiteStore: GatewayStore {
                 return .replayed(status: recorded.status, responseBody: recorded.body)
             }
             guard let user = try Self.user(db, where: "id = ?", command.userID) else { throw GatewayError.demoNotSeeded }
+            // The balance check must see the mints earlier in this batch.
+            try scope.flushBalances(db)
             try db.cachedStatement(sql: """
                 UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
                 """).run(command.amountUnits, user.id, command.amountUnits)

@@ -1,14 +1,27 @@
+import ChainStub
 import GRDB
 import PKRCore
 import SQLiteSupport
 
 /// What one SQLite write transaction carries from statement to statement. The ledger head is read once, advanced
-/// in memory by every posting and written back once, just before the commit (`flush`); users are looked up once.
-/// On the single writer this saves three statements per mint. Only the transaction that made a scope may use it.
+/// in memory by every posting and written back once, just before the commit (`flush`); users are looked up once;
+/// mints add to the token and chain-stub balances in memory, written once per user and address at the flush, or
+/// before anything reads or debits a balance (`flushBalances`). On the single writer this saves five statements
+/// per mint. Only the transaction that made a scope may use it.
 final class WriteScope {
+    /// What a savepoint's rollback must put back.
+    struct Mark {
+        fileprivate let ledgerHead: LedgerHead?
+        fileprivate let creditedTokenUnits: [String: Int64]
+        fileprivate let creditedChainUnits: [String: Int64]
+    }
+
     private var ledgerHead: LedgerHead?
     private var ledgerHeadChanged = false
     private var usersByAccount: [String: DemoUser] = [:]
+    /// Units minted in this transaction and not yet written, by user id and by chain address.
+    private var creditedTokenUnits: [String: Int64] = [:]
+    private var creditedChainUnits: [String: Int64] = [:]
 
     /// The head the next posting links to.
     func head(_ db: Database) throws -> LedgerHead {
@@ -30,10 +43,38 @@ final class WriteScope {
     }
 
     /// Before a savepoint: what `restore` needs should the savepoint be rolled back.
-    func mark() -> LedgerHead? { ledgerHead }
+    func mark() -> Mark {
+        Mark(ledgerHead: ledgerHead, creditedTokenUnits: creditedTokenUnits, creditedChainUnits: creditedChainUnits)
+    }
 
-    /// After a rollback to a savepoint: forget the postings the rollback removed.
-    func restore(_ mark: LedgerHead?) { ledgerHead = mark }
+    /// After a rollback to a savepoint: forget the postings and credits the rollback removed, and take back as
+    /// pending the credits a rolled-back `flushBalances` had written.
+    func restore(_ mark: Mark) {
+        ledgerHead = mark.ledgerHead
+        creditedTokenUnits = mark.creditedTokenUnits
+        creditedChainUnits = mark.creditedChainUnits
+    }
+
+    /// A mint's credit to the user's token balance and to the chain stub's balance of the user's address.
+    func credit(_ user: DemoUser, amountUnits: Int64) {
+        precondition(amountUnits > 0, "a mint credits a positive amount")
+        creditedTokenUnits[user.id, default: 0] += amountUnits
+        creditedChainUnits[user.chainAddress, default: 0] += amountUnits
+    }
+
+    /// Writes the pending credits. Runs before a debit, so that its balance check sees every earlier mint.
+    func flushBalances(_ db: Database) throws {
+        for (userID, units) in creditedTokenUnits.sorted(by: { $0.key < $1.key }) {
+            try db.cachedStatement(sql: "UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ?")
+                .run(units, userID)
+            guard db.changesCount == 1 else { throw DatabaseError(message: "token balance row missing for user \(userID)") }
+        }
+        for (address, units) in creditedChainUnits.sorted(by: { $0.key < $1.key }) {
+            try ChainStub.adjustBalance(db, address: address, deltaUnits: units, op: .mint)
+        }
+        creditedTokenUnits.removeAll(keepingCapacity: true)
+        creditedChainUnits.removeAll(keepingCapacity: true)
+    }
 
     /// The user holding a wallet account; the users table does not change inside a business transaction.
     func user(_ db: Database, walletAccount: String, lookUp: (Database, String) throws -> DemoUser?) throws -> DemoUser? {
@@ -43,8 +84,9 @@ final class WriteScope {
         return user
     }
 
-    /// Writes the advanced head back. Runs last in the transaction, after every posting.
+    /// Writes the pending credits and the advanced head. Runs last in the transaction, after every posting.
     func flush(_ db: Database) throws {
+        try flushBalances(db)
         guard ledgerHeadChanged, let ledgerHead else { return }
         assert(try! Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM core_ledgerentry") == ledgerHead.lastID,
                "the ledger head is the last entry")
