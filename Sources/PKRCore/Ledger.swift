@@ -167,8 +167,14 @@ public struct LedgerChainVerifier: Sendable {
     /// only the links between entries need the order.
     public mutating func check(_ entries: [LedgerEntry]) -> Bool {
         guard firstBreak == nil else { return false }
-        let matches = Self.hashesMatch(entries)
-        for (entry, matches) in zip(entries, matches) {
+        return check(entries, hashesMatch: Self.hashesMatch(entries))
+    }
+
+    /// Checks entries in order, given whether each one's stored hash matched its computed one.
+    mutating func check(_ entries: [LedgerEntry], hashesMatch: [Bool]) -> Bool {
+        precondition(entries.count == hashesMatch.count, "one hash result per entry")
+        guard firstBreak == nil else { return false }
+        for (entry, matches) in zip(entries, hashesMatch) {
             guard check(entry, hashMatches: matches) else { return false }
         }
         return true
@@ -223,5 +229,55 @@ public struct LedgerChainVerifier: Sendable {
         } else if debitUnits != creditUnits {
             firstBreak = .unbalanced(debitUnits: debitUnits, creditUnits: creditUnits)
         }
+    }
+}
+
+/// Overlaps reading with hashing for a caller that reads on a thread of its own (not the cooperative pool): `add`
+/// hands a batch to other threads and returns at once, so the caller decodes the next batch while this one is
+/// hashed. Links are still checked strictly in order. Verifying a long ledger is about half decoding and half
+/// hashing, so the two overlap on a second core. Only the thread that made it may use it.
+public final class PipelinedLedgerVerifier {
+    /// One batch being hashed; `done` orders the hashing thread's writes before the reads that follow its wait.
+    private final class Hashing: @unchecked Sendable {
+        let entries: [LedgerEntry]
+        var hashesMatch: [Bool] = []
+        let done = DispatchSemaphore(value: 0)
+
+        init(_ entries: [LedgerEntry]) { self.entries = entries }
+    }
+
+    /// A serial queue of its own gets a thread even when the global pool is busy, so a wait on it always ends.
+    private static let hashingQueue = DispatchQueue(label: "pkr.ledger-verify.hashing")
+
+    private var verifier = LedgerChainVerifier()
+    private var inFlight: Hashing?
+
+    public init() {}
+
+    /// Starts hashing `entries` after checking the batch before it. Returns false once a break is found.
+    public func add(_ entries: [LedgerEntry]) -> Bool {
+        settle()
+        guard verifier.firstBreak == nil else { return false }
+        let hashing = Hashing(entries)
+        Self.hashingQueue.async {
+            hashing.hashesMatch = LedgerChainVerifier.hashesMatch(hashing.entries)
+            hashing.done.signal()
+        }
+        inFlight = hashing
+        return true
+    }
+
+    /// Checks the last batch, then the stored head against the chain's end.
+    public func finish(storedHead: LedgerHead) -> LedgerChainVerifier {
+        settle()
+        verifier.finish(storedHead: storedHead)
+        return verifier
+    }
+
+    private func settle() {
+        guard let hashing = inFlight else { return }
+        inFlight = nil
+        hashing.done.wait()
+        _ = verifier.check(hashing.entries, hashesMatch: hashing.hashesMatch)
     }
 }

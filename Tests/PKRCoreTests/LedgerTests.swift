@@ -191,6 +191,32 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
         #expect(verify([entry], storedHead: LedgerHead(entry)).firstBreak == .unbalanced(debitUnits: 500, creditUnits: 0))
     }
 
+    /// The pipelined verifier agrees with the one-by-one checks, whichever batch a break falls in.
+    @Test func pipelinedBatchesFindWhatSingleChecksFind() {
+        let jobs = (0..<300).map { index -> (ChainJobType, Int64) in (index % 4 == 3 ? .burn : .mint, 10_000) }
+        let clean = buildChain(jobs)
+        func pipelined(_ entries: [LedgerEntry], batch: Int) -> LedgerChainVerifier {
+            let pipeline = PipelinedLedgerVerifier()
+            for start in stride(from: 0, to: entries.count, by: batch)
+            where !pipeline.add(Array(entries[start..<min(entries.count, start + batch)])) { break }
+            return pipeline.finish(storedHead: storedHead(of: clean))
+        }
+        for batch in [1, 7, 256, 1_000] {
+            let verified = pipelined(clean, batch: batch)
+            #expect(verified.firstBreak == nil && verified.entriesChecked == Int64(clean.count))
+            #expect(verified.debitUnits == verified.creditUnits)
+        }
+        for tampered in [0, 299, 300, 599] {
+            var entries = clean
+            entries[tampered].createdAt = "altered"
+            for batch in [7, 256] {
+                let expected = verify(entries, storedHead: storedHead(of: clean)).firstBreak
+                #expect(expected == .hashMismatch(id: Int64(tampered + 1)))
+                #expect(pipelined(entries, batch: batch).firstBreak == expected)
+            }
+        }
+    }
+
     @Test func verifierStopsAtFirstBreak() {
         var entries = buildChain(sampleJobs)
         entries[1].amountUnits += 1

@@ -521,7 +521,8 @@ public final class SQLiteStore: GatewayStore {
 
     public func verifyLedger() async throws -> LedgerChainVerifier {
         try await database.read { db in
-            var verifier = LedgerChainVerifier()
+            // The read runs on GRDB's reader queue, so it can hand each batch to the pipeline and decode the next.
+            let pipeline = PipelinedLedgerVerifier()
             var batch: [LedgerEntry] = []
             batch.reserveCapacity(LedgerChainVerifier.batchSize)
             // Rows are decoded straight from the statement, without a GRDB `Row` each.
@@ -531,13 +532,12 @@ public final class SQLiteStore: GatewayStore {
                 """).forEach { row in
                 batch.append(try Self.decodeLedger(row))
                 guard batch.count == LedgerChainVerifier.batchSize else { return true }
-                guard verifier.check(batch) else { return false }
+                guard pipeline.add(batch) else { return false }
                 batch.removeAll(keepingCapacity: true)
                 return true
             }
-            _ = verifier.check(batch)
-            verifier.finish(storedHead: try WriteScope.storedHead(db) ?? .genesis)
-            return verifier
+            _ = pipeline.add(batch)
+            return pipeline.finish(storedHead: try WriteScope.storedHead(db) ?? .genesis)
         }
     }
 
