@@ -79,8 +79,16 @@ public final class Gateway: Sendable {
         var result = IngestResult()
         var cursor = sinceMicros == nil ? try await store.cursor(named: Self.pollCursorName) : 0
         let since = sinceMicros ?? 0
+        let provider = self.provider
+        var page = try await provider.transactions(sinceMicros: since, after: cursor, limit: Self.pollPageSize)
         while true {
-            let page = try await provider.transactions(sinceMicros: since, after: cursor, limit: Self.pollPageSize)
+            // A full page means there may be more: the next one is read while this one is applied.
+            let more = page.transactions.count == Self.pollPageSize && page.nextCursor > cursor
+            let nextCursor = page.nextCursor
+            let nextPage = more ? Task {
+                try await provider.transactions(sinceMicros: since, after: nextCursor, limit: Self.pollPageSize)
+            } : nil
+            defer { nextPage?.cancel() }
             let outcomes = try await store.applyPolled(page.transactions)
             for (tx, outcome) in zip(page.transactions, outcomes) {
                 switch outcome {
@@ -100,11 +108,11 @@ public final class Gateway: Sendable {
             if sinceMicros == nil, page.nextCursor > cursor {
                 try await store.setCursor(named: Self.pollCursorName, to: page.nextCursor)
             }
-            guard page.transactions.count == Self.pollPageSize, page.nextCursor > cursor else { break }
             // A pass over a long backlog stops between pages when the server is shutting down; the cursor
             // already records how far it got.
-            if Task.isShuttingDownGracefully { break }
-            cursor = page.nextCursor
+            guard let nextPage, !Task.isShuttingDownGracefully else { break }
+            cursor = nextCursor
+            page = try await nextPage.value
         }
         return result
     }

@@ -121,6 +121,50 @@ struct MintBatchTests {
         }
     }
 
+    @Test("PostgreSQL: a batch after the process's own last batch is one call; after a redeem moved the ledger head it is refused and written in a transaction")
+    func oneCallBatchAndMovedHead() async throws {
+        try await withApp(try await testConfig(engine: .postgres)) { _, gateway in
+            _ = try await gateway.seedDemo()
+            let batch = try #require((gateway.store as? PostgresStore)?.mintBatch)
+            func mint(_ id: String) async throws {
+                guard case .minted = try await gateway.store.apply(Self.credit(id, paisa: 1_000), via: .webhook,
+                                                                   inbound: Self.inbound(Self.credit(id, paisa: 1_000), messageID: id)) else {
+                    Issue.record("\(id) was not minted")
+                    return
+                }
+            }
+            func counts() -> (minted: Int, missed: Int, rolledBack: Int) {
+                (batch.mintedCount.load(ordering: .relaxed), batch.oneCallMissCount.load(ordering: .relaxed),
+                 batch.rolledBackCount.load(ordering: .relaxed))
+            }
+            // The first batch learns the head in a transaction; the second chains after it in one call.
+            try await mint("one-call-1")
+            let afterFirst = counts()
+            try await mint("one-call-2")
+            #expect(counts().minted == afterFirst.minted + 1 && counts().missed == afterFirst.missed)
+            // A redeem appends to the ledger on its own: the next batch's head is stale, so the call is refused
+            // before it writes, and the transaction path mints instead and learns the new head.
+            _ = try await gateway.redeem(amountUnits: 500 * Money.unitsPerPaisa, memo: "", idempotencyKey: "one-call-redeem")
+            try await mint("one-call-3")
+            #expect(counts().minted == afterFirst.minted + 2 && counts().missed == afterFirst.missed + 1)
+            try await mint("one-call-4")
+            #expect(counts().minted == afterFirst.minted + 3 && counts().missed == afterFirst.missed + 1)
+            #expect(counts().rolledBack == afterFirst.rolledBack)
+            // A credit already recorded is refused by the call too and answered by the full rules.
+            let again = try await gateway.store.apply(Self.credit("one-call-4", paisa: 1_000), via: .webhook, inbound: nil)
+            #expect(again.code == "duplicate")
+
+            let report = try await gateway.reconciliation()
+            Self.expectConsistent(report)
+            #expect(report.snapshot.mintedUnits == 4_000 * Money.unitsPerPaisa)
+            #expect(report.snapshot.tokenBalanceUnits == 3_500 * Money.unitsPerPaisa)
+            let verifier = try await gateway.store.verifyLedger()
+            #expect(verifier.firstBreak == nil && verifier.entriesChecked == 10)
+            let logged = try await gateway.store.inboundLog(limit: 10, beforeID: nil)
+            #expect(logged.filter { $0.outcome == "minted" }.count == 4)
+        }
+    }
+
     @Test("a polled page mixes new credits with known, advancing, pending and unknown-account ones; outcomes keep its order",
           arguments: TestEngine.all)
     func polledPage(engine: TestEngine) async throws {

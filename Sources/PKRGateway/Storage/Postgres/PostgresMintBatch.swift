@@ -43,9 +43,13 @@ final class PostgresMintBatch: Sendable {
     private let logger: Logger
     private let queue = Mutex(Queue())
     private let knownUsers = Mutex<[String: DemoUser]>([:])
-    /// Credits minted by batches since start-up, and batches rolled back, for tests and diagnosis.
+    /// The ledger head this process's last batch left, which the one-call path chains after; nil when unknown.
+    private let lastHead = Mutex<LedgerHead?>(nil)
+    /// Credits minted by batches since start-up, batches rolled back, and one-call batches refused (each then
+    /// written by the transaction path), for tests and diagnosis.
     let mintedCount = Atomic<Int>(0)
     let rolledBackCount = Atomic<Int>(0)
+    let oneCallMissCount = Atomic<Int>(0)
     static let knownUsersMax = 10_000
 
     init(client: PostgresClient, logger: Logger) {
@@ -86,11 +90,13 @@ final class PostgresMintBatch: Sendable {
     /// Never throws: a failed batch wrote nothing and hands every credit back.
     func write(_ credits: [Credit]) async -> [ChainJob?] {
         precondition(credits.count <= Self.batchSizeMax, "a batch is bounded")
+        if let jobs = await writeInOneCall(credits) { return jobs }
         let logger = self.logger
         do {
-            let jobs = try await client.transaction(logger: logger) { connection in
+            let (jobs, head) = try await client.transaction(logger: logger) { connection in
                 try await self.write(connection, credits, logger: logger)
             }
+            if let head { lastHead.withLock { $0 = head } }
             mintedCount.add(jobs.count { $0 != nil }, ordering: .relaxed)
             return jobs
         } catch {
@@ -101,48 +107,115 @@ final class PostgresMintBatch: Sendable {
         }
     }
 
-    private func write(_ connection: PostgresConnection, _ credits: [Credit], logger: Logger) async throws -> [ChainJob?] {
-        // Credits for an account nobody is linked to go back to the full rules, which skip or refuse them.
-        let users = try await self.users(connection, accounts: Set(credits.map(\.tx.account)), logger: logger)
-        var seen = Set<String>()
-        let candidates = credits.indices.filter { index in
-            users[credits[index].tx.account] != nil && seen.insert(credits[index].tx.providerTxID).inserted
+    /// The batch as one call of `pkr_mint_batch`, one round trip in a transaction of its own, when this process
+    /// knows every account and the ledger head it left after its last batch. Nil when it cannot be used or the
+    /// function refused (a credit not new, the head moved): nothing was written, and the transaction below runs.
+    private func writeInOneCall(_ credits: [Credit]) async -> [ChainJob?]? {
+        guard let head = lastHead.withLock({ $0 }) else { return nil }
+        let accounts = Set(credits.map(\.tx.account))
+        let users = knownUsers.withLock { known in
+            Dictionary(uniqueKeysWithValues: accounts.compactMap { account in known[account].map { (account, $0) } })
         }
-        if candidates.isEmpty { return Array(repeating: nil, count: credits.count) }
+        guard users.count == accounts.count else { return nil }
+        let plan = Plan(credits, users: users)
+        guard !plan.minted.isEmpty else { return nil }
+        let (entries, newHead) = PostgresStore.ledgerEntries(after: head, plan.ledgerAppends)
+        let call = MintBatchCall(credit: plan.credit, inbound: plan.inbound, unitsByUser: plan.unitsByUser,
+                                 unitsByAddress: plan.unitsByAddress, expectedHead: head, entries: entries, newHead: newHead)
+        let logger = self.logger
+        do {
+            let recorded = try await client.withConnection { connection in
+                var recorded: Int64 = -1
+                for try await count in try await connection.execute(call, logger: logger) { recorded = count }
+                return recorded
+            }
+            guard recorded == Int64(plan.minted.count) else {
+                throw GatewayError.storeUnavailable("pkr_mint_batch recorded \(recorded) of \(plan.minted.count) credits")
+            }
+        } catch {
+            // The head is no longer known; the transaction below reads it under its lock and records it again.
+            lastHead.withLock { $0 = nil }
+            oneCallMissCount.add(1, ordering: .relaxed)
+            logger.debug("mint batch call refused; writing the batch in a transaction",
+                         metadata: ["error": "\(PostgresStore.describe(error))"])
+            return nil
+        }
+        lastHead.withLock { $0 = newHead }
+        mintedCount.add(plan.minted.count, ordering: .relaxed)
+        var jobs = [ChainJob?](repeating: nil, count: credits.count)
+        for planned in plan.minted { jobs[planned.index] = planned.job }
+        return jobs
+    }
+
+    /// The credits a batch can mint, with their jobs planned and their rows laid out as columns.
+    private struct Plan {
+        struct Planned {
+            var index: Int
+            var job: ChainJob
+            var user: DemoUser
+        }
+
+        /// Credits for an account nobody is linked to, and repeats within the batch, are left to the full rules.
+        var minted: [Planned] = []
+        var credit = CreditColumns()
+        var inbound = InboundColumns()
+
+        init(_ credits: [Credit], users: [String: DemoUser]) {
+            var seen = Set<String>()
+            for (index, item) in credits.enumerated() {
+                guard let user = users[item.tx.account], seen.insert(item.tx.providerTxID).inserted else { continue }
+                let createdAt = Timestamp.format(micros: item.nowMicros)
+                let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: item.nowMicros / 1000), jobType: .mint,
+                                   amountUnits: item.amountUnits, txHash: Identifiers.chainTxHash(), createdAt: createdAt)
+                minted.append(Planned(index: index, job: job, user: user))
+                credit.append(item.tx, path: item.path, user: user, job: job, nowMicros: item.nowMicros)
+                if let draft = item.inbound { inbound.append(draft, job: job) }
+            }
+        }
+
+        /// Only the credits recorded by the transaction path, which may record fewer than planned.
+        func keeping(_ recorded: Set<String>, of credits: [Credit]) -> [Planned] {
+            minted.filter { recorded.contains(credits[$0.index].tx.providerTxID) }
+        }
+
+        var unitsByUser: UnitsByKey { UnitsByKey(minted.map { ($0.user.id, $0.job.amountUnits) }) }
+        var unitsByAddress: UnitsByKey { UnitsByKey(minted.map { ($0.user.chainAddress, $0.job.amountUnits) }) }
+
+        var ledgerAppends: [PostgresStore.LedgerAppend] {
+            minted.map {
+                PostgresStore.LedgerAppend(job: .mint, jobID: $0.job.id, userID: $0.user.id, amountUnits: $0.job.amountUnits,
+                                           createdAt: $0.job.createdAt)
+            }
+        }
+    }
+
+    private func write(_ connection: PostgresConnection, _ credits: [Credit],
+                       logger: Logger) async throws -> (jobs: [ChainJob?], head: LedgerHead?) {
+        var jobs = [ChainJob?](repeating: nil, count: credits.count)
+        let users = try await self.users(connection, accounts: Set(credits.map(\.tx.account)), logger: logger)
+        var plan = Plan(credits, users: users)
+        if plan.minted.isEmpty { return (jobs, nil) }
 
         // One statement records the credits and writes the receipts, jobs and inbound-log rows of those it recorded,
         // all rows nobody else locks. A provider id already recorded (or being recorded by another instance, whose
         // commit this waits for) inserts nothing and goes back to the full rules, which see a repeat or an advance.
         // Each column is bound as one array, so the statement's text and its number of parameters never change.
-        var planned: [String: (index: Int, job: ChainJob, user: DemoUser)] = [:]
-        var credit = CreditColumns(), inbound = InboundColumns()
-        for index in candidates {
-            let tx = credits[index].tx, nowMicros = credits[index].nowMicros, user = users[tx.account]!
-            let createdAt = Timestamp.format(micros: nowMicros)
-            let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000), jobType: .mint,
-                               amountUnits: credits[index].amountUnits, txHash: Identifiers.chainTxHash(), createdAt: createdAt)
-            planned[tx.providerTxID] = (index, job, user)
-            credit.append(tx, path: credits[index].path, user: user, job: job, nowMicros: nowMicros)
-            if let draft = credits[index].inbound { inbound.append(draft, job: job) }
-        }
         var recorded = Set<String>()
-        for try await providerTxID in try await connection.execute(RecordCredits(credit: credit, inbound: inbound), logger: logger) {
+        let record = RecordCredits(credit: plan.credit, inbound: plan.inbound)
+        for try await providerTxID in try await connection.execute(record, logger: logger) {
             recorded.insert(providerTxID)
         }
-        var jobs = [ChainJob?](repeating: nil, count: credits.count)
-        if recorded.isEmpty { return jobs }
-        let mintedNow = candidates.compactMap { index in
-            recorded.contains(credits[index].tx.providerTxID) ? planned[credits[index].tx.providerTxID] : nil
-        }
-        guard mintedNow.count == recorded.count else {
-            throw GatewayError.storeUnavailable("the mint batch recorded \(recorded.count) credits but planned \(mintedNow.count)")
+        if recorded.isEmpty { return (jobs, nil) }
+        plan.minted = plan.keeping(recorded, of: credits)
+        guard plan.minted.count == recorded.count else {
+            throw GatewayError.storeUnavailable("the mint batch recorded \(recorded.count) credits but planned \(plan.minted.count)")
         }
 
         // The contended rows last, as few round trips as possible, since their locks are held until the commit.
         // Every mint and burn takes them in one order: token balances (here in user order), chain-stub balances,
         // ledger head. A chain-stub balance is only ever locked by a holder of its user's token balance, so the
         // chain-stub balances and the ledger head can share a statement whatever order it locks them in.
-        let unitsByUser = UnitsByKey(mintedNow.map { ($0.user.id, $0.job.amountUnits) })
+        let unitsByUser = plan.unitsByUser
         var balancesUpdated = 0
         for try await _ in try await connection.execute(AddToTokenBalances(amounts: unitsByUser), logger: logger) {
             balancesUpdated += 1
@@ -150,7 +223,7 @@ final class PostgresMintBatch: Sendable {
         guard balancesUpdated == unitsByUser.keys.count else {
             throw GatewayError.storeUnavailable("a token balance row is missing for one of \(unitsByUser.keys.sorted())")
         }
-        let unitsByAddress = UnitsByKey(mintedNow.map { ($0.user.chainAddress, $0.job.amountUnits) })
+        let unitsByAddress = plan.unitsByAddress
         var head: LedgerHead?
         var addressesMoved = 0
         let move = AddToChainStubBalancesAndLockLedgerHead(amounts: unitsByAddress)
@@ -160,12 +233,9 @@ final class PostgresMintBatch: Sendable {
         }
         guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
         guard addressesMoved == unitsByAddress.keys.count else { throw GatewayError.storeUnavailable("a chain-stub balance row is missing") }
-        try await PostgresStore.appendLedger(connection, after: head, mintedNow.map { planned in
-            PostgresStore.LedgerAppend(job: .mint, jobID: planned.job.id, userID: planned.user.id,
-                                       amountUnits: planned.job.amountUnits, createdAt: planned.job.createdAt)
-        }, logger: logger)
-        for planned in mintedNow { jobs[planned.index] = planned.job }
-        return jobs
+        let newHead = try await PostgresStore.appendLedger(connection, after: head, plan.ledgerAppends, logger: logger)
+        for planned in plan.minted { jobs[planned.index] = planned.job }
+        return (jobs, newHead)
     }
 
     /// The users linked to `accounts`. A user row never changes once written, so the ones found are kept.
@@ -270,6 +340,35 @@ private struct RecordCredits: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws -> String { try row.decode(String.self) }
+}
+
+/// The whole batch in one call of `pkr_mint_batch` (migration v3); returns how many credits it recorded.
+private struct MintBatchCall: PostgresPreparedStatement {
+    static let sql = "SELECT pkr_mint_batch(" + (1...47).map { "$\($0)" }.joined(separator: ", ") + ")"
+
+    var credit: CreditColumns
+    var inbound: InboundColumns
+    var unitsByUser: UnitsByKey
+    var unitsByAddress: UnitsByKey
+    var expectedHead: LedgerHead
+    var entries: LedgerEntryColumns
+    var newHead: LedgerHead
+
+    func makeBindings() -> PostgresBindings {
+        var binds = RecordCredits(credit: credit, inbound: inbound).makeBindings()
+        binds.append(unitsByUser.keys)
+        binds.append(unitsByUser.units)
+        binds.append(unitsByAddress.keys)
+        binds.append(unitsByAddress.units)
+        binds.append(expectedHead.lastID)
+        binds.append(expectedHead.lastHash)
+        entries.appendBindings(to: &binds)
+        binds.append(newHead.lastID)
+        binds.append(newHead.lastHash)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
 
 /// Adds to the token balances, locking them in user order first; returns one row per balance updated.

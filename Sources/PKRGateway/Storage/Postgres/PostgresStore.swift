@@ -343,11 +343,20 @@ public final class PostgresStore: GatewayStore {
     }
 
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
+    /// Returns the new head.
+    @discardableResult
     static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
-                             logger: Logger) async throws {
+                             logger: Logger) async throws -> LedgerHead {
+        // The entries and the new head go in one statement, one round trip while the head's lock is held.
+        let (entries, newHead) = ledgerEntries(after: head, appends)
+        _ = try await connection.execute(AppendLedgerEntries(entries: entries, head: newHead), logger: logger)
+        return newHead
+    }
+
+    /// The jobs' postings as entries chained after `head`, and the head after the last of them.
+    static func ledgerEntries(after head: LedgerHead, _ appends: [LedgerAppend]) -> (LedgerEntryColumns, LedgerHead) {
         precondition(!appends.isEmpty, "an append posts at least one job")
         var head = head
-        // The entries and the new head go in one statement, one round trip while the head's lock is held.
         var entries = LedgerEntryColumns()
         for append in appends {
             for posting in PostingRules.postings(for: append.job, amountUnits: append.amountUnits) {
@@ -357,7 +366,7 @@ public final class PostgresStore: GatewayStore {
                 head = LedgerHead(entry)
             }
         }
-        _ = try await connection.execute(AppendLedgerEntries(entries: entries, head: head), logger: logger)
+        return (entries, head)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
@@ -770,6 +779,20 @@ struct LedgerEntryColumns: Sendable {
         prevHash.append(entry.prevHash)
         entryHash.append(entry.entryHash)
     }
+
+    /// The ten columns, in the table's order, as array parameters.
+    func appendBindings(to binds: inout PostgresBindings) {
+        binds.append(id)
+        binds.append(userID)
+        binds.append(side)
+        binds.append(account)
+        binds.append(amountUnits)
+        binds.append(refType)
+        binds.append(refID)
+        binds.append(createdAt)
+        binds.append(prevHash)
+        binds.append(entryHash)
+    }
 }
 
 /// Inserts ledger entries and moves the head past them. Its text never changes, so it is prepared once per
@@ -790,16 +813,7 @@ private struct AppendLedgerEntries: PostgresPreparedStatement {
 
     func makeBindings() -> PostgresBindings {
         var binds = PostgresBindings(capacity: 12)
-        binds.append(entries.id)
-        binds.append(entries.userID)
-        binds.append(entries.side)
-        binds.append(entries.account)
-        binds.append(entries.amountUnits)
-        binds.append(entries.refType)
-        binds.append(entries.refID)
-        binds.append(entries.createdAt)
-        binds.append(entries.prevHash)
-        binds.append(entries.entryHash)
+        entries.appendBindings(to: &binds)
         binds.append(head.lastID)
         binds.append(head.lastHash)
         return binds
