@@ -10,9 +10,37 @@ public enum Timestamp {
         let days = floorDiv(seconds, 86_400)
         let secondOfDay = seconds - days * 86_400
         let (year, month, day) = civil(fromDays: days)
-        return pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + "T"
-            + pad(secondOfDay / 3600, 2) + ":" + pad(secondOfDay % 3600 / 60, 2) + ":" + pad(secondOfDay % 60, 2)
-            + "." + pad(fraction, 6) + "Z"
+        guard (0...9999).contains(year) else {
+            return pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + "T"
+                + pad(secondOfDay / 3600, 2) + ":" + pad(secondOfDay % 3600 / 60, 2) + ":" + pad(secondOfDay % 60, 2)
+                + "." + pad(fraction, 6) + "Z"
+        }
+        // Four-digit years, every one a store writes, go straight into one buffer: a mint formats several
+        // timestamps, and the concatenation above allocated a string per part.
+        return String(unsafeUninitializedCapacity: 27) { bytes in
+            func put(_ value: Int64, digits: Int, at offset: Int) {
+                var value = value
+                for index in stride(from: offset + digits - 1, through: offset, by: -1) {
+                    bytes[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+            }
+            put(year, digits: 4, at: 0)
+            bytes[4] = UInt8(ascii: "-")
+            put(month, digits: 2, at: 5)
+            bytes[7] = UInt8(ascii: "-")
+            put(day, digits: 2, at: 8)
+            bytes[10] = UInt8(ascii: "T")
+            put(secondOfDay / 3600, digits: 2, at: 11)
+            bytes[13] = UInt8(ascii: ":")
+            put(secondOfDay % 3600 / 60, digits: 2, at: 14)
+            bytes[16] = UInt8(ascii: ":")
+            put(secondOfDay % 60, digits: 2, at: 17)
+            bytes[19] = UInt8(ascii: ".")
+            put(fraction, digits: 6, at: 20)
+            bytes[26] = UInt8(ascii: "Z")
+            return 27
+        }
     }
 
     /// Parses RFC 3339 ("2025-01-01T00:00:00Z", "2025-01-01T05:00:00.5+05:00"); nil when malformed.

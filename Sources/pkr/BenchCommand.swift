@@ -31,21 +31,28 @@ struct Bench: AsyncParsableCommand {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
         say("pkr bench: \(binary), \(requests) requests per workload, concurrency \(concurrencies), \(runs) runs, "
               + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
-        for engineName in engines.split(separator: ",").map(String.init) {
-            guard let engine = DatabaseEngine(rawValue: engineName) else { throw ValidationError("unknown engine \(engineName)") }
-            try await httpRows(engine: engine, binary: binary, concurrencies: concurrencies)
-            try await bulkRows(engine: engine)
+        let scratch = BenchScratch()
+        do {
+            for engineName in engines.split(separator: ",").map(String.init) {
+                guard let engine = DatabaseEngine(rawValue: engineName) else { throw ValidationError("unknown engine \(engineName)") }
+                try await httpRows(engine: engine, binary: binary, concurrencies: concurrencies, scratch: scratch)
+                try await bulkRows(engine: engine, scratch: scratch)
+            }
+        } catch {
+            await scratch.removeAll(logger: quietLogger())
+            throw error
         }
+        await scratch.removeAll(logger: quietLogger())
     }
 
     // MARK: - HTTP workloads against a real server process
 
-    func httpRows(engine: DatabaseEngine, binary: String, concurrencies: [Int]) async throws {
+    func httpRows(engine: DatabaseEngine, binary: String, concurrencies: [Int], scratch: BenchScratch) async throws {
         let workloads = ["health", "webhook mint", "redeem", "balance"]
         var samples: [String: [Benchmark.Sample]] = [:]
         var peakRSS: Int64 = 0
         for run in 0..<runs {
-            let env = try await freshDatabase(engine)
+            let env = try await freshDatabase(engine, scratch: scratch)
             let server = try BenchServer(binary: binary, environment: env)
             defer { server.stop() }
             guard try await server.waitUntilUp() else { throw ValidationError("the server did not start") }
@@ -88,17 +95,18 @@ struct Bench: AsyncParsableCommand {
     // MARK: - Backlog ingest and ledger verify, in this process
 
     /// A gateway in this process on a fresh database, with the demo user seeded.
-    func seededGateway(_ engine: DatabaseEngine) async throws -> Gateway {
-        let gateway = try await buildGateway(config: try GatewayConfig(values: try await freshDatabase(engine)), logger: quietLogger())
+    func seededGateway(_ engine: DatabaseEngine, scratch: BenchScratch) async throws -> Gateway {
+        let env = try await freshDatabase(engine, scratch: scratch)
+        let gateway = try await buildGateway(config: try GatewayConfig(values: env), logger: quietLogger())
         _ = try await gateway.seedDemo()
         return gateway
     }
 
-    func bulkRows(engine: DatabaseEngine) async throws {
+    func bulkRows(engine: DatabaseEngine, scratch: BenchScratch) async throws {
         if backlog > 0 {
             var times: [Int64] = []
             for _ in 0..<runs {
-                let gateway = try await seededGateway(engine)
+                let gateway = try await seededGateway(engine, scratch: scratch)
                 try await Benchmark.loadBacklog(gateway, count: backlog)
                 let started = SystemClock().nowMicros()
                 let result = try await gateway.reconcileOnce()
@@ -111,7 +119,7 @@ struct Bench: AsyncParsableCommand {
         if ledger > 0 {
             var times: [Int64] = []
             for _ in 0..<runs {
-                let gateway = try await seededGateway(engine)
+                let gateway = try await seededGateway(engine, scratch: scratch)
                 try await Benchmark.loadLedger(gateway, count: ledger)
                 let started = SystemClock().nowMicros()
                 let verified = try await gateway.store.verifyLedger()
@@ -135,14 +143,16 @@ struct Bench: AsyncParsableCommand {
         return logger
     }
 
-    /// The environment of a server (or an in-process gateway) on a database of its own.
-    func freshDatabase(_ engine: DatabaseEngine) async throws -> [String: String] {
+    /// The environment of a server (or an in-process gateway) on a database of its own, which `scratch` removes
+    /// when the bench ends.
+    func freshDatabase(_ engine: DatabaseEngine, scratch: BenchScratch) async throws -> [String: String] {
         var env = ["PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0", "LOG_LEVEL": "error", "PKR_DEMO_SEED_ON_START": "1",
                    "DB_ENGINE": engine.rawValue, "MAX_SINGLE_MINT_PKR": "5000000.00"]
         switch engine {
         case .sqlite:
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pkr-bench-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            scratch.directories.append(directory)
             env["SQLITE_PATH"] = directory.appendingPathComponent("bench.sqlite3").path
         case .postgres:
             let settings = try GatewayConfig.load().postgres
@@ -158,6 +168,7 @@ struct Bench: AsyncParsableCommand {
                 throw error
             }
             try await connection.close()
+            scratch.postgresDatabases.append(name)
             env.merge(["POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
                        "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name]) { _, new in new }
         }
@@ -175,6 +186,28 @@ struct Bench: AsyncParsableCommand {
         guard ceiling > 0 else { return "-" }
         let hundredths = rate * 100 / ceiling
         return "\(hundredths / 100).\(String(String(hundredths % 100 + 100).dropFirst()))"
+    }
+}
+
+/// The databases a bench made. A 1M-entry ledger is hundreds of MiB, so they go when the bench ends, failed or not.
+final class BenchScratch {
+    var directories: [URL] = []
+    var postgresDatabases: [String] = []
+
+    func removeAll(logger: Logger) async {
+        for directory in directories { try? FileManager.default.removeItem(at: directory) }
+        directories.removeAll()
+        guard !postgresDatabases.isEmpty, let settings = try? GatewayConfig.load().postgres else { return }
+        guard let connection = try? await PostgresConnection.connect(
+            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                                 database: settings.database, tls: .disable),
+            id: 1, logger: logger) else { return }
+        // FORCE ends the connections this process's own gateways still hold on them.
+        for name in postgresDatabases {
+            _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger)
+        }
+        postgresDatabases.removeAll()
+        try? await connection.close()
     }
 }
 
