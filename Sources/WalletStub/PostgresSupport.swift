@@ -49,6 +49,7 @@ public final class PostgresAvailability: Sendable {
     /// Probes until the task is cancelled.
     public func run() async {
         var connection: PostgresConnection?
+        var missesInARow = 0
         while !Task.isCancelled {
             let current = connection
             let configuration = self.configuration
@@ -75,11 +76,17 @@ public final class PostgresAvailability: Sendable {
             }
             if let probed {
                 connection = probed
+                missesInARow = 0
                 if !reachable.exchange(true, ordering: .relaxed) { logger.notice("database reachable again") }
             } else {
                 if let failed = current { Task { try? await failed.close() } }
                 connection = nil
-                if reachable.exchange(false, ordering: .relaxed) { logger.error("database unreachable; answering 503 until it is back") }
+                missesInARow += 1
+                // One late probe on a busy machine is not an outage; a refused connection fails fast, so a second
+                // miss comes a probe interval later.
+                if missesInARow >= Self.missesBeforeUnreachable, reachable.exchange(false, ordering: .relaxed) {
+                    logger.error("database unreachable; answering 503 until it is back")
+                }
             }
             try? await Task.sleep(for: .milliseconds(Self.probeIntervalMillis))
         }
@@ -87,6 +94,7 @@ public final class PostgresAvailability: Sendable {
     }
 
     public static let probeDeadlineMillis: Int64 = 1000
+    static let missesBeforeUnreachable = 2
 
     /// The operation's result, or nil if it fails or the deadline passes first. The loser is not awaited; a
     /// result that arrives after the deadline goes to `discardLate`.
