@@ -43,7 +43,8 @@ final class PostgresMintBatch: Sendable {
     private let logger: Logger
     private let queue = Mutex(Queue())
     private let knownUsers = Mutex<[String: DemoUser]>([:])
-    /// The ledger head this process's last batch left, which the one-call path chains after; nil when unknown.
+    /// The ledger head this process's last planned batch leaves, which the one-call path chains after; nil when
+    /// unknown.
     private let lastHead = Mutex<LedgerHead?>(nil)
     /// Credits minted by batches since start-up, batches rolled back, and one-call batches refused (each then
     /// written by the transaction path), for tests and diagnosis.
@@ -111,7 +112,6 @@ final class PostgresMintBatch: Sendable {
     /// knows every account and the ledger head it left after its last batch. Nil when it cannot be used or the
     /// function refused (a credit not new, the head moved): nothing was written, and the transaction below runs.
     private func writeInOneCall(_ credits: [Credit]) async -> [ChainJob?]? {
-        guard let head = lastHead.withLock({ $0 }) else { return nil }
         let accounts = Set(credits.map(\.tx.account))
         let users = knownUsers.withLock { known in
             Dictionary(uniqueKeysWithValues: accounts.compactMap { account in known[account].map { (account, $0) } })
@@ -119,28 +119,37 @@ final class PostgresMintBatch: Sendable {
         guard users.count == accounts.count else { return nil }
         let plan = Plan(credits, users: users)
         guard !plan.minted.isEmpty else { return nil }
-        let (entries, newHead) = PostgresStore.ledgerEntries(after: head, plan.ledgerAppends)
+        // The entries chain after the head the last planned batch leaves, whether it has committed or is still in
+        // flight: a batch planned behind another waits for that one's locks inside its call, then finds its head.
+        let chained = lastHead.withLock { last -> (LedgerHead, LedgerEntryColumns, LedgerHead)? in
+            guard let head = last else { return nil }
+            let (entries, newHead) = PostgresStore.ledgerEntries(after: head, plan.ledgerAppends)
+            last = newHead
+            return (head, entries, newHead)
+        }
+        guard let (head, entries, newHead) = chained else { return nil }
         let call = MintBatchCall(credit: plan.credit, inbound: plan.inbound, unitsByUser: plan.unitsByUser,
                                  unitsByAddress: plan.unitsByAddress, expectedHead: head, entries: entries, newHead: newHead)
         let logger = self.logger
         do {
             let recorded = try await client.withConnection { connection in
-                var recorded: Int64 = -1
+                var recorded: Int64?
                 for try await count in try await connection.execute(call, logger: logger) { recorded = count }
                 return recorded
             }
+            guard recorded != MintBatchCall.headMoved else { throw MintBatchCall.HeadMoved() }
             guard recorded == Int64(plan.minted.count) else {
                 throw GatewayError.storeUnavailable("pkr_mint_batch recorded \(recorded) of \(plan.minted.count) credits")
             }
         } catch {
-            // The head is no longer known; the transaction below reads it under its lock and records it again.
+            // The head is no longer known (and batches chained after this one will be refused too); the transaction
+            // below reads it under its lock and records it again.
             lastHead.withLock { $0 = nil }
             oneCallMissCount.add(1, ordering: .relaxed)
             logger.debug("mint batch call refused; writing the batch in a transaction",
                          metadata: ["error": "\(PostgresStore.describe(error))"])
             return nil
         }
-        lastHead.withLock { $0 = newHead }
         mintedCount.add(plan.minted.count, ordering: .relaxed)
         var jobs = [ChainJob?](repeating: nil, count: credits.count)
         for planned in plan.minted { jobs[planned.index] = planned.job }
@@ -345,6 +354,10 @@ private struct RecordCredits: PostgresPreparedStatement {
 /// The whole batch in one call of `pkr_mint_batch` (migration v3); returns how many credits it recorded.
 private struct MintBatchCall: PostgresPreparedStatement {
     static let sql = "SELECT pkr_mint_batch(" + (1...47).map { "$\($0)" }.joined(separator: ", ") + ")"
+    /// What the function answers, having written nothing, when another writer has moved the head past the expected one.
+    static let headMoved: Int64 = -1
+
+    struct HeadMoved: Error {}
 
     var credit: CreditColumns
     var inbound: InboundColumns
