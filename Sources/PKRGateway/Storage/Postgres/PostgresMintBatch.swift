@@ -14,6 +14,10 @@ import Synchronization
 /// one adds to the token balances, one to the chain-stub balances (and locks the ledger head), one appends the
 /// ledger. Every caller still waits for the commit that holds its own mint.
 ///
+/// Usually even that is one round trip: a batch chained after the ledger head this process's previous batch left
+/// is a single call of the `pkr_mint_batch` function (migration v3), which writes all of it or, when a credit is
+/// not new or another writer moved the head, nothing; then the transaction above runs instead.
+///
 /// The batch is only a fast path. A credit it does not handle (already recorded, no linked user, a repeat within
 /// the batch) and every credit of a batch that failed are handed back, and the caller applies each of them on its
 /// own with the full rules, so one bad event cannot fail its neighbours.
@@ -109,7 +113,7 @@ final class PostgresMintBatch: Sendable {
     }
 
     /// The batch as one call of `pkr_mint_batch`, one round trip in a transaction of its own, when this process
-    /// knows every account and the ledger head it left after its last batch. Nil when it cannot be used or the
+    /// knows every account and the ledger head its previous batch leaves. Nil when it cannot be used or the
     /// function refused (a credit not new, the head moved): nothing was written, and the transaction below runs.
     private func writeInOneCall(_ credits: [Credit]) async -> [ChainJob?]? {
         let accounts = Set(credits.map(\.tx.account))
