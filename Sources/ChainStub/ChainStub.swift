@@ -58,6 +58,10 @@ public enum ChainStub {
         return txHash
     }
 
+    public static func hasAddress(_ db: Database, _ address: String) throws -> Bool {
+        try db.cachedStatement(sql: "SELECT 1 FROM chain_stub_chainstubbalance WHERE address = ?").first(address, decode: { _ in true }) != nil
+    }
+
     public static func totalSupplyUnits(_ db: Database) throws -> Int64 {
         try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance")) ?? 0
     }

@@ -163,12 +163,12 @@ struct Bench: AsyncParsableCommand {
                 id: 1, logger: quietLogger())
             do {
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: quietLogger())
+                scratch.postgresDatabases.append(name)
             } catch {
                 try? await connection.close()
                 throw error
             }
             try await connection.close()
-            scratch.postgresDatabases.append(name)
             env.merge(["POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
                        "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name]) { _, new in new }
         }

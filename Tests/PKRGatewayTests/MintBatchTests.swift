@@ -133,22 +133,24 @@ struct MintBatchTests {
                     return
                 }
             }
-            func counts() -> (minted: Int, missed: Int, rolledBack: Int) {
+            func counts() -> (minted: Int, missed: Int, rolledBack: Int, calls: Int) {
                 (batch.mintedCount.load(ordering: .relaxed), batch.oneCallMissCount.load(ordering: .relaxed),
-                 batch.rolledBackCount.load(ordering: .relaxed))
+                 batch.rolledBackCount.load(ordering: .relaxed), batch.oneCallCount.load(ordering: .relaxed))
             }
             // The first batch learns the head in a transaction; the second chains after it in one call.
             try await mint("one-call-1")
             let afterFirst = counts()
+            #expect(afterFirst.calls == 0)
             try await mint("one-call-2")
-            #expect(counts().minted == afterFirst.minted + 1 && counts().missed == afterFirst.missed)
+            #expect(counts().minted == afterFirst.minted + 1 && counts().missed == afterFirst.missed && counts().calls == 1)
             // A redeem appends to the ledger on its own: the next batch's head is stale, so the call is refused
             // before it writes, and the transaction path mints instead and learns the new head.
             _ = try await gateway.redeem(amountUnits: 500 * Money.unitsPerPaisa, memo: "", idempotencyKey: "one-call-redeem")
             try await mint("one-call-3")
             #expect(counts().minted == afterFirst.minted + 2 && counts().missed == afterFirst.missed + 1)
+            #expect(counts().calls == 1)
             try await mint("one-call-4")
-            #expect(counts().minted == afterFirst.minted + 3 && counts().missed == afterFirst.missed + 1)
+            #expect(counts().minted == afterFirst.minted + 3 && counts().missed == afterFirst.missed + 1 && counts().calls == 2)
             #expect(counts().rolledBack == afterFirst.rolledBack)
             // A credit already recorded is refused by the call too and answered by the full rules.
             let again = try await gateway.store.apply(Self.credit("one-call-4", paisa: 1_000), via: .webhook, inbound: nil)

@@ -117,24 +117,16 @@ import Testing
         func redeem(_ units: Int64, key: String) -> RedeemCommand {
             RedeemCommand(userID: user.id, amountUnits: units, memo: "", idempotencyKey: key, requestFingerprint: key)
         }
-        // The writer is held busy while the three changes queue, so that they share one batch, in this order.
-        let release = AsyncStream<Void>.makeStream()
-        let held = Task {
-            try await store.database.writeWithoutTransaction { _ in
-                let semaphore = DispatchSemaphore(value: 0)
-                Task { for await _ in release.stream {}; semaphore.signal() }
-                semaphore.wait()
-            }
+        // The three changes queue in this order while the writer is busy, so that they share one batch.
+        let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
+        let (mint, tooMuch, all) = try await Self.whileTheWriterIsBusy(store) {
+            let mint = Task { try await store.apply(credit, via: .webhook, inbound: nil) }
+            try await Task.sleep(for: .milliseconds(50))
+            let tooMuch = Task { try await store.redeem(redeem(mintedUnits + Money.unitsPerPaisa, key: "a")) }
+            try await Task.sleep(for: .milliseconds(50))
+            let all = Task { try await store.redeem(redeem(mintedUnits, key: "b")) }
+            return (mint, tooMuch, all)
         }
-        try await Task.sleep(for: .milliseconds(50))
-        let mint = Task { try await store.apply(credit, via: .webhook, inbound: nil) }
-        try await Task.sleep(for: .milliseconds(50))
-        let tooMuch = Task { try await store.redeem(redeem(mintedUnits + Money.unitsPerPaisa, key: "a")) }
-        try await Task.sleep(for: .milliseconds(50))
-        let all = Task { try await store.redeem(redeem(mintedUnits, key: "b")) }
-        try await Task.sleep(for: .milliseconds(50))
-        release.continuation.finish()
-        try await held.value
 
         guard case .minted = try await mint.value else {
             Issue.record("the credit did not mint")
@@ -147,12 +139,71 @@ import Testing
             Issue.record("the redeem of the whole balance did not burn")
             return
         }
+        #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1,
+                "the mint and both redeems shared one batch")
         #expect(try await store.tokenBalanceUnits(userID: user.id) == 0)
         let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
         #expect(chainUnits == 0)
         let snapshot = try await store.reconciliationSnapshot()
         #expect(snapshot.mintedUnits == mintedUnits && snapshot.burnedUnits == mintedUnits)
         #expect(try await store.verifyLedger().firstBreak == nil)
+    }
+
+    /// A mint whose balance row is missing fails inside its own savepoint; its neighbours in the batch commit.
+    @Test func aMintWithoutItsBalanceRowFailsAlone() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
+        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
+        try await store.migrate()
+        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        try await store.database.write { db in
+            try db.execute(sql: """
+                INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                VALUES ('broken', 'broken@pkr.local', 'Broken', 'WALLET-BROKEN', '0xbroken', 'now');
+                INSERT INTO core_tokenbalance (user_id, balance_units) VALUES ('broken', 0);
+                """)
+        }
+        func credit(_ id: String, account: String) -> ProviderTransaction {
+            ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
+                                occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
+        }
+        let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
+        let (broken, good) = try await Self.whileTheWriterIsBusy(store) {
+            let broken = Task { try await store.apply(credit("TX-broken", account: "WALLET-BROKEN"), via: .webhook, inbound: nil) }
+            try await Task.sleep(for: .milliseconds(50))
+            let good = Task { try await store.apply(credit("TX-good", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            return (broken, good)
+        }
+        guard case .minted = try await good.value else {
+            Issue.record("the good credit did not mint")
+            return
+        }
+        await #expect(throws: ChainStubError.self) { try await broken.value }
+        #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held both")
+        #expect(try await store.tokenBalanceUnits(userID: user.id) == 1_000 * Money.unitsPerPaisa)
+        #expect(try await store.tokenBalanceUnits(userID: "broken") == 0)
+        let snapshot = try await store.reconciliationSnapshot()
+        #expect(snapshot.mintedUnits == 1_000 * Money.unitsPerPaisa && snapshot.chainStubUnits == snapshot.mintedUnits)
+        #expect(try await store.verifyLedger().firstBreak == nil)
+    }
+
+    /// Runs `start` while the writer is held busy, so that the changes it starts queue for one group-commit batch;
+    /// returns once the writer is free again.
+    private static func whileTheWriterIsBusy<T>(_ store: SQLiteStore, _ start: () async throws -> T) async throws -> T {
+        let release = AsyncStream<Void>.makeStream()
+        let held = Task {
+            try await store.database.writeWithoutTransaction { _ in
+                let semaphore = DispatchSemaphore(value: 0)
+                Task { for await _ in release.stream {}; semaphore.signal() }
+                semaphore.wait()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let started = try await start()
+        try await Task.sleep(for: .milliseconds(50))
+        release.continuation.finish()
+        try await held.value
+        return started
     }
 
     private func fileBytes(_ path: String) throws -> Int {

@@ -50,11 +50,12 @@ final class PostgresMintBatch: Sendable {
     /// The ledger head this process's last planned batch leaves, which the one-call path chains after; nil when
     /// unknown.
     private let lastHead = Mutex<LedgerHead?>(nil)
-    /// Credits minted by batches since start-up, batches rolled back, and one-call batches refused (each then
-    /// written by the transaction path), for tests and diagnosis.
+    /// Credits minted by batches since start-up, batches rolled back, and one-call batches written and refused
+    /// (each refused one then written by the transaction path), for tests and diagnosis.
     let mintedCount = Atomic<Int>(0)
     let rolledBackCount = Atomic<Int>(0)
     let oneCallMissCount = Atomic<Int>(0)
+    let oneCallCount = Atomic<Int>(0)
     static let knownUsersMax = 10_000
 
     init(client: PostgresClient, logger: Logger) {
@@ -101,7 +102,8 @@ final class PostgresMintBatch: Sendable {
             let (jobs, head) = try await client.transaction(logger: logger) { connection in
                 try await self.write(connection, credits, logger: logger)
             }
-            if let head { lastHead.withLock { $0 = head } }
+            // A head behind the one already known (a later batch planned or committed meanwhile) is not kept.
+            if let head { lastHead.withLock { last in if last.map({ head.lastID > $0.lastID }) ?? true { last = head } } }
             mintedCount.add(jobs.count { $0 != nil }, ordering: .relaxed)
             return jobs
         } catch {
@@ -155,6 +157,7 @@ final class PostgresMintBatch: Sendable {
             return nil
         }
         mintedCount.add(plan.minted.count, ordering: .relaxed)
+        oneCallCount.add(1, ordering: .relaxed)
         var jobs = [ChainJob?](repeating: nil, count: credits.count)
         for planned in plan.minted { jobs[planned.index] = planned.job }
         return jobs

@@ -24,6 +24,8 @@ final class GroupCommit: Sendable {
 
     private let database: DatabasePool
     private let queue = Mutex(Queue())
+    /// Batches committed since start-up, for tests and diagnosis.
+    let committedBatchCount = Atomic<Int>(0)
 
     init(database: DatabasePool) {
         self.database = database
@@ -87,6 +89,7 @@ final class GroupCommit: Sendable {
                 try scope.flush(db)
                 return .commit
             }
+            committedBatchCount.add(1, ordering: .relaxed)
             for (job, result) in zip(batch, results) { job.resume(result) }
         } catch {
             // The commit itself failed: nothing in the batch was written.

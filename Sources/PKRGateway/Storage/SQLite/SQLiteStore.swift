@@ -13,7 +13,7 @@ public final class SQLiteStore: GatewayStore {
     static let synchronousFull = 2
 
     public let database: DatabasePool
-    private let groupCommit: GroupCommit
+    let groupCommit: GroupCommit
     /// Group commit, for other writers on this database (the wallet stub) to share.
     var sharedTransactions: any SQLiteTransactions { groupCommit }
     private let checkpointer: WALCheckpointer
@@ -213,7 +213,7 @@ public final class SQLiteStore: GatewayStore {
         let createdAt = Timestamp.format(micros: nowMicros)
         let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
         // The balances move once per transaction, at the scope's flush.
-        scope.credit(user, amountUnits: amountUnits)
+        try scope.credit(db, user, amountUnits: amountUnits)
         let txHash = try ChainStub.recordReceipt(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                                  reference: jobID, createdAt: createdAt)
         try db.cachedStatement(sql: """

@@ -22,6 +22,8 @@ final class WriteScope {
     /// Units minted in this transaction and not yet written, by user id and by chain address.
     private var creditedTokenUnits: [String: Int64] = [:]
     private var creditedChainUnits: [String: Int64] = [:]
+    /// Users whose token and chain-stub balance rows this transaction has seen; rows are never deleted.
+    private var usersWithBalanceRows: Set<String> = []
 
     /// The head the next posting links to.
     func head(_ db: Database) throws -> LedgerHead {
@@ -55,9 +57,20 @@ final class WriteScope {
         creditedChainUnits = mark.creditedChainUnits
     }
 
-    /// A mint's credit to the user's token balance and to the chain stub's balance of the user's address.
-    func credit(_ user: DemoUser, amountUnits: Int64) {
+    /// A mint's credit to the user's token balance and to the chain stub's balance of the user's address. Both
+    /// rows are checked once per transaction here, inside the mint's savepoint: a row missing at the flush would
+    /// fail every change in the batch instead of this one.
+    func credit(_ db: Database, _ user: DemoUser, amountUnits: Int64) throws {
         precondition(amountUnits > 0, "a mint credits a positive amount")
+        if !usersWithBalanceRows.contains(user.id) {
+            guard try db.cachedStatement(sql: "SELECT 1 FROM core_tokenbalance WHERE user_id = ?").first(user.id, decode: { _ in true }) != nil else {
+                throw DatabaseError(message: "token balance row missing for user \(user.id)")
+            }
+            guard try ChainStub.hasAddress(db, user.chainAddress) else {
+                throw ChainStubError.rejected(address: user.chainAddress, op: .mint)
+            }
+            usersWithBalanceRows.insert(user.id)
+        }
         creditedTokenUnits[user.id, default: 0] += amountUnits
         creditedChainUnits[user.chainAddress, default: 0] += amountUnits
     }
