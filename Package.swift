@@ -32,8 +32,11 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
+        // SQLite's process-wide options, which only C can set (sqlite3_config is variadic).
+        .target(name: "CSQLiteProcess", linkerSettings: [.linkedLibrary("sqlite3")]),
         // Binding and stepping SQLite statements without per-execution allocations, for the writer's hot paths.
         .target(name: "SQLiteSupport", dependencies: [
+            "CSQLiteProcess",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
         ]),

@@ -23,6 +23,7 @@ public final class SQLiteStore: GatewayStore {
     /// Opens (creating if needed) the database file. `synchronous = FULL` makes every commit durable before
     /// it returns, which is what a 2xx promises.
     public init(path: String, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64) throws {
+        SQLiteProcess.configure()
         var checkpointConfiguration = Configuration()
         checkpointConfiguration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         let checkpointer = WALCheckpointer(path: path, configuration: checkpointConfiguration)
