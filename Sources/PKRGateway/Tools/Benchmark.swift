@@ -1,9 +1,9 @@
-import AsyncHTTPClient
 import Foundation
 import GRDB
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import PKRCore
 import PostgresNIO
 import WalletStub
@@ -33,46 +33,21 @@ public enum Benchmark {
         public var body: [UInt8]?
     }
 
-    /// Sends every request once, `concurrency` at a time, over a pool of that many keep-alive connections.
+    /// Sends every request once over `concurrency` keep-alive connections, each sending its share one request at
+    /// a time (see `LoadConnection`).
     public static func drive(port: Int, requests: [Request], concurrency: Int) async throws -> Sample {
         precondition(concurrency > 0 && concurrency <= 1024, "concurrency out of range")
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = concurrency
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        let base = "http://127.0.0.1:\(port)"
+        let group = MultiThreadedEventLoopGroup.singleton
         let clock = SystemClock()
         let started = clock.nowMicros()
-        let results: [(Bool, Int64)] = try await withThrowingTaskGroup(of: [(Bool, Int64)].self) { group in
-            let stride = requests.count / concurrency + 1
-            for worker in 0..<concurrency {
-                let slice = Array(requests.dropFirst(worker * stride).prefix(stride))
-                group.addTask {
-                    var out: [(Bool, Int64)] = []
-                    out.reserveCapacity(slice.count)
-                    for item in slice {
-                        var request = HTTPClientRequest(url: base + item.path)
-                        request.method = item.method
-                        for (name, value) in item.headers { request.headers.add(name: name, value: value) }
-                        if let body = item.body { request.body = .bytes(ByteBuffer(bytes: body)) }
-                        let begun = clock.nowMicros()
-                        var ok = false
-                        if let response = try? await client.execute(request, timeout: .seconds(30)) {
-                            _ = try? await response.body.collect(upTo: 1 << 20)
-                            ok = (200..<300).contains(Int(response.status.code))
-                        }
-                        out.append((ok, clock.nowMicros() - begun))
-                    }
-                    return out
-                }
-            }
-            var all: [(Bool, Int64)] = []
-            for try await part in group { all += part }
-            return all
+        let stride = requests.count / concurrency + 1
+        let runs = (0..<concurrency).map { worker in
+            LoadConnection.run(port: port, requests: Array(requests.dropFirst(worker * stride).prefix(stride)), group: group)
         }
+        let outcomes = try await EventLoopFuture.whenAllSucceed(runs, on: group.any()).get().joined()
         let elapsed = clock.nowMicros() - started
-        try await client.shutdown()
-        return Sample(requests: results.count, okCount: results.filter(\.0).count, elapsedMicros: elapsed,
-                      latenciesMicros: results.map(\.1).sorted())
+        return Sample(requests: outcomes.count, okCount: outcomes.filter(\.ok).count, elapsedMicros: elapsed,
+                      latenciesMicros: outcomes.map(\.latencyMicros).sorted())
     }
 
     /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
