@@ -47,21 +47,58 @@ public final class PostgresWalletStub: WalletStubStore {
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
                                             amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
                                             memo: memo, reference: reference)
-        let (tx, created) = try await pg.transaction(logger: logger) { connection -> (ProviderTransaction, Bool) in
-            // The account row lock serialises payouts, so a repeated reference is always seen here.
-            try await self.lockAccount(connection, account)
-            if let existing = try await self.transaction(connection, reference: reference) {
-                guard existing.amountPaisa == amountPaisa, existing.account == account else {
-                    throw ProviderError.referenceConflict(reference)
-                }
-                return (existing, false)
+        // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
+        // and released at the commit that follows at once, instead of being held while this process, busy on two
+        // cores, sends its next statement. The unique reference makes a payout happen once: a concurrent payout
+        // with the same reference waits on the index until this one ends, then finds it.
+        let payload = ByteBuffer(bytes: WebhookEvent.encode(candidate))
+        let occurredAt = Timestamp.format(micros: candidate.occurredAtMicros)
+        var paid = false
+        do {
+            for try await count in try await pg.query("""
+                WITH claimed AS (
+                  INSERT INTO wallet_stub_walletstubtx
+                    (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
+                  SELECT \(candidate.providerTxID), a.id, 'debit', \(amountPaisa), \(candidate.status.rawValue), \(memo),
+                         \(reference), \(occurredAt)
+                  FROM wallet_stub_walletstubaccount a WHERE a.account_no = \(account) AND a.balance_paisa >= \(amountPaisa)
+                  ON CONFLICT (reference) DO NOTHING RETURNING account_id, provider_tx_id
+                ), debited AS (
+                  UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(amountPaisa)
+                  WHERE id IN (SELECT account_id FROM claimed) RETURNING id
+                ), queued AS (
+                  INSERT INTO wallet_stub_webhookdelivery
+                    (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
+                  SELECT \(Identifiers.webhookMessageID()), provider_tx_id, \(payload), 'pending', 0, 0,
+                         \(candidate.occurredAtMicros), \(occurredAt)
+                  FROM claimed WHERE \(pushEnabled)
+                )
+                SELECT count(*) FROM debited
+                """, logger: logger).decode(Int64.self) {
+                paid = count == 1
             }
-            try await self.append(connection, candidate)
-            return (candidate, true)
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.checkViolation {
+            // Another payout drained the account between this statement's snapshot and its debit.
+            throw ProviderError.insufficientFunds(account: account)
         }
-        if created && pushEnabled { onOutboxWrite() }
-        return tx
+        if paid {
+            if pushEnabled { onOutboxWrite() }
+            return candidate
+        }
+        // Nothing was written: the reference is taken, the funds are short, or the account is unknown.
+        let existing = try await pg.withConnection { try await self.transaction($0, reference: reference) }
+        if let existing {
+            guard existing.amountPaisa == amountPaisa, existing.account == account else {
+                throw ProviderError.referenceConflict(reference)
+            }
+            return existing
+        }
+        guard try await balancePaisa(account: account) != nil else { throw ProviderError.unknownAccount(account) }
+        throw ProviderError.insufficientFunds(account: account)
     }
+
+    /// SQLSTATE check_violation: here, a balance below zero.
+    static let checkViolation = "23514"
 
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
         precondition(limit > 0 && limit <= SQLiteWalletStub.pageSizeMax, "page size out of range")
@@ -95,12 +132,6 @@ public final class PostgresWalletStub: WalletStubStore {
             return total
         }
         return 0
-    }
-
-    private func lockAccount(_ connection: PostgresConnection, _ account: String) async throws {
-        let rows = try await connection.query("SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = \(account) FOR UPDATE",
-                                              logger: logger).collect()
-        guard !rows.isEmpty else { throw ProviderError.unknownAccount(account) }
     }
 
     private func append(_ connection: PostgresConnection, _ tx: ProviderTransaction) async throws {

@@ -289,6 +289,101 @@ enum PostgresSchema {
             END
             $$
             """),
+        // A whole burn in one call (see `PostgresStore.redeem`). Its contended rows (token balance, chain-stub
+        // balance, ledger head, in the order every writer takes them) are then held only while the server runs the
+        // call and commits, not across the client's round trips. The ledger entries are chained here, after the
+        // locked head, with `pkr_ledger_hash`: the same rendering as `LedgerEntry.computedHash`, which a contract
+        // test holds the two to. The postings come from the caller, so the posting rules stay in one place.
+        // Answers 1 (burned), 0 (the idempotency key is taken: the caller replays it), -1 (insufficient token
+        // balance, with the balance), -2 (the chain refused), -3 (no such user); it writes nothing unless it answers 1.
+        ("v4-burn-function", """
+            CREATE FUNCTION pkr_ledger_hash(
+              p_id bigint, p_user_id text, p_side text, p_account text, p_amount_units bigint, p_ref_type text,
+              p_ref_id text, p_created_at text, p_prev_hash text
+            ) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+              SELECT encode(sha256(convert_to(
+                'pkr-ledger-v2'
+                || '|' || octet_length(p_id::text) || ':' || p_id::text
+                || '|' || COALESCE(octet_length(p_user_id) || ':' || p_user_id, '~')
+                || '|' || octet_length(p_side) || ':' || p_side
+                || '|' || octet_length(p_account) || ':' || p_account
+                || '|' || octet_length(p_amount_units::text) || ':' || p_amount_units::text
+                || '|' || octet_length(p_ref_type) || ':' || p_ref_type
+                || '|' || octet_length(p_ref_id) || ':' || p_ref_id
+                || '|' || octet_length(p_created_at) || ':' || p_created_at
+                || '|' || octet_length(p_prev_hash) || ':' || p_prev_hash, 'UTF8')), 'hex')
+            $$;
+            CREATE FUNCTION pkr_burn(
+              p_user_id text, p_amount_units bigint, p_job_id text, p_tx_hash text, p_idempotency_key text,
+              p_endpoint text, p_fingerprint text, p_response_body text, p_memo text, p_created_at text,
+              l_user_id text[], l_side text[], l_account text[], l_amount_units bigint[],
+              OUT outcome integer, OUT available_units bigint, OUT wallet_account text
+            ) LANGUAGE plpgsql AS $$
+            DECLARE
+              chain_address text;
+              head_id bigint;
+              head_hash text;
+              new_hash text;
+            BEGIN
+              SELECT u.chain_address, u.wallet_account INTO chain_address, wallet_account FROM core_user u WHERE u.id = p_user_id;
+              IF NOT FOUND THEN
+                outcome := -3;
+                RETURN;
+              END IF;
+              BEGIN
+                IF p_idempotency_key IS NOT NULL THEN
+                  -- A concurrent request with the same key waits here until that one ends, then finds it taken.
+                  INSERT INTO core_idempotencyrecord
+                    (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+                  VALUES (p_user_id, p_endpoint, p_idempotency_key, p_fingerprint, 201, p_response_body, p_created_at)
+                  ON CONFLICT DO NOTHING;
+                  IF NOT FOUND THEN
+                    outcome := 0;
+                    RETURN;
+                  END IF;
+                END IF;
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES (p_tx_hash, 'burn', chain_address, p_amount_units, p_job_id, p_created_at);
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+                VALUES (p_job_id, 'burn', p_user_id, p_amount_units, 'confirmed', p_tx_hash, p_idempotency_key, p_memo,
+                        'requested', p_created_at);
+                UPDATE core_tokenbalance SET balance_units = balance_units - p_amount_units
+                WHERE user_id = p_user_id AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: insufficient balance' USING ERRCODE = 'PKR11';
+                END IF;
+                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units - p_amount_units
+                WHERE address = chain_address AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: the chain refused' USING ERRCODE = 'PKR12';
+                END IF;
+                SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: ledger head row missing' USING ERRCODE = 'PKR03';
+                END IF;
+                FOR i IN 1 .. cardinality(l_side) LOOP
+                  new_hash := pkr_ledger_hash(head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn',
+                                                p_job_id, p_created_at, head_hash);
+                  INSERT INTO core_ledgerentry
+                    (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                  VALUES (head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn', p_job_id, p_created_at,
+                          head_hash, new_hash);
+                  head_id := head_id + 1;
+                  head_hash := new_hash;
+                END LOOP;
+                UPDATE core_ledgerhead SET last_id = head_id, last_hash = head_hash WHERE singleton = 1;
+                outcome := 1;
+              EXCEPTION
+                WHEN SQLSTATE 'PKR11' THEN
+                  outcome := -1;
+                  SELECT t.balance_units INTO available_units FROM core_tokenbalance t WHERE t.user_id = p_user_id;
+                WHEN SQLSTATE 'PKR12' THEN
+                  outcome := -2;
+              END;
+            END
+            $$
+            """),
     ]
 
     /// A migration's statements, one by one. A dollar-quoted body (a function's) keeps its own semicolons.

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import PKRCore
 import PostgresNIO
+import Synchronization
 import WalletStub
 
 /// The production store: PostgreSQL through PostgresNIO. The same rules as `SQLiteStore` (the pure
@@ -14,6 +15,8 @@ public final class PostgresStore: GatewayStore {
     public let availability: PostgresAvailability
     private let runTasks: [Task<Void, Never>]
     let mintBatch: PostgresMintBatch
+    /// Redeems burned by one `pkr_burn` call, for tests that must know which path ran.
+    let burnOneCallCount = Atomic<Int>(0)
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -466,6 +469,53 @@ public final class PostgresStore: GatewayStore {
 
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
+        if let burned = try await burnInOneCall(command) { return burned }
+        return try await redeemInTransaction(command)
+    }
+
+    /// A new redeem in one call to `pkr_burn` (migration v4): the balance, chain and head locks are held while the
+    /// server runs it and commits, not across this process's round trips, which is what let only a few hundred
+    /// concurrent redeems a second through. Answers nil when the idempotency key is taken; the transaction path
+    /// then replays the stored answer or refuses the key as in flight.
+    private func burnInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
+        let now = nowMicros()
+        let createdAt = Timestamp.format(micros: now)
+        let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
+                           txHash: Identifiers.chainTxHash(), createdAt: createdAt)
+        let body = RedeemResult.responseBody(job)
+        let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
+        let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.userID : nil })
+        let rows = try await pg.query("""
+            SELECT outcome, available_units, wallet_account FROM pkr_burn(
+              \(command.userID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
+              \(SQLiteStore.redeemEndpoint), \(command.requestFingerprint), \(body), \(command.memo), \(createdAt),
+              \(userIDs), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)), \(postings.map(\.amountUnits)))
+            """, logger: logger)
+        for try await (outcome, availableUnits, walletAccount) in rows.decode((Int32, Int64?, String?).self) {
+            switch outcome {
+            case 1:
+                guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_burn answered no wallet account") }
+                burnOneCallCount.add(1, ordering: .relaxed)
+                return .burned(job, walletAccount: walletAccount, responseBody: body)
+            case 0:
+                return nil
+            case -1:
+                throw GatewayError.insufficientBalance(availableUnits: availableUnits ?? 0, requestedUnits: command.amountUnits)
+            case -2:
+                let logger = self.logger
+                let user = try await pg.withConnection { try await Self.user($0, id: command.userID, logger: logger) }
+                throw ChainStubError.rejected(address: user?.chainAddress ?? "", op: .burn)
+            case -3:
+                throw GatewayError.demoNotSeeded
+            default:
+                throw GatewayError.storeUnavailable("pkr_burn answered \(outcome)")
+            }
+        }
+        throw GatewayError.storeUnavailable("pkr_burn answered no row")
+    }
+
+    /// A redeem in a transaction of round trips: the path for a key already taken (a replay, or one still in flight).
+    private func redeemInTransaction(_ command: RedeemCommand) async throws -> RedeemResult {
         let now = nowMicros()
         let logger = self.logger
         return try await transaction { connection in
