@@ -3,11 +3,11 @@ import Foundation
 /// Identifiers minted by the gateway and its stubs. Random enough never to collide.
 public enum Identifiers {
     /// "TX-" + 32 hex characters (128 random bits).
-    public static func providerTxID() -> String { "TX-" + Crypto.hex(Crypto.randomBytes(16)) }
+    public static func providerTxID() -> String { "TX-" + Crypto.hex(Crypto.randomIdentifierBytes(16)) }
     /// "0x" + 64 hex characters, like an Ethereum transaction hash.
-    public static func chainTxHash() -> String { "0x" + Crypto.hex(Crypto.randomBytes(32)) }
+    public static func chainTxHash() -> String { "0x" + Crypto.hex(Crypto.randomIdentifierBytes(32)) }
     /// A Standard Webhooks message id.
-    public static func webhookMessageID() -> String { "msg_" + Crypto.hex(Crypto.randomBytes(16)) }
+    public static func webhookMessageID() -> String { "msg_" + Crypto.hex(Crypto.randomIdentifierBytes(16)) }
     public static func uuid() -> String { UUID().uuidString.lowercased() }
     /// A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. Ids made close in time sort
     /// together, so a table keyed by them grows at the right edge of its index instead of dirtying a random
@@ -15,7 +15,7 @@ public enum Identifiers {
     public static func timeOrderedUUID(unixMillis: Int64) -> String {
         // A clock outside 1970...10889 (only a test clock) still gets a valid id.
         let unixMillis = min(max(unixMillis, 0), (1 << 48) - 1)
-        var bytes = Crypto.randomBytes(16)
+        var bytes = Crypto.randomIdentifierBytes(16)
         for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: unixMillis >> (8 * (5 - index))) }
         bytes[6] = 0x70 | (bytes[6] & 0x0f)
         bytes[8] = 0x80 | (bytes[8] & 0x3f)

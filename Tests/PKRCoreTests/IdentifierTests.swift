@@ -23,6 +23,15 @@ import Testing
         #expect(Identifiers.timeOrderedUUID(unixMillis: 5) != Identifiers.timeOrderedUUID(unixMillis: 5))
     }
 
+    @Test func identifierBytesAreNeverHandedOutTwice() {
+        // 1,000 draws of 32 bytes cross the 4 KiB pool's refill several times.
+        let draws = (0..<1_000).map { _ in Crypto.randomIdentifierBytes(32) }
+        #expect(draws.allSatisfy { $0.count == 32 })
+        #expect(Set(draws).count == draws.count)
+        #expect(Set(draws.flatMap { $0 }).count > 200, "the bytes look random, not a repeated pattern")
+        #expect(Set((0..<200).map { _ in Identifiers.chainTxHash() }).count == 200)
+    }
+
     @Test func timeOrderedUUIDClampsAClockOutOfRange() {
         #expect(Identifiers.timeOrderedUUID(unixMillis: -1).hasPrefix("00000000-0000-7"))
         #expect(Identifiers.timeOrderedUUID(unixMillis: .max).hasPrefix("ffffffff-ffff-7"))

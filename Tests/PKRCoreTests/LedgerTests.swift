@@ -69,6 +69,25 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
         #expect(entry.computedHash() == entry.entryHash)
     }
 
+    /// The rendering as the format defines it, through Strings: the fast path must hash exactly this.
+    private static func referenceHash(_ entry: LedgerEntry) -> String {
+        func field(_ value: String?) -> String { value.map { "|\($0.utf8.count):\($0)" } ?? "|~" }
+        let text = "pkr-ledger-v2" + field(String(entry.id)) + field(entry.userID) + field(entry.side.rawValue)
+            + field(entry.account.rawValue) + field(String(entry.amountUnits)) + field(entry.refType.rawValue)
+            + field(entry.refID) + field(entry.createdAt) + field(entry.prevHash)
+        return Crypto.sha256Hex(text)
+    }
+
+    @Test(arguments: [Int64(0), 1, 9, 10, 99, 100, 12_345, 1_000_000_000, Int64.max, -1, Int64.min])
+    func hashRendersNumbersAndTextAsTheFormatSays(number: Int64) {
+        for userID in [nil, "", "user-ß-€-🙂"] as [String?] {
+            let entry = LedgerEntry(id: number, userID: userID, side: .debit, account: .userToken, amountUnits: number,
+                                    refType: .burn, refID: "ref|with:separators~\u{1f}", createdAt: "2026-11-27T03:00:00.000000Z",
+                                    prevHash: LedgerHead.genesisHash, entryHash: "")
+            #expect(entry.computedHash() == Self.referenceHash(entry), "id and amount \(number), user \(String(describing: userID))")
+        }
+    }
+
     @Test func intactChainVerifies() {
         let entries = buildChain(sampleJobs)
         #expect(entries.count == 10)
