@@ -145,7 +145,8 @@ final class PostgresMintBatch: Sendable {
             }
             guard recorded != MintBatchCall.headMoved else { throw MintBatchCall.HeadMoved() }
             guard recorded == Int64(plan.minted.count) else {
-                throw GatewayError.storeUnavailable("pkr_mint_batch recorded \(recorded) of \(plan.minted.count) credits")
+                throw GatewayError.storeUnavailable(
+                    "pkr_mint_batch recorded \(recorded.map(String.init) ?? "no count") of \(plan.minted.count) credits")
             }
         } catch {
             // The head is no longer known (and batches chained after this one will be refused too); the transaction
