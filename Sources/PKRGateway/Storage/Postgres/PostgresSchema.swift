@@ -384,6 +384,104 @@ enum PostgresSchema {
             END
             $$
             """),
+        // Two mint batches may be in flight at once (see `PostgresStore.applyPolled`): each takes an advisory lock on
+        // the head id it will leave as it starts, and a batch chained after it waits on that lock, once its own
+        // uncontended rows are written, before it takes the balance and head locks. Advisory keys are head ids,
+        // far below the migrations' key. Otherwise as v3.
+        ("v5-mint-batch-baton", """
+            CREATE OR REPLACE FUNCTION pkr_mint_batch(
+              p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
+              p_status text[], p_memo text[], p_reference text[], p_occurred_at text[], p_occurred_at_micros bigint[],
+              p_created_at text[], p_now_micros bigint[], p_path text[], p_job_id text[], p_tx_hash text[],
+              p_address text[], p_amount_units bigint[],
+              i_received_at text[], i_message_id text[], i_webhook_timestamp text[], i_source_address text[],
+              i_scheme text[], i_verification text[], i_outcome text[], i_error text[], i_provider_tx_id text[],
+              i_job_id text[], i_body_bytes bigint[], i_body bytea[],
+              t_user_id text[], t_units bigint[], c_address text[], c_units bigint[],
+              expected_head_id bigint, expected_head_hash text,
+              l_id bigint[], l_user_id text[], l_side text[], l_account text[], l_amount_units bigint[],
+              l_ref_type text[], l_ref_id text[], l_created_at text[], l_prev_hash text[], l_entry_hash text[],
+              new_head_id bigint, new_head_hash text
+            ) RETURNS bigint LANGUAGE plpgsql AS $$
+            DECLARE
+              recorded_count bigint;
+              updated_count bigint;
+              head_id bigint;
+              head_hash text;
+            BEGIN
+              -- A head already past the expected one (another writer, a redeem) makes the caller's hashes useless:
+              -- answer -1 before writing anything, an expected outcome, not an error for the server's log. A head
+              -- short of it may be this process's previous batch still in flight, which the lock below waits for.
+              SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
+              IF head_id IS NULL OR head_id > expected_head_id THEN
+                RETURN -1;
+              END IF;
+              -- The baton: a batch chained after this one waits on it (below) until this one ends.
+              PERFORM pg_advisory_xact_lock(new_head_id);
+              WITH v AS (
+                SELECT * FROM unnest(p_provider_tx_id, p_account, p_user_id, p_direction, p_amount_paisa, p_status, p_memo,
+                                     p_reference, p_occurred_at, p_occurred_at_micros, p_created_at, p_now_micros, p_path,
+                                     p_job_id, p_tx_hash, p_address, p_amount_units)
+                  AS v(provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                       occurred_at_micros, created_at, now_micros, path, job_id, tx_hash, address, amount_units)
+              ), recorded AS (
+                INSERT INTO core_externaltransaction
+                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
+                SELECT provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                       occurred_at_micros, created_at, now_micros, path, path = 'webhook', path = 'poll'
+                FROM v
+                ON CONFLICT (provider_tx_id) DO NOTHING RETURNING provider_tx_id
+              ), receipts AS (
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                SELECT tx_hash, 'mint', address, amount_units, job_id, created_at FROM v
+              ), jobs AS (
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+                SELECT job_id, 'mint', user_id, amount_units, 'confirmed', tx_hash, provider_tx_id, memo, created_at FROM v
+              ), inbound AS (
+                INSERT INTO core_webhookinbound
+                  (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                   provider_tx_id, job_id, body_bytes, body)
+                SELECT * FROM unnest(i_received_at, i_message_id, i_webhook_timestamp, i_source_address, i_scheme,
+                                     i_verification, i_outcome, i_error, i_provider_tx_id, i_job_id, i_body_bytes, i_body)
+              )
+              SELECT count(*) INTO recorded_count FROM recorded;
+              IF recorded_count <> cardinality(p_provider_tx_id) THEN
+                RAISE EXCEPTION 'pkr_mint_batch: % of % credits were already recorded',
+                  cardinality(p_provider_tx_id) - recorded_count, cardinality(p_provider_tx_id) USING ERRCODE = 'PKR02';
+              END IF;
+              -- Chained after a batch still in flight (sent on another connection): wait for that one to end before
+              -- taking the contended locks, so the two take them in the order they were chained. Otherwise this
+              -- one could take the balances first, find the head stale and throw away the rows it wrote.
+              SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
+              IF head_id < expected_head_id THEN
+                PERFORM pg_advisory_xact_lock_shared(expected_head_id);
+              END IF;
+              PERFORM 1 FROM core_tokenbalance WHERE user_id = ANY (t_user_id) ORDER BY user_id FOR UPDATE;
+              UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units
+              FROM unnest(t_user_id, t_units) AS v(user_id, units) WHERE t.user_id = v.user_id;
+              GET DIAGNOSTICS updated_count = ROW_COUNT;
+              IF updated_count <> cardinality(t_user_id) THEN
+                RAISE EXCEPTION 'pkr_mint_batch: a token balance row is missing' USING ERRCODE = 'PKR03';
+              END IF;
+              UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units + v.units
+              FROM unnest(c_address, c_units) AS v(address, units) WHERE b.address = v.address;
+              GET DIAGNOSTICS updated_count = ROW_COUNT;
+              IF updated_count <> cardinality(c_address) THEN
+                RAISE EXCEPTION 'pkr_mint_batch: a chain-stub balance row is missing' USING ERRCODE = 'PKR03';
+              END IF;
+              SELECT last_id, last_hash INTO head_id, head_hash FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE;
+              IF head_id IS DISTINCT FROM expected_head_id OR head_hash IS DISTINCT FROM expected_head_hash THEN
+                RAISE EXCEPTION 'pkr_mint_batch: stale ledger head' USING ERRCODE = 'PKR01';
+              END IF;
+              INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+              SELECT * FROM unnest(l_id, l_user_id, l_side, l_account, l_amount_units, l_ref_type, l_ref_id, l_created_at,
+                                   l_prev_hash, l_entry_hash);
+              UPDATE core_ledgerhead SET last_id = new_head_id, last_hash = new_head_hash WHERE singleton = 1;
+              RETURN recorded_count;
+            END
+            $$
+            """),
     ]
 
     /// A migration's statements, one by one. A dollar-quoted body (a function's) keeps its own semicolons.
