@@ -385,9 +385,9 @@ enum PostgresSchema {
             $$
             """),
         // Two mint batches may be in flight at once (see `PostgresStore.applyPolled`): each takes an advisory lock on
-        // the head id it will leave as it starts, and a batch chained after it waits on that lock, once its own
-        // uncontended rows are written, before it takes the balance and head locks. Advisory keys are head ids,
-        // far below the migrations' key. Otherwise as v3.
+        // the head id it will leave as it starts, and a batch chained after it, once its own uncontended rows are
+        // written, waits for that one to end before it takes the balance and head locks. Advisory keys are head
+        // ids, far below the migrations' key. Otherwise as v3.
         ("v5-mint-batch-baton", """
             CREATE OR REPLACE FUNCTION pkr_mint_batch(
               p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
@@ -408,6 +408,7 @@ enum PostgresSchema {
               updated_count bigint;
               head_id bigint;
               head_hash text;
+              waits integer := 0;
             BEGIN
               -- A head already past the expected one (another writer, a redeem) makes the caller's hashes useless:
               -- answer -1 before writing anything, an expected outcome, not an error for the server's log. A head
@@ -416,8 +417,9 @@ enum PostgresSchema {
               IF head_id IS NULL OR head_id > expected_head_id THEN
                 RETURN -1;
               END IF;
-              -- The baton: a batch chained after this one waits on it (below) until this one ends.
-              PERFORM pg_advisory_xact_lock(new_head_id);
+              -- The baton: a batch chained after this one waits on it (below) until this one ends. Never waited for
+              -- here: should the batch after this one have come first and taken it, this one goes on without it.
+              PERFORM pg_try_advisory_xact_lock(new_head_id);
               WITH v AS (
                 SELECT * FROM unnest(p_provider_tx_id, p_account, p_user_id, p_direction, p_amount_paisa, p_status, p_memo,
                                      p_reference, p_occurred_at, p_occurred_at_micros, p_created_at, p_now_micros, p_path,
@@ -452,11 +454,19 @@ enum PostgresSchema {
               END IF;
               -- Chained after a batch still in flight (sent on another connection): wait for that one to end before
               -- taking the contended locks, so the two take them in the order they were chained. Otherwise this
-              -- one could take the balances first, find the head stale and throw away the rows it wrote.
+              -- one could take the balances first, find the head stale and throw away the rows it wrote. Waiting
+              -- on its baton is the usual case; one that has not begun yet is polled for, about 200 ms at most,
+              -- after which the head check below refuses this batch.
               SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
-              IF head_id < expected_head_id THEN
+              WHILE head_id < expected_head_id AND waits < 400 LOOP
                 PERFORM pg_advisory_xact_lock_shared(expected_head_id);
-              END IF;
+                SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
+                IF head_id < expected_head_id THEN
+                  PERFORM pg_sleep(0.0005);
+                  waits := waits + 1;
+                  SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
+                END IF;
+              END LOOP;
               PERFORM 1 FROM core_tokenbalance WHERE user_id = ANY (t_user_id) ORDER BY user_id FOR UPDATE;
               UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units
               FROM unnest(t_user_id, t_units) AS v(user_id, units) WHERE t.user_id = v.user_id;
@@ -481,6 +491,78 @@ enum PostgresSchema {
               RETURN recorded_count;
             END
             $$
+            """),
+        // The random keys every mint indexes (provider ids, job ids, transaction hashes) compare as bytes: in a
+        // database created with a libc locale (C.UTF-8 included) each B-tree comparison went through strcoll. ASCII
+        // ids sort the same either way. Before v7, whose triggers depend on these columns.
+        ("v6-byte-order-keys", """
+            ALTER TABLE core_externaltransaction ALTER COLUMN provider_tx_id TYPE text COLLATE "C",
+              ALTER COLUMN matched_job_id TYPE text COLLATE "C";
+            ALTER TABLE chain_stub_chainstubreceipt ALTER COLUMN tx_hash TYPE text COLLATE "C",
+              ALTER COLUMN reference TYPE text COLLATE "C";
+            ALTER TABLE core_chainjob ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN tx_hash TYPE text COLLATE "C",
+              ALTER COLUMN external_tx_id TYPE text COLLATE "C";
+            ALTER TABLE core_ledgerentry ALTER COLUMN ref_id TYPE text COLLATE "C", ALTER COLUMN account TYPE text COLLATE "C"
+            """),
+        // The four references every mint writes (a credit's user, a job's user, a ledger entry's user and job) were
+        // foreign keys, checked row by row: five probes per credit, each through an executor start-up of its own,
+        // a third of the backend's work in a 100k backlog. They are checked once per statement instead, against all
+        // of its new rows, and the rows they refer to stay: users and jobs are never deleted, nor their ids changed
+        // (the remaining foreign keys to both tables already forbid TRUNCATE). Violations raise the same SQLSTATEs.
+        ("v7-statement-references", """
+            ALTER TABLE core_externaltransaction DROP CONSTRAINT core_externaltransaction_user_id_fkey;
+            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_fkey;
+            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_user_id_fkey;
+            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_ref_id_fkey;
+            CREATE FUNCTION pkr_keep_referenced_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              RAISE EXCEPTION '% rows are referred to: never deleted, nor their ids changed', TG_TABLE_NAME
+                USING ERRCODE = 'restrict_violation';
+            END
+            $$;
+            CREATE TRIGGER core_user_kept BEFORE DELETE ON core_user
+              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_user_id_kept BEFORE UPDATE OF id ON core_user
+              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_chainjob_kept BEFORE DELETE ON core_chainjob
+              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_chainjob_id_kept BEFORE UPDATE OF id ON core_chainjob
+              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE FUNCTION pkr_check_user_references() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              -- Scalar subqueries, one index probe per new row: as an anti-join the planner, knowing nothing of the
+              -- transition table, hashes the whole referenced table every statement.
+              IF EXISTS (SELECT 1 FROM new_rows n
+                         WHERE n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL) THEN
+                RAISE EXCEPTION 'a % row refers to a user that does not exist', TG_TABLE_NAME
+                  USING ERRCODE = 'foreign_key_violation';
+              END IF;
+              RETURN NULL;
+            END
+            $$;
+            CREATE FUNCTION pkr_check_ledger_references() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF EXISTS (SELECT 1 FROM new_rows n
+                         WHERE (SELECT j.id FROM core_chainjob j WHERE j.id = n.ref_id) IS NULL
+                            OR (n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL)) THEN
+                RAISE EXCEPTION 'a ledger entry refers to a job or user that does not exist'
+                  USING ERRCODE = 'foreign_key_violation';
+              END IF;
+              RETURN NULL;
+            END
+            $$;
+            CREATE TRIGGER core_externaltransaction_user_inserted AFTER INSERT ON core_externaltransaction
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_externaltransaction_user_updated AFTER UPDATE ON core_externaltransaction
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_chainjob_user_inserted AFTER INSERT ON core_chainjob
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_chainjob_user_updated AFTER UPDATE ON core_chainjob
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_ledgerentry_references_inserted AFTER INSERT ON core_ledgerentry
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references();
+            CREATE TRIGGER core_ledgerentry_references_updated AFTER UPDATE ON core_ledgerentry
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references()
             """),
     ]
 

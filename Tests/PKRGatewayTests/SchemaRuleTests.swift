@@ -1,0 +1,75 @@
+import Foundation
+import GRDB
+import PKRCore
+import PostgresNIO
+import Testing
+@testable import PKRGateway
+
+/// The references between money rows are rules of the schema on both engines, whatever enforces them: foreign
+/// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v7).
+@Suite("Schema rules", .serialized)
+struct SchemaRuleTests {
+    @Test("a row naming a user or job that does not exist is refused, and a user or job referred to is never deleted or renamed",
+          arguments: TestEngine.all)
+    func references(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            let user = try await gateway.seedDemo()
+            _ = try await gateway.walletStub.credit(account: Gateway.demoWalletAccount, amountPaisa: 10_000, memo: "deposit")
+            #expect(try await gateway.reconcileOnce().minted == 1)
+            let jobID = try #require(try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).first?.refID)
+            let hash = String(repeating: "0", count: 64)
+
+            let refused = [
+                """
+                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', 'no-such-job', 'now', '\(hash)', '\(hash)')
+                """,
+                "UPDATE core_ledgerentry SET ref_id = 'no-such-job' WHERE id = 1",
+                "UPDATE core_ledgerentry SET user_id = 'nobody' WHERE user_id IS NOT NULL",
+                """
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+                VALUES ('job-x', 'mint', 'nobody', 1, 'confirmed', 'hash-x', 'TX-x', '', 'now')
+                """,
+                "UPDATE core_chainjob SET user_id = 'nobody' WHERE id = '\(jobID)'",
+                Self.insertExternal(providerTxID: "TX-nobody", userID: "nobody"),
+                "UPDATE core_externaltransaction SET user_id = 'nobody'",
+                "DELETE FROM core_chainjob WHERE id = '\(jobID)'",
+                "UPDATE core_chainjob SET id = 'renamed' WHERE id = '\(jobID)'",
+                "DELETE FROM core_user",
+                "UPDATE core_user SET id = 'renamed'",
+            ]
+            for sql in refused {
+                do {
+                    try await executeRawSQL(gateway, sql)
+                    Issue.record("accepted: \(sql)")
+                } catch {
+                    #expect(Self.isConstraintViolation(error), "\(sql): \(String(reflecting: error))")
+                }
+            }
+
+            // The same kinds of statement with real references pass: the rules refuse what is wrong, not everything.
+            try await executeRawSQL(gateway, Self.insertExternal(providerTxID: "TX-linked", userID: user.id))
+            try await executeRawSQL(gateway, "UPDATE core_chainjob SET memo = 'checked', id = id WHERE id = '\(jobID)'")
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET ref_id = ref_id, user_id = user_id")
+            // Nothing refused was written.
+            let verified = try await gateway.store.verifyLedger()
+            #expect(verified.firstBreak == nil && verified.entriesChecked == 2)
+            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == 10_000 * Money.unitsPerPaisa)
+        }
+    }
+
+    static func insertExternal(providerTxID: String, userID: String) -> String {
+        """
+        INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, occurred_at,
+          occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
+        VALUES ('\(providerTxID)', 'WALLET-X', '\(userID)', 'debit', 1, 'failed', '', 'now', 0, 'now', 0, 'poll')
+        """
+    }
+
+    static func isConstraintViolation(_ error: any Error) -> Bool {
+        if let error = error as? DatabaseError { return error.resultCode == .SQLITE_CONSTRAINT }
+        // foreign_key_violation and restrict_violation.
+        if let error = error as? PSQLError { return ["23503", "23001"].contains(error.serverInfo?[.sqlState] ?? "") }
+        return false
+    }
+}
