@@ -9,7 +9,11 @@ import WalletStub
 /// It holds no state of its own beyond caches; the store is the source of truth.
 public final class Gateway: Sendable {
     public static let demoWalletAccount = "WALLET-001"
-    public static let pollPageSize = 500
+    /// A reconciler page: the provider's largest. On SQLite it is one transaction (about 100 ms of the writer
+    /// in a backlog, which a webhook arriving then waits behind); on PostgreSQL it is written as mint batches two
+    /// at a time, and the pipeline drains at the end of each page. Fewer, larger pages: a 100k SQLite backlog in
+    /// 9.2/8.7 s instead of 9.5/10.5 s.
+    public static let pollPageSize = 1000
     /// How much of a delivery that failed verification the inbound log keeps.
     public static let unverifiedBodyBytesKept = 1024
     static let pollCursorName = "provider_poll"
