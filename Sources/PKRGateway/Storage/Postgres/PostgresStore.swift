@@ -635,8 +635,8 @@ public final class PostgresStore: GatewayStore {
     // MARK: - Reads
 
     public func tokenBalanceUnits(userID: String) async throws -> Int64 {
-        for try await balance in try await pg.query(
-            "SELECT balance_units FROM core_tokenbalance WHERE user_id = \(userID)", logger: logger).decode(Int64.self) {
+        // The hottest read: prepared once per connection, so each call skips the parse and the plan.
+        for try await balance in try await pg.execute(TokenBalanceQuery(userID: userID), logger: logger) {
             return balance
         }
         return 0
@@ -899,4 +899,18 @@ private struct AppendLedgerEntries: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws {}
+}
+
+private struct TokenBalanceQuery: PostgresPreparedStatement {
+    static let sql = "SELECT balance_units FROM core_tokenbalance WHERE user_id = $1"
+
+    var userID: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(userID)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
 }
