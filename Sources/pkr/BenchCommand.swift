@@ -116,7 +116,8 @@ struct Bench: AsyncParsableCommand {
                 if let postgres = gateway.store as? PostgresStore {
                     // Refused one-call batches redo their work in a transaction: a figure that needs them is slower.
                     let counts = postgres.mintBatchCounts
-                    batches = "; mint batches: \(counts.oneCall) in one call, \(counts.refused) refused, \(counts.rolledBack) rolled back"
+                    batches = "; the last run's mint batches: \(counts.oneCall) in one call, \(counts.refused) refused, "
+                        + "\(counts.rolledBack) rolled back"
                 }
             }
             say("backlog (\(engine.rawValue)): \(backlog) lost webhooks minted by one reconciler pass in \(ms(median(times))) ms "

@@ -17,6 +17,9 @@ public final class PostgresStore: GatewayStore {
     let mintBatch: PostgresMintBatch
     /// Redeems burned by one `pkr_burn` call, for tests that must know which path ran.
     let burnOneCallCount = Atomic<Int>(0)
+    private let limits: MoneyLimits
+    private let nowMicros: @Sendable () -> Int64
+    private let logger: Logger
 
     /// How the mint batches since start-up were written, for the bench: a refused one-call batch redid its work
     /// in a transaction.
@@ -27,12 +30,10 @@ public final class PostgresStore: GatewayStore {
     }
 
     public var mintBatchCounts: MintBatchCounts {
-        MintBatchCounts(oneCall: mintBatch.oneCallCount.load(ordering: .relaxed), refused: mintBatch.oneCallMissCount.load(ordering: .relaxed),
+        MintBatchCounts(oneCall: mintBatch.oneCallCount.load(ordering: .relaxed),
+                        refused: mintBatch.oneCallMissCount.load(ordering: .relaxed),
                         rolledBack: mintBatch.rolledBackCount.load(ordering: .relaxed))
     }
-    private let limits: MoneyLimits
-    private let nowMicros: @Sendable () -> Int64
-    private let logger: Logger
 
     /// Connects once up front so that a wrong host or password fails start-up at once with a clear message,
     /// instead of the pool retrying in the background for a minute.
@@ -167,7 +168,8 @@ public final class PostgresStore: GatewayStore {
         }
     }
 
-    /// Polled mint batches written at once; more than two gains nothing on a backend that orders them anyway.
+    /// Polled mint batches written at once. The backend orders them anyway, and three were slower than two on
+    /// two cores (BENCHMARKS.md).
     static let polledBatchesInFlightMax = 2
 
     public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
@@ -185,20 +187,24 @@ public final class PostgresStore: GatewayStore {
         // Two batches in flight: while one holds the contended locks and commits, the next writes its uncontended
         // rows on another connection, then waits for the first to end (`pkr_mint_batch`, migration v5).
         let mintBatch = self.mintBatch
-        await withTaskGroup(of: (Int, [ChainJob?]).self) { group in
+        await withTaskGroup(of: (start: Int, jobs: [ChainJob?]).self) { group in
+            // A chunk's jobs land at its credits' places in the page; a nil job is left to the loop below.
+            func record(_ written: (start: Int, jobs: [ChainJob?])) {
+                for ((index, _), job) in zip(credits[written.start...], written.jobs) {
+                    outcomes[index] = job.map(ApplyOutcome.minted)
+                }
+            }
             var inFlight = 0
             for start in stride(from: 0, to: credits.count, by: PostgresMintBatch.batchSizeMax) {
-                if inFlight == Self.polledBatchesInFlightMax, let (done, jobs) = await group.next() {
-                    for ((index, _), job) in zip(credits[done...], jobs) { outcomes[index] = job.map(ApplyOutcome.minted) }
+                if inFlight == Self.polledBatchesInFlightMax, let written = await group.next() {
+                    record(written)
                     inFlight -= 1
                 }
                 let chunk = credits[start..<min(start + PostgresMintBatch.batchSizeMax, credits.count)].map(\.1)
                 group.addTask { (start, await mintBatch.write(chunk)) }
                 inFlight += 1
             }
-            for await (done, jobs) in group {
-                for ((index, _), job) in zip(credits[done...], jobs) { outcomes[index] = job.map(ApplyOutcome.minted) }
-            }
+            for await written in group { record(written) }
         }
         for index in txs.indices where outcomes[index] == nil {
             let tx = txs[index]
