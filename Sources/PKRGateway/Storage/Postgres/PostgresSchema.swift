@@ -461,11 +461,9 @@ enum PostgresSchema {
               WHILE head_id < expected_head_id AND waits < 400 LOOP
                 PERFORM pg_advisory_xact_lock_shared(expected_head_id);
                 SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
-                IF head_id < expected_head_id THEN
-                  PERFORM pg_sleep(0.0005);
-                  waits := waits + 1;
-                  SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
-                END IF;
+                EXIT WHEN head_id >= expected_head_id;
+                PERFORM pg_sleep(0.0005);
+                waits := waits + 1;
               END LOOP;
               PERFORM 1 FROM core_tokenbalance WHERE user_id = ANY (t_user_id) ORDER BY user_id FOR UPDATE;
               UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units
