@@ -41,9 +41,10 @@ import Testing
         #expect(journalMode == "wal")
     }
 
-    /// A database written under the v1 schema keeps every row through v2, its ledger still verifies, and the
-    /// uniqueness rules v2 moved into partial indexes still refuse duplicates.
-    @Test func v2KeepsV1RowsAndItsUniquenessRules() async throws {
+    /// A database written under the v1 schema keeps every row through the later migrations, its ledger still
+    /// verifies, its mint is still found as its credit's, and the uniqueness rules v2 moved into partial indexes
+    /// still refuse duplicates. The v1 rows are written as the v1 gateway wrote them, statement by statement.
+    @Test func migrationsKeepV1RowsAndTheirUniquenessRules() async throws {
         let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
         let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
         let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
@@ -51,17 +52,41 @@ import Testing
         let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
         let credit = ProviderTransaction(providerTxID: "TX-v1", account: "WALLET-001", direction: .credit, amountPaisa: 250_000,
                                          status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "v1", reference: nil)
-        guard case .minted = try await store.apply(credit, via: .webhook, inbound: nil) else {
-            Issue.record("the v1 credit did not mint")
-            return
+        let mintedUnits: Int64 = 250_000 * Money.unitsPerPaisa, burnedUnits: Int64 = 10_000_000
+        let burn = ChainJob(id: "job-burn", jobType: .burn, amountUnits: burnedUnits, txHash: "0xburn", createdAt: "now")
+        try await store.database.write { db in
+            try db.execute(sql: """
+                INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo,
+                  occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook)
+                VALUES ('TX-v1', 'WALLET-001', ?, 'credit', 250000, 'settled', 'v1', 'now', 0, 'now', 0, 'webhook', 1);
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES ('0xmint', 'mint', ?, ?, 'job-mint', 'now'), ('0xburn', 'burn', ?, ?, 'job-burn', 'now');
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+                VALUES ('job-mint', 'mint', ?, ?, 'confirmed', '0xmint', 'TX-v1', 'v1', 'now');
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo,
+                  payout_state, payout_provider_tx_id, created_at)
+                VALUES ('job-burn', 'burn', ?, ?, 'confirmed', '0xburn', 'key-1', 'out', 'submitted', 'TX-payout', 'now');
+                UPDATE core_tokenbalance SET balance_units = ? WHERE user_id = ?;
+                UPDATE chain_stub_chainstubbalance SET balance_units = ? WHERE address = ?;
+                """, arguments: [user.id, user.chainAddress, mintedUnits, user.chainAddress, burnedUnits, user.id, mintedUnits,
+                                 user.id, burnedUnits, mintedUnits - burnedUnits, user.id, mintedUnits - burnedUnits,
+                                 user.chainAddress])
+            var head = LedgerHead.genesis
+            for (type, jobID, units) in [(ChainJobType.mint, "job-mint", mintedUnits), (.burn, "job-burn", burnedUnits)] {
+                for posting in PostingRules.postings(for: type, amountUnits: units) {
+                    let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? user.id : nil,
+                                                 posting: posting, refType: type, refID: jobID, createdAt: "now")
+                    try db.execute(sql: """
+                        INSERT INTO core_ledgerentry
+                          (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """, arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                                         entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
+                    head = LedgerHead(entry)
+                }
+            }
+            try db.execute(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ?", arguments: [head.lastID, head.lastHash])
         }
-        let command = RedeemCommand(userID: user.id, amountUnits: 10_000_000, memo: "out", idempotencyKey: "key-1",
-                                    requestFingerprint: "f")
-        guard case .burned(let burn, _, _) = try await store.redeem(command) else {
-            Issue.record("the v1 redeem did not burn")
-            return
-        }
-        try await store.markPayoutSubmitted(jobID: burn.id, providerTxID: "TX-payout")
         func counts() async throws -> [Int] {
             try await store.database.read { db in
                 try ["core_chainjob", "core_externaltransaction", "core_ledgerentry"].map {
@@ -76,26 +101,40 @@ import Testing
         #expect(try await counts() == before)
         let verifier = try await store.verifyLedger()
         #expect(verifier.firstBreak == nil && verifier.entriesChecked == 4)
-        #expect(try await store.tokenBalanceUnits(userID: user.id) == 250_000 * Money.unitsPerPaisa - 10_000_000)
+        #expect(try await store.tokenBalanceUnits(userID: user.id) == mintedUnits - burnedUnits)
+        // The credit's mint is found through the row id v3 filled in: the credit again is a duplicate of it.
+        #expect(try await store.apply(credit, via: .poll, inbound: nil) == .duplicate(jobID: "job-mint"))
+        #expect(try await store.reconciliationSnapshot().settledCreditsUnminted.isEmpty)
         try await store.database.write { db in
             let burnRow = try Row.fetchOne(db, sql: "SELECT * FROM core_chainjob WHERE id = ?", arguments: [burn.id])
             #expect(burnRow?["payout_provider_tx_id"] == "TX-payout")
             #expect(burnRow?["idempotency_key"] == "key-1")
-            // The same idempotency key for the same user, and the same payout transaction, are still refused.
+            // The same idempotency key for the same user, and the same payout transaction, are still refused. Each
+            // job has its own chain receipt, so the key or the payout is the only thing wrong with it.
+            try db.execute(sql: """
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
+                """)
             #expect(throws: DatabaseError.self) {
                 try db.execute(sql: """
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
                                                payout_state, created_at)
-                    VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother', 'key-1', 'requested', 'now')
+                    VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother2', 'key-1', 'requested', 'now')
                     """, arguments: [user.id])
             }
             #expect(throws: DatabaseError.self) {
                 try db.execute(sql: """
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
                                                payout_provider_tx_id, created_at)
-                    VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother', 'submitted', 'TX-payout', 'now')
+                    VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
                     """, arguments: [user.id])
             }
+            // With a fresh key and payout transaction, the same insert passes.
+            try db.execute(sql: """
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
+                                           payout_state, created_at)
+                VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother2', 'key-2', 'requested', 'now')
+                """, arguments: [user.id])
             // A mint never carries a payout transaction.
             #expect(throws: DatabaseError.self) {
                 try db.execute(sql: "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'")

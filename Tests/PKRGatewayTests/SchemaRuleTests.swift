@@ -58,6 +58,54 @@ struct SchemaRuleTests {
         }
     }
 
+    @Test("two jobs never share a chain transaction hash, and two mints never share a provider transaction",
+          arguments: TestEngine.all)
+    func oneJobPerKey(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            let user = try await gateway.seedDemo()
+            for amountPaisa in [10_000, 20_000] as [Int64] {
+                _ = try await gateway.walletStub.credit(account: Gateway.demoWalletAccount, amountPaisa: amountPaisa, memo: "deposit")
+            }
+            #expect(try await gateway.reconcileOnce().minted == 2)
+            let jobIDs = try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).map(\.refID)
+            let first = try #require(jobIDs.last), second = try #require(jobIDs.first)
+            try #require(first != second)
+            func other(_ column: String) -> String { "(SELECT \(column) FROM core_chainjob WHERE id = '\(second)')" }
+
+            let refused = [
+                "UPDATE core_chainjob SET tx_hash = \(other("tx_hash")) WHERE id = '\(first)'",
+                "UPDATE core_chainjob SET external_tx_id = \(other("external_tx_id")) WHERE id = '\(first)'",
+            ]
+            for sql in refused {
+                do {
+                    try await executeRawSQL(gateway, sql)
+                    Issue.record("accepted: \(sql)")
+                } catch {
+                    #expect(Self.isConstraintViolation(error), "\(sql): \(String(reflecting: error))")
+                }
+            }
+            if engine == .sqlite {
+                // The row id that makes a mint unique on SQLite, moved to the other mint's provider transaction.
+                let sql = """
+                    UPDATE core_chainjob SET external_tx_row_id = \(other("external_tx_row_id")),
+                      external_tx_id = \(other("external_tx_id")) WHERE id = '\(first)'
+                    """
+                do {
+                    try await executeRawSQL(gateway, sql)
+                    Issue.record("accepted: \(sql)")
+                } catch {
+                    #expect(Self.isConstraintViolation(error), "\(sql): \(String(reflecting: error))")
+                }
+            }
+
+            // Rewriting a job's own keys passes, and nothing refused was written.
+            try await executeRawSQL(gateway, "UPDATE core_chainjob SET tx_hash = tx_hash, external_tx_id = external_tx_id")
+            let snapshot = try await gateway.store.reconciliationSnapshot()
+            #expect(snapshot.creditsMintedMoreThanOnce.isEmpty && snapshot.settledCreditsUnminted.isEmpty)
+            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == 30_000 * Money.unitsPerPaisa)
+        }
+    }
+
     static func insertExternal(providerTxID: String, userID: String) -> String {
         """
         INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, occurred_at,
@@ -68,8 +116,8 @@ struct SchemaRuleTests {
 
     static func isConstraintViolation(_ error: any Error) -> Bool {
         if let error = error as? DatabaseError { return error.resultCode == .SQLITE_CONSTRAINT }
-        // foreign_key_violation and restrict_violation.
-        if let error = error as? PSQLError { return ["23503", "23001"].contains(error.serverInfo?[.sqlState] ?? "") }
+        // foreign_key_violation, restrict_violation and unique_violation.
+        if let error = error as? PSQLError { return ["23503", "23001", "23505"].contains(error.serverInfo?[.sqlState] ?? "") }
         return false
     }
 }

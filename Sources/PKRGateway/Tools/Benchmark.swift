@@ -173,22 +173,38 @@ public enum Benchmark {
                     head = LedgerHead(entry)
                 }
             }
-            try await insert(gateway, jobs: jobs, entries: entries, userID: user.id, createdAt: createdAt, head: head)
+            try await insert(gateway, jobs: jobs, entries: entries, user: user, createdAt: createdAt, head: head)
             jobIndex += jobs.count
         }
         try await settle(gateway)
     }
 
-    private static func insert(_ gateway: Gateway, jobs: [String], entries: [LedgerEntry], userID: String, createdAt: String,
+    private static func insert(_ gateway: Gateway, jobs: [String], entries: [LedgerEntry], user: DemoUser, createdAt: String,
                                head: LedgerHead) async throws {
+        let userID = user.id
         switch gateway.store {
         case let sqlite as SQLiteStore:
             try await sqlite.database.write { db in
-                let job = try db.makeStatement(sql: """
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, created_at)
-                    VALUES (?, 'mint', ?, 1000000, 'confirmed', ?, ?, ?)
+                // A mint job refers to its provider transaction and to its chain receipt (schema v3).
+                let external = try db.makeStatement(sql: """
+                    INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, occurred_at,
+                      occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_poll)
+                    VALUES (?, ?, ?, 'credit', 100, 'settled', ?, 0, ?, 0, 'poll', 1)
                     """)
-                for id in jobs { try job.execute(arguments: [id, userID, "0x" + id, id, createdAt]) }
+                let receipt = try db.makeStatement(sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                    VALUES (?, 'mint', ?, 1000000, ?, ?)
+                    """)
+                let job = try db.makeStatement(sql: """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, created_at)
+                    VALUES (?, 'mint', ?, 1000000, 'confirmed', ?, ?, ?, ?)
+                    """)
+                for id in jobs {
+                    try external.execute(arguments: [id, user.walletAccount, userID, createdAt, createdAt])
+                    let externalRowID = db.lastInsertedRowID
+                    try receipt.execute(arguments: ["0x" + id, user.chainAddress, id, createdAt])
+                    try job.execute(arguments: [id, userID, "0x" + id, externalRowID, id, createdAt])
+                }
                 let entry = try db.makeStatement(sql: """
                     INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -130,6 +130,9 @@ enum SQLiteSchema {
         migrator.registerMigration("v2-fewer-index-entries") { db in
             try db.execute(sql: fewerIndexEntries)
         }
+        migrator.registerMigration("v3-ordered-job-keys") { db in
+            try db.execute(sql: orderedJobKeys)
+        }
         return migrator
     }
 
@@ -228,5 +231,57 @@ enum SQLiteSchema {
         FROM core_ledgerentry;
         DROP TABLE core_ledgerentry;
         ALTER TABLE core_ledgerentry_v2 RENAME TO core_ledgerentry;
+        """
+
+    /// A mint wrote two index entries over random keys into `core_chainjob`: the provider's transaction id and the
+    /// chain's transaction hash, both unique. Each dirtied its own page at every commit, as did the same two keys in
+    /// `core_externaltransaction` and the chain stub's receipts. The same rules now hold through keys that grow with
+    /// time. One mint per provider transaction: a unique row id of `core_externaltransaction`, tied to its provider
+    /// id by a foreign key. One job per chain transaction: a foreign key to the receipt that names the job, whose
+    /// hash the chain keeps unique, so two jobs cannot share a hash. The table is rebuilt as in v2.
+    static let orderedJobKeys = """
+        CREATE UNIQUE INDEX core_externaltransaction_row_provider_tx ON core_externaltransaction (id, provider_tx_id);
+        CREATE UNIQUE INDEX chain_stub_chainstubreceipt_reference_tx_hash ON chain_stub_chainstubreceipt (reference, tx_hash);
+
+        CREATE TABLE core_chainjob_v3 (
+          id TEXT PRIMARY KEY,
+          job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
+          user_id TEXT NOT NULL REFERENCES core_user(id),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          status TEXT NOT NULL CHECK (status IN ('confirmed')),
+          tx_hash TEXT NOT NULL,
+          external_tx_row_id INTEGER,
+          external_tx_id TEXT,
+          idempotency_key TEXT,
+          memo TEXT NOT NULL DEFAULT '',
+          payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
+          payout_provider_tx_id TEXT,
+          created_at TEXT NOT NULL,
+          CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
+          CHECK ((external_tx_row_id IS NULL) = (external_tx_id IS NULL)),
+          CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
+          CHECK (job_type = 'burn' OR idempotency_key IS NULL),
+          CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL),
+          CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
+          FOREIGN KEY (external_tx_row_id, external_tx_id) REFERENCES core_externaltransaction (id, provider_tx_id),
+          FOREIGN KEY (id, tx_hash) REFERENCES chain_stub_chainstubreceipt (reference, tx_hash)
+        );
+        INSERT INTO core_chainjob_v3
+          (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, idempotency_key, memo,
+           payout_state, payout_provider_tx_id, created_at)
+        SELECT j.id, j.job_type, j.user_id, j.amount_units, j.status, j.tx_hash,
+               (SELECT e.id FROM core_externaltransaction e WHERE e.provider_tx_id = j.external_tx_id), j.external_tx_id,
+               j.idempotency_key, j.memo, j.payout_state, j.payout_provider_tx_id, j.created_at
+        FROM core_chainjob j;
+        DROP TABLE core_chainjob;
+        ALTER TABLE core_chainjob_v3 RENAME TO core_chainjob;
+        CREATE UNIQUE INDEX core_chainjob_external_tx_row ON core_chainjob (external_tx_row_id)
+          WHERE external_tx_row_id IS NOT NULL;
+        CREATE UNIQUE INDEX core_chainjob_payout_provider_tx ON core_chainjob (payout_provider_tx_id)
+          WHERE payout_provider_tx_id IS NOT NULL;
+        CREATE UNIQUE INDEX core_chainjob_idempotency ON core_chainjob (user_id, idempotency_key)
+          WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX core_chainjob_created ON core_chainjob (created_at) WHERE job_type = 'burn';
+        CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
         """
 }

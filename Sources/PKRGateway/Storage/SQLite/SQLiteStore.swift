@@ -218,9 +218,10 @@ public final class SQLiteStore: GatewayStore {
         let txHash = try ChainStub.recordReceipt(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
                                                  reference: jobID, createdAt: createdAt)
         try db.cachedStatement(sql: """
-            INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-            VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?)
-            """).run(jobID, user.id, amountUnits, txHash, record.tx.providerTxID, record.tx.memo, createdAt)
+            INSERT INTO core_chainjob
+              (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, memo, created_at)
+            VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?, ?)
+            """).run(jobID, user.id, amountUnits, txHash, record.id, record.tx.providerTxID, record.tx.memo, createdAt)
         try appendLedger(db, scope, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
         return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
     }
@@ -274,7 +275,7 @@ public final class SQLiteStore: GatewayStore {
     private static let externalColumns = """
         e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
         e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
-        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
         """
 
     private static func externalTransaction(_ db: Database, providerTxID: String) throws -> ExternalTransactionRecord? {
@@ -486,7 +487,7 @@ public final class SQLiteStore: GatewayStore {
                 settledCreditsUnminted: try strings("""
                     SELECT e.provider_tx_id FROM core_externaltransaction e
                     WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
-                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
                     """),
                 heldCreditPaisa: try int("""
                     SELECT COALESCE(SUM(amount_paisa), 0) FROM core_externaltransaction WHERE flag = 'above_mint_limit'
