@@ -143,7 +143,8 @@ import Testing
     }
 
     /// Mints add to the balances once per batch. A redeem in the same batch still sees every earlier mint, and a
-    /// redeem that fails and rolls back its savepoint does not lose the mints it had written for its check.
+    /// redeem that fails after writing those mints' balances (so the batch is written again with a savepoint per
+    /// job) does not lose them.
     @Test func aBatchsRedeemsSeeItsMintsThroughARolledBackRedeem() async throws {
         let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
         let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
@@ -158,6 +159,7 @@ import Testing
         }
         // The three changes queue in this order while the writer is busy, so that they share one batch.
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
+        let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
         let (mint, tooMuch, all) = try await Self.whileTheWriterIsBusy(store) {
             let mint = Task { try await store.apply(credit, via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
@@ -180,6 +182,8 @@ import Testing
         }
         #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1,
                 "the mint and both redeems shared one batch")
+        #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1,
+                "the failed redeem had written, so the batch was written again with savepoints")
         #expect(try await store.tokenBalanceUnits(userID: user.id) == 0)
         let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
         #expect(chainUnits == 0)
@@ -188,7 +192,8 @@ import Testing
         #expect(try await store.verifyLedger().firstBreak == nil)
     }
 
-    /// A mint whose balance row is missing fails inside its own savepoint; its neighbours in the batch commit.
+    /// A mint whose balance row is missing fails after recording its credit. The batch is written again with a
+    /// savepoint per job, which undoes that credit alone; its neighbours in the batch commit.
     @Test func aMintWithoutItsBalanceRowFailsAlone() async throws {
         let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
         let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
@@ -207,6 +212,7 @@ import Testing
                                 occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
         }
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
+        let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
         let (broken, good) = try await Self.whileTheWriterIsBusy(store) {
             let broken = Task { try await store.apply(credit("TX-broken", account: "WALLET-BROKEN"), via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
@@ -219,11 +225,54 @@ import Testing
         }
         await #expect(throws: ChainStubError.self) { try await broken.value }
         #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held both")
+        #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1)
         #expect(try await store.tokenBalanceUnits(userID: user.id) == 1_000 * Money.unitsPerPaisa)
         #expect(try await store.tokenBalanceUnits(userID: "broken") == 0)
+        let brokenRecorded = try await store.database.read {
+            try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM core_externaltransaction WHERE provider_tx_id = 'TX-broken'")
+        }
+        #expect(brokenRecorded == 0, "the failed mint's credit record was undone with it")
         let snapshot = try await store.reconciliationSnapshot()
         #expect(snapshot.mintedUnits == 1_000 * Money.unitsPerPaisa && snapshot.chainStubUnits == snapshot.mintedUnits)
         #expect(try await store.verifyLedger().firstBreak == nil)
+    }
+
+    /// A change that fails before writing anything needs no undoing: the batch is written once, without
+    /// savepoints, and its neighbours before and after it commit.
+    @Test func aChangeThatFailsBeforeWritingLeavesTheBatchAsItIs() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
+        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
+        try await store.migrate()
+        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        func credit(_ id: String, account: String) -> ProviderTransaction {
+            ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
+                                occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
+        }
+        let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
+        let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
+        let (before, unknown, after) = try await Self.whileTheWriterIsBusy(store) {
+            let before = Task { try await store.apply(credit("TX-before", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            try await Task.sleep(for: .milliseconds(50))
+            let unknown = Task { try await store.apply(credit("TX-unknown", account: "WALLET-NOBODY"), via: .webhook, inbound: nil) }
+            try await Task.sleep(for: .milliseconds(50))
+            let after = Task { try await store.apply(credit("TX-after", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            return (before, unknown, after)
+        }
+        for task in [before, after] {
+            guard case .minted = try await task.value else {
+                Issue.record("a good credit did not mint")
+                return
+            }
+        }
+        await #expect(throws: GatewayError.unknownAccount("WALLET-NOBODY")) { try await unknown.value }
+        #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held all three")
+        #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore, "it was written once")
+        #expect(try await store.tokenBalanceUnits(userID: user.id) == 2_000 * Money.unitsPerPaisa)
+        let snapshot = try await store.reconciliationSnapshot()
+        #expect(snapshot.mintedUnits == 2_000 * Money.unitsPerPaisa && snapshot.chainStubUnits == snapshot.mintedUnits)
+        let verified = try await store.verifyLedger()
+        #expect(verified.firstBreak == nil && verified.entriesChecked == 4)
     }
 
     /// Runs `start` while the writer is held busy, so that the changes it starts queue for one group-commit batch;
