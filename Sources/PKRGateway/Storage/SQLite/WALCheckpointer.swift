@@ -13,6 +13,12 @@ final class WALCheckpointer: Sendable {
     static let backgroundFramesMin: Int32 = 1000
     /// A WAL this long (about 64 MiB) is checkpointed by the writer itself.
     static let writerFramesMax: Int32 = 16_384
+    /// A request waits this long, and the requests made meanwhile share its checkpoint. Checkpointing after every
+    /// commit past the threshold copied the pages every commit rewrites (balances, the ledger head, the ends of
+    /// the append-only tables) once per commit, and synced the database file as often, beside the writer's own
+    /// syncs. Measured with 50 and 200 ms, webhook mints at 64 connections went from about 4,000/s to 4,500/s.
+    /// Meanwhile the WAL grows by about what the writer commits in that time (a few MiB under the benchmark).
+    static let coalescingDelayMillis = 100
 
     private let path: String
     private let configuration: Configuration
@@ -44,7 +50,7 @@ final class WALCheckpointer: Sendable {
 
     private func request() {
         guard !requested.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        DispatchQueue.global(qos: .utility).async { [self] in
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(Self.coalescingDelayMillis)) { [self] in
             requested.store(false, ordering: .releasing)
             do {
                 try connection.withLock { queue in
