@@ -146,11 +146,7 @@ import Testing
     /// redeem that fails after writing those mints' balances (so the batch is written again with a savepoint per
     /// job) does not lose them.
     @Test func aBatchsRedeemsSeeItsMintsThroughARolledBackRedeem() async throws {
-        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
-        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
-        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
-        try await store.migrate()
-        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        let (store, user) = try await Self.storeWithDemoUser()
         let mintedUnits = 100_000 * Money.unitsPerPaisa
         let credit = ProviderTransaction(providerTxID: "TX-1", account: "WALLET-001", direction: .credit, amountPaisa: 100_000,
                                          status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
@@ -195,11 +191,7 @@ import Testing
     /// A mint whose balance row is missing fails after recording its credit. The batch is written again with a
     /// savepoint per job, which undoes that credit alone; its neighbours in the batch commit.
     @Test func aMintWithoutItsBalanceRowFailsAlone() async throws {
-        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
-        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
-        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
-        try await store.migrate()
-        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        let (store, user) = try await Self.storeWithDemoUser()
         try await store.database.write { db in
             try db.execute(sql: """
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
@@ -207,16 +199,12 @@ import Testing
                 INSERT INTO core_tokenbalance (user_id, balance_units) VALUES ('broken', 0);
                 """)
         }
-        func credit(_ id: String, account: String) -> ProviderTransaction {
-            ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
-                                occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
-        }
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
         let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
         let (broken, good) = try await Self.whileTheWriterIsBusy(store) {
-            let broken = Task { try await store.apply(credit("TX-broken", account: "WALLET-BROKEN"), via: .webhook, inbound: nil) }
+            let broken = Task { try await store.apply(Self.credit("TX-broken", account: "WALLET-BROKEN"), via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
-            let good = Task { try await store.apply(credit("TX-good", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            let good = Task { try await store.apply(Self.credit("TX-good", account: "WALLET-001"), via: .webhook, inbound: nil) }
             return (broken, good)
         }
         guard case .minted = try await good.value else {
@@ -240,23 +228,15 @@ import Testing
     /// A change that fails before writing anything needs no undoing: the batch is written once, without
     /// savepoints, and its neighbours before and after it commit.
     @Test func aChangeThatFailsBeforeWritingLeavesTheBatchAsItIs() async throws {
-        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
-        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
-        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
-        try await store.migrate()
-        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
-        func credit(_ id: String, account: String) -> ProviderTransaction {
-            ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
-                                occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
-        }
+        let (store, user) = try await Self.storeWithDemoUser()
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
         let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
         let (before, unknown, after) = try await Self.whileTheWriterIsBusy(store) {
-            let before = Task { try await store.apply(credit("TX-before", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            let before = Task { try await store.apply(Self.credit("TX-before", account: "WALLET-001"), via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
-            let unknown = Task { try await store.apply(credit("TX-unknown", account: "WALLET-NOBODY"), via: .webhook, inbound: nil) }
+            let unknown = Task { try await store.apply(Self.credit("TX-unknown", account: "WALLET-NOBODY"), via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
-            let after = Task { try await store.apply(credit("TX-after", account: "WALLET-001"), via: .webhook, inbound: nil) }
+            let after = Task { try await store.apply(Self.credit("TX-after", account: "WALLET-001"), via: .webhook, inbound: nil) }
             return (before, unknown, after)
         }
         for task in [before, after] {
@@ -273,6 +253,21 @@ import Testing
         #expect(snapshot.mintedUnits == 2_000 * Money.unitsPerPaisa && snapshot.chainStubUnits == snapshot.mintedUnits)
         let verified = try await store.verifyLedger()
         #expect(verified.firstBreak == nil && verified.entriesChecked == 4)
+    }
+
+    /// A migrated store whose clock stands still, with the demo user on WALLET-001.
+    private static func storeWithDemoUser() async throws -> (SQLiteStore, DemoUser) {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
+        let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
+        try await store.migrate()
+        return (store, try await store.seedDemoUser(walletAccount: "WALLET-001"))
+    }
+
+    /// A settled credit of 1,000 PKR.
+    private static func credit(_ id: String, account: String) -> ProviderTransaction {
+        ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
+                            occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
     }
 
     /// Runs `start` while the writer is held busy, so that the changes it starts queue for one group-commit batch;
