@@ -190,7 +190,9 @@ func runInspectionQueries(_ config: GatewayConfig, engine: TestEngine) throws ->
     let sql = SeedQueries.all.joined(separator: "\n")
     switch engine {
     case .sqlite:
-        return try runTool("/usr/bin/sqlite3", [config.sqlitePath], input: sql)
+        // The test's server may still be closing its connections, and the last one to close holds the database
+        // while it removes the WAL: the CLI waits for it instead of failing at once with "database is locked".
+        return try runTool("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", config.sqlitePath], input: sql)
     case .postgres:
         let p = config.postgres
         return try runTool("/usr/bin/psql", ["-At", "-h", p.host, "-p", String(p.port), "-U", p.user, "-d", p.database],
@@ -205,12 +207,17 @@ func runTool(_ path: String, _ arguments: [String], input: String, environment: 
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     let stdin = Pipe()
     let output = Pipe()
+    let errors = Pipe()
     process.standardInput = stdin
     process.standardOutput = output
+    process.standardError = errors
     try process.run()
     stdin.fileHandleForWriting.write(Data(input.utf8))
     try stdin.fileHandleForWriting.close()
     let data = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    // A failure shows in the comparison the caller makes, with the tool's own words.
+    let errorText = String(decoding: errorData, as: UTF8.self)
+    return String(decoding: data, as: UTF8.self) + (errorText.isEmpty ? "" : "[stderr] " + errorText)
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import GRDB
 import HTTPTypes
 import Hummingbird
@@ -61,14 +62,20 @@ func testConfig(engine: TestEngine = .sqlite, _ overrides: [String: String] = [:
     return try GatewayConfig(values: env)
 }
 
-/// A new, empty database on the test cluster, so each test starts from nothing.
+/// A new, empty database on the test cluster, so each test starts from nothing. Its name carries the hour it was
+/// made in; the first one a test process makes drops those of earlier runs older than two hours, so a long-lived
+/// cluster does not fill up with them (`scripts/test` throws its cluster away anyway).
 func createPostgresDatabase() async throws -> String {
-    let name = "pkr_t_" + Crypto.hex(Crypto.randomBytes(8))
+    let hour = SystemClock().nowMicros() / Timestamp.microsPerSecond / 3600
+    let name = "pkr_t_\(hour)_" + Crypto.hex(Crypto.randomBytes(8))
     let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: Int(TestEngine.postgresPort) ?? 55432,
                                                          username: "pkr_demo", password: "pkr_demo", database: "pkr_demo",
                                                          tls: .disable)
     let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: testLogger())
     do {
+        if staleTestDatabasesDropped.exchange(true, ordering: .relaxed) == false {
+            try await dropTestDatabases(before: hour - 2, connection)
+        }
         try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: testLogger())
         try await connection.close()
     } catch {
@@ -76,6 +83,26 @@ func createPostgresDatabase() async throws -> String {
         throw error
     }
     return name
+}
+
+private let staleTestDatabasesDropped = Atomic<Bool>(false)
+
+/// Drops the test databases made before `hour` (and those named before names carried an hour). A database still
+/// in use is left for a later run.
+private func dropTestDatabases(before hour: Int64, _ connection: PostgresConnection) async throws {
+    // All names are read before the first drop: the connection runs one query at a time.
+    var names: [String] = []
+    for try await name in try await connection.query("SELECT datname FROM pg_database WHERE datname LIKE 'pkr\\_t\\_%'",
+                                                     logger: testLogger()).decode(String.self) {
+        names.append(name)
+    }
+    for name in names {
+        let parts = name.split(separator: "_")
+        let madeInHour = parts.count == 4 ? Int64(parts[2]) : nil
+        guard madeInHour.map({ $0 < hour }) ?? true,
+              name.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) }) else { continue }
+        _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name)"), logger: testLogger())
+    }
 }
 
 func testLogger() -> Logger {

@@ -50,7 +50,9 @@ final class WALCheckpointer: Sendable {
 
     private func request() {
         guard !requested.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(Self.coalescingDelayMillis)) { [self] in
+        // Held weakly while it waits: a store closed meanwhile is not reopened to checkpoint.
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(Self.coalescingDelayMillis)) { [weak self] in
+            guard let self else { return }
             requested.store(false, ordering: .releasing)
             do {
                 try connection.withLock { queue in
