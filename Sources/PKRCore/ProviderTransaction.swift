@@ -82,14 +82,28 @@ public enum WebhookEvent {
 
     /// Parses and validates a payload: 400-class errors for shape, 422 for the amount.
     public static func parse(_ body: [UInt8]) throws(GatewayError) -> ProviderTransaction {
-        let payload: Payload
+        let root: JSONReader.Value
         do {
-            payload = try JSONDecoder().decode(Payload.self, from: Data(body))
-        } catch let error as DecodingError {
-            throw JSONBody.gatewayError(error)
+            root = try JSONReader.parse(body)
         } catch {
-            throw .invalidJSON("unreadable body")
+            throw .invalidJSON("malformed JSON: \(error.reason) (byte \(error.offset))")
         }
+        guard case .object = root else { throw .invalidJSON("expected a JSON object") }
+        // Every field's type is checked before any field's value, so a wrongly typed field is named first.
+        let metadata: JSONReader.Value?
+        switch root["metadata"] {
+        case nil, .null?: metadata = nil
+        case .object?: metadata = root["metadata"]
+        default: throw .invalidField("metadata", "expected an object")
+        }
+        let payload = Payload(
+            type: try text(root, "type"), provider_tx_id: try text(root, "provider_tx_id"),
+            account: try text(root, "account"), direction: try text(root, "direction"),
+            amount_pkr: try text(root, "amount_pkr"), status: try text(root, "status"),
+            occurred_at: try text(root, "occurred_at"), memo: try text(root, "memo"),
+            metadata: try metadata.map { value throws(GatewayError) in
+                Metadata(reference: try text(value, "reference", path: "metadata.reference"))
+            })
         guard let providerTxID = payload.provider_tx_id else { throw .missingField("provider_tx_id") }
         guard isIdentifier(providerTxID, bytesMax: providerTxIDBytesMax) else {
             throw .invalidField("provider_tx_id", "1 to \(providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
@@ -124,6 +138,15 @@ public enum WebhookEvent {
         return ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
                                    amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
                                    memo: memo, reference: payload.metadata?.reference)
+    }
+
+    /// A string field: absent and `null` are both nil; any other type is refused.
+    private static func text(_ object: JSONReader.Value, _ key: String, path: String? = nil) throws(GatewayError) -> String? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .string(let value)?: return value
+        default: throw .invalidField(path ?? key, "expected a string")
+        }
     }
 
     public static let memoBytesMax = 2000

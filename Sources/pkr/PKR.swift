@@ -35,7 +35,7 @@ func limitMallocArenas() {
 }
 
 func makeLogger(_ config: GatewayConfig) -> Logger {
-    var logger = Logger(label: "pkr")
+    var logger = Logger(label: "pkr", factory: { DeferredStreamLogHandler(label: $0) })
     logger.logLevel = Logger.Level(rawValue: config.logLevel.lowercased()) ?? .info
     return logger
 }

@@ -121,7 +121,7 @@ struct APIRoutes {
     }
 
     @Sendable func redeem(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let key = try request.header("Idempotency-Key").map { key throws(GatewayError) in try IdempotencyKey.validate(key) }
+        let key = try request.header(.idempotencyKey).map { key throws(GatewayError) in try IdempotencyKey.validate(key) }
         let body = try await request.decodeJSON(RedeemBody.self, bodyLimits)
         let units: Int64
         switch body.amount_units.parsed {

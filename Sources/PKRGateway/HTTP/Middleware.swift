@@ -14,10 +14,7 @@ struct CSRFMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let unsafe = ![.get, .head, .options, .trace].contains(request.method)
-        // The router ignores empty segments ("//api/redeem" reaches redeem), so the check does too: every unsafe
-        // request needs the token unless it goes, by its normalised path, to a signed receiver.
-        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
-        if unsafe, !WebhookRoutes.receiverPaths.contains(path), !operatorAuth.isOperator(request) {
+        if unsafe, !Self.goesToSignedReceiver(request.uri.path), !operatorAuth.isOperator(request) {
             if let origin = request.headers[.origin], origin != "null" {
                 let host = request.head.authority ?? ""
                 guard trustedOrigins.contains(origin) || origin == "http://\(host)" || origin == "https://\(host)" else {
@@ -27,7 +24,7 @@ struct CSRFMiddleware: RouterMiddleware {
             guard let cookie = request.cookies["csrftoken"]?.value, !cookie.isEmpty else {
                 throw GatewayError.csrfFailed("CSRF cookie not set; GET /api/csrf first")
             }
-            guard let header = request.headers[HTTPField.Name("X-CSRFToken")!], !header.isEmpty else {
+            guard let header = request.headers[.csrfToken], !header.isEmpty else {
                 throw GatewayError.csrfFailed("the X-CSRFToken header is missing")
             }
             guard Crypto.constantTimeEqual(Array(header.utf8), Array(cookie.utf8)) else {
@@ -35,6 +32,14 @@ struct CSRFMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// The router ignores empty segments ("//api/redeem" reaches redeem), so the check does too: every unsafe
+    /// request needs the token unless it goes, by its normalised path, to a signed receiver.
+    static func goesToSignedReceiver(_ path: String) -> Bool {
+        if WebhookRoutes.receiverPaths.contains(path) { return true }
+        let normalised = "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        return WebhookRoutes.receiverPaths.contains(normalised)
     }
 }
 

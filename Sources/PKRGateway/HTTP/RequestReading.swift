@@ -42,9 +42,8 @@ extension Request {
         }
     }
 
-    func header(_ name: String) -> String? {
-        guard let fieldName = HTTPField.Name(name) else { return nil }
-        return headers[fieldName]
+    func header(_ name: HTTPField.Name) -> String? {
+        headers[name]
     }
 
     /// `?limit=` (1...max, default) and `?before_id=` for newest-first paging.
@@ -64,6 +63,16 @@ extension Request {
         }
         return (limit, beforeID)
     }
+}
+
+extension HTTPField.Name {
+    // Made once: building a name from text checks and lowercases it, on every request otherwise.
+    static let webhookID = HTTPField.Name("webhook-id")!
+    static let webhookTimestamp = HTTPField.Name("webhook-timestamp")!
+    static let webhookSignature = HTTPField.Name("webhook-signature")!
+    static let legacySignature = HTTPField.Name("X-Signature")!
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    static let csrfToken = HTTPField.Name("X-CSRFToken")!
 }
 
 /// How much body a route accepts and how long the client may take to send it.

@@ -31,9 +31,9 @@ struct WebhookRoutes {
         if let rateLimiter, !rateLimiter.allow(key: context.sourceIP ?? "unknown", nowMicros: receivedAt) {
             throw GatewayError.rateLimited
         }
-        let headers = WebhookHeaders(id: request.header("webhook-id"), timestamp: request.header("webhook-timestamp"),
-                                     signature: request.header("webhook-signature"),
-                                     legacySignature: request.header("X-Signature"))
+        let headers = WebhookHeaders(id: request.header(.webhookID), timestamp: request.header(.webhookTimestamp),
+                                     signature: request.header(.webhookSignature),
+                                     legacySignature: request.header(.legacySignature))
         if !allowedNetworks.isEmpty {
             guard let ip = context.sourceIP, allowedNetworks.contains(where: { $0.contains(ip) }) else {
                 context.logger.notice("webhook from an address outside PKR_WEBHOOK_ALLOWED_CIDRS refused",
