@@ -209,7 +209,7 @@ struct OperatorAuth: Sendable {
     let adminToken: String?
 
     func isOperator(_ request: Request) -> Bool {
-        guard let adminToken, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
+        guard let adminToken, let header = request.header(.authorization), header.hasPrefix("Bearer ") else { return false }
         // Digests of equal length, so that not even the token's length shows in the timing.
         return Crypto.constantTimeEqual(Crypto.sha256(Array(header.dropFirst("Bearer ".count).utf8)),
                                         Crypto.sha256(Array(adminToken.utf8)))

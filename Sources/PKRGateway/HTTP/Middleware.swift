@@ -15,7 +15,7 @@ struct CSRFMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let unsafe = ![.get, .head, .options, .trace].contains(request.method)
         if unsafe, !Self.goesToSignedReceiver(request.uri.path), !operatorAuth.isOperator(request) {
-            if let origin = request.headers[.origin], origin != "null" {
+            if let origin = request.header(.origin), origin != "null" {
                 let host = request.head.authority ?? ""
                 guard trustedOrigins.contains(origin) || origin == "http://\(host)" || origin == "https://\(host)" else {
                     throw GatewayError.csrfFailed("origin \(origin) is not trusted")
@@ -24,7 +24,7 @@ struct CSRFMiddleware: RouterMiddleware {
             guard let cookie = request.cookies["csrftoken"]?.value, !cookie.isEmpty else {
                 throw GatewayError.csrfFailed("CSRF cookie not set; GET /api/csrf first")
             }
-            guard let header = request.headers[.csrfToken], !header.isEmpty else {
+            guard let header = request.header(.csrfToken), !header.isEmpty else {
                 throw GatewayError.csrfFailed("the X-CSRFToken header is missing")
             }
             guard Crypto.constantTimeEqual(Array(header.utf8), Array(cookie.utf8)) else {

@@ -3,32 +3,41 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import PKRCore
+import Synchronization
 
 extension Request {
     /// Reads the body up to `limits.bytesMax` (413 beyond it) within `limits.timeoutMillis` (408 after it), so
     /// that a client trickling its body cannot hold a connection and a task for ever.
     func bodyBytes(_ limits: BodyLimits) async throws -> [UInt8] {
         let body = self.body
-        let buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-            group.addTask {
-                do {
-                    return try await body.collect(upTo: limits.bytesMax)
-                } catch is NIOTooManyBytesError {
-                    throw GatewayError.payloadTooLarge(bytesMax: limits.bytesMax)
-                }
+        let collector = Task { () async throws -> ByteBuffer in
+            do {
+                return try await body.collect(upTo: limits.bytesMax)
+            } catch is NIOTooManyBytesError {
+                throw GatewayError.payloadTooLarge(bytesMax: limits.bytesMax)
             }
-            group.addTask {
-                // Cancelled (the client went away) or timed out: either way the body did not arrive in time.
-                try? await Task.sleep(for: .milliseconds(limits.timeoutMillis))
-                return nil
+        }
+        let timedOut = Atomic<Bool>(false)
+        let deadlines = BodyReadDeadlines.shared
+        let readID = deadlines.register(deadline: .now + .milliseconds(limits.timeoutMillis)) {
+            timedOut.store(true, ordering: .relaxed)
+            collector.cancel()
+        }
+        defer { deadlines.remove(readID) }
+        do {
+            let buffer = try await withTaskCancellationHandler {
+                try await collector.value
+            } onCancel: {
+                collector.cancel()
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let buffer = first else {
+            return Array(buffer: buffer)
+        } catch {
+            // Timed out, or cancelled because the client went away: either way the body did not arrive in time.
+            if timedOut.load(ordering: .relaxed) || Task.isCancelled {
                 throw GatewayError.requestTimeout(millis: limits.timeoutMillis)
             }
-            return buffer
+            throw error
         }
-        return Array(buffer: buffer)
     }
 
     /// Decodes a JSON object body into `T`, turning every decoding failure into a typed 400.
@@ -42,8 +51,15 @@ extension Request {
         }
     }
 
+    /// The header's value; several fields of the name are joined with ", " as HTTP allows. `HTTPFields`' own
+    /// subscript joins even a single value, which allocates, and most requests send each header once.
     func header(_ name: HTTPField.Name) -> String? {
-        headers[name]
+        var found: String?
+        for field in headers where field.name == name {
+            guard found == nil else { return headers[name] }
+            found = field.value
+        }
+        return found
     }
 
     /// `?limit=` (1...max, default) and `?before_id=` for newest-first paging.
