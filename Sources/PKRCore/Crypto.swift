@@ -24,10 +24,10 @@ public enum Crypto {
         var out = [UInt8](repeating: 0, count: sha256Bytes)
         let result = message.withUnsafeBufferPointer { messageBuffer in
             out.withUnsafeMutableBufferPointer { outBuffer in
-                SHA256(messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress)
+                pkr_sha256(messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress)
             }
         }
-        precondition(result != nil, "SHA-256 failed in libcrypto")
+        precondition(result == 1, "SHA-256 failed in libcrypto")
         return out
     }
 
@@ -80,13 +80,13 @@ public enum Crypto {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     public static func hex(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(hexDigits[Int(byte >> 4)])
-            out.append(hexDigits[Int(byte & 0x0f)])
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (index, byte) in bytes.enumerated() {
+                out[2 * index] = hexDigits[Int(byte >> 4)]
+                out[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Decodes lowercase or uppercase hex; nil for anything else.
