@@ -46,6 +46,8 @@ final class BodyReadDeadlines: Sendable {
 
     var registeredCount: Int { state.withLock { $0.reads.count } }
 
+    var tickerRunning: Bool { state.withLock { $0.tickerRunning } }
+
     private func tick() async {
         while true {
             try? await Task.sleep(for: .milliseconds(tickMillis))
