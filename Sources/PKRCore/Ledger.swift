@@ -94,14 +94,16 @@ public struct LedgerEntry: Sendable, Equatable {
             return count
         }
         func decimal(_ value: UInt64) {
-            let start = bytes.count
-            var index = start + digitCount(value) - 1
-            bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: index - start + 1))
-            var rest = value
-            while index >= start {
-                bytes[index] = UInt8(ascii: "0") + UInt8(rest % 10)
-                rest /= 10
-                index -= 1
+            // Digits come out last first: into a buffer on the stack, then appended in order.
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+                var rest = value
+                var first = digits.count
+                repeat {
+                    first -= 1
+                    digits[first] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                } while rest > 0
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[first...]))
             }
         }
         func field(_ value: String?) {

@@ -138,36 +138,44 @@ public final class SQLiteStore: GatewayStore {
     private static func apply(_ db: Database, _ scope: WriteScope, _ tx: ProviderTransaction, via path: ArrivalPath,
                               nowMicros: Int64, limits: MoneyLimits) throws -> ApplyOutcome {
         let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
+        let user = try scope.user(db, walletAccount: tx.account, lookUp: { try Self.user($0, where: "wallet_account = ?", $1) })
+        // Most arrivals are new: one statement records them, and the provider id's unique key turns a known one
+        // away without writing, to be classified below. The user is looked up first because the row names them.
+        if let user {
+            let recordedAt = Timestamp.format(micros: nowMicros)
+            try db.cachedStatement(sql: """
+                INSERT INTO core_externaltransaction
+                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                ON CONFLICT (provider_tx_id) DO NOTHING
+                """).run(tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+                                 tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
+                                 recordedAt, nowMicros, path.rawValue)
+            if db.changesCount == 1 {
+                let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt,
+                                                       firstSeenVia: path, seenViaWebhook: path == .webhook,
+                                                       seenViaPoll: path == .poll, lagMicros: nowMicros - tx.occurredAtMicros,
+                                                       mintJobID: nil, matchedJobID: nil, flag: nil)
+                return try settle(db, scope, record, user: user, nowMicros: nowMicros, limits: limits)
+            }
+        }
         let existing = try externalTransaction(db, providerTxID: tx.providerTxID)
         let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
         // A known id with different content is a conflict whatever account it names.
         if case .conflict(let fields) = arrival { return .conflict(fields: fields) }
-        guard let user = try scope.user(db, walletAccount: tx.account, lookUp: { try user($0, where: "wallet_account = ?", $1) }) else {
+        guard let user else {
             if path == .poll { return .ignoredUnknownAccount }
             throw GatewayError.unknownAccount(tx.account)
         }
-        if let existing {
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").run(existing.id)
-            guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").run(status.rawValue, existing.id)
-            var advanced = existing
-            advanced.tx.status = status
-            return try settle(db, scope, advanced, user: user, nowMicros: nowMicros, limits: limits)
-        }
-        let recordedAt = Timestamp.format(micros: nowMicros)
-        try db.cachedStatement(sql: """
-            INSERT INTO core_externaltransaction
-              (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-            """).run(tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
-                             tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-                             recordedAt, nowMicros, path.rawValue)
-        let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
-                                               seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
-                                               lagMicros: nowMicros - tx.occurredAtMicros, mintJobID: nil,
-                                               matchedJobID: nil, flag: nil)
-        return try settle(db, scope, record, user: user, nowMicros: nowMicros, limits: limits)
+        // With a user, a transaction the insert turned away is one already recorded.
+        guard let existing else { throw DatabaseError(message: "core_externaltransaction refused \(tx.providerTxID) but holds no row for it") }
+        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").run(existing.id)
+        guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
+        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").run(status.rawValue, existing.id)
+        var advanced = existing
+        advanced.tx.status = status
+        return try settle(db, scope, advanced, user: user, nowMicros: nowMicros, limits: limits)
     }
 
     /// Carries out what the transaction's current status asks for (SettlementPolicy decides).
