@@ -23,6 +23,17 @@ struct HostileInputTests {
         }
     }
 
+    @Test("only a receiver's path, however spelt, is exempt from the CSRF check")
+    func receiverPathSpellings() {
+        for path in ["/api/webhooks/wallet", "/api/webhooks/bank", "//api/webhooks/wallet", "/api//webhooks/bank/",
+                     "/api/webhooks/wallet/", "api/webhooks/wallet"] {
+            #expect(CSRFMiddleware.goesToSignedReceiver(path), "\(path)")
+        }
+        for path in ["/api/redeem", "//api/redeem", "/api/webhooks/wallet2", "/api/webhooks", "/", "", "/api/webhooks/wallet/x"] {
+            #expect(!CSRFMiddleware.goesToSignedReceiver(path), "\(path)")
+        }
+    }
+
     @Test("control characters in memos are refused with 400 on every engine", arguments: TestEngine.all)
     func controlCharactersInMemos(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, _ in

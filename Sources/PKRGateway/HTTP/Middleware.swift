@@ -38,6 +38,11 @@ struct CSRFMiddleware: RouterMiddleware {
     /// request needs the token unless it goes, by its normalised path, to a signed receiver.
     static func goesToSignedReceiver(_ path: String) -> Bool {
         if WebhookRoutes.receiverPaths.contains(path) { return true }
+        // A path with no empty segment is its own normal form, and it was not a receiver's.
+        let bytes = path.utf8
+        let slash = UInt8(ascii: "/")
+        if bytes.first == slash, bytes.last != slash,
+           !zip(bytes, bytes.dropFirst()).contains(where: { $0 == slash && $1 == slash }) { return false }
         let normalised = "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
         return WebhookRoutes.receiverPaths.contains(normalised)
     }
