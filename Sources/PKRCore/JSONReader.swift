@@ -86,15 +86,9 @@ public enum JSONReader {
         }
 
         private mutating func object(depth: Int) throws(Failure) -> Value {
-            guard depth <= JSONReader.depthMax else { throw failure("nested more than \(JSONReader.depthMax) deep") }
-            index += 1
             var members: [Member] = []
-            skipWhitespace()
-            if next == UInt8(ascii: "}") {
-                index += 1
-                return .object(members)
-            }
-            while true {
+            if try open(depth: depth, closing: UInt8(ascii: "}")) { return .object(members) }
+            repeat {
                 skipWhitespace()
                 guard next == UInt8(ascii: "\"") else { throw failure("expected a key in double quotes") }
                 let keyOffset = index
@@ -108,33 +102,37 @@ public enum JSONReader {
                     throw Failure(reason: "the key \"\(key.prefix(64))\" appears twice", offset: keyOffset)
                 }
                 members.append(Member(key: key, value: value))
-                skipWhitespace()
-                switch next {
-                case UInt8(ascii: ","): index += 1
-                case UInt8(ascii: "}"): index += 1; return .object(members)
-                default: throw failure("expected ',' or '}' after a member")
-                }
-            }
+            } while try !closes(UInt8(ascii: "}"), after: "a member")
+            return .object(members)
         }
 
         private mutating func array(depth: Int) throws(Failure) -> Value {
-            guard depth <= JSONReader.depthMax else { throw failure("nested more than \(JSONReader.depthMax) deep") }
-            index += 1
             var items: [Value] = []
-            skipWhitespace()
-            if next == UInt8(ascii: "]") {
-                index += 1
-                return .array(items)
-            }
-            while true {
+            if try open(depth: depth, closing: UInt8(ascii: "]")) { return .array(items) }
+            repeat {
                 skipWhitespace()
                 items.append(try value(depth: depth))
-                skipWhitespace()
-                switch next {
-                case UInt8(ascii: ","): index += 1
-                case UInt8(ascii: "]"): index += 1; return .array(items)
-                default: throw failure("expected ',' or ']' after an item")
-                }
+            } while try !closes(UInt8(ascii: "]"), after: "an item")
+            return .array(items)
+        }
+
+        /// Steps past an opening bracket once the depth allows it; true if the container closes at once.
+        private mutating func open(depth: Int, closing: UInt8) throws(Failure) -> Bool {
+            guard depth <= JSONReader.depthMax else { throw failure("nested more than \(JSONReader.depthMax) deep") }
+            index += 1
+            skipWhitespace()
+            guard next == closing else { return false }
+            index += 1
+            return true
+        }
+
+        /// After a member or item: steps past the comma (false) or the closing bracket (true).
+        private mutating func closes(_ closing: UInt8, after what: String) throws(Failure) -> Bool {
+            skipWhitespace()
+            switch next {
+            case UInt8(ascii: ","): index += 1; return false
+            case closing: index += 1; return true
+            default: throw failure("expected ',' or '\(Character(Unicode.Scalar(closing)))' after \(what)")
             }
         }
 

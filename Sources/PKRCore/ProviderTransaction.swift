@@ -90,10 +90,10 @@ public enum WebhookEvent {
         }
         guard case .object = root else { throw .invalidJSON("expected a JSON object") }
         // Every field's type is checked before any field's value, so a wrongly typed field is named first.
-        let metadata: JSONReader.Value?
-        switch root["metadata"] {
+        var metadata = root["metadata"]
+        switch metadata {
         case nil, .null?: metadata = nil
-        case .object?: metadata = root["metadata"]
+        case .object?: break
         default: throw .invalidField("metadata", "expected an object")
         }
         let payload = Payload(
