@@ -13,9 +13,9 @@ public enum PostgresChainStub {
     /// Records a mint's or burn's receipt and returns its transaction hash. `moveBalance` must follow in the same
     /// transaction; the receipt comes first because it takes no contended lock.
     public static func recordReceipt(_ connection: PostgresConnection, op: ChainJobType, address: String, amountUnits: Int64,
-                                     reference: String, createdAt: String, logger: Logger) async throws -> String {
+                                     reference: String, createdAt: String, nowMicros: Int64, logger: Logger) async throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
-        let txHash = Identifiers.chainTxHash()
+        let txHash = Identifiers.chainTxHash(unixMillis: nowMicros / 1000)
         try await connection.query("""
             INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
             VALUES (\(txHash), \(op.rawValue), \(address), \(amountUnits), \(reference), \(createdAt))

@@ -29,11 +29,11 @@ public enum ChainStub {
 
     /// Applies a mint or burn and returns its receipt's transaction hash. A burn beyond the balance throws.
     public static func submit(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
-                              createdAt: String) throws -> String {
+                              createdAt: String, nowMicros: Int64) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
         try adjustBalance(db, address: address, deltaUnits: op == .mint ? amountUnits : -amountUnits, op: op)
         return try recordReceipt(db, op: op, address: address, amountUnits: amountUnits, reference: reference,
-                                 createdAt: createdAt)
+                                 createdAt: createdAt, nowMicros: nowMicros)
     }
 
     /// Moves an address's balance; a change that would take it below zero throws. A caller that records receipts
@@ -48,9 +48,9 @@ public enum ChainStub {
 
     /// Writes an operation's receipt and returns its transaction hash, leaving the balance to `adjustBalance`.
     public static func recordReceipt(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
-                                     createdAt: String) throws -> String {
+                                     createdAt: String, nowMicros: Int64) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
-        let txHash = Identifiers.chainTxHash()
+        let txHash = Identifiers.chainTxHash(unixMillis: nowMicros / 1000)
         try db.cachedStatement(sql: """
             INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
             VALUES (?, ?, ?, ?, ?, ?)

@@ -29,7 +29,21 @@ import Testing
         #expect(draws.allSatisfy { $0.count == 32 })
         #expect(Set(draws).count == draws.count)
         #expect(Set(draws.flatMap { $0 }).count > 200, "the bytes look random, not a repeated pattern")
-        #expect(Set((0..<200).map { _ in Identifiers.chainTxHash() }).count == 200)
+        #expect(Set((0..<200).map { _ in Identifiers.chainTxHash(unixMillis: 5) }).count == 200)
+    }
+
+    @Test func chainTxHashesAreEthereumShapedAndSortByMillisecond() {
+        let hash = Identifiers.chainTxHash(unixMillis: 1_764_000_000_123)
+        #expect(hash.count == 66 && hash.hasPrefix("0x"))
+        #expect(hash.dropFirst(2).allSatisfy { "0123456789abcdef".contains($0) })
+        #expect(Int64(hash.dropFirst(2).prefix(12), radix: 16) == 1_764_000_000_123)
+        var previous = Identifiers.chainTxHash(unixMillis: 1_000)
+        for millis in stride(from: Int64(1_001), to: 1_500, by: 7) {
+            let next = Identifiers.chainTxHash(unixMillis: millis)
+            #expect(previous < next)
+            previous = next
+        }
+        #expect(Identifiers.chainTxHash(unixMillis: -1).hasPrefix("0x000000000000"))
     }
 
     @Test func timeOrderedUUIDClampsAClockOutOfRange() {

@@ -183,7 +183,7 @@ final class PostgresMintBatch: Sendable {
                 guard let user = users[item.tx.account], seen.insert(item.tx.providerTxID).inserted else { continue }
                 let createdAt = Timestamp.format(micros: item.nowMicros)
                 let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: item.nowMicros / 1000), jobType: .mint,
-                                   amountUnits: item.amountUnits, txHash: Identifiers.chainTxHash(), createdAt: createdAt)
+                                   amountUnits: item.amountUnits, txHash: Identifiers.chainTxHash(unixMillis: item.nowMicros / 1000), createdAt: createdAt)
                 minted.append(Planned(index: index, job: job, user: user))
                 credit.append(item.tx, path: item.path, user: user, job: job, nowMicros: item.nowMicros)
                 if let draft = item.inbound { inbound.append(draft, job: job) }

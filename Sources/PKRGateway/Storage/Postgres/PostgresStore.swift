@@ -340,7 +340,7 @@ public final class PostgresStore: GatewayStore {
         // since their locks are held until the commit.
         let txHash = try await PostgresChainStub.recordReceipt(connection, op: .mint, address: user.chainAddress,
                                                                amountUnits: amountUnits, reference: jobID, createdAt: createdAt,
-                                                               logger: logger)
+                                                               nowMicros: nowMicros, logger: logger)
         try await connection.query("""
             INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
             VALUES (\(jobID), 'mint', \(user.id), \(amountUnits), 'confirmed', \(txHash), \(record.tx.providerTxID),
@@ -516,7 +516,7 @@ public final class PostgresStore: GatewayStore {
         let now = nowMicros()
         let createdAt = Timestamp.format(micros: now)
         let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
-                           txHash: Identifiers.chainTxHash(), createdAt: createdAt)
+                           txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
         let body = RedeemResult.responseBody(job)
         let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
         let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.userID : nil })
@@ -582,7 +582,7 @@ public final class PostgresStore: GatewayStore {
             let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
             let txHash = try await PostgresChainStub.recordReceipt(connection, op: .burn, address: user.chainAddress,
                                                                    amountUnits: command.amountUnits, reference: jobID,
-                                                                   createdAt: createdAt, logger: logger)
+                                                                   createdAt: createdAt, nowMicros: now, logger: logger)
             try await connection.query("""
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)

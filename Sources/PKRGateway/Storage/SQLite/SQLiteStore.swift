@@ -224,7 +224,7 @@ public final class SQLiteStore: GatewayStore {
         // The balances move once per transaction, at the scope's flush.
         try scope.credit(db, user, amountUnits: amountUnits)
         let txHash = try ChainStub.recordReceipt(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
-                                                 reference: jobID, createdAt: createdAt)
+                                                 reference: jobID, createdAt: createdAt, nowMicros: nowMicros)
         try db.cachedStatement(sql: """
             INSERT INTO core_chainjob
               (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, memo, created_at)
@@ -363,7 +363,7 @@ public final class SQLiteStore: GatewayStore {
             let createdAt = Timestamp.format(micros: now)
             let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
             let txHash = try ChainStub.submit(db, op: .burn, address: user.chainAddress, amountUnits: command.amountUnits,
-                                              reference: jobID, createdAt: createdAt)
+                                              reference: jobID, createdAt: createdAt, nowMicros: now)
             try db.cachedStatement(sql: """
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
