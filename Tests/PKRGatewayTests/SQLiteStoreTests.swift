@@ -66,10 +66,13 @@ import Testing
                 INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo,
                   payout_state, payout_provider_tx_id, created_at)
                 VALUES ('job-burn', 'burn', ?, ?, 'confirmed', '0xburn', 'key-1', 'out', 'submitted', 'TX-payout', 'now');
+                INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
+                  response_body, created_at)
+                VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-1', 201, '{"job_id": "job-burn"}', 'now');
                 UPDATE core_tokenbalance SET balance_units = ? WHERE user_id = ?;
                 UPDATE chain_stub_chainstubbalance SET balance_units = ? WHERE address = ?;
                 """, arguments: [user.id, user.chainAddress, mintedUnits, user.chainAddress, burnedUnits, user.id, mintedUnits,
-                                 user.id, burnedUnits, mintedUnits - burnedUnits, user.id, mintedUnits - burnedUnits,
+                                 user.id, burnedUnits, user.id, mintedUnits - burnedUnits, user.id, mintedUnits - burnedUnits,
                                  user.chainAddress])
             var head = LedgerHead.genesis
             for (type, jobID, units) in [(ChainJobType.mint, "job-mint", mintedUnits), (.burn, "job-burn", burnedUnits)] {
@@ -89,13 +92,13 @@ import Testing
         }
         func counts() async throws -> [Int] {
             try await store.database.read { db in
-                try ["core_chainjob", "core_externaltransaction", "core_ledgerentry"].map {
+                try ["core_chainjob", "core_externaltransaction", "core_ledgerentry", "core_idempotencyrecord"].map {
                     try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \($0)") ?? -1
                 }
             }
         }
         let before = try await counts()
-        #expect(before == [2, 1, 4])
+        #expect(before == [2, 1, 4, 1])
 
         try await store.migrate()
         #expect(try await counts() == before)
@@ -109,19 +112,24 @@ import Testing
             let burnRow = try Row.fetchOne(db, sql: "SELECT * FROM core_chainjob WHERE id = ?", arguments: [burn.id])
             #expect(burnRow?["payout_provider_tx_id"] == "TX-payout")
             #expect(burnRow?["idempotency_key"] == "key-1")
-            // The same idempotency key for the same user, and the same payout transaction, are still refused. Each
-            // job has its own chain receipt, so the key or the payout is the only thing wrong with it.
+            // The stored answer kept its key (v4 rebuilt its table), and a second answer, and so a second burn, for the
+            // same user, endpoint and key is still refused.
+            #expect(try String.fetchOne(db, sql: """
+                SELECT response_body FROM core_idempotencyrecord WHERE user_id = ? AND idempotency_key = 'key-1'
+                """, arguments: [user.id]) == #"{"job_id": "job-burn"}"#)
+            #expect(throws: DatabaseError.self) {
+                try db.execute(sql: """
+                    INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
+                      response_body, created_at)
+                    VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-2', 201, '{}', 'now')
+                    """, arguments: [user.id])
+            }
+            // The same payout transaction is still refused. Each job has its own chain receipt, so the payout is the
+            // only thing wrong with it.
             try db.execute(sql: """
                 INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                 VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
                 """)
-            #expect(throws: DatabaseError.self) {
-                try db.execute(sql: """
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
-                                               payout_state, created_at)
-                    VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother2', 'key-1', 'requested', 'now')
-                    """, arguments: [user.id])
-            }
             #expect(throws: DatabaseError.self) {
                 try db.execute(sql: """
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
@@ -129,7 +137,7 @@ import Testing
                     VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
                     """, arguments: [user.id])
             }
-            // With a fresh key and payout transaction, the same insert passes.
+            // With a fresh payout transaction, a burn passes.
             try db.execute(sql: """
                 INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
                                            payout_state, created_at)
