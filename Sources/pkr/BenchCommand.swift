@@ -61,11 +61,11 @@ struct Bench: AsyncParsableCommand {
             var mintedOK = 0
             for c in concurrencies {
                 let tag = "r\(run)c\(c)"
-                let health = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c)
+                let health = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
                 let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret(), tag: tag)
-                let mints = try await Benchmark.drive(port: server.port, requests: deposits, concurrency: c)
-                let redeems = try await Benchmark.drive(port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c)
-                let balance = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c)
+                let mints = try await Benchmark.drive(port: server.port, requests: deposits, concurrency: c, serverPID: server.pid)
+                let redeems = try await Benchmark.drive(port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c, serverPID: server.pid)
+                let balance = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c, serverPID: server.pid)
                 mintedOK += mints.okCount
                 for (name, sample) in zip(workloads, [health, mints, redeems, balance]) { samples["\(name)|\(c)", default: []].append(sample) }
             }
@@ -76,8 +76,8 @@ struct Bench: AsyncParsableCommand {
             say("run \(run + 1) (\(engine.rawValue)): mints in database \(mintedUnits / 1_000_000), 2xx answers \(mintedOK): \(check)")
         }
         say("")
-        say("| engine | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx |")
-        say("|---|---|---|---|---|---|---|---|---|")
+        say("| engine | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx | server CPU µs/req |")
+        say("|---|---|---|---|---|---|---|---|---|---|")
         for c in concurrencies {
             let ceiling = median(samples["health|\(c)"]!.map(\.perSecond))
             for name in workloads {
@@ -85,7 +85,7 @@ struct Bench: AsyncParsableCommand {
                 let rate = median(runs.map(\.perSecond))
                 say("| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
                       + "| \(ms(median(runs.map { $0.percentile(99) }))) | \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) "
-                      + "| \(runs.map(\.nonSuccess).reduce(0, +)) |")
+                      + "| \(runs.map(\.nonSuccess).reduce(0, +)) | \(median(runs.map(\.serverCPUMicrosPerRequest))) |")
             }
         }
         say("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")

@@ -17,9 +17,13 @@ public enum Benchmark {
         public var okCount: Int
         public var elapsedMicros: Int64
         public var latenciesMicros: [Int64]
+        /// CPU the server process spent (user and system, all threads) while this workload ran. On a noisy shared
+        /// machine it moves far less than the rate does, so it is what back-to-back comparisons lean on.
+        public var serverCPUMicros: Int64 = 0
 
         public var perSecond: Int64 { elapsedMicros > 0 ? Int64(requests) * 1_000_000 / elapsedMicros : 0 }
         public var nonSuccess: Int { requests - okCount }
+        public var serverCPUMicrosPerRequest: Int64 { requests > 0 ? serverCPUMicros / Int64(requests) : 0 }
         public func percentile(_ p: Int) -> Int64 {
             guard !latenciesMicros.isEmpty else { return 0 }
             return latenciesMicros[max(0, min(latenciesMicros.count - 1, (latenciesMicros.count * p + 99) / 100 - 1))]
@@ -97,6 +101,26 @@ public enum Benchmark {
     }
 
     /// Peak resident set (VmHWM) of a process, in KiB.
+    /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile.
+    public static func drive(port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32) async throws -> Sample {
+        let before = cpuMicros(pid: pid)
+        var sample = try await drive(port: port, requests: requests, concurrency: concurrency)
+        if let before, let after = cpuMicros(pid: pid) { sample.serverCPUMicros = after - before }
+        return sample
+    }
+
+    /// User and system CPU of process `pid` so far, from `/proc/<pid>/stat` (clock ticks, 10 ms each here).
+    public static func cpuMicros(pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let nameEnd = text.lastIndex(of: ")") else { return nil }
+        // After the parenthesised command name: state is the first field, utime the 12th and stime the 13th.
+        let fields = text[text.index(after: nameEnd)...].split(separator: " ")
+        guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return nil }
+        let ticksPerSecond = Int64(sysconf(Int32(_SC_CLK_TCK)))
+        guard ticksPerSecond > 0 else { return nil }
+        return (user + system) * 1_000_000 / ticksPerSecond
+    }
+
     public static func peakRSSKiB(pid: Int32) -> Int64? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
