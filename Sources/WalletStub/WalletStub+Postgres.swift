@@ -34,8 +34,10 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
-        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
-                                     amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
+        let now = nowMicros()
+        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                                     direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
+                                     memo: memo)
         try await pg.transaction(logger: logger) { connection in
             try await self.append(connection, tx)
         }
@@ -44,9 +46,10 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
-        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
-                                            amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
-                                            memo: memo, reference: reference)
+        let now = nowMicros()
+        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                                            direction: .debit, amountPaisa: amountPaisa, status: .settled,
+                                            occurredAtMicros: now, memo: memo, reference: reference)
         // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
         // and released at the commit that follows at once, instead of being held while this process, busy on two
         // cores, sends its next statement. The unique reference makes a payout happen once: a concurrent payout

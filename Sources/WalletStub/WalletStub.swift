@@ -34,8 +34,10 @@ public final class SQLiteWalletStub: WalletStubStore {
     }
 
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
-        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .credit,
-                                     amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(), memo: memo)
+        let now = nowMicros()
+        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                                     direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
+                                     memo: memo)
         try await transactions.write { [pushEnabled] db in
             try Self.append(db, tx, push: pushEnabled)
         }
@@ -44,9 +46,10 @@ public final class SQLiteWalletStub: WalletStubStore {
     }
 
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
-        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(), account: account, direction: .debit,
-                                            amountPaisa: amountPaisa, status: .settled, occurredAtMicros: nowMicros(),
-                                            memo: memo, reference: reference)
+        let now = nowMicros()
+        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                                            direction: .debit, amountPaisa: amountPaisa, status: .settled,
+                                            occurredAtMicros: now, memo: memo, reference: reference)
         let (tx, created) = try await transactions.write { [pushEnabled] db -> (ProviderTransaction, Bool) in
             if let existing = try Self.transaction(db, reference: reference) {
                 guard existing.amountPaisa == amountPaisa, existing.account == account else {

@@ -37,9 +37,10 @@ struct WebhookCommand: AsyncParsableCommand {
             guard let status = TransactionStatus(rawValue: status) else { throw ValidationError("--status: settled, pending or failed") }
             let paisa: Int64
             do { paisa = try Money.parsePaisa(amountPkr) } catch { throw ValidationError("--amount-pkr: \(error.detail)") }
+            let now = SystemClock().nowMicros()
             return WebhookEvent.encode(ProviderTransaction(
-                providerTxID: providerTxId ?? Identifiers.providerTxID(), account: account, direction: direction,
-                amountPaisa: paisa, status: status, occurredAtMicros: SystemClock().nowMicros(), memo: memo))
+                providerTxID: providerTxId ?? Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                direction: direction, amountPaisa: paisa, status: status, occurredAtMicros: now, memo: memo))
         }
 
         func signingSecret() throws -> WebhookSecret {

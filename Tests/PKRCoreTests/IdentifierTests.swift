@@ -46,6 +46,15 @@ import Testing
         #expect(Identifiers.chainTxHash(unixMillis: -1).hasPrefix("0x000000000000"))
     }
 
+    @Test func providerTxIDsSortByMillisecond() {
+        let id = Identifiers.providerTxID(unixMillis: 1_764_000_000_123)
+        #expect(id.count == 35 && id.hasPrefix("TX-"))
+        #expect(WebhookEvent.isIdentifier(id, bytesMax: WebhookEvent.providerTxIDBytesMax))
+        #expect(Int64(id.dropFirst(3).prefix(12), radix: 16) == 1_764_000_000_123)
+        #expect(Identifiers.providerTxID(unixMillis: 1_000) < Identifiers.providerTxID(unixMillis: 1_001))
+        #expect(Set((0..<200).map { _ in Identifiers.providerTxID(unixMillis: 5) }).count == 200)
+    }
+
     @Test func timeOrderedUUIDClampsAClockOutOfRange() {
         #expect(Identifiers.timeOrderedUUID(unixMillis: -1).hasPrefix("00000000-0000-7"))
         #expect(Identifiers.timeOrderedUUID(unixMillis: .max).hasPrefix("ffffffff-ffff-7"))

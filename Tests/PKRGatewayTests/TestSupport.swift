@@ -201,7 +201,7 @@ extension TestClientProtocol {
     }
 }
 
-func creditEvent(_ providerTxID: String = Identifiers.providerTxID(), amountPKR: String = "1000.00", account: String = "WALLET-001",
+func creditEvent(_ providerTxID: String = Identifiers.providerTxID(unixMillis: SystemClock().nowMicros() / 1000), amountPKR: String = "1000.00", account: String = "WALLET-001",
                  direction: TransactionDirection = .credit, status: TransactionStatus = .settled, reference: String? = nil) -> [UInt8] {
     let paisa = try! Money.parsePaisa(amountPKR)
     return WebhookEvent.encode(ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,

@@ -123,7 +123,7 @@ struct WebhookReceiverTests {
     func pendingThenSettled(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
-            let txID = Identifiers.providerTxID()
+            let txID = Identifiers.providerTxID(unixMillis: SystemClock().nowMicros() / 1000)
             #expect(try await client.webhook(creditEvent(txID, status: .pending)).string("outcome") == "recorded")
             #expect(try await client.balanceUnits() == "0")
             #expect(try await client.webhook(creditEvent(txID, status: .settled)).string("outcome") == "minted")
