@@ -100,7 +100,6 @@ public enum Benchmark {
         Array(repeating: Request(method: .GET, path: path, headers: [], body: nil), count: count)
     }
 
-    /// Peak resident set (VmHWM) of a process, in KiB.
     /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile.
     public static func drive(port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32) async throws -> Sample {
         let before = cpuMicros(pid: pid)
@@ -121,6 +120,7 @@ public enum Benchmark {
         return (user + system) * 1_000_000 / ticksPerSecond
     }
 
+    /// Peak resident set (VmHWM) of a process, in KiB.
     public static func peakRSSKiB(pid: Int32) -> Int64? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
