@@ -141,7 +141,7 @@ public enum WebhookEvent {
     }
 
     /// A string field: absent and `null` are both nil; any other type is refused.
-    private static func text(_ object: JSONReader.Value, _ key: String, path: String? = nil) throws(GatewayError) -> String? {
+    static func text(_ object: JSONReader.Value, _ key: String, path: String? = nil) throws(GatewayError) -> String? {
         switch object[key] {
         case nil, .null?: return nil
         case .string(let value)?: return value

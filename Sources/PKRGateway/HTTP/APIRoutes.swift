@@ -115,16 +115,11 @@ struct APIRoutes {
         return JSONResponse.make(.created, Self.jobJSON(job))
     }
 
-    struct RedeemBody: Decodable {
-        var amount_units: UnitsField
-        var memo: String?
-    }
-
     @Sendable func redeem(_ request: Request, context: AppRequestContext) async throws -> Response {
         let key = try request.header(.idempotencyKey).map { key throws(GatewayError) in try IdempotencyKey.validate(key) }
-        let body = try await request.decodeJSON(RedeemBody.self, bodyLimits)
+        let body = try RedeemRequest.parse(try await request.bodyBytes(bodyLimits))
         let units: Int64
-        switch body.amount_units.parsed {
+        switch body.amountUnits {
         case .success(let value): units = value
         case .failure(let error): throw GatewayError.invalidAmount(field: "amount_units", error)
         }

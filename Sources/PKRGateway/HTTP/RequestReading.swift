@@ -97,22 +97,3 @@ struct BodyLimits: Sendable {
     var timeoutMillis: Int64
 }
 
-/// An amount of token units sent as a string ("200000000") or a JSON integer (200000000).
-struct UnitsField: Decodable {
-    let parsed: Result<Int64, MoneyError>
-
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if let text = try? container.decode(String.self) {
-            parsed = Result { () throws(MoneyError) in try Money.parseUnits(text) }
-        } else if let number = try? container.decode(Int64.self) {
-            parsed = Result { () throws(MoneyError) in try Money.checkUnits(number) }
-        } else if let number = try? container.decode(Decimal.self) {
-            // Used only to say why the number was refused; no arithmetic happens on it.
-            parsed = .failure(number > Decimal(Int64.max) || number < Decimal(Int64.min) ? .outOfRange : .notAnInteger)
-        } else {
-            throw DecodingError.typeMismatch(String.self, .init(codingPath: decoder.codingPath,
-                                                                debugDescription: "expected a string or an integer"))
-        }
-    }
-}
