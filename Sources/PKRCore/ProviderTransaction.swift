@@ -82,13 +82,7 @@ public enum WebhookEvent {
 
     /// Parses and validates a payload: 400-class errors for shape, 422 for the amount.
     public static func parse(_ body: [UInt8]) throws(GatewayError) -> ProviderTransaction {
-        let root: JSONReader.Value
-        do {
-            root = try JSONReader.parse(body)
-        } catch {
-            throw .invalidJSON("malformed JSON: \(error.reason) (byte \(error.offset))")
-        }
-        guard case .object = root else { throw .invalidJSON("expected a JSON object") }
+        let root = try JSONBody.object(body)
         // Every field's type is checked before any field's value, so a wrongly typed field is named first.
         var metadata = root["metadata"]
         switch metadata {
@@ -178,6 +172,18 @@ public enum WebhookEvent {
 
 /// Turns JSON decoding failures into the typed errors clients see.
 public enum JSONBody {
+    /// Reads `body` with the strict `JSONReader` and requires an object at the top.
+    public static func object(_ body: [UInt8]) throws(GatewayError) -> JSONReader.Value {
+        let root: JSONReader.Value
+        do {
+            root = try JSONReader.parse(body)
+        } catch {
+            throw .invalidJSON("malformed JSON: \(error.reason) (byte \(error.offset))")
+        }
+        guard case .object = root else { throw .invalidJSON("expected a JSON object") }
+        return root
+    }
+
     public static func gatewayError(_ error: DecodingError) -> GatewayError {
         func path(_ context: DecodingError.Context, _ key: CodingKey? = nil) -> String {
             let keys = context.codingPath + (key.map { [$0] } ?? [])

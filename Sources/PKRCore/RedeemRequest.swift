@@ -11,13 +11,7 @@ public struct RedeemRequest: Equatable, Sendable {
     /// Every field's type is checked before any field's value, as a webhook's are.
     public static func parse(_ body: [UInt8]) throws(GatewayError) -> RedeemRequest {
         guard !body.isEmpty else { throw .invalidJSON("the body is empty; send a JSON object") }
-        let root: JSONReader.Value
-        do {
-            root = try JSONReader.parse(body)
-        } catch {
-            throw .invalidJSON("malformed JSON: \(error.reason) (byte \(error.offset))")
-        }
-        guard case .object = root else { throw .invalidJSON("expected a JSON object") }
+        let root = try JSONBody.object(body)
         let amountUnits: Result<Int64, MoneyError>
         switch root["amount_units"] {
         case nil, .null?:
