@@ -91,12 +91,12 @@ public enum WebhookEvent {
         default: throw .invalidField("metadata", "expected an object")
         }
         let payload = Payload(
-            type: try text(root, "type"), provider_tx_id: try text(root, "provider_tx_id"),
-            account: try text(root, "account"), direction: try text(root, "direction"),
-            amount_pkr: try text(root, "amount_pkr"), status: try text(root, "status"),
-            occurred_at: try text(root, "occurred_at"), memo: try text(root, "memo"),
+            type: try JSONBody.text(root, "type"), provider_tx_id: try JSONBody.text(root, "provider_tx_id"),
+            account: try JSONBody.text(root, "account"), direction: try JSONBody.text(root, "direction"),
+            amount_pkr: try JSONBody.text(root, "amount_pkr"), status: try JSONBody.text(root, "status"),
+            occurred_at: try JSONBody.text(root, "occurred_at"), memo: try JSONBody.text(root, "memo"),
             metadata: try metadata.map { value throws(GatewayError) in
-                Metadata(reference: try text(value, "reference", path: "metadata.reference"))
+                Metadata(reference: try JSONBody.text(value, "reference", path: "metadata.reference"))
             })
         guard let providerTxID = payload.provider_tx_id else { throw .missingField("provider_tx_id") }
         guard isIdentifier(providerTxID, bytesMax: providerTxIDBytesMax) else {
@@ -134,15 +134,6 @@ public enum WebhookEvent {
                                    memo: memo, reference: payload.metadata?.reference)
     }
 
-    /// A string field: absent and `null` are both nil; any other type is refused.
-    static func text(_ object: JSONReader.Value, _ key: String, path: String? = nil) throws(GatewayError) -> String? {
-        switch object[key] {
-        case nil, .null?: return nil
-        case .string(let value)?: return value
-        default: throw .invalidField(path ?? key, "expected a string")
-        }
-    }
-
     public static let memoBytesMax = 2000
     public static let memoRule = "at most \(memoCharactersMax) Unicode code points (\(memoBytesMax) bytes of UTF-8), no control characters but tab and line breaks"
 
@@ -170,10 +161,13 @@ public enum WebhookEvent {
     }
 }
 
-/// Turns JSON decoding failures into the typed errors clients see.
+/// Reads request bodies as JSON, and turns what is wrong with them into the typed errors clients see.
 public enum JSONBody {
+    public static let emptyDetail = "the body is empty; send a JSON object"
+
     /// Reads `body` with the strict `JSONReader` and requires an object at the top.
     public static func object(_ body: [UInt8]) throws(GatewayError) -> JSONReader.Value {
+        guard !body.isEmpty else { throw .invalidJSON(emptyDetail) }
         let root: JSONReader.Value
         do {
             root = try JSONReader.parse(body)
@@ -182,6 +176,15 @@ public enum JSONBody {
         }
         guard case .object = root else { throw .invalidJSON("expected a JSON object") }
         return root
+    }
+
+    /// A string field: absent and `null` are both nil; any other type is refused.
+    public static func text(_ object: JSONReader.Value, _ key: String, path: String? = nil) throws(GatewayError) -> String? {
+        switch object[key] {
+        case nil, .null?: return nil
+        case .string(let value)?: return value
+        default: throw .invalidField(path ?? key, "expected a string")
+        }
     }
 
     public static func gatewayError(_ error: DecodingError) -> GatewayError {

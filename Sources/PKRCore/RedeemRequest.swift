@@ -10,7 +10,6 @@ public struct RedeemRequest: Equatable, Sendable {
     /// an integer amount, even when its value is whole: money is never read through a floating-point number.
     /// Every field's type is checked before any field's value, as a webhook's are.
     public static func parse(_ body: [UInt8]) throws(GatewayError) -> RedeemRequest {
-        guard !body.isEmpty else { throw .invalidJSON("the body is empty; send a JSON object") }
         let root = try JSONBody.object(body)
         let amountUnits: Result<Int64, MoneyError>
         switch root["amount_units"] {
@@ -23,7 +22,7 @@ public struct RedeemRequest: Equatable, Sendable {
         default:
             throw .invalidField("amount_units", "expected a string or an integer")
         }
-        return RedeemRequest(amountUnits: amountUnits, memo: try WebhookEvent.text(root, "memo"))
+        return RedeemRequest(amountUnits: amountUnits, memo: try JSONBody.text(root, "memo"))
     }
 
     /// A JSON number's text as an integer: digits with an optional minus sign, and nothing else.

@@ -43,7 +43,7 @@ extension Request {
     /// Decodes a JSON object body into `T`, turning every decoding failure into a typed 400.
     func decodeJSON<T: Decodable>(_ type: T.Type, _ limits: BodyLimits) async throws -> T {
         let bytes = try await bodyBytes(limits)
-        guard !bytes.isEmpty else { throw GatewayError.invalidJSON("the body is empty; send a JSON object") }
+        guard !bytes.isEmpty else { throw GatewayError.invalidJSON(JSONBody.emptyDetail) }
         do {
             return try JSONDecoder().decode(T.self, from: Data(bytes))
         } catch let error as DecodingError {
