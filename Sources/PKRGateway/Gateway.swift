@@ -8,7 +8,6 @@ import WalletStub
 /// The gateway's use cases, shared by the HTTP routes, the background services and the command line.
 /// It holds no state of its own beyond caches; the store is the source of truth.
 public final class Gateway: Sendable {
-    public static let demoWalletAccount = "WALLET-001"
     /// A reconciler page: the provider's largest. On SQLite it is one transaction (about 100 ms of the writer
     /// in a backlog, which a webhook arriving then waits behind); on PostgreSQL it is written as mint batches two
     /// at a time, and the pipeline drains at the end of each page. Fewer, larger pages: a 100k SQLite backlog in
@@ -28,7 +27,7 @@ public final class Gateway: Sendable {
     public let clock: any GatewayClock
     let logger: Logger
     let dispatchSignal: WakeSignal
-    private let cachedUser = Mutex<DemoUser?>(nil)
+    private let cachedCustomer = Mutex<Customer?>(nil)
     private let redeemsInFlight = Mutex<Set<String>>([])
 
     init(config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
@@ -45,28 +44,28 @@ public final class Gateway: Sendable {
                                         legacyKey: config.legacyWebhookKey)
     }
 
-    // MARK: - Users
+    // MARK: - Customers
 
-    public func seedDemo() async throws -> DemoUser {
-        try await walletStub.openAccount(Self.demoWalletAccount)
-        let user = try await store.seedDemoUser(walletAccount: Self.demoWalletAccount)
-        cachedUser.withLock { $0 = user }
-        return user
+    /// The customer the seed's user endpoints act on: the seed has one user and no sign-in, so it is the demo
+    /// customer (`Demo`), created by `seedDemo`.
+    public func currentCustomer() async throws -> Customer {
+        if let customer = cachedCustomer.withLock({ $0 }) { return customer }
+        guard let customer = try await store.customer(email: Demo.email) else { throw GatewayError.demoNotSeeded }
+        cachedCustomer.withLock { $0 = customer }
+        return customer
     }
 
-    public func requireUser() async throws -> DemoUser {
-        if let user = cachedUser.withLock({ $0 }) { return user }
-        guard let user = try await store.demoUser() else { throw GatewayError.demoNotSeeded }
-        cachedUser.withLock { $0 = user }
-        return user
+    /// Whether a customer exists for the background passes to act for.
+    public func hasCustomer() async throws -> Bool {
+        try await store.customer(email: Demo.email) != nil
     }
 
     // MARK: - Deposits
 
     /// The demo's "a customer deposits PKR": the provider records it and (with push on) queues its webhook.
     public func demoCredit(amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
-        let user = try await requireUser()
-        return try await walletStub.credit(account: user.walletAccount, amountPaisa: amountPaisa, memo: memo)
+        let customer = try await currentCustomer()
+        return try await walletStub.credit(account: customer.walletAccount, amountPaisa: amountPaisa, memo: memo)
     }
 
     public struct IngestResult: Sendable, Equatable {
@@ -139,35 +138,33 @@ public final class Gateway: Sendable {
     // MARK: - Mint and redeem
 
     public func mint(providerTxID: String) async throws -> ChainJob {
-        _ = try await requireUser()
+        _ = try await currentCustomer()
         return try await store.mint(providerTxID: providerTxID)
     }
 
-    /// Burns and pays out. A key seen before replays its first answer; a key still being served is refused.
-    public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?) async throws -> (status: Int, body: String, replayed: Bool) {
+    /// Burns and pays out. A key seen before replays its first receipt; a key still being served is refused.
+    public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?) async throws -> RedeemResult {
         guard amountUnits % Money.unitsPerPaisa == 0 else { throw GatewayError.invalidAmount(field: "amount_units", .notWholePaisa) }
         guard amountUnits <= config.limits.maxPayoutUnits else {
             throw GatewayError.amountAboveLimit(field: "amount_units",
                                                 limit: Money.formatPaisa(config.limits.maxPayoutUnits / Money.unitsPerPaisa))
         }
-        let user = try await requireUser()
+        let customer = try await currentCustomer()
         let fingerprint = IdempotencyKey.fingerprint([String(amountUnits), memo])
         if let key = idempotencyKey {
-            let inserted = redeemsInFlight.withLock { $0.insert(user.id + "\u{1f}" + key).inserted }
+            let inserted = redeemsInFlight.withLock { $0.insert(customer.id + "\u{1f}" + key).inserted }
             guard inserted else { throw GatewayError.idempotencyRequestInFlight }
         }
         defer {
-            if let key = idempotencyKey { _ = redeemsInFlight.withLock { $0.remove(user.id + "\u{1f}" + key) } }
+            if let key = idempotencyKey { _ = redeemsInFlight.withLock { $0.remove(customer.id + "\u{1f}" + key) } }
         }
-        let command = RedeemCommand(userID: user.id, amountUnits: amountUnits, memo: memo, idempotencyKey: idempotencyKey,
+        let command = RedeemCommand(customerID: customer.id, amountUnits: amountUnits, memo: memo, idempotencyKey: idempotencyKey,
                                     requestFingerprint: fingerprint)
-        switch try await store.redeem(command) {
-        case .replayed(let status, let body):
-            return (status, body, true)
-        case .burned(let job, let account, let body):
-            await submitPayout(jobID: job.id, account: account, amountUnits: job.amountUnits, memo: memo)
-            return (201, body, false)
+        let result = try await store.redeem(command)
+        if case .burned(let receipt, let account) = result {
+            await submitPayout(jobID: receipt.jobID, account: account, amountUnits: receipt.amountUnits, memo: memo)
         }
+        return result
     }
 
     /// Asks the provider to pay out a burn. Failure leaves the payout requested; the reconciler retries it.
@@ -223,8 +220,42 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Logs a delivery refused before it could be verified (its body could not be read).
+    public func logUnreadableDelivery(_ headers: WebhookHeaders, sourceAddress: String?, receivedAtMicros: Int64,
+                                      error: GatewayError) async throws {
+        try await store.logRejectedInbound(InboundDraft.unverified(
+            headers, body: [], sourceAddress: sourceAddress, receivedAtMicros: receivedAtMicros, verification: "unverified",
+            errorCode: error.code))
+    }
+
     /// Makes the webhook dispatcher look at the outbox now rather than at its next timer.
     public func wakeDispatcher() { dispatchSignal.signal() }
+
+    // MARK: - Reads
+
+    public func tokenBalanceUnits() async throws -> Int64 {
+        try await store.tokenBalanceUnits(customerID: try await currentCustomer().id)
+    }
+
+    public func ledgerEntries(_ page: Page) async throws -> [LedgerEntry] {
+        try await store.ledgerEntries(limit: page.limit, beforeID: page.beforeID)
+    }
+
+    public func externalTransactions(_ page: Page) async throws -> [ExternalTransactionRecord] {
+        try await store.externalTransactions(limit: page.limit, beforeID: page.beforeID)
+    }
+
+    public func inboundLog(_ page: Page) async throws -> [InboundRecord] {
+        try await store.inboundLog(limit: page.limit, beforeID: page.beforeID)
+    }
+
+    public func quarantine(_ page: Page) async throws -> [QuarantineRecord] {
+        try await store.quarantine(limit: page.limit, beforeID: page.beforeID)
+    }
+
+    public func verifyLedger() async throws -> LedgerChainVerifier {
+        try await store.verifyLedger()
+    }
 
     // MARK: - Reconciliation
 

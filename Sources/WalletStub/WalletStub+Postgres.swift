@@ -45,6 +45,27 @@ public final class PostgresWalletStub: WalletStubStore {
         return tx
     }
 
+    public func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws {
+        guard !amountsPaisa.isEmpty else { return }
+        precondition(amountsPaisa.allSatisfy { $0 > 0 }, "deposits are positive")
+        let now = nowMicros()
+        let ids = amountsPaisa.map { _ in Identifiers.providerTxID(unixMillis: now / 1000) }
+        let logger = self.logger
+        try await pg.transaction(logger: logger) { connection in
+            let updated = try await connection.query("""
+                UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(amountsPaisa.reduce(0, +))
+                WHERE account_no = \(account) RETURNING id
+                """, logger: logger).collect()
+            guard let row = updated.first else { throw ProviderError.unknownAccount(account) }
+            let accountID = try row.decode(Int64.self)
+            try await connection.query("""
+                INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
+                SELECT id, \(accountID), 'credit', amount, 'settled', \(memo), \(Timestamp.format(micros: now))
+                FROM unnest(\(ids)::TEXT[], \(amountsPaisa)::BIGINT[]) AS t(id, amount)
+                """, logger: logger)
+        }
+    }
+
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
         let now = nowMicros()
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,

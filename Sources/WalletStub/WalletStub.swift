@@ -45,6 +45,18 @@ public final class SQLiteWalletStub: WalletStubStore {
         return tx
     }
 
+    public func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws {
+        let now = nowMicros()
+        try await transactions.write { db in
+            for amountPaisa in amountsPaisa {
+                let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                                             direction: .credit, amountPaisa: amountPaisa, status: .settled,
+                                             occurredAtMicros: now, memo: memo)
+                try Self.append(db, tx, push: false)
+            }
+        }
+    }
+
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
         let now = nowMicros()
         let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,

@@ -6,6 +6,9 @@ public protocol WalletStubStore: WalletProvider {
     func openAccount(_ accountNo: String) async throws
     /// A deposit arrives at the provider; with push on, its webhook is queued in the same transaction.
     func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction
+    /// Deposits whose webhooks are lost: recorded in one transaction and never pushed, so that only the polling
+    /// reconciler finds them. For bulk loads (`pkr bench`) and tests of the fallback.
+    func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws
     func balancePaisa(account: String) async throws -> Int64?
     /// The sum of all wallet balances: the PKR reserve backing the token supply.
     func reservePaisa() async throws -> Int64

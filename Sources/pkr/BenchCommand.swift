@@ -62,7 +62,7 @@ struct Bench: AsyncParsableCommand {
             for c in concurrencies {
                 let tag = "r\(run)c\(c)"
                 let health = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
-                let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret(), tag: tag)
+                let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret())
                 let mints = try await Benchmark.drive(port: server.port, requests: deposits, concurrency: c, serverPID: server.pid)
                 let redeems = try await Benchmark.drive(port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c, serverPID: server.pid)
                 let balance = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c, serverPID: server.pid)

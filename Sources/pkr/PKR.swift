@@ -77,7 +77,7 @@ struct Reconcile: AsyncParsableCommand {
     func run() async throws {
         let config = try loadConfig()
         let gateway = try await buildGateway(config: config, logger: makeLogger(config))
-        if !checkOnly, try await gateway.store.demoUser() != nil {
+        if !checkOnly, try await gateway.hasCustomer() {
             let pass = try await gateway.reconcileOnce()
             print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
         }
@@ -98,7 +98,7 @@ struct LedgerCommand: AsyncParsableCommand {
             let config = try loadConfig()
             let gateway = try await buildGateway(config: config, logger: makeLogger(config))
             let started = ContinuousClock.now
-            let result = try await gateway.store.verifyLedger()
+            let result = try await gateway.verifyLedger()
             let elapsed = ContinuousClock.now - started
             if let failure = result.firstBreak {
                 print("ledger verify: FAILED after \(result.entriesChecked) good entries: \(failure)")

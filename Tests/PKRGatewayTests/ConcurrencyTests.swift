@@ -124,8 +124,8 @@ struct ConcurrencyTests {
             let failed = results.filter { $0.status != 201 }
             #expect(succeeded == 33)
             #expect(failed.allSatisfy { $0.status == 400 && $0.error == "insufficient_balance" })
-            let user = try await gateway.requireUser()
-            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == 10_000_000_000 - 33 * 300_000_000)
+            let user = try await gateway.currentCustomer()
+            #expect(try await gateway.store.tokenBalanceUnits(customerID: user.id) == 10_000_000_000 - 33 * 300_000_000)
             let report = try await gateway.reconciliation()
             #expect(report.snapshot.burnedUnits == 33 * 300_000_000)
             #expect(report.ok, "\(report.text)")
@@ -166,10 +166,10 @@ struct LostWebhookTests {
 
     static func endState(_ gateway: Gateway) async throws -> EndState {
         let report = try await gateway.reconciliation()
-        let user = try await gateway.requireUser()
+        let user = try await gateway.currentCustomer()
         let entries = try await gateway.store.ledgerEntries(limit: 500, beforeID: nil)
         let mints = Set(entries.filter { $0.refType == .mint }.map(\.refID)).count
-        return EndState(balanceUnits: try await gateway.store.tokenBalanceUnits(userID: user.id), mints: mints,
+        return EndState(balanceUnits: try await gateway.store.tokenBalanceUnits(customerID: user.id), mints: mints,
                         ledgerEntries: entries.count, reserveUnits: report.reserveUnits)
     }
 
@@ -213,8 +213,8 @@ struct LostWebhookTests {
             for amount in Self.amountsPaisa.prefix(5) { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }
             let healed = try await eventually(timeoutSeconds: 15) { try await gateway.reconciliation().ok }
             #expect(healed)
-            let user = try await gateway.requireUser()
-            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == Self.amountsPaisa.prefix(5).reduce(0, +) * 10_000)
+            let user = try await gateway.currentCustomer()
+            #expect(try await gateway.store.tokenBalanceUnits(customerID: user.id) == Self.amountsPaisa.prefix(5).reduce(0, +) * 10_000)
         }
     }
 }

@@ -116,13 +116,13 @@ struct LiveServerTests {
                 (try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first?.attempts ?? 0) >= 2
             }
             #expect(failedOnce, "the first attempts fail while the gateway is down")
-            #expect(try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 0)
+            #expect(try await gateway.store.tokenBalanceUnits(customerID: try await gateway.currentCustomer().id) == 0)
 
             // The gateway comes up on the target port, sharing the database, and the next retry lands.
             let receiver = try await testConfig(engine: engine, ["PORT": "\(gatewayPort)"], sharing: provider)
             try await withRunningServer(receiver) { _ in
                 let minted = try await eventually {
-                    try await gateway.store.tokenBalanceUnits(userID: try await gateway.requireUser().id) == 500_000_000
+                    try await gateway.store.tokenBalanceUnits(customerID: try await gateway.currentCustomer().id) == 500_000_000
                 }
                 #expect(minted)
             }

@@ -8,7 +8,7 @@ import Testing
 /// still get its own answer, exactly as if it had been applied alone.
 @Suite("Batched mints answer each change on its own", .serialized)
 struct MintBatchTests {
-    static func credit(_ id: String, paisa: Int64, account: String = Gateway.demoWalletAccount, status: TransactionStatus = .settled,
+    static func credit(_ id: String, paisa: Int64, account: String = Demo.walletAccount, status: TransactionStatus = .settled,
                        memo: String = "batch") -> ProviderTransaction {
         ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: paisa, status: status,
                             occurredAtMicros: SystemClock().nowMicros(), memo: memo)
@@ -128,10 +128,10 @@ struct MintBatchTests {
             _ = try await gateway.seedDemo()
             let store = try #require(gateway.store as? PostgresStore)
             // The first pass learns the ledger head; the second is 80 batches of up to 128, two in flight.
-            try await Benchmark.loadBacklog(gateway, count: 10, tag: "first")
+            try await Benchmark.loadBacklog(gateway, count: 10)
             #expect(try await gateway.reconcileOnce().minted == 10)
             let before = store.mintBatchCounts
-            try await Benchmark.loadBacklog(gateway, count: 10_000, tag: "second")
+            try await Benchmark.loadBacklog(gateway, count: 10_000)
             #expect(try await gateway.reconcileOnce().minted == 10_000)
             let after = store.mintBatchCounts
             // The baton keeps the second of a pair from taking the locks first and being refused (without it, about

@@ -70,7 +70,7 @@ struct MultiInstanceTests {
         let clients = instances.map { LoadClient(port: $0.port) }
 
         let credits = try await concurrently(40) { index in
-            try await gateway.walletStub.credit(account: Gateway.demoWalletAccount, amountPaisa: 100_000 + Int64(index), memo: "deposit \(index)")
+            try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 100_000 + Int64(index), memo: "deposit \(index)")
         }
         let ingestBody = Array(#"{"since":"2025-01-01T00:00:00Z"}"#.utf8)
         // Every credit is delivered to both instances at once, half of them twice more; both instances ingest

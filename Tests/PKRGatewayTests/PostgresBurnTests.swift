@@ -44,11 +44,11 @@ struct PostgresBurnTests {
                 #expect(try await gateway.store.apply(credit, via: .poll, inbound: nil).code == "minted")
             }
             let first = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "one call", idempotencyKey: "burn-key")
-            #expect(first.status == 201 && !first.replayed)
+            #expect(!first.isReplay && first.receipt.amountUnits == 2_500 * Money.unitsPerPaisa)
             #expect(store.burnOneCallCount.load(ordering: .relaxed) == 1)
-            // The same key again finds it taken: the transaction path replays the stored answer, byte for byte.
+            // The same key again finds it taken: the flow replays the stored receipt.
             let again = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "one call", idempotencyKey: "burn-key")
-            #expect(again.replayed && again.status == 201 && again.body == first.body)
+            #expect(again.isReplay && again.receipt == first.receipt)
             await #expect(throws: GatewayError.idempotencyKeyReused) {
                 _ = try await gateway.redeem(amountUnits: 2_600 * Money.unitsPerPaisa, memo: "one call", idempotencyKey: "burn-key")
             }
@@ -65,9 +65,9 @@ struct PostgresBurnTests {
             #expect(try await gateway.store.verifyLedger().entriesChecked == entriesBefore)
             // The refused key was not kept: it can be used for a redeem that fits.
             let fits = try await gateway.redeem(amountUnits: 7_500 * Money.unitsPerPaisa, memo: "fits", idempotencyKey: "burn-too-much")
-            #expect(fits.status == 201 && !fits.replayed)
+            #expect(!fits.isReplay && fits.receipt.amountUnits == 7_500 * Money.unitsPerPaisa)
             let unkeyed = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "no key", idempotencyKey: nil)
-            #expect(unkeyed.status == 201)
+            #expect(!unkeyed.isReplay)
             #expect(store.burnOneCallCount.load(ordering: .relaxed) == 3)
             // A mint after the burns chains after the head they left.
             #expect(try await gateway.store.apply(MintBatchTests.credit("burn-credit-3", paisa: 1_000), via: .poll, inbound: nil).code == "minted")

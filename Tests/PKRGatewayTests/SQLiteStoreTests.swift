@@ -49,7 +49,7 @@ import Testing
         let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
         let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
         try SQLiteSchema.migrator().migrate(store.database, upTo: "v1-gateway")
-        let user = try await store.seedDemoUser(walletAccount: "WALLET-001")
+        let user = try await store.createCustomer(Demo.customer)
         let credit = ProviderTransaction(providerTxID: "TX-v1", account: "WALLET-001", direction: .credit, amountPaisa: 250_000,
                                          status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "v1", reference: nil)
         let mintedUnits: Int64 = 250_000 * Money.unitsPerPaisa, burnedUnits: Int64 = 10_000_000
@@ -104,7 +104,7 @@ import Testing
         #expect(try await counts() == before)
         let verifier = try await store.verifyLedger()
         #expect(verifier.firstBreak == nil && verifier.entriesChecked == 4)
-        #expect(try await store.tokenBalanceUnits(userID: user.id) == mintedUnits - burnedUnits)
+        #expect(try await store.tokenBalanceUnits(customerID: user.id) == mintedUnits - burnedUnits)
         // The credit's mint is found through the row id v3 filled in: the credit again is a duplicate of it.
         #expect(try await store.apply(credit, via: .poll, inbound: nil) == .duplicate(jobID: "job-mint"))
         #expect(try await store.reconciliationSnapshot().settledCreditsUnminted.isEmpty)
@@ -154,12 +154,12 @@ import Testing
     /// redeem that fails after writing those mints' balances (so the batch is written again with a savepoint per
     /// job) does not lose them.
     @Test func aBatchsRedeemsSeeItsMintsThroughARolledBackRedeem() async throws {
-        let (store, user) = try await Self.storeWithDemoUser()
+        let (store, user) = try await Self.storeWithCustomer()
         let mintedUnits = 100_000 * Money.unitsPerPaisa
         let credit = ProviderTransaction(providerTxID: "TX-1", account: "WALLET-001", direction: .credit, amountPaisa: 100_000,
                                          status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
         func redeem(_ units: Int64, key: String) -> RedeemCommand {
-            RedeemCommand(userID: user.id, amountUnits: units, memo: "", idempotencyKey: key, requestFingerprint: key)
+            RedeemCommand(customerID: user.id, amountUnits: units, memo: "", idempotencyKey: key, requestFingerprint: key)
         }
         // The three changes queue in this order while the writer is busy, so that they share one batch.
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
@@ -188,7 +188,7 @@ import Testing
                 "the mint and both redeems shared one batch")
         #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1,
                 "the failed redeem had written, so the batch was written again with savepoints")
-        #expect(try await store.tokenBalanceUnits(userID: user.id) == 0)
+        #expect(try await store.tokenBalanceUnits(customerID: user.id) == 0)
         let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
         #expect(chainUnits == 0)
         let snapshot = try await store.reconciliationSnapshot()
@@ -199,7 +199,7 @@ import Testing
     /// A mint whose balance row is missing fails after recording its credit. The batch is written again with a
     /// savepoint per job, which undoes that credit alone; its neighbours in the batch commit.
     @Test func aMintWithoutItsBalanceRowFailsAlone() async throws {
-        let (store, user) = try await Self.storeWithDemoUser()
+        let (store, user) = try await Self.storeWithCustomer()
         try await store.database.write { db in
             try db.execute(sql: """
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
@@ -222,8 +222,8 @@ import Testing
         await #expect(throws: ChainStubError.self) { try await broken.value }
         #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held both")
         #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1)
-        #expect(try await store.tokenBalanceUnits(userID: user.id) == 1_000 * Money.unitsPerPaisa)
-        #expect(try await store.tokenBalanceUnits(userID: "broken") == 0)
+        #expect(try await store.tokenBalanceUnits(customerID: user.id) == 1_000 * Money.unitsPerPaisa)
+        #expect(try await store.tokenBalanceUnits(customerID: "broken") == 0)
         let brokenRecorded = try await store.database.read {
             try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM core_externaltransaction WHERE provider_tx_id = 'TX-broken'")
         }
@@ -236,7 +236,7 @@ import Testing
     /// A change that fails before writing anything needs no undoing: the batch is written once, without
     /// savepoints, and its neighbours before and after it commit.
     @Test func aChangeThatFailsBeforeWritingLeavesTheBatchAsItIs() async throws {
-        let (store, user) = try await Self.storeWithDemoUser()
+        let (store, user) = try await Self.storeWithCustomer()
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
         let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
         let (before, unknown, after) = try await Self.whileTheWriterIsBusy(store) {
@@ -256,7 +256,7 @@ import Testing
         await #expect(throws: GatewayError.unknownAccount("WALLET-NOBODY")) { try await unknown.value }
         #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held all three")
         #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore, "it was written once")
-        #expect(try await store.tokenBalanceUnits(userID: user.id) == 2_000 * Money.unitsPerPaisa)
+        #expect(try await store.tokenBalanceUnits(customerID: user.id) == 2_000 * Money.unitsPerPaisa)
         let snapshot = try await store.reconciliationSnapshot()
         #expect(snapshot.mintedUnits == 2_000 * Money.unitsPerPaisa && snapshot.chainStubUnits == snapshot.mintedUnits)
         let verified = try await store.verifyLedger()
@@ -264,12 +264,12 @@ import Testing
     }
 
     /// A migrated store whose clock stands still, with the demo user on WALLET-001.
-    private static func storeWithDemoUser() async throws -> (SQLiteStore, DemoUser) {
+    private static func storeWithCustomer() async throws -> (SQLiteStore, Customer) {
         let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
         let limits = MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000)
         let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
         try await store.migrate()
-        return (store, try await store.seedDemoUser(walletAccount: "WALLET-001"))
+        return (store, try await store.createCustomer(Demo.customer))
     }
 
     /// A settled credit of 1,000 PKR.

@@ -14,7 +14,7 @@ struct SchemaRuleTests {
     func references(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
-            _ = try await gateway.walletStub.credit(account: Gateway.demoWalletAccount, amountPaisa: 10_000, memo: "deposit")
+            _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
             #expect(try await gateway.reconcileOnce().minted == 1)
             let jobID = try #require(try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).first?.refID)
             let hash = String(repeating: "0", count: 64)
@@ -47,7 +47,7 @@ struct SchemaRuleTests {
             // Nothing refused was written.
             let verified = try await gateway.store.verifyLedger()
             #expect(verified.firstBreak == nil && verified.entriesChecked == 2)
-            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == 10_000 * Money.unitsPerPaisa)
+            #expect(try await gateway.store.tokenBalanceUnits(customerID: user.id) == 10_000 * Money.unitsPerPaisa)
         }
     }
 
@@ -57,7 +57,7 @@ struct SchemaRuleTests {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
             for amountPaisa in [10_000, 20_000] as [Int64] {
-                _ = try await gateway.walletStub.credit(account: Gateway.demoWalletAccount, amountPaisa: amountPaisa, memo: "deposit")
+                _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: amountPaisa, memo: "deposit")
             }
             #expect(try await gateway.reconcileOnce().minted == 2)
             let jobIDs = try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).map(\.refID)
@@ -82,7 +82,7 @@ struct SchemaRuleTests {
             try await executeRawSQL(gateway, "UPDATE core_chainjob SET tx_hash = tx_hash, external_tx_id = external_tx_id")
             let snapshot = try await gateway.store.reconciliationSnapshot()
             #expect(snapshot.creditsMintedMoreThanOnce.isEmpty && snapshot.settledCreditsUnminted.isEmpty)
-            #expect(try await gateway.store.tokenBalanceUnits(userID: user.id) == 30_000 * Money.unitsPerPaisa)
+            #expect(try await gateway.store.tokenBalanceUnits(customerID: user.id) == 30_000 * Money.unitsPerPaisa)
         }
     }
 

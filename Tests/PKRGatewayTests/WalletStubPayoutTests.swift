@@ -12,7 +12,7 @@ struct WalletStubPayoutTests {
         try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1"])) { _, gateway in
             _ = try await gateway.seedDemo()
             let stub = gateway.walletStub
-            let account = Gateway.demoWalletAccount
+            let account = Demo.walletAccount
             _ = try await stub.credit(account: account, amountPaisa: 10_000, memo: "reserve")
             let queuedBefore = try await gateway.outbox.countByState()["pending"] ?? 0
 
@@ -50,7 +50,7 @@ struct WalletStubPayoutTests {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             _ = try await gateway.seedDemo()
             let stub = gateway.walletStub
-            let account = Gateway.demoWalletAccount
+            let account = Demo.walletAccount
             _ = try await stub.credit(account: account, amountPaisa: 1_000, memo: "reserve")
             let same = try await concurrently(8) { _ in
                 try await stub.payout(account: account, amountPaisa: 100, memo: "same", reference: "same-job").providerTxID

@@ -41,16 +41,16 @@ struct APIRoutes {
     }
 
     @Sendable func demoSeed(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try await gateway.seedDemo()
-        return JSONResponse.make(.ok, .object([("user_id", .string(user.id)), ("wallet_account", .string(user.walletAccount))]))
+        let customer = try await gateway.seedDemo()
+        return JSONResponse.make(.ok, .object([("user_id", .string(customer.id)), ("wallet_account", .string(customer.walletAccount))]))
     }
 
     @Sendable func me(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try await gateway.requireUser()
-        return JSONResponse.make(.ok, .object([("user_id", .string(user.id)), ("email", .string(user.email)),
-                                               ("display_name", .string(user.displayName)),
-                                               ("wallet_account", .string(user.walletAccount)),
-                                               ("chain_address", .string(user.chainAddress))]))
+        let customer = try await gateway.currentCustomer()
+        return JSONResponse.make(.ok, .object([("user_id", .string(customer.id)), ("email", .string(customer.email)),
+                                               ("display_name", .string(customer.displayName)),
+                                               ("wallet_account", .string(customer.walletAccount)),
+                                               ("chain_address", .string(customer.chainAddress))]))
     }
 
     // MARK: - Deposits
@@ -91,7 +91,7 @@ struct APIRoutes {
                 sinceMicros = micros
             }
         }
-        _ = try await gateway.requireUser()
+        _ = try await gateway.currentCustomer()
         let result = try await gateway.ingest(sinceMicros: sinceMicros)
         return JSONResponse.make(.ok, .object([("ingested", .integer(Int64(result.ingested))),
                                                ("minted", .integer(Int64(result.minted))),
@@ -125,8 +125,9 @@ struct APIRoutes {
         }
         let result = try await gateway.redeem(amountUnits: units, memo: try Self.memo(body.memo), idempotencyKey: key)
         var headers = HTTPFields()
-        if result.replayed { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
-        return JSONResponse.make(.init(code: result.status), text: result.body, headers: headers)
+        if case .replayed = result { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
+        // The stored form is the seed's answer, so a replay answers the same bytes as the first response.
+        return JSONResponse.make(.created, text: result.receipt.storedForm, headers: headers)
     }
 
     static func jobJSON(_ job: ChainJob) -> JSONValue {
@@ -142,15 +143,14 @@ struct APIRoutes {
     // MARK: - Reads
 
     @Sendable func balance(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let user = try await gateway.requireUser()
-        let units = try await gateway.store.tokenBalanceUnits(userID: user.id)
+        let units = try await gateway.tokenBalanceUnits()
         return JSONResponse.make(.ok, .object([("token_balance_units", .string(String(units))),
                                                ("token_decimals", .integer(Int64(Money.tokenDecimals)))]))
     }
 
     @Sendable func ledger(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try request.page()
-        let entries = try await gateway.store.ledgerEntries(limit: page.limit, beforeID: page.beforeID)
+        let entries = try await gateway.ledgerEntries(page)
         return JSONResponse.make(.ok, .array(entries.map { entry in
             .object([("id", .integer(entry.id)), ("user_id", .optional(entry.userID)), ("side", .string(entry.side.rawValue)),
                      ("account", .string(entry.account.rawValue)), ("amount_units", .string(String(entry.amountUnits))),
@@ -162,7 +162,7 @@ struct APIRoutes {
 
     @Sendable func externalTransactions(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try request.page()
-        let records = try await gateway.store.externalTransactions(limit: page.limit, beforeID: page.beforeID)
+        let records = try await gateway.externalTransactions(page)
         return JSONResponse.make(.ok, .array(records.map(Self.externalJSON)))
     }
 

@@ -63,7 +63,7 @@ extension Request {
     }
 
     /// `?limit=` (1...max, default) and `?before_id=` for newest-first paging.
-    func page(defaultLimit: Int = 100, maxLimit: Int = 500) throws -> (limit: Int, beforeID: Int64?) {
+    func page(defaultLimit: Int = 100, maxLimit: Int = 500) throws -> Page {
         let query = uri.queryParameters
         var limit = defaultLimit
         if let text = query["limit"] {
@@ -77,7 +77,7 @@ extension Request {
             guard let value = Int64(String(text)), value > 0 else { throw GatewayError.invalidField("before_id", "a positive integer") }
             beforeID = value
         }
-        return (limit, beforeID)
+        return Page(limit: limit, beforeID: beforeID)
     }
 }
 

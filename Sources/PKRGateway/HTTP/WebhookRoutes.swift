@@ -46,9 +46,8 @@ struct WebhookRoutes {
             body = try await request.bodyBytes(BodyLimits(bytesMax: gateway.config.webhookBodyBytesMax,
                                                                timeoutMillis: gateway.config.requestBodyTimeoutMillis))
         } catch let error as GatewayError {
-            try await gateway.store.logRejectedInbound(InboundDraft.unverified(
-                headers, body: [], sourceAddress: context.sourceIP, receivedAtMicros: receivedAt,
-                verification: "unverified", errorCode: error.code))
+            try await gateway.logUnreadableDelivery(headers, sourceAddress: context.sourceIP, receivedAtMicros: receivedAt,
+                                                    error: error)
             throw error
         }
         let outcome = try await gateway.receiveWebhook(Gateway.WebhookDelivery(
@@ -71,13 +70,13 @@ struct WebhookRoutes {
     @Sendable func inbound(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
         let page = try request.page()
-        return try Self.encode(try await gateway.store.inboundLog(limit: page.limit, beforeID: page.beforeID))
+        return try Self.encode(try await gateway.inboundLog(page))
     }
 
     @Sendable func quarantine(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
         let page = try request.page()
-        return try Self.encode(try await gateway.store.quarantine(limit: page.limit, beforeID: page.beforeID))
+        return try Self.encode(try await gateway.quarantine(page))
     }
 
     @Sendable func deliveries(_ request: Request, context: AppRequestContext) async throws -> Response {

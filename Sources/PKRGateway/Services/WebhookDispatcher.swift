@@ -202,7 +202,7 @@ final class ReconcilerService: Service, Sendable {
             } catch {
                 return
             }
-            guard (try? await gateway.store.demoUser()) != nil else { continue }
+            guard (try? await gateway.hasCustomer()) == true else { continue }
             do {
                 let result = try await gateway.reconcileOnce()
                 logger.info("reconciler pass", metadata: ["ingested": "\(result.ingested)", "healed_mints": "\(result.minted)",

@@ -4,9 +4,10 @@ import PKRCore
 public protocol GatewayStore: Sendable {
     func migrate() async throws
 
-    /// Creates the demo user (idempotent) linked to a wallet account and a chain address.
-    func seedDemoUser(walletAccount: String) async throws -> DemoUser
-    func demoUser() async throws -> DemoUser?
+    /// Creates a customer bound to a provider account, with a new chain address and an empty balance. Idempotent
+    /// per account: the customer already bound to it is returned.
+    func createCustomer(_ draft: CustomerDraft) async throws -> Customer
+    func customer(email: String) async throws -> Customer?
 
     /// Records a provider transaction that arrived by webhook or poll and, for a settled credit, mints it —
     /// all in one transaction. A webhook's inbound-log row is written in the same transaction.
@@ -22,13 +23,13 @@ public protocol GatewayStore: Sendable {
     /// Mints an ingested settled credit; returns the existing job if it was already minted.
     func mint(providerTxID: String) async throws -> ChainJob
 
-    /// Burns tokens and requests a payout, replaying the original response for a repeated idempotency key.
+    /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
     func redeem(_ command: RedeemCommand) async throws -> RedeemResult
     func markPayoutSubmitted(jobID: String, providerTxID: String) async throws
     /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
     func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
 
-    func tokenBalanceUnits(userID: String) async throws -> Int64
+    func tokenBalanceUnits(customerID: String) async throws -> Int64
     func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry]
     func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord]
     func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord]
@@ -39,16 +40,56 @@ public protocol GatewayStore: Sendable {
     /// Walks the whole hash chain in id order.
     func verifyLedger() async throws -> LedgerChainVerifier
 
+    /// Moves everything written so far into the main database file where the engine keeps a log beside it, so
+    /// that a timed figure after a bulk load does not share the machine with the load's own checkpoint.
+    func checkpoint() async throws
+
     func cursor(named name: String) async throws -> Int64
     func setCursor(named name: String, to value: Int64) async throws
 }
 
-public struct DemoUser: Sendable, Equatable {
+/// A customer: bound to one provider account (where their PKR is) and one chain address (where their tokens are).
+public struct Customer: Sendable, Equatable {
     public var id: String
     public var email: String
     public var displayName: String
     public var walletAccount: String
     public var chainAddress: String
+
+    public init(id: String, email: String, displayName: String, walletAccount: String, chainAddress: String) {
+        self.id = id
+        self.email = email
+        self.displayName = displayName
+        self.walletAccount = walletAccount
+        self.chainAddress = chainAddress
+    }
+}
+
+/// What it takes to create a customer; the store gives the id and the chain address.
+public struct CustomerDraft: Sendable, Equatable {
+    public var email: String
+    public var displayName: String
+    public var walletAccount: String
+
+    public init(email: String, displayName: String, walletAccount: String) {
+        self.email = email
+        self.displayName = displayName
+        self.walletAccount = walletAccount
+    }
+}
+
+/// A newest-first page of a listing: at most `limit` rows, with ids below `beforeID` when given.
+public struct Page: Sendable, Equatable {
+    public static let limitMax = 500
+
+    public var limit: Int
+    public var beforeID: Int64?
+
+    public init(limit: Int, beforeID: Int64? = nil) {
+        precondition((1...Self.limitMax).contains(limit), "a page is bounded")
+        self.limit = limit
+        self.beforeID = beforeID
+    }
 }
 
 public enum ArrivalPath: String, Sendable {
@@ -160,14 +201,15 @@ public struct ExternalTransactionRecord: Sendable {
 }
 
 public struct RedeemCommand: Sendable {
-    public var userID: String
+    public var customerID: String
     public var amountUnits: Int64
     public var memo: String
     public var idempotencyKey: String?
     public var requestFingerprint: String
 
-    public init(userID: String, amountUnits: Int64, memo: String, idempotencyKey: String?, requestFingerprint: String) {
-        self.userID = userID
+    public init(customerID: String, amountUnits: Int64, memo: String, idempotencyKey: String?, requestFingerprint: String) {
+        precondition(amountUnits > 0, "a redeem moves a positive amount")
+        self.customerID = customerID
         self.amountUnits = amountUnits
         self.memo = memo
         self.idempotencyKey = idempotencyKey
@@ -175,18 +217,54 @@ public struct RedeemCommand: Sendable {
     }
 }
 
-public enum RedeemResult: Sendable {
-    /// A new burn; `responseBody` is what the client gets now and on every replay.
-    case burned(ChainJob, walletAccount: String, responseBody: String)
-    /// A replay of an earlier request with the same key and body.
-    case replayed(status: Int, responseBody: String)
+public enum RedeemResult: Sendable, Equatable {
+    /// A new burn, whose payout the customer's provider account is to receive.
+    case burned(BurnReceipt, walletAccount: String)
+    /// A replay of an earlier request with the same key and body: its receipt, unchanged.
+    case replayed(BurnReceipt)
+
+    public var receipt: BurnReceipt {
+        switch self {
+        case .burned(let receipt, _), .replayed(let receipt): return receipt
+        }
+    }
+
+    public var isReplay: Bool {
+        if case .replayed = self { return true }
+        return false
+    }
 }
 
-extension RedeemResult {
-    /// The seed's redeem answer; stored with the idempotency key so a replay returns it byte for byte.
-    static func responseBody(_ job: ChainJob) -> String {
-        JSONText.object([("job_id", .string(job.id)), ("tx_hash", .string(job.txHash)),
-                         ("amount_units", .string(String(job.amountUnits)))])
+/// What a redeem answers, now and on every replay of its idempotency key.
+public struct BurnReceipt: Sendable, Equatable {
+    public var jobID: String
+    public var txHash: String
+    public var amountUnits: Int64
+
+    public init(jobID: String, txHash: String, amountUnits: Int64) {
+        precondition(amountUnits > 0, "a burn moves a positive amount")
+        self.jobID = jobID
+        self.txHash = txHash
+        self.amountUnits = amountUnits
+    }
+
+    public init(_ job: ChainJob) {
+        precondition(job.jobType == .burn, "a burn receipt is a burn's")
+        self.init(jobID: job.id, txHash: job.txHash, amountUnits: job.amountUnits)
+    }
+
+    /// The receipt as stored with its idempotency key (the seed's redeem answer, as JSON text).
+    public var storedForm: String {
+        JSONText.object([("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
+                         ("amount_units", .string(String(amountUnits)))])
+    }
+
+    /// Reads a stored receipt back; nil for text that `storedForm` did not write.
+    public init?(storedForm: String) {
+        guard let value = try? JSONReader.parse(Array(storedForm.utf8)),
+              case .string(let jobID)? = value["job_id"], case .string(let txHash)? = value["tx_hash"],
+              case .string(let amount)? = value["amount_units"], let units = Int64(amount), units > 0 else { return nil }
+        self.init(jobID: jobID, txHash: txHash, amountUnits: units)
     }
 }
 

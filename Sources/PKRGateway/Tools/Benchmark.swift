@@ -56,9 +56,9 @@ public enum Benchmark {
 
     /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
     /// each signed as the provider would send it.
-    public static func signedDeposits(_ gateway: Gateway, count: Int, secret: WebhookSecret, tag: String) async throws -> [Request] {
+    public static func signedDeposits(_ gateway: Gateway, count: Int, secret: WebhookSecret) async throws -> [Request] {
         let cursorBefore = try await lastProviderCursor(gateway)
-        try await loadBacklog(gateway, count: count, tag: tag)
+        try await loadBacklog(gateway, count: count)
         var deposits: [ProviderTransaction] = []
         var cursor = cursorBefore
         while deposits.count < count {
@@ -129,137 +129,23 @@ public enum Benchmark {
         return nil
     }
 
-    // MARK: - Bulk loads for the backlog and ledger figures
+    // MARK: - Bulk loads for the backlog and ledger figures (through the provider's and the gateway's own paths)
 
-    /// Leaves a bulk load fully in the SQLite database file and the WAL empty, so that the timed pass that follows
-    /// does not share the machine with a checkpoint of the load itself.
-    private static func settle(_ gateway: Gateway) async throws {
-        guard let sqlite = gateway.store as? SQLiteStore else { return }
-        // The background checkpointer may hold the checkpoint lock; SQLite then answers busy at once.
-        for attempt in 1...100 {
-            do {
-                _ = try await sqlite.database.writeWithoutTransaction { try $0.checkpoint(.truncate) }
-                return
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && attempt < 100 {
-                try await Task.sleep(for: .milliseconds(50))
-            }
+    /// Records `count` settled deposits at the provider whose webhooks are lost, for the reconciler to find.
+    public static func loadBacklog(_ gateway: Gateway, count: Int) async throws {
+        let chunk = 10_000
+        for start in stride(from: 0, to: count, by: chunk) {
+            let amounts = [Int64](repeating: 100, count: min(chunk, count - start))
+            try await gateway.walletStub.recordUnannouncedDeposits(account: Demo.walletAccount, amountsPaisa: amounts, memo: "backlog")
         }
+        try await gateway.store.checkpoint()
     }
 
-    /// Writes `count` settled credits straight into the wallet stub, as if their webhooks had all been lost.
-    public static func loadBacklog(_ gateway: Gateway, count: Int, tag: String = "backlog") async throws {
-        let now = SystemClock().nowMicros()
-        let occurred = Timestamp.format(micros: now)
-        switch gateway.store {
-        case let sqlite as SQLiteStore:
-            try await sqlite.database.write { db in
-                let accountID = try Int64.fetchOne(db, sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?",
-                                                   arguments: [Gateway.demoWalletAccount]) ?? 0
-                let statement = try db.makeStatement(sql: """
-                    INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
-                    VALUES (?, ?, 'credit', 100, 'settled', 'backlog', ?)
-                    """)
-                for index in 0..<count { try statement.execute(arguments: ["TX-\(tag)-\(index)", accountID, occurred]) }
-                try db.execute(sql: "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ? WHERE id = ?",
-                               arguments: [Int64(count) * 100, accountID])
-            }
-        case let postgres as PostgresStore:
-            try await postgres.client.query("""
-                INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
-                SELECT \("TX-\(tag)-") || n, a.id, 'credit', 100, 'settled', 'backlog', \(occurred)
-                FROM generate_series(0, \(count - 1)) AS n, wallet_stub_walletstubaccount a WHERE a.account_no = \(Gateway.demoWalletAccount)
-                """, logger: gateway.logger)
-            try await postgres.client.query("""
-                UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(Int64(count) * 100)
-                WHERE account_no = \(Gateway.demoWalletAccount)
-                """, logger: gateway.logger)
-        default:
-            throw ConfigError.refused("unknown store")
-        }
-        try await settle(gateway)
-    }
-
-    /// Writes a valid hash chain of `count` ledger entries (count / 2 mint jobs) for the verify figure.
+    /// Grows the ledger by about `count` entries (two per mint) as the reconciler would: deposits the provider never
+    /// announced, then one pass that mints them all.
     public static func loadLedger(_ gateway: Gateway, count: Int) async throws {
-        let user = try await gateway.requireUser()
-        let createdAt = Timestamp.format(micros: SystemClock().nowMicros())
-        var head = LedgerHead.genesis
-        let batch = 5000
-        var jobIndex = 0
-        while jobIndex < count / 2 {
-            let jobs = (jobIndex..<min(count / 2, jobIndex + batch)).map { "bench-job-\($0)" }
-            var entries: [LedgerEntry] = []
-            for job in jobs {
-                for posting in PostingRules.postings(for: .mint, amountUnits: 1_000_000) {
-                    let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? user.id : nil, posting: posting,
-                                                 refType: .mint, refID: job, createdAt: createdAt)
-                    entries.append(entry)
-                    head = LedgerHead(entry)
-                }
-            }
-            try await insert(gateway, jobs: jobs, entries: entries, user: user, createdAt: createdAt, head: head)
-            jobIndex += jobs.count
-        }
-        try await settle(gateway)
-    }
-
-    private static func insert(_ gateway: Gateway, jobs: [String], entries: [LedgerEntry], user: DemoUser, createdAt: String,
-                               head: LedgerHead) async throws {
-        let userID = user.id
-        switch gateway.store {
-        case let sqlite as SQLiteStore:
-            try await sqlite.database.write { db in
-                // A mint job refers to its provider transaction and to its chain receipt (schema v3).
-                let external = try db.makeStatement(sql: """
-                    INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, occurred_at,
-                      occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_poll)
-                    VALUES (?, ?, ?, 'credit', 100, 'settled', ?, 0, ?, 0, 'poll', 1)
-                    """)
-                let receipt = try db.makeStatement(sql: """
-                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                    VALUES (?, 'mint', ?, 1000000, ?, ?)
-                    """)
-                let job = try db.makeStatement(sql: """
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, created_at)
-                    VALUES (?, 'mint', ?, 1000000, 'confirmed', ?, ?, ?, ?)
-                    """)
-                for id in jobs {
-                    try external.execute(arguments: [id, user.walletAccount, userID, createdAt, createdAt])
-                    let externalRowID = db.lastInsertedRowID
-                    try receipt.execute(arguments: ["0x" + id, user.chainAddress, id, createdAt])
-                    try job.execute(arguments: [id, userID, "0x" + id, externalRowID, id, createdAt])
-                }
-                let entry = try db.makeStatement(sql: """
-                    INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
-                for e in entries {
-                    try entry.execute(arguments: [e.id, e.userID, e.side.rawValue, e.account.rawValue, e.amountUnits, e.refType.rawValue,
-                                                  e.refID, e.createdAt, e.prevHash, e.entryHash])
-                }
-                try db.execute(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ?", arguments: [head.lastID, head.lastHash])
-            }
-        case let postgres as PostgresStore:
-            let logger = gateway.logger
-            try await postgres.client.transaction(logger: logger) { connection in
-                try await connection.query("""
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, created_at)
-                    SELECT j, 'mint', \(userID), 1000000, 'confirmed', '0x' || j, j, \(createdAt) FROM unnest(\(jobs)::TEXT[]) AS j
-                    """, logger: logger)
-                try await connection.query("""
-                    INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                    SELECT i, NULLIF(u, ''), s, a, m, r, f, c, p, h FROM unnest(\(entries.map(\.id))::BIGINT[], \(entries.map { $0.userID ?? "" })::TEXT[],
-                                         \(entries.map(\.side.rawValue))::TEXT[], \(entries.map(\.account.rawValue))::TEXT[],
-                                         \(entries.map(\.amountUnits))::BIGINT[], \(entries.map(\.refType.rawValue))::TEXT[],
-                                         \(entries.map(\.refID))::TEXT[], \(entries.map(\.createdAt))::TEXT[],
-                                         \(entries.map(\.prevHash))::TEXT[], \(entries.map(\.entryHash))::TEXT[])
-                      AS t(i, u, s, a, m, r, f, c, p, h)
-                    """, logger: logger)
-                try await connection.query("UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = \(head.lastHash)",
-                                           logger: logger)
-            }
-        default:
-            throw ConfigError.refused("unknown store")
-        }
+        try await loadBacklog(gateway, count: count / 2)
+        _ = try await gateway.ingest(sinceMicros: nil)
+        try await gateway.store.checkpoint()
     }
 }

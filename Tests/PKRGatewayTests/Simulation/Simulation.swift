@@ -194,7 +194,7 @@ final class Simulation {
 
     /// What the provider really holds, in the order it happened.
     private var credits: [ProviderTransaction] = []
-    private var redeemKeys: [(key: String, amountUnits: Int64, memo: String, body: String)] = []
+    private var redeemKeys: [(key: String, amountUnits: Int64, memo: String, receipt: BurnReceipt)] = []
     private var trace: [String] = []
     private var step = 0
 
@@ -293,7 +293,7 @@ final class Simulation {
             return "\(tx.providerTxID): \(await sendSigned(WebhookEvent.encode(tx)))"
         case .forged:
             let key = Crypto.randomBytes(32)
-            let tx = ProviderTransaction(providerTxID: "TX-forged-\(step)", account: Gateway.demoWalletAccount, direction: .credit,
+            let tx = ProviderTransaction(providerTxID: "TX-forged-\(step)", account: Demo.walletAccount, direction: .credit,
                                          amountPaisa: 100_000, status: .settled, occurredAtMicros: clock.nowMicros(), memo: "forged")
             let status = await sendSigned(WebhookEvent.encode(tx), secret: try WebhookSecret(keyBytes: key))
             guard status == 401 else { throw failure("a webhook signed with a foreign key got \(status), not 401") }
@@ -311,8 +311,8 @@ final class Simulation {
     }
 
     private func redeem() async throws -> String {
-        let user = try await gateway.requireUser()
-        let balance = try await gateway.store.tokenBalanceUnits(userID: user.id)
+        let user = try await gateway.currentCustomer()
+        let balance = try await gateway.store.tokenBalanceUnits(customerID: user.id)
         let paisaMax = max(1, balance / Money.unitsPerPaisa * 11 / 10)
         var units = random.int(1...paisaMax) * Money.unitsPerPaisa
         let wholePaisa = !random.percent(5)
@@ -321,9 +321,9 @@ final class Simulation {
         let memo = "sim redeem \(step)"
         do {
             let answer = try await gateway.redeem(amountUnits: units, memo: memo, idempotencyKey: key)
-            guard answer.status == 201, !answer.replayed else { throw failure("a new redeem answered \(answer)") }
+            guard !answer.isReplay, answer.receipt.amountUnits == units else { throw failure("a new redeem answered \(answer)") }
             guard units <= balance, wholePaisa else { throw failure("redeem of \(units) succeeded with balance \(balance)") }
-            if let key { redeemKeys.append((key, units, memo, answer.body)) }
+            if let key { redeemKeys.append((key, units, memo, answer.receipt)) }
             return "burned \(units)"
         } catch GatewayError.insufficientBalance {
             guard units > balance else { throw failure("redeem of \(units) refused with balance \(balance)") }
@@ -347,8 +347,8 @@ final class Simulation {
             }
         }
         let answer = try await gateway.redeem(amountUnits: first.amountUnits, memo: first.memo, idempotencyKey: first.key)
-        guard answer.replayed, answer.status == 201, answer.body == first.body else {
-            throw failure("replay of \(first.key) answered \(answer), first answer \(first.body)")
+        guard answer.isReplay, answer.receipt == first.receipt else {
+            throw failure("replay of \(first.key) answered \(answer), first answer \(first.receipt)")
         }
         return "\(first.key) replayed"
     }

@@ -46,7 +46,7 @@ final class PostgresMintBatch: Sendable {
     private let client: PostgresClient
     private let logger: Logger
     private let queue = Mutex(Queue())
-    private let knownUsers = Mutex<[String: DemoUser]>([:])
+    private let knownUsers = Mutex<[String: Customer]>([:])
     /// The ledger head this process's last planned batch leaves, which the one-call path chains after; nil when
     /// unknown.
     private let lastHead = Mutex<LedgerHead?>(nil)
@@ -129,9 +129,9 @@ final class PostgresMintBatch: Sendable {
         // flight: a batch planned behind another waits for that one's locks inside its call, then finds its head.
         let chained = lastHead.withLock { last -> (LedgerHead, LedgerEntryColumns, LedgerHead)? in
             guard let head = last else { return nil }
-            let (entries, newHead) = PostgresStore.ledgerEntries(after: head, plan.ledgerAppends)
+            let (entries, newHead) = LedgerAppend.entries(after: head, plan.ledgerAppends)
             last = newHead
-            return (head, entries, newHead)
+            return (head, LedgerEntryColumns(entries), newHead)
         }
         guard let (head, entries, newHead) = chained else { return nil }
         let call = MintBatchCall(credit: plan.credit, inbound: plan.inbound, unitsByUser: plan.unitsByUser,
@@ -169,7 +169,7 @@ final class PostgresMintBatch: Sendable {
         struct Planned {
             var index: Int
             var job: ChainJob
-            var user: DemoUser
+            var user: Customer
         }
 
         /// Credits for an account nobody is linked to, and repeats within the batch, are left to the full rules.
@@ -177,7 +177,7 @@ final class PostgresMintBatch: Sendable {
         var credit = CreditColumns()
         var inbound = InboundColumns()
 
-        init(_ credits: [Credit], users: [String: DemoUser]) {
+        init(_ credits: [Credit], users: [String: Customer]) {
             var seen = Set<String>()
             for (index, item) in credits.enumerated() {
                 guard let user = users[item.tx.account], seen.insert(item.tx.providerTxID).inserted else { continue }
@@ -198,10 +198,10 @@ final class PostgresMintBatch: Sendable {
         var unitsByUser: UnitsByKey { UnitsByKey(minted.map { ($0.user.id, $0.job.amountUnits) }) }
         var unitsByAddress: UnitsByKey { UnitsByKey(minted.map { ($0.user.chainAddress, $0.job.amountUnits) }) }
 
-        var ledgerAppends: [PostgresStore.LedgerAppend] {
+        var ledgerAppends: [LedgerAppend] {
             minted.map {
-                PostgresStore.LedgerAppend(job: .mint, jobID: $0.job.id, userID: $0.user.id, amountUnits: $0.job.amountUnits,
-                                           createdAt: $0.job.createdAt)
+                LedgerAppend(refType: .mint, refID: $0.job.id, customerID: $0.user.id, amountUnits: $0.job.amountUnits,
+                             createdAt: $0.job.createdAt)
             }
         }
     }
@@ -256,7 +256,7 @@ final class PostgresMintBatch: Sendable {
     }
 
     /// The users linked to `accounts`. A user row never changes once written, so the ones found are kept.
-    private func users(_ connection: PostgresConnection, accounts: Set<String>, logger: Logger) async throws -> [String: DemoUser] {
+    private func users(_ connection: PostgresConnection, accounts: Set<String>, logger: Logger) async throws -> [String: Customer] {
         // Looked up per account, not by scanning the cache: a batch names a few accounts, the cache may hold thousands.
         var users = knownUsers.withLock { known in
             Dictionary(uniqueKeysWithValues: accounts.compactMap { account in known[account].map { (account, $0) } })
@@ -266,7 +266,7 @@ final class PostgresMintBatch: Sendable {
         for try await (id, email, name, account, address) in try await connection.query("""
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE wallet_account = ANY(\(Array(missing)))
             """, logger: logger).decode((String, String, String, String, String).self) {
-            users[account] = DemoUser(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
+            users[account] = Customer(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
         }
         let found = users
         knownUsers.withLock { known in
@@ -456,7 +456,7 @@ private struct CreditColumns {
     var occurredAt: [String] = [], occurredAtMicros: [Int64] = [], createdAt: [String] = [], nowMicros: [Int64] = []
     var path: [String] = [], jobID: [String] = [], txHash: [String] = [], address: [String] = [], amountUnits: [Int64] = []
 
-    mutating func append(_ tx: ProviderTransaction, path arrival: ArrivalPath, user: DemoUser, job: ChainJob, nowMicros now: Int64) {
+    mutating func append(_ tx: ProviderTransaction, path arrival: ArrivalPath, user: Customer, job: ChainJob, nowMicros now: Int64) {
         providerTxID.append(tx.providerTxID)
         account.append(tx.account)
         userID.append(user.id)

@@ -110,62 +110,52 @@ public final class PostgresStore: GatewayStore {
         return state == "40P01" || state == "40001"
     }
 
-    // MARK: - Users
+    // MARK: - Customers
 
-    public func seedDemoUser(walletAccount: String) async throws -> DemoUser {
+    public func createCustomer(_ draft: CustomerDraft) async throws -> Customer {
         let createdAt = Timestamp.format(micros: nowMicros())
         let logger = self.logger
         return try await transaction { connection in
-            // Instances seeding at once queue on this lock; the second finds the first's user.
+            // Instances creating the same customer at once queue on this lock; the second finds the first's.
             try await connection.query("SELECT pg_advisory_xact_lock(\(Int64(0x706b_725f_7365_6564)))", logger: logger)
-            if let existing = try await Self.user(connection, walletAccount: walletAccount, logger: logger) { return existing }
-            let user = DemoUser(id: Identifiers.uuid(), email: SQLiteStore.demoEmail, displayName: SQLiteStore.demoDisplayName,
-                                walletAccount: walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            if let existing = try await PostgresPrimitives.customer(connection, walletAccount: draft.walletAccount, logger: logger) {
+                return existing
+            }
+            let customer = Customer(id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
+                                    walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
             try await connection.query("""
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
-                VALUES (\(user.id), \(user.email), \(user.displayName), \(user.walletAccount), \(user.chainAddress), \(createdAt))
+                VALUES (\(customer.id), \(customer.email), \(customer.displayName), \(customer.walletAccount),
+                        \(customer.chainAddress), \(createdAt))
                 """, logger: logger)
-            try await connection.query("INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (\(user.id), 0)", logger: logger)
-            try await PostgresChainStub.openAddress(connection, user.chainAddress, logger: logger)
-            return user
+            try await connection.query("INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (\(customer.id), 0)", logger: logger)
+            try await PostgresChainStub.openAddress(connection, customer.chainAddress, logger: logger)
+            return customer
         }
     }
 
-    public func demoUser() async throws -> DemoUser? {
-        let rows = try await pg.query("""
-            SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE email = \(SQLiteStore.demoEmail)
-            """, logger: logger)
-        for try await (id, email, name, account, address) in rows.decode((String, String, String, String, String).self) {
-            return DemoUser(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
-        }
-        return nil
+    public func customer(email: String) async throws -> Customer? {
+        let logger = self.logger
+        return try await pg.withConnection { try await PostgresPrimitives.customer($0, email: email, logger: logger) }
     }
 
-    private static func user(_ connection: PostgresConnection, walletAccount: String? = nil, id: String? = nil,
-                             logger: Logger) async throws -> DemoUser? {
-        let rows = try await connection.query("""
-            SELECT id, email, display_name, wallet_account, chain_address FROM core_user
-            WHERE wallet_account = \(walletAccount) OR id = \(id)
-            """, logger: logger)
-        for try await (id, email, name, account, address) in rows.decode((String, String, String, String, String).self) {
-            return DemoUser(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
-        }
-        return nil
-    }
+    // MARK: - Settlement (the flows decide; `PostgresPrimitives` executes)
 
-    // MARK: - Provider transactions
+    /// Runs a settlement flow in one transaction.
+    private func run<T: Sendable>(_ makeFlow: @escaping @Sendable () throws -> Flow<T>) async throws -> T {
+        let logger = self.logger
+        return try await transaction { connection in
+            try await makeFlow().run { try await PostgresPrimitives.execute($0, connection, logger: logger) }
+        }
+    }
 
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
-        let now = nowMicros()
-        let limits = self.limits
-        let logger = self.logger
-        if let credit = Self.mintCandidate(tx, via: path, inbound: inbound, nowMicros: now, limits: limits) {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        if let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
             _ = try pg // An unreachable database fails at once rather than through the batch and then the fallback.
             if let job = await mintBatch.mint(credit) { return .minted(job) }
         }
-        return try await transaction { connection in
-            try await Self.applyAndLog(connection, tx, via: path, nowMicros: now, limits: limits, inbound: inbound, logger: logger)
-        }
+        return try await run { try Settlement.apply(tx, via: path, inbound: inbound, context) }
     }
 
     /// Polled mint batches written at once. The backend orders them anyway, and three were slower than two on
@@ -173,19 +163,17 @@ public final class PostgresStore: GatewayStore {
     static let polledBatchesInFlightMax = 2
 
     public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
-        let now = nowMicros()
-        let limits = self.limits
-        let logger = self.logger
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         _ = try pg
         // New settled credits are minted in batches; everything else, and any credit a batch handed back, is
         // applied in a transaction of its own: a page-long transaction would hold the balance and ledger-head row
         // locks for seconds and stall every webhook and redeem behind a backlog.
         var outcomes = [ApplyOutcome?](repeating: nil, count: txs.count)
         let credits = txs.indices.compactMap { index in
-            Self.mintCandidate(txs[index], via: .poll, inbound: nil, nowMicros: now, limits: limits).map { (index, $0) }
+            Self.mintCandidate(txs[index], via: .poll, inbound: nil, context).map { (index, $0) }
         }
         // Two batches in flight: while one holds the contended locks and commits, the next writes its uncontended
-        // rows on another connection, then waits for the first to end (`pkr_mint_batch`, migration v5).
+        // rows on another connection, then waits for the first to end (`pkr_mint_batch`).
         let mintBatch = self.mintBatch
         await withTaskGroup(of: (start: Int, jobs: [ChainJob?]).self) { group in
             // A chunk's jobs land at its credits' places in the page; a nil job is left to the loop below.
@@ -208,322 +196,61 @@ public final class PostgresStore: GatewayStore {
         }
         for index in txs.indices where outcomes[index] == nil {
             let tx = txs[index]
-            outcomes[index] = try await transaction { connection in
-                try await Self.applyAndLog(connection, tx, via: .poll, nowMicros: now, limits: limits, inbound: nil, logger: logger)
-            }
+            outcomes[index] = try await run { try Settlement.apply(tx, via: .poll, inbound: nil, context) }
         }
         return outcomes.map { $0! }
     }
 
     /// A transaction the batch may mint: a settled credit within the mint ceiling. Whether it is new is only known
     /// inside the batch's transaction.
-    private static func mintCandidate(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?, nowMicros: Int64,
-                                      limits: MoneyLimits) -> PostgresMintBatch.Credit? {
-        guard case .mint(let units)? = try? SettlementPolicy.action(for: tx, maxMintUnits: limits.maxMintUnits) else { return nil }
-        return PostgresMintBatch.Credit(tx: tx, path: path, amountUnits: units, inbound: inbound, nowMicros: nowMicros)
-    }
-
-    /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
-    private static func applyAndLog(_ connection: PostgresConnection, _ tx: ProviderTransaction, via path: ArrivalPath,
-                                    nowMicros now: Int64, limits: MoneyLimits, inbound: InboundDraft?,
-                                    logger: Logger) async throws -> ApplyOutcome {
-        let outcome = try await apply(connection, tx, via: path, nowMicros: now, limits: limits, logger: logger)
-        if let inbound {
-            var jobID: String?
-            if case .minted(let job) = outcome { jobID = job.id }
-            if case .duplicate(let id) = outcome { jobID = id }
-            let inboundID = try await insertInbound(connection, inbound, outcome: outcome.code, jobID: jobID, logger: logger)
-            if case .conflict(let fields) = outcome {
-                try await quarantine(connection, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body,
-                                     nowMicros: now, logger: logger)
-            }
-        } else if case .conflict(let fields) = outcome {
-            try await quarantine(connection, tx: tx, inboundID: nil, via: path, fields: fields, body: WebhookEvent.encode(tx),
-                                 nowMicros: now, logger: logger)
+    private static func mintCandidate(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
+                                      _ context: SettlementContext) -> PostgresMintBatch.Credit? {
+        guard case .mint(let units)? = try? SettlementPolicy.action(for: tx, maxMintUnits: context.limits.maxMintUnits) else {
+            return nil
         }
-        return outcome
-    }
-
-    private static func apply(_ connection: PostgresConnection, _ tx: ProviderTransaction, via path: ArrivalPath, nowMicros: Int64,
-                              limits: MoneyLimits, logger: Logger) async throws -> ApplyOutcome {
-        let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        var existing = try await externalTransaction(connection, providerTxID: tx.providerTxID, lock: true, logger: logger)
-        if case .conflict(let fields) = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx) {
-            return .conflict(fields: fields)
-        }
-        guard let user = try await user(connection, walletAccount: tx.account, logger: logger) else {
-            if path == .poll { return .ignoredUnknownAccount }
-            throw GatewayError.unknownAccount(tx.account)
-        }
-        if existing == nil {
-            let recordedAt = Timestamp.format(micros: nowMicros)
-            // Another instance may insert the same id at this moment: the loser of the race waits on the unique
-            // index, inserts nothing, and then treats the winner's row as the recorded one.
-            let inserted = try await connection.query("""
-                INSERT INTO core_externaltransaction
-                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(unescaped: seenColumn))
-                VALUES (\(tx.providerTxID), \(tx.account), \(user.id), \(tx.direction.rawValue), \(tx.amountPaisa),
-                        \(tx.status.rawValue), \(tx.memo), \(tx.reference), \(Timestamp.format(micros: tx.occurredAtMicros)),
-                        \(tx.occurredAtMicros), \(recordedAt), \(nowMicros), \(path.rawValue), TRUE)
-                ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id
-                """, logger: logger).collect()
-            if let row = inserted.first {
-                let record = ExternalTransactionRecord(id: try row.decode(Int64.self), tx: tx, recordedAt: recordedAt,
-                                                       firstSeenVia: path, seenViaWebhook: path == .webhook,
-                                                       seenViaPoll: path == .poll, lagMicros: nowMicros - tx.occurredAtMicros,
-                                                       mintJobID: nil, matchedJobID: nil, flag: nil)
-                return try await settle(connection, record, user: user, nowMicros: nowMicros, limits: limits, logger: logger)
-            }
-            existing = try await externalTransaction(connection, providerTxID: tx.providerTxID, lock: true, logger: logger)
-        }
-        guard let existing else { throw GatewayError.storeUnavailable("a concurrent insert vanished; retry") }
-        let arrival = SettlementPolicy.classify(recorded: existing.tx, incoming: tx)
-        if case .conflict(let fields) = arrival { return .conflict(fields: fields) }
-        try await connection.query("UPDATE core_externaltransaction SET \(unescaped: seenColumn) = TRUE WHERE id = \(existing.id)",
-                                   logger: logger)
-        guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
-        try await connection.query("UPDATE core_externaltransaction SET status = \(status.rawValue) WHERE id = \(existing.id)",
-                                   logger: logger)
-        var advanced = existing
-        advanced.tx.status = status
-        return try await settle(connection, advanced, user: user, nowMicros: nowMicros, limits: limits, logger: logger)
-    }
-
-    private static func settle(_ connection: PostgresConnection, _ record: ExternalTransactionRecord, user: DemoUser,
-                               nowMicros: Int64, limits: MoneyLimits, logger: Logger) async throws -> ApplyOutcome {
-        switch try SettlementPolicy.action(for: record.tx, maxMintUnits: limits.maxMintUnits) {
-        case .mint(let units):
-            return .minted(try await mint(connection, record, user: user, amountUnits: units, nowMicros: nowMicros, logger: logger))
-        case .holdAboveLimit:
-            try await connection.query("UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = \(record.id)",
-                                       logger: logger)
-            return .recorded(note: ApplyOutcome.heldNote)
-        case .matchPayout:
-            return .recorded(note: try await matchDebit(connection, record, logger: logger))
-        case .flagFailedPayout:
-            try await connection.query("UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = \(record.id)",
-                                       logger: logger)
-            return .recorded(note: ApplyOutcome.failedPayoutNote)
-        case .none:
-            return .recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)")
-        }
-    }
-
-    private static func matchDebit(_ connection: PostgresConnection, _ record: ExternalTransactionRecord, logger: Logger) async throws -> String {
-        let tx = record.tx
-        let units = try Money.paisaToUnits(tx.amountPaisa)
-        let rows = try await connection.query("""
-            SELECT id FROM core_chainjob
-            WHERE job_type = 'burn' AND (id = \(tx.reference ?? "") OR payout_provider_tx_id = \(tx.providerTxID))
-              AND amount_units = \(units)
-              AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = core_chainjob.id)
-            FOR UPDATE
-            """, logger: logger).collect()
-        if let row = rows.first {
-            let jobID = try row.decode(String.self)
-            try await connection.query("UPDATE core_externaltransaction SET matched_job_id = \(jobID) WHERE id = \(record.id)", logger: logger)
-            try await connection.query("""
-                UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = \(tx.providerTxID) WHERE id = \(jobID)
-                """, logger: logger)
-            return ApplyOutcome.payoutConfirmedNote(jobID)
-        }
-        try await connection.query("UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = \(record.id)", logger: logger)
-        return ApplyOutcome.unmatchedDebitNote
-    }
-
-    private static func mint(_ connection: PostgresConnection, _ record: ExternalTransactionRecord, user: DemoUser, amountUnits: Int64,
-                             nowMicros: Int64, logger: Logger) async throws -> ChainJob {
-        let createdAt = Timestamp.format(micros: nowMicros)
-        let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
-        // The rows nobody else touches first; then the contended rows, as late and as few round trips as possible,
-        // since their locks are held until the commit.
-        let txHash = try await PostgresChainStub.recordReceipt(connection, op: .mint, address: user.chainAddress,
-                                                               amountUnits: amountUnits, reference: jobID, createdAt: createdAt,
-                                                               nowMicros: nowMicros, logger: logger)
-        try await connection.query("""
-            INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-            VALUES (\(jobID), 'mint', \(user.id), \(amountUnits), 'confirmed', \(txHash), \(record.tx.providerTxID),
-                    \(record.tx.memo), \(createdAt))
-            """, logger: logger)
-        // Lock order for every mint and burn: token balance, chain stub balance, ledger head. One order, no deadlock.
-        let updated = try await connection.query("""
-            UPDATE core_tokenbalance SET balance_units = balance_units + \(amountUnits) WHERE user_id = \(user.id) RETURNING 1
-            """, logger: logger).collect()
-        guard updated.count == 1 else { throw GatewayError.storeUnavailable("token balance row missing for user \(user.id)") }
-        try await PostgresChainStub.moveBalance(connection, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
-                                                logger: logger)
-        try await appendLedger(connection, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits,
-                               createdAt: createdAt, logger: logger)
-        return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
-    }
-
-    /// One job's amount to post to the ledger.
-    struct LedgerAppend: Sendable {
-        var job: ChainJobType
-        var jobID: String
-        var userID: String
-        var amountUnits: Int64
-        var createdAt: String
-    }
-
-    /// Appends a job's postings. The head row's lock orders appends across all instances.
-    private static func appendLedger(_ connection: PostgresConnection, job: ChainJobType, jobID: String, userID: String,
-                                     amountUnits: Int64, createdAt: String, logger: Logger) async throws {
-        var head: LedgerHead?
-        for try await (lastID, lastHash) in try await connection.query(
-            "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE", logger: logger).decode((Int64, String).self) {
-            head = LedgerHead(lastID: lastID, lastHash: lastHash)
-        }
-        guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
-        try await appendLedger(connection, after: head, [LedgerAppend(job: job, jobID: jobID, userID: userID, amountUnits: amountUnits,
-                                                                      createdAt: createdAt)], logger: logger)
-    }
-
-    /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
-    /// Returns the new head.
-    @discardableResult
-    static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
-                             logger: Logger) async throws -> LedgerHead {
-        // The entries and the new head go in one statement, one round trip while the head's lock is held.
-        let (entries, newHead) = ledgerEntries(after: head, appends)
-        _ = try await connection.execute(AppendLedgerEntries(entries: entries, head: newHead), logger: logger)
-        return newHead
-    }
-
-    /// The jobs' postings as entries chained after `head`, and the head after the last of them.
-    static func ledgerEntries(after head: LedgerHead, _ appends: [LedgerAppend]) -> (LedgerEntryColumns, LedgerHead) {
-        precondition(!appends.isEmpty, "an append posts at least one job")
-        var head = head
-        var entries = LedgerEntryColumns()
-        for append in appends {
-            for posting in PostingRules.postings(for: append.job, amountUnits: append.amountUnits) {
-                let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? append.userID : nil,
-                                             posting: posting, refType: append.job, refID: append.jobID, createdAt: append.createdAt)
-                entries.append(entry)
-                head = LedgerHead(entry)
-            }
-        }
-        return (entries, head)
+        return PostgresMintBatch.Credit(tx: tx, path: path, amountUnits: units, inbound: inbound, nowMicros: context.nowMicros)
     }
 
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
         let logger = self.logger
         try await pg.withConnection { connection in
-            _ = try await Self.insertInbound(connection, inbound, outcome: "rejected", jobID: nil, logger: logger)
+            _ = try await PostgresPrimitives.insertInbound(connection, .rejected(inbound), logger: logger)
         }
     }
-
-    private static func insertInbound(_ connection: PostgresConnection, _ inbound: InboundDraft, outcome: String, jobID: String?,
-                                      logger: Logger) async throws -> Int64 {
-        let error = inbound.errorCode ?? (outcome == "conflict" ? "webhook_conflict" : nil)
-        let rows = try await connection.query("""
-            INSERT INTO core_webhookinbound
-              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-               provider_tx_id, job_id, body_bytes, body)
-            VALUES (\(Timestamp.format(micros: inbound.receivedAtMicros)), \(inbound.messageID), \(inbound.webhookTimestamp),
-                    \(inbound.sourceAddress), \(inbound.scheme?.rawValue), \(inbound.verification), \(outcome), \(error),
-                    \(inbound.providerTxID), \(jobID), \(inbound.body.count), \(ByteBuffer(bytes: inbound.body)))
-            RETURNING id
-            """, logger: logger).collect()
-        return try rows[0].decode(Int64.self)
-    }
-
-    private static func quarantine(_ connection: PostgresConnection, tx: ProviderTransaction, inboundID: Int64?, via: ArrivalPath,
-                                   fields: [String], body: [UInt8], nowMicros: Int64, logger: Logger) async throws {
-        try await connection.query("""
-            INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
-            VALUES (\(inboundID), \(tx.providerTxID), \(via.rawValue), \(fields.joined(separator: ",")),
-                    \(ByteBuffer(bytes: body)), \(Timestamp.format(micros: nowMicros)))
-            """, logger: logger)
-    }
-
-    private static let externalColumns = """
-        e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
-        e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
-        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
-        """
-
-    private static func externalTransaction(_ connection: PostgresConnection, providerTxID: String, lock: Bool,
-                                            logger: Logger) async throws -> ExternalTransactionRecord? {
-        let rows = try await connection.query("""
-            SELECT \(unescaped: externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = \(providerTxID)
-            \(unescaped: lock ? "FOR UPDATE OF e" : "")
-            """, logger: logger).collect()
-        return try rows.first.map(decodeExternal)
-    }
-
-    private static func decodeExternal(_ row: PostgresRow) throws -> ExternalTransactionRecord {
-        let (id, txID, account, direction, amount, status, occurred, memo, reference, recordedAt, firstSeen, viaWebhook, viaPoll,
-             recordedMicros, matched, flag, mintJob) =
-            try row.decode((Int64, String, String, String, Int64, String, Int64, String, String?, String, String, Bool, Bool,
-                            Int64, String?, String?, String?).self)
-        guard let direction = TransactionDirection(rawValue: direction), let status = TransactionStatus(rawValue: status),
-              let path = ArrivalPath(rawValue: firstSeen), amount > 0 else {
-            throw GatewayError.storeUnavailable("core_externaltransaction row \(id) is corrupt")
-        }
-        let tx = ProviderTransaction(providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
-                                     status: status, occurredAtMicros: occurred, memo: memo, reference: reference)
-        return ExternalTransactionRecord(id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path, seenViaWebhook: viaWebhook,
-                                         seenViaPoll: viaPoll, lagMicros: recordedMicros - occurred, mintJobID: mintJob,
-                                         matchedJobID: matched, flag: flag)
-    }
-
-    // MARK: - Mint and redeem
 
     public func mint(providerTxID: String) async throws -> ChainJob {
-        let now = nowMicros()
-        let limits = self.limits
-        let logger = self.logger
-        return try await transaction { connection in
-            guard let record = try await Self.externalTransaction(connection, providerTxID: providerTxID, lock: true, logger: logger) else {
-                throw GatewayError.unknownProviderTransaction(providerTxID)
-            }
-            if let jobID = record.mintJobID, let job = try await Self.job(connection, id: jobID, logger: logger) { return job }
-            let units = try SettlementPolicy.manualMintUnits(for: record.tx, maxMintUnits: limits.maxMintUnits)
-            guard let user = try await Self.user(connection, walletAccount: record.tx.account, logger: logger) else {
-                throw GatewayError.unknownAccount(record.tx.account)
-            }
-            try await connection.query("""
-                UPDATE core_externaltransaction SET flag = NULL WHERE id = \(record.id) AND flag = 'above_mint_limit'
-                """, logger: logger)
-            return try await Self.mint(connection, record, user: user, amountUnits: units, nowMicros: now, logger: logger)
-        }
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
     }
 
-    private static func job(_ connection: PostgresConnection, id: String, logger: Logger) async throws -> ChainJob? {
-        let rows = try await connection.query("""
-            SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = \(id)
-            """, logger: logger)
-        for try await (id, type, amount, hash, created) in rows.decode((String, String, Int64, String, String).self) {
-            guard let type = ChainJobType(rawValue: type) else { throw GatewayError.storeUnavailable("core_chainjob \(id) is corrupt") }
-            return ChainJob(id: id, jobType: type, amountUnits: amount, txHash: hash, createdAt: created)
-        }
-        return nil
-    }
+    /// Whether a new redeem is one call of `pkr_burn`; tests turn it off to pin the function to the Swift flow.
+    let burnFunctionEnabled = Atomic<Bool>(true)
 
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
-        if let burned = try await burnInOneCall(command) { return burned }
-        return try await redeemInTransaction(command)
+        if burnFunctionEnabled.load(ordering: .relaxed), let burned = try await burnInOneCall(command) { return burned }
+        // A key already taken (a replay, or one still in flight), or the function turned off: the flow decides.
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await run { Settlement.burn(command, context) }
     }
 
-    /// A new redeem in one call to `pkr_burn` (migration v4): the balance, chain and head locks are held while the
-    /// server runs it and commits, not across this process's round trips, which is what let only a few hundred
-    /// concurrent redeems a second through. Answers nil when the idempotency key is taken; the transaction path
-    /// then replays the stored answer or refuses the key as in flight.
+    /// A new redeem in one call to `pkr_burn`, the burn flow as a PL/pgSQL function: the balance, chain and head
+    /// locks are held while the server runs it and commits, not across this process's round trips, which is what
+    /// let only a few hundred concurrent redeems a second through. Answers nil when the idempotency key is taken;
+    /// the flow then replays the stored answer or refuses the key as in flight. `PostgresBurnTests` pins it to the
+    /// flow.
     private func burnInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
         let now = nowMicros()
         let createdAt = Timestamp.format(micros: now)
         let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
                            txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
-        let body = RedeemResult.responseBody(job)
+        let receipt = BurnReceipt(job)
         let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
-        let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.userID : nil })
+        let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.customerID : nil })
         let rows = try await pg.query("""
             SELECT outcome, available_units, wallet_account FROM pkr_burn(
-              \(command.userID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
-              \(SQLiteStore.redeemEndpoint), \(command.requestFingerprint), \(body), \(command.memo), \(createdAt),
+              \(command.customerID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
+              \(IdempotencyClaim.redeemEndpoint), \(command.requestFingerprint), \(receipt.storedForm), \(command.memo), \(createdAt),
               \(userIDs), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)), \(postings.map(\.amountUnits)))
             """, logger: logger)
         for try await (outcome, availableUnits, walletAccount) in rows.decode((Int32, Int64?, String?).self) {
@@ -531,15 +258,15 @@ public final class PostgresStore: GatewayStore {
             case 1:
                 guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_burn answered no wallet account") }
                 burnOneCallCount.add(1, ordering: .relaxed)
-                return .burned(job, walletAccount: walletAccount, responseBody: body)
+                return .burned(receipt, walletAccount: walletAccount)
             case 0:
                 return nil
             case -1:
                 throw GatewayError.insufficientBalance(availableUnits: availableUnits ?? 0, requestedUnits: command.amountUnits)
             case -2:
                 let logger = self.logger
-                let user = try await pg.withConnection { try await Self.user($0, id: command.userID, logger: logger) }
-                throw ChainStubError.rejected(address: user?.chainAddress ?? "", op: .burn)
+                let customer = try await pg.withConnection { try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger) }
+                throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .burn)
             case -3:
                 throw GatewayError.demoNotSeeded
             default:
@@ -549,72 +276,14 @@ public final class PostgresStore: GatewayStore {
         throw GatewayError.storeUnavailable("pkr_burn answered no row")
     }
 
-    /// A redeem in a transaction of round trips: the path for a key already taken (a replay, or one still in flight).
-    private func redeemInTransaction(_ command: RedeemCommand) async throws -> RedeemResult {
-        let now = nowMicros()
-        let logger = self.logger
-        return try await transaction { connection in
-            let createdAt = Timestamp.format(micros: now)
-            if let key = command.idempotencyKey {
-                // Claim the key first. A concurrent request with the same key (on any instance) waits here on the
-                // primary key until this transaction ends, then finds the stored answer.
-                let claimed = try await connection.query("""
-                    INSERT INTO core_idempotencyrecord
-                      (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
-                    VALUES (\(command.userID), \(SQLiteStore.redeemEndpoint), \(key), \(command.requestFingerprint), 0, '', \(createdAt))
-                    ON CONFLICT DO NOTHING RETURNING 1
-                    """, logger: logger).collect()
-                if claimed.isEmpty {
-                    let rows = try await connection.query("""
-                        SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
-                        WHERE user_id = \(command.userID) AND endpoint = \(SQLiteStore.redeemEndpoint) AND idempotency_key = \(key)
-                        """, logger: logger)
-                    for try await (fingerprint, status, body) in rows.decode((String, Int, String).self) {
-                        guard fingerprint == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
-                        return .replayed(status: status, responseBody: body)
-                    }
-                    throw GatewayError.idempotencyRequestInFlight
-                }
-            }
-            guard let user = try await Self.user(connection, id: command.userID, logger: logger) else { throw GatewayError.demoNotSeeded }
-            // As for a mint: the uncontended rows first, the locked ones last. An insufficient balance below rolls
-            // all of it back.
-            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
-            let txHash = try await PostgresChainStub.recordReceipt(connection, op: .burn, address: user.chainAddress,
-                                                                   amountUnits: command.amountUnits, reference: jobID,
-                                                                   createdAt: createdAt, nowMicros: now, logger: logger)
-            try await connection.query("""
-                INSERT INTO core_chainjob
-                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
-                VALUES (\(jobID), 'burn', \(user.id), \(command.amountUnits), 'confirmed', \(txHash), \(command.idempotencyKey),
-                        \(command.memo), 'requested', \(createdAt))
-                """, logger: logger)
-            let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
-            let body = RedeemResult.responseBody(job)
-            if let key = command.idempotencyKey {
-                try await connection.query("""
-                    UPDATE core_idempotencyrecord SET response_status = 201, response_body = \(body)
-                    WHERE user_id = \(user.id) AND endpoint = \(SQLiteStore.redeemEndpoint) AND idempotency_key = \(key)
-                    """, logger: logger)
-            }
-            let debited = try await connection.query("""
-                UPDATE core_tokenbalance SET balance_units = balance_units - \(command.amountUnits)
-                WHERE user_id = \(user.id) AND balance_units >= \(command.amountUnits) RETURNING 1
-                """, logger: logger).collect()
-            guard debited.count == 1 else {
-                var available: Int64 = 0
-                for try await balance in try await connection.query(
-                    "SELECT balance_units FROM core_tokenbalance WHERE user_id = \(user.id)", logger: logger).decode(Int64.self) {
-                    available = balance
-                }
-                throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
-            }
-            try await PostgresChainStub.moveBalance(connection, op: .burn, address: user.chainAddress,
-                                                    amountUnits: command.amountUnits, logger: logger)
-            try await Self.appendLedger(connection, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
-                                        createdAt: createdAt, logger: logger)
-            return .burned(job, walletAccount: user.walletAccount, responseBody: body)
-        }
+    /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
+    /// Returns the new head. The entries and the new head go in one statement, one round trip under the head's lock.
+    @discardableResult
+    static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
+                             logger: Logger) async throws -> LedgerHead {
+        let (entries, newHead) = LedgerAppend.entries(after: head, appends)
+        _ = try await connection.execute(AppendLedgerEntries(entries: LedgerEntryColumns(entries), head: newHead), logger: logger)
+        return newHead
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
@@ -640,9 +309,9 @@ public final class PostgresStore: GatewayStore {
 
     // MARK: - Reads
 
-    public func tokenBalanceUnits(userID: String) async throws -> Int64 {
+    public func tokenBalanceUnits(customerID: String) async throws -> Int64 {
         // The hottest read: prepared once per connection, so each call skips the parse and the plan.
-        for try await balance in try await pg.execute(TokenBalanceQuery(userID: userID), logger: logger) {
+        for try await balance in try await pg.execute(TokenBalanceQuery(userID: customerID), logger: logger) {
             return balance
         }
         return 0
@@ -671,11 +340,11 @@ public final class PostgresStore: GatewayStore {
 
     public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
         let rows = try await pg.query("""
-            SELECT \(unescaped: Self.externalColumns) FROM core_externaltransaction e
+            SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e
             WHERE e.id < \(beforeID ?? Int64.max) ORDER BY e.id DESC LIMIT \(limit)
             """, logger: logger)
         var out: [ExternalTransactionRecord] = []
-        for try await row in rows { out.append(try Self.decodeExternal(row)) }
+        for try await row in rows { out.append(try PostgresPrimitives.decodeExternal(row)) }
         return out
     }
 
@@ -729,9 +398,9 @@ public final class PostgresStore: GatewayStore {
                 }
                 var latest: [ExternalTransactionRecord] = []
                 for try await row in try await connection.query("""
-                    SELECT \(unescaped: Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                    SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
                     """, logger: logger) {
-                    latest.append(try Self.decodeExternal(row))
+                    latest.append(try PostgresPrimitives.decodeExternal(row))
                 }
                 var lags: [Int64] = []
                 var webhookOnly = 0, pollOnly = 0, both = 0
@@ -831,6 +500,9 @@ public final class PostgresStore: GatewayStore {
         }
     }
 
+    /// PostgreSQL checkpoints on its own schedule; a forced one needs a superuser.
+    public func checkpoint() async throws {}
+
     public func cursor(named name: String) async throws -> Int64 {
         for try await value in try await pg.query("SELECT value FROM core_cursor WHERE name = \(name)", logger: logger).decode(Int64.self) {
             return value
@@ -851,6 +523,12 @@ struct LedgerEntryColumns: Sendable {
     var id: [Int64] = [], userID = NullableTextArray(), side: [String] = [], account: [String] = []
     var amountUnits: [Int64] = [], refType: [String] = [], refID: [String] = [], createdAt: [String] = []
     var prevHash: [String] = [], entryHash: [String] = []
+
+    init() {}
+
+    init(_ entries: [LedgerEntry]) {
+        for entry in entries { append(entry) }
+    }
 
     mutating func append(_ entry: LedgerEntry) {
         id.append(entry.id)

@@ -6,9 +6,6 @@ import SQLiteSupport
 
 /// The embedded store: SQLite in WAL mode through GRDB. One write transaction per business change.
 public final class SQLiteStore: GatewayStore {
-    public static let demoEmail = "demo@pkr.local"
-    public static let demoDisplayName = "Demo User"
-    static let redeemEndpoint = "POST /api/redeem"
     /// `PRAGMA synchronous` reads back 2 for FULL.
     static let synchronousFull = 2
 
@@ -65,233 +62,90 @@ public final class SQLiteStore: GatewayStore {
         try SQLiteSchema.migrator().migrate(database)
     }
 
-    // MARK: - Users
+    // MARK: - Customers
 
-    public func seedDemoUser(walletAccount: String) async throws -> DemoUser {
+    public func createCustomer(_ draft: CustomerDraft) async throws -> Customer {
         let createdAt = Timestamp.format(micros: nowMicros())
         return try await database.write { db in
-            if let existing = try Self.user(db, where: "wallet_account = ?", walletAccount) { return existing }
-            let user = DemoUser(id: Identifiers.uuid(), email: Self.demoEmail, displayName: Self.demoDisplayName,
-                                walletAccount: walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            if let existing = try Self.customer(db, where: "wallet_account = ?", draft.walletAccount) { return existing }
+            let customer = Customer(id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
+                                    walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
             try db.cachedStatement(sql: """
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
                 VALUES (?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [user.id, user.email, user.displayName, user.walletAccount, user.chainAddress, createdAt])
-            try db.cachedStatement(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)").execute(arguments: [user.id])
-            try ChainStub.openAddress(db, user.chainAddress)
-            return user
+                """).execute(arguments: [customer.id, customer.email, customer.displayName, customer.walletAccount,
+                                         customer.chainAddress, createdAt])
+            try db.cachedStatement(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)").execute(arguments: [customer.id])
+            try ChainStub.openAddress(db, customer.chainAddress)
+            return customer
         }
     }
 
-    public func demoUser() async throws -> DemoUser? {
-        try await database.read { db in try Self.user(db, where: "email = ?", Self.demoEmail) }
+    public func customer(email: String) async throws -> Customer? {
+        try await database.read { db in try Self.customer(db, where: "email = ?", email) }
     }
 
-    private static func user(_ db: Database, where condition: String, _ value: String) throws -> DemoUser? {
+    static func customer(_ db: Database, where condition: String, _ value: String) throws -> Customer? {
         try db.cachedStatement(sql: """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
             """).first(value) { row in
-            DemoUser(id: row.string(0), email: row.string(1), displayName: row.string(2), walletAccount: row.string(3),
+            Customer(id: row.string(0), email: row.string(1), displayName: row.string(2), walletAccount: row.string(3),
                      chainAddress: row.string(4))
         }
     }
 
-    // MARK: - Provider transactions
+    // MARK: - Settlement (the flows decide; `SQLitePrimitives` executes)
 
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
-        let now = nowMicros()
-        let limits = self.limits
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await groupCommit.write { db, scope in
-            try Self.applyAndLog(db, scope, tx, via: path, nowMicros: now, limits: limits, inbound: inbound)
+            try Settlement.apply(tx, via: path, inbound: inbound, context).run { try SQLitePrimitives.execute($0, db, scope) }
         }
     }
 
+    /// A polled page is one transaction on the single writer (group commit for the reconciler).
     public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
-        let now = nowMicros()
-        let limits = self.limits
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await database.write { db in
             let scope = WriteScope()
-            let outcomes = try txs.map { try Self.applyAndLog(db, scope, $0, via: .poll, nowMicros: now, limits: limits, inbound: nil) }
+            let outcomes = try txs.map { tx in
+                try Settlement.apply(tx, via: .poll, inbound: nil, context).run { try SQLitePrimitives.execute($0, db, scope) }
+            }
             try scope.flush(db)
             return outcomes
         }
     }
 
-    /// Applies one transaction and writes its inbound-log and quarantine rows, inside the caller's transaction.
-    private static func applyAndLog(_ db: Database, _ scope: WriteScope, _ tx: ProviderTransaction, via path: ArrivalPath,
-                                    nowMicros now: Int64, limits: MoneyLimits, inbound: InboundDraft?) throws -> ApplyOutcome {
-        let outcome = try apply(db, scope, tx, via: path, nowMicros: now, limits: limits)
-        if let inbound {
-            var jobID: String?
-            if case .minted(let job) = outcome { jobID = job.id }
-            if case .duplicate(let id) = outcome { jobID = id }
-            let inboundID = try insertInbound(db, inbound, outcome: outcome.code, jobID: jobID)
-            if case .conflict(let fields) = outcome {
-                try quarantine(db, tx: tx, inboundID: inboundID, via: path, fields: fields, body: inbound.body, nowMicros: now)
-            }
-        } else if case .conflict(let fields) = outcome {
-            try quarantine(db, tx: tx, inboundID: nil, via: path, fields: fields, body: WebhookEvent.encode(tx), nowMicros: now)
-        }
-        return outcome
-    }
-
-    private static func apply(_ db: Database, _ scope: WriteScope, _ tx: ProviderTransaction, via path: ArrivalPath,
-                              nowMicros: Int64, limits: MoneyLimits) throws -> ApplyOutcome {
-        let seenColumn = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        let user = try scope.user(db, walletAccount: tx.account, lookUp: { try Self.user($0, where: "wallet_account = ?", $1) })
-        // Most arrivals are new: one statement records them, and the provider id's unique key turns a known one
-        // away without writing, to be classified below. The user is looked up first because the row names them.
-        if let user {
-            let recordedAt = Timestamp.format(micros: nowMicros)
-            try db.cachedStatement(sql: """
-                INSERT INTO core_externaltransaction
-                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-                ON CONFLICT (provider_tx_id) DO NOTHING
-                """).run(tx.providerTxID, tx.account, user.id, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
-                                 tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-                                 recordedAt, nowMicros, path.rawValue)
-            if db.changesCount == 1 {
-                let record = ExternalTransactionRecord(id: db.lastInsertedRowID, tx: tx, recordedAt: recordedAt,
-                                                       firstSeenVia: path, seenViaWebhook: path == .webhook,
-                                                       seenViaPoll: path == .poll, lagMicros: nowMicros - tx.occurredAtMicros,
-                                                       mintJobID: nil, matchedJobID: nil, flag: nil)
-                return try settle(db, scope, record, user: user, nowMicros: nowMicros, limits: limits)
-            }
-        }
-        let existing = try externalTransaction(db, providerTxID: tx.providerTxID)
-        let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
-        // A known id with different content is a conflict whatever account it names.
-        if case .conflict(let fields) = arrival { return .conflict(fields: fields) }
-        guard let user else {
-            if path == .poll { return .ignoredUnknownAccount }
-            throw GatewayError.unknownAccount(tx.account)
-        }
-        // With a user, a transaction the insert turned away is one already recorded.
-        guard let existing else { throw DatabaseError(message: "core_externaltransaction refused \(tx.providerTxID) but holds no row for it") }
-        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(seenColumn) = 1 WHERE id = ?").run(existing.id)
-        guard case .advance(let status) = arrival else { return .duplicate(jobID: existing.mintJobID ?? existing.matchedJobID) }
-        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET status = ? WHERE id = ?").run(status.rawValue, existing.id)
-        var advanced = existing
-        advanced.tx.status = status
-        return try settle(db, scope, advanced, user: user, nowMicros: nowMicros, limits: limits)
-    }
-
-    /// Carries out what the transaction's current status asks for (SettlementPolicy decides).
-    private static func settle(_ db: Database, _ scope: WriteScope, _ record: ExternalTransactionRecord, user: DemoUser,
-                               nowMicros: Int64, limits: MoneyLimits) throws -> ApplyOutcome {
-        switch try SettlementPolicy.action(for: record.tx, maxMintUnits: limits.maxMintUnits) {
-        case .mint(let units):
-            return .minted(try mint(db, scope, record, user: user, amountUnits: units, nowMicros: nowMicros))
-        case .holdAboveLimit:
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE id = ?").run(record.id)
-            return .recorded(note: ApplyOutcome.heldNote)
-        case .matchPayout:
-            return .recorded(note: try matchDebit(db, record))
-        case .flagFailedPayout:
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'failed_payout' WHERE id = ?").run(record.id)
-            return .recorded(note: ApplyOutcome.failedPayoutNote)
-        case .none:
-            return .recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)")
-        }
-    }
-
-    private static func matchDebit(_ db: Database, _ record: ExternalTransactionRecord) throws -> String {
-        let tx = record.tx
-        let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT id, amount_units FROM core_chainjob
-            WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?)
-              AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
-            """), arguments: [tx.reference ?? "", tx.providerTxID])
-        if let row, (row[1] as Int64) == (try Money.paisaToUnits(tx.amountPaisa)) {
-            let jobID: String = row[0]
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").run(jobID, record.id)
-            try db.cachedStatement(sql: """
-                UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
-                """).run(tx.providerTxID, jobID)
-            return ApplyOutcome.payoutConfirmedNote(jobID)
-        }
-        // A debit nobody asked for is never auto-burned: money left the reserve without a burn.
-        try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = 'unmatched_debit' WHERE id = ?").run(record.id)
-        return ApplyOutcome.unmatchedDebitNote
-    }
-
-    private static func mint(_ db: Database, _ scope: WriteScope, _ record: ExternalTransactionRecord, user: DemoUser,
-                             amountUnits: Int64, nowMicros: Int64) throws -> ChainJob {
-        let createdAt = Timestamp.format(micros: nowMicros)
-        let jobID = Identifiers.timeOrderedUUID(unixMillis: nowMicros / 1000)
-        // The balances move once per transaction, at the scope's flush.
-        try scope.credit(db, user, amountUnits: amountUnits)
-        let txHash = try ChainStub.recordReceipt(db, op: .mint, address: user.chainAddress, amountUnits: amountUnits,
-                                                 reference: jobID, createdAt: createdAt, nowMicros: nowMicros)
-        try db.cachedStatement(sql: """
-            INSERT INTO core_chainjob
-              (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, memo, created_at)
-            VALUES (?, 'mint', ?, ?, 'confirmed', ?, ?, ?, ?, ?)
-            """).run(jobID, user.id, amountUnits, txHash, record.id, record.tx.providerTxID, record.tx.memo, createdAt)
-        try appendLedger(db, scope, job: .mint, jobID: jobID, userID: user.id, amountUnits: amountUnits, createdAt: createdAt)
-        return ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
-    }
-
-    /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it.
-    private static func appendLedger(_ db: Database, _ scope: WriteScope, job: ChainJobType, jobID: String, userID: String,
-                                     amountUnits: Int64, createdAt: String) throws {
-        var head = try scope.head(db)
-        for posting in PostingRules.postings(for: job, amountUnits: amountUnits) {
-            let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? userID : nil, posting: posting,
-                                         refType: job, refID: jobID, createdAt: createdAt)
-            try db.cachedStatement(sql: """
-                INSERT INTO core_ledgerentry
-                  (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).run(entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                                 entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash)
-            head = LedgerHead(entry)
-        }
-        scope.advance(to: head)
-    }
-
     public func logRejectedInbound(_ inbound: InboundDraft) async throws {
         try await groupCommit.write { db, _ in
-            _ = try Self.insertInbound(db, inbound, outcome: "rejected", jobID: nil)
+            _ = try SQLitePrimitives.insertInbound(db, .rejected(inbound))
         }
     }
 
-    private static func insertInbound(_ db: Database, _ inbound: InboundDraft, outcome: String, jobID: String?) throws -> Int64 {
-        try db.cachedStatement(sql: """
-            INSERT INTO core_webhookinbound
-              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-               provider_tx_id, job_id, body_bytes, body)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).run(Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
-                             inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, outcome,
-                             inbound.errorCode ?? (outcome == "conflict" ? "webhook_conflict" : nil), inbound.providerTxID,
-                             jobID, inbound.body.count, SQLiteBlob(inbound.body))
-        return db.lastInsertedRowID
+    public func mint(providerTxID: String) async throws -> ChainJob {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await database.write { db in
+            let scope = WriteScope()
+            let job = try Settlement.manualMint(providerTxID: providerTxID, context).run { try SQLitePrimitives.execute($0, db, scope) }
+            try scope.flush(db)
+            return job
+        }
     }
 
-    private static func quarantine(_ db: Database, tx: ProviderTransaction, inboundID: Int64?, via: ArrivalPath,
-                                   fields: [String], body: [UInt8], nowMicros: Int64) throws {
-        try db.cachedStatement(sql: """
-            INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
-            VALUES (?, ?, ?, ?, ?, ?)
-            """).run(inboundID, tx.providerTxID, via.rawValue, fields.joined(separator: ","), SQLiteBlob(body),
-                             Timestamp.format(micros: nowMicros))
+    public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await groupCommit.write { db, scope in
+            try Settlement.burn(command, context).run { try SQLitePrimitives.execute($0, db, scope) }
+        }
     }
 
-    private static let externalColumns = """
+    static let externalColumns = """
         e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
         e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
         (SELECT j.id FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
         """
 
-    private static func externalTransaction(_ db: Database, providerTxID: String) throws -> ExternalTransactionRecord? {
-        try db.cachedStatement(sql: "SELECT \(externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?")
-            .first(providerTxID, decode: decodeExternal)
-    }
-
-    private static func decodeExternal(_ row: some ColumnReader) throws -> ExternalTransactionRecord {
+    static func decodeExternal(_ row: some ColumnReader) throws -> ExternalTransactionRecord {
         guard let direction = TransactionDirection(rawValue: row.string(3)), let status = TransactionStatus(rawValue: row.string(5)),
               let path = ArrivalPath(rawValue: row.string(10)) else {
             throw DatabaseError(message: "core_externaltransaction row \(row.int64(0)) is corrupt")
@@ -307,81 +161,6 @@ public final class SQLiteStore: GatewayStore {
                                          seenViaWebhook: row.bool(11), seenViaPoll: row.bool(12), lagMicros: recorded - occurred,
                                          mintJobID: row.optionalString(16), matchedJobID: row.optionalString(14),
                                          flag: row.optionalString(15))
-    }
-
-    // MARK: - Mint and redeem
-
-    public func mint(providerTxID: String) async throws -> ChainJob {
-        let now = nowMicros()
-        let limits = self.limits
-        return try await database.write { db in
-            guard let record = try Self.externalTransaction(db, providerTxID: providerTxID) else {
-                throw GatewayError.unknownProviderTransaction(providerTxID)
-            }
-            if let jobID = record.mintJobID, let job = try Self.job(db, id: jobID) { return job }
-            let units = try SettlementPolicy.manualMintUnits(for: record.tx, maxMintUnits: limits.maxMintUnits)
-            guard let user = try Self.user(db, where: "wallet_account = ?", record.tx.account) else {
-                throw GatewayError.unknownAccount(record.tx.account)
-            }
-            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'").run(record.id)
-            let scope = WriteScope()
-            let job = try Self.mint(db, scope, record, user: user, amountUnits: units, nowMicros: now)
-            try scope.flush(db)
-            return job
-        }
-    }
-
-    private static func job(_ db: Database, id: String) throws -> ChainJob? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = ?"), arguments: [id]) else { return nil }
-        guard let type = ChainJobType(rawValue: row[1]) else { throw DatabaseError(message: "core_chainjob \(id) is corrupt") }
-        return ChainJob(id: row[0], jobType: type, amountUnits: row[2], txHash: row[3], createdAt: row[4])
-    }
-
-    public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
-        precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
-        let now = nowMicros()
-        return try await groupCommit.write { db, scope in
-            if let key = command.idempotencyKey, let recorded = try db.cachedStatement(sql: """
-                SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
-                WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
-                """).first(command.userID, Self.redeemEndpoint, key, decode: { row in
-                    (fingerprint: row.string(0), status: Int(row.int64(1)), body: row.string(2))
-                }) {
-                guard recorded.fingerprint == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
-                return .replayed(status: recorded.status, responseBody: recorded.body)
-            }
-            guard let user = try Self.user(db, where: "id = ?", command.userID) else { throw GatewayError.demoNotSeeded }
-            // The balance check must see the mints earlier in this batch.
-            try scope.flushBalances(db)
-            try db.cachedStatement(sql: """
-                UPDATE core_tokenbalance SET balance_units = balance_units - ? WHERE user_id = ? AND balance_units >= ?
-                """).run(command.amountUnits, user.id, command.amountUnits)
-            guard db.changesCount == 1 else {
-                let available = try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [user.id]) ?? 0
-                throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: command.amountUnits)
-            }
-            let createdAt = Timestamp.format(micros: now)
-            let jobID = Identifiers.timeOrderedUUID(unixMillis: now / 1000)
-            let txHash = try ChainStub.submit(db, op: .burn, address: user.chainAddress, amountUnits: command.amountUnits,
-                                              reference: jobID, createdAt: createdAt, nowMicros: now)
-            try db.cachedStatement(sql: """
-                INSERT INTO core_chainjob
-                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
-                VALUES (?, 'burn', ?, ?, 'confirmed', ?, ?, ?, 'requested', ?)
-                """).run(jobID, user.id, command.amountUnits, txHash, command.idempotencyKey, command.memo, createdAt)
-            try Self.appendLedger(db, scope, job: .burn, jobID: jobID, userID: user.id, amountUnits: command.amountUnits,
-                                  createdAt: createdAt)
-            let job = ChainJob(id: jobID, jobType: .burn, amountUnits: command.amountUnits, txHash: txHash, createdAt: createdAt)
-            let body = RedeemResult.responseBody(job)
-            if let key = command.idempotencyKey {
-                try db.cachedStatement(sql: """
-                    INSERT INTO core_idempotencyrecord
-                      (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
-                    VALUES (?, ?, ?, ?, 201, ?, ?)
-                    """).run(user.id, Self.redeemEndpoint, key, command.requestFingerprint, body, createdAt)
-            }
-            return .burned(job, walletAccount: user.walletAccount, responseBody: body)
-        }
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
@@ -408,9 +187,9 @@ public final class SQLiteStore: GatewayStore {
 
     // MARK: - Reads
 
-    public func tokenBalanceUnits(userID: String) async throws -> Int64 {
+    public func tokenBalanceUnits(customerID: String) async throws -> Int64 {
         try await database.read { db in
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [userID]) ?? 0
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [customerID]) ?? 0
         }
     }
 
@@ -548,6 +327,18 @@ public final class SQLiteStore: GatewayStore {
             }
             _ = pipeline.add(batch)
             return pipeline.finish(storedHead: try WriteScope.storedHead(db) ?? .genesis)
+        }
+    }
+
+    public func checkpoint() async throws {
+        // The background checkpointer may hold the checkpoint lock; SQLite then answers busy at once.
+        for attempt in 1...100 {
+            do {
+                _ = try await database.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+                return
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && attempt < 100 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
     }
 

@@ -4,7 +4,7 @@ import PKRCore
 import SQLiteSupport
 
 /// What one SQLite write transaction carries from statement to statement. The ledger head is read once, advanced
-/// in memory by every posting and written back once, just before the commit (`flush`); users are looked up once;
+/// in memory by every posting and written back once, just before the commit (`flush`); customers are looked up once;
 /// mints add to the token and chain-stub balances in memory, written once per user and address at the flush, or
 /// before anything reads or debits a balance (`flushBalances`). On the single writer this saves five statements
 /// per mint. Only the transaction that made a scope may use it.
@@ -18,12 +18,13 @@ final class WriteScope {
 
     private var ledgerHead: LedgerHead?
     private var ledgerHeadChanged = false
-    private var usersByAccount: [String: DemoUser] = [:]
-    /// Units minted in this transaction and not yet written, by user id and by chain address.
+    private var customersByAccount: [String: Customer] = [:]
+    /// Units minted in this transaction and not yet written, by customer id and by chain address.
     private var creditedTokenUnits: [String: Int64] = [:]
     private var creditedChainUnits: [String: Int64] = [:]
-    /// Users whose token and chain-stub balance rows this transaction has seen; rows are never deleted.
-    private var usersWithBalanceRows: Set<String> = []
+    /// Balance rows this transaction has seen; rows are never deleted.
+    private var customersWithBalanceRows: Set<String> = []
+    private var addressesWithBalanceRows: Set<String> = []
 
     /// The head the next posting links to.
     func head(_ db: Database) throws -> LedgerHead {
@@ -57,22 +58,29 @@ final class WriteScope {
         creditedChainUnits = mark.creditedChainUnits
     }
 
-    /// A mint's credit to the user's token balance and to the chain stub's balance of the user's address. Both
-    /// rows are checked once per transaction here, inside the mint's savepoint: a row missing at the flush would
-    /// fail every change in the batch instead of this one.
-    func credit(_ db: Database, _ user: DemoUser, amountUnits: Int64) throws {
-        precondition(amountUnits > 0, "a mint credits a positive amount")
-        if !usersWithBalanceRows.contains(user.id) {
-            guard try db.cachedStatement(sql: "SELECT 1 FROM core_tokenbalance WHERE user_id = ?").first(user.id, decode: { _ in true }) != nil else {
-                throw DatabaseError(message: "token balance row missing for user \(user.id)")
+    /// A mint's credit to a customer's token balance; false when the customer has no balance row. Each balance row
+    /// is checked once per transaction, here, inside the mint: a row missing at the flush would fail every change in
+    /// the batch instead of this one.
+    func creditToken(_ db: Database, customerID: String, units: Int64) throws -> Bool {
+        precondition(units > 0, "a mint credits a positive amount")
+        if !customersWithBalanceRows.contains(customerID) {
+            guard try db.cachedStatement(sql: "SELECT 1 FROM core_tokenbalance WHERE user_id = ?").first(customerID, decode: { _ in true }) != nil else {
+                return false
             }
-            guard try ChainStub.hasAddress(db, user.chainAddress) else {
-                throw ChainStubError.rejected(address: user.chainAddress, op: .mint)
-            }
-            usersWithBalanceRows.insert(user.id)
+            customersWithBalanceRows.insert(customerID)
         }
-        creditedTokenUnits[user.id, default: 0] += amountUnits
-        creditedChainUnits[user.chainAddress, default: 0] += amountUnits
+        creditedTokenUnits[customerID, default: 0] += units
+        return true
+    }
+
+    /// A mint's credit to the chain stub's balance of an address, which must exist.
+    func creditChain(_ db: Database, address: String, units: Int64) throws {
+        precondition(units > 0, "a mint credits a positive amount")
+        if !addressesWithBalanceRows.contains(address) {
+            guard try ChainStub.hasAddress(db, address) else { throw ChainStubError.rejected(address: address, op: .mint) }
+            addressesWithBalanceRows.insert(address)
+        }
+        creditedChainUnits[address, default: 0] += units
     }
 
     /// Writes the pending credits. Runs before a debit, so that its balance check sees every earlier mint.
@@ -89,12 +97,12 @@ final class WriteScope {
         creditedChainUnits.removeAll(keepingCapacity: true)
     }
 
-    /// The user holding a wallet account; the users table does not change inside a business transaction.
-    func user(_ db: Database, walletAccount: String, lookUp: (Database, String) throws -> DemoUser?) throws -> DemoUser? {
-        if let user = usersByAccount[walletAccount] { return user }
-        let user = try lookUp(db, walletAccount)
-        if let user { usersByAccount[walletAccount] = user }
-        return user
+    /// The customer holding a wallet account; customers do not change inside a business transaction.
+    func customer(_ db: Database, walletAccount: String, lookUp: (Database, String) throws -> Customer?) throws -> Customer? {
+        if let customer = customersByAccount[walletAccount] { return customer }
+        let customer = try lookUp(db, walletAccount)
+        if let customer { customersByAccount[walletAccount] = customer }
+        return customer
     }
 
     /// Writes the pending credits and the advanced head. Runs last in the transaction, after every posting.

@@ -1,0 +1,17 @@
+import PKRCore
+
+/// The seed's demo customer and wallet, which demo mode creates and the seed's walkthrough uses.
+public enum Demo {
+    public static let walletAccount = "WALLET-001"
+    public static let email = "demo@pkr.local"
+    public static let displayName = "Demo User"
+    public static var customer: CustomerDraft { CustomerDraft(email: email, displayName: displayName, walletAccount: walletAccount) }
+}
+
+extension Gateway {
+    /// Opens the demo wallet at the provider and creates the demo customer bound to it (both idempotent).
+    public func seedDemo() async throws -> Customer {
+        try await walletStub.openAccount(Demo.walletAccount)
+        return try await store.createCustomer(Demo.customer)
+    }
+}
