@@ -151,7 +151,7 @@ public final class PostgresStore: GatewayStore {
 
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
-        if let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
+        if mintBatchEnabled.load(ordering: .relaxed), let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
             _ = try pg // An unreachable database fails at once rather than through the batch and then the fallback.
             if let job = await mintBatch.mint(credit) { return .minted(job) }
         }
@@ -169,7 +169,7 @@ public final class PostgresStore: GatewayStore {
         // applied in a transaction of its own: a page-long transaction would hold the balance and ledger-head row
         // locks for seconds and stall every webhook and redeem behind a backlog.
         var outcomes = [ApplyOutcome?](repeating: nil, count: txs.count)
-        let credits = txs.indices.compactMap { index in
+        let credits = !mintBatchEnabled.load(ordering: .relaxed) ? [] : txs.indices.compactMap { index in
             Self.mintCandidate(txs[index], via: .poll, inbound: nil, context).map { (index, $0) }
         }
         // Two batches in flight: while one holds the contended locks and commits, the next writes its uncontended
@@ -223,8 +223,10 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
     }
 
-    /// Whether a new redeem is one call of `pkr_burn`; tests turn it off to pin the function to the Swift flow.
+    /// Whether new redeems are one call of `pkr_burn`, and new settled credits go to the mint batch; tests turn
+    /// them off to pin each fast path to the flow it implements.
     let burnFunctionEnabled = Atomic<Bool>(true)
+    let mintBatchEnabled = Atomic<Bool>(true)
 
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")

@@ -1,0 +1,120 @@
+import Foundation
+import PKRCore
+import PostgresNIO
+import Testing
+@testable import PKRGateway
+
+/// PostgreSQL's fast paths (the mint batch with `pkr_mint_batch`, and `pkr_burn`) implement the settlement flow in
+/// fewer round trips. The same changes through a fast path and through the flow must leave the same rows.
+@Suite("PostgreSQL: fast paths leave what the flow leaves", .serialized, .enabled(if: TestEngine.postgresAvailable))
+struct FastPathEquivalenceTests {
+    /// The same credits (webhook and poll, new, repeated, pending then settled, held above the ceiling) and redeems
+    /// (keyed, replayed, unkeyed, too large) on two fresh databases: one with the fast paths, one without.
+    @Test("credits and redeems through the fast paths and through the flow leave the same rows")
+    func sameRows() async throws {
+        let fast = try await Self.run(fastPaths: true)
+        let plain = try await Self.run(fastPaths: false)
+        #expect(fast.batchedMints > 0 && fast.burnCalls > 0, "the fast paths ran")
+        #expect(plain.batchedMints == 0 && plain.burnCalls == 0, "the flow ran alone")
+        #expect(fast.rows.count == plain.rows.count)
+        for (table, (fastRows, plainRows)) in zip(Self.shapeQueries.map(\.table), zip(fast.rows, plain.rows)) {
+            #expect(fastRows == plainRows, "\(table)")
+        }
+    }
+
+    struct Run: Sendable {
+        var rows: [[String]]
+        var batchedMints: Int
+        var burnCalls: Int
+    }
+
+    static func run(fastPaths: Bool) async throws -> Run {
+        try await withApp(try await testConfig(engine: .postgres, ["MAX_SINGLE_MINT_PKR": "900.00"])) { _, gateway in
+            let store = try #require(gateway.store as? PostgresStore)
+            store.mintBatchEnabled.store(fastPaths, ordering: .relaxed)
+            store.burnFunctionEnabled.store(fastPaths, ordering: .relaxed)
+            _ = try await gateway.seedDemo()
+            let credits = (0..<6).map { MintBatchTests.credit("eq-credit-\($0)", paisa: 10_000 + Int64($0) * 100) }
+            for (index, credit) in credits.enumerated() {
+                let inbound = index.isMultiple(of: 2) ? MintBatchTests.inbound(credit, messageID: "msg_eq_\(index)") : nil
+                #expect(try await store.apply(credit, via: inbound == nil ? .poll : .webhook, inbound: inbound).code == "minted")
+            }
+            // A redelivery, a pending credit that settles, a credit held above the ceiling, a polled page.
+            #expect(try await store.apply(credits[0], via: .poll, inbound: nil).code == "duplicate")
+            let pending = MintBatchTests.credit("eq-pending", paisa: 5_000, status: .pending)
+            #expect(try await store.apply(pending, via: .webhook, inbound: MintBatchTests.inbound(pending, messageID: "msg_eq_p")).code
+                    == "recorded")
+            var settled = pending
+            settled.status = .settled
+            #expect(try await store.apply(settled, via: .poll, inbound: nil).code == "minted")
+            let held = MintBatchTests.credit("eq-held", paisa: 100_000)
+            #expect(try await store.apply(held, via: .poll, inbound: nil).code == "recorded")
+            let page = (0..<4).map { MintBatchTests.credit("eq-page-\($0)", paisa: 2_000) } + [credits[1]]
+            #expect(try await store.applyPolled(page).map(\.code) == ["minted", "minted", "minted", "minted", "duplicate"])
+
+            let first = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-key")
+            let again = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-key")
+            #expect(!first.isReplay && again.isReplay && again.receipt == first.receipt)
+            await #expect(throws: GatewayError.idempotencyKeyReused) {
+                _ = try await gateway.redeem(amountUnits: 2_600 * Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-key")
+            }
+            let balance = try await gateway.tokenBalanceUnits()
+            await #expect(throws: GatewayError.insufficientBalance(availableUnits: balance, requestedUnits: balance + Money.unitsPerPaisa)) {
+                _ = try await gateway.redeem(amountUnits: balance + Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-too-much")
+            }
+            _ = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "eq unkeyed", idempotencyKey: nil)
+            _ = try await gateway.redeem(amountUnits: 300 * Money.unitsPerPaisa, memo: "eq reused", idempotencyKey: "eq-too-much")
+
+            MintBatchTests.expectConsistent(try await gateway.reconciliation())
+            var rows: [[String]] = []
+            for query in shapeQueries {
+                var table: [String] = []
+                for try await text in try await store.client.query(PostgresQuery(unsafeSQL: query.sql), logger: gateway.logger)
+                    .decode(String.self) {
+                    table.append(text)
+                }
+                rows.append(table)
+            }
+            return Run(rows: rows, batchedMints: store.mintBatch.mintedCount.load(ordering: .relaxed),
+                       burnCalls: store.burnOneCallCount.load(ordering: .relaxed))
+        }
+    }
+
+    /// Every row the flows write, without the ids, hashes and times that differ from run to run.
+    static let shapeQueries: [(table: String, sql: String)] = [
+        ("core_externaltransaction", """
+            SELECT concat_ws('|', provider_tx_id, account, direction, amount_paisa, status, memo, first_seen_via, seen_via_webhook,
+                             seen_via_poll, coalesce(flag, '-'), matched_job_id IS NOT NULL, user_id IS NOT NULL)
+            FROM core_externaltransaction ORDER BY provider_tx_id
+            """),
+        ("core_chainjob", """
+            SELECT concat_ws('|', job_type, amount_units, status, memo, coalesce(external_tx_id, '-'),
+                             coalesce(idempotency_key, '-'), coalesce(payout_state, '-'), tx_hash IN (SELECT tx_hash FROM chain_stub_chainstubreceipt))
+            FROM core_chainjob ORDER BY job_type, coalesce(external_tx_id, ''), amount_units
+            """),
+        ("chain_stub_chainstubreceipt", """
+            SELECT concat_ws('|', op, amount_units, reference IN (SELECT id FROM core_chainjob))
+            FROM chain_stub_chainstubreceipt ORDER BY op, amount_units
+            """),
+        ("core_ledgerentry", """
+            SELECT concat_ws('|', e.side, e.account, e.amount_units, e.ref_type, e.user_id IS NOT NULL, j.amount_units = e.amount_units)
+            FROM core_ledgerentry e JOIN core_chainjob j ON j.id = e.ref_id ORDER BY e.id
+            """),
+        ("core_ledgerhead", """
+            SELECT concat_ws('|', h.last_id, h.last_hash = (SELECT entry_hash FROM core_ledgerentry ORDER BY id DESC LIMIT 1))
+            FROM core_ledgerhead h
+            """),
+        ("core_tokenbalance", "SELECT balance_units::text FROM core_tokenbalance"),
+        ("chain_stub_chainstubbalance", "SELECT balance_units::text FROM chain_stub_chainstubbalance"),
+        ("core_webhookinbound", """
+            SELECT concat_ws('|', coalesce(provider_tx_id, '-'), message_id, outcome, coalesce(error, '-'), verification,
+                             job_id IS NOT NULL, body_bytes)
+            FROM core_webhookinbound ORDER BY provider_tx_id, message_id
+            """),
+        ("core_idempotencyrecord", """
+            SELECT concat_ws('|', r.idempotency_key, r.endpoint, r.request_fingerprint, r.response_status,
+                             r.response_body LIKE '%"job_id": "' || j.id || '"%')
+            FROM core_idempotencyrecord r JOIN core_chainjob j ON j.idempotency_key = r.idempotency_key ORDER BY r.idempotency_key
+            """),
+    ]
+}
