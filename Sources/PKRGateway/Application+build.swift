@@ -2,7 +2,11 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import PKRApplication
 import PKRCore
+import PKRHTTP
+import PKRPostgres
+import PKRSQLite
 import ServiceLifecycle
 import Synchronization
 import WalletStub
@@ -53,19 +57,7 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
     if config.demoMode && config.seedDemoOnStart {
         _ = try await gateway.seedDemo()
     }
-    let operatorAuth = OperatorAuth(demoMode: config.demoMode, adminToken: config.adminToken)
-
-    let router = Router(context: AppRequestContext.self)
-    router.add(middleware: ErrorMiddleware())
-    if !config.demoMode {
-        router.add(middleware: AllowedHostsMiddleware(allowedHosts: Set(config.allowedHosts.map { $0.lowercased() })))
-    }
-    router.add(middleware: CSRFMiddleware(trustedOrigins: Set(config.csrfTrustedOrigins), operatorAuth: operatorAuth))
-    OpenAPIRoute.register(on: router)
-    APIRoutes(gateway: gateway, operatorAuth: operatorAuth).register(on: router)
-    WebhookRoutes(gateway: gateway, operatorAuth: operatorAuth,
-                  rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },
-                  allowedNetworks: config.webhookAllowedCIDRs.compactMap(CIDR.init)).register(on: router)
+    let router = GatewayRouter.build(gateway: gateway)
 
     // The bound address is known only once the server runs (port 0 in tests); the dispatcher reads it then.
     let ownHost = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host

@@ -1,4 +1,5 @@
 import GRDB
+import PKRApplication
 
 /// The wallet stub's tables, named as in the seed so its inspection queries keep working.
 /// Money is integer paisa; `balance_pkr` and `amount_pkr` are exact generated text columns ("800.00").

@@ -1,8 +1,10 @@
 import Foundation
 import Logging
 import NIOCore
+import PKRApplication
 import PKRCore
 import PostgresNIO
+import PostgresSupport
 
 /// The wallet stub on PostgreSQL: the same behaviour as `SQLiteWalletStub`, row locks instead of one writer.
 public final class PostgresWalletStub: WalletStubStore {

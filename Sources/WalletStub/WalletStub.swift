@@ -1,4 +1,5 @@
 import GRDB
+import PKRApplication
 import PKRCore
 import SQLiteSupport
 

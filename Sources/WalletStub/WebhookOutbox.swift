@@ -1,45 +1,10 @@
 import Foundation
 import GRDB
+import PKRApplication
 import PKRCore
+import PostgresSupport
 
 /// One outbox row ready to be sent: the payload bytes are fixed at write time; the signature is made per attempt.
-public struct OutboxDelivery: Sendable {
-    public var id: Int64
-    public var messageID: String
-    public var providerTxID: String
-    public var payload: [UInt8]
-    /// Attempts made since the delivery was created or last redelivered by an operator.
-    public var roundAttempts: Int
-}
-
-public enum AttemptOutcome: Sendable {
-    case delivered
-    case retry(atMicros: Int64)
-    case dead
-}
-
-public struct DeliveryView: Sendable, Codable {
-    public var id: Int64
-    public var message_id: String
-    public var provider_tx_id: String
-    public var state: String
-    public var attempts: Int
-    public var next_attempt_at: String?
-    public var last_http_status: Int?
-    public var last_error: String?
-    public var created_at: String
-    public var delivered_at: String?
-}
-
-public struct AttemptView: Sendable, Codable {
-    public var attempt_no: Int
-    public var attempted_at: String
-    public var http_status: Int?
-    public var error: String?
-    public var duration_ms: String
-}
-
-/// The outbox on SQLite: rows are enqueued with the transaction they announce.
 public final class SQLiteWebhookOutbox: OutboxStore {
     private let database: any DatabaseWriter
 

@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PKRApplication
+import PKRBench
 import PKRCore
 import PKRGateway
+import PKRPostgres
 import PostgresNIO
 
 struct Bench: AsyncParsableCommand {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import PKRApplication
+import PKRFuzz
 import PKRGateway
 
 struct Fuzz: ParsableCommand {

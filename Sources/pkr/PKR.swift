@@ -1,11 +1,12 @@
 import ArgumentParser
 import Foundation
-#if canImport(Glibc)
 import Glibc
-#endif
 import Logging
+import PKRApplication
 import PKRCore
 import PKRGateway
+#if canImport(Glibc)
+#endif
 
 @main
 struct PKR: AsyncParsableCommand {

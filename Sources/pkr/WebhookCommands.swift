@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PKRApplication
 import PKRCore
 import PKRGateway
 

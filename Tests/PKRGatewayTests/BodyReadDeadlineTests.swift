@@ -1,6 +1,13 @@
 import Synchronization
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// Waits until `condition` holds, for at most `seconds`: the ticker runs on the shared pool, which other suites may
 /// keep busy, so the tests bound the wait instead of assuming a prompt tick.

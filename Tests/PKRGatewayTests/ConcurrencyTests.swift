@@ -4,7 +4,14 @@ import NIOCore
 import NIOHTTP1
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// The parts of a JSON answer the concurrency tests look at.
 struct Reply: Sendable {

@@ -2,7 +2,14 @@ import Foundation
 import PKRCore
 import PostgresNIO
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// PostgreSQL's fast paths (the mint batch with `pkr_mint_batch`, and `pkr_burn`) implement the settlement flow in
 /// fewer round trips. The same changes through a fast path and through the flow must leave the same rows.

@@ -4,7 +4,14 @@ import HummingbirdTesting
 import NIOCore
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 @Suite("Hostile input")
 struct HostileInputTests {
@@ -168,7 +175,7 @@ struct OpenAPIDocumentTests {
     @Test("GET /openapi.yaml serves the document in the repo, and it names every route the router has")
     func servesTheRepoDocument() async throws {
         let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Sources/PKRGateway/Resources/openapi.yaml")
+            .deletingLastPathComponent().appendingPathComponent("Sources/PKRHTTP/Resources/openapi.yaml")
         let inRepo = try String(contentsOf: source, encoding: .utf8)
         try await withApp(try await testConfig()) { client, _ in
             let served = try await client.execute(uri: "/openapi.yaml", method: .get) { response in

@@ -6,7 +6,14 @@ import NIOCore
 import NIOHTTP1
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// A tiny cookie-keeping client over AsyncHTTPClient, like curl with `-c cookies.txt -b cookies.txt`.
 final class CookieClient: @unchecked Sendable {

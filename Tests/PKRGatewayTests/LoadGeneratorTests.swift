@@ -2,7 +2,14 @@ import Foundation
 import HummingbirdTesting
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 @Suite("Bench load generator", .serialized)
 struct LoadGeneratorTests {

@@ -2,7 +2,14 @@ import Foundation
 import PKRCore
 import Synchronization
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// Concurrent changes share transactions (group commit on SQLite, the mint batch on PostgreSQL); every caller must
 /// still get its own answer, exactly as if it had been applied alone.

@@ -3,7 +3,14 @@ import Foundation
 import NIOCore
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// A `pkr serve` child process on its own port.
 final class ServerProcess: @unchecked Sendable {

@@ -2,7 +2,14 @@ import AsyncHTTPClient
 import Foundation
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// A PostgreSQL cluster of the test's own, so stopping it disturbs no other test.
 struct PrivateCluster {

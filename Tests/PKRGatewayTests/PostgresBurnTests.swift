@@ -2,7 +2,14 @@ import Foundation
 import PKRCore
 import PostgresNIO
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// A PostgreSQL redeem is one call to `pkr_burn`, which chains its ledger entries on the server.
 @Suite("PostgreSQL: a burn in one call", .serialized, .enabled(if: TestEngine.postgresAvailable))

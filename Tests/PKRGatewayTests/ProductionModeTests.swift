@@ -5,7 +5,14 @@ import Logging
 import PKRCore
 import Synchronization
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// Keeps every log line so a test can search them.
 final class CapturedLogs: Sendable {

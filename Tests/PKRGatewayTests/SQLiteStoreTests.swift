@@ -3,7 +3,14 @@ import Foundation
 import GRDB
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 @Suite struct SQLiteStoreTests {
     /// The writer's commits hand checkpoints to a second connection: pages reach the database file although the

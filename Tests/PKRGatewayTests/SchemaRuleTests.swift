@@ -3,7 +3,14 @@ import GRDB
 import PKRCore
 import PostgresNIO
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// The references between money rows are rules of the schema on both engines, whatever enforces them: foreign
 /// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v7).

@@ -1,6 +1,5 @@
 import AsyncHTTPClient
 import Foundation
-import Synchronization
 import GRDB
 import HTTPTypes
 import Hummingbird
@@ -10,8 +9,16 @@ import NIOCore
 import PKRCore
 import PostgresNIO
 import ServiceLifecycle
+import Synchronization
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// Any well-formed token works: CSRF is a double-submit check of header against cookie.
 let testCSRFToken = String(repeating: "t", count: 64)

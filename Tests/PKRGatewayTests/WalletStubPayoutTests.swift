@@ -1,7 +1,14 @@
 import Foundation
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// The wallet stub pays out once per reference, on both engines, and a refused payout writes nothing.
 @Suite("Wallet stub payouts", .serialized)

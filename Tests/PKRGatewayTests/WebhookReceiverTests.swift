@@ -3,7 +3,14 @@ import HTTPTypes
 import HummingbirdTesting
 import PKRCore
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 @Suite("Webhook receiver through the router")
 struct WebhookReceiverTests {

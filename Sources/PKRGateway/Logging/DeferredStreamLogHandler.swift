@@ -1,4 +1,5 @@
 import Logging
+import PKRApplication
 
 /// Writes exactly as swift-log's `StreamLogHandler` does, to standard error, but renders metadata only when a
 /// message is written. `StreamLogHandler` renders it each time it is set, and the HTTP server sets a request id

@@ -4,7 +4,13 @@ import Logging
 import PKRCore
 import Synchronization
 import WalletStub
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
 
 /// The simulation's one source of randomness, shared by the network, the provider and the script.
 final class SimRandom: Sendable {

@@ -1,6 +1,13 @@
 import Foundation
 import Testing
+@testable import PKRApplication
+@testable import PKRBench
+@testable import PKRFuzz
 @testable import PKRGateway
+@testable import PKRHTTP
+@testable import PKRPostgres
+@testable import PKRSQLite
+@testable import WalletStub
 
 /// Thousands of seeded runs of provider, dispatcher, network, gateway and reconciler. `PKR_SIM_SEEDS` sets how
 /// many (seeds 1…N), `PKR_SIM_STEPS` how long each runs, and `PKR_SIM_SEED=n` replays one seed alone

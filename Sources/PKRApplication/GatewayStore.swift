@@ -1,0 +1,382 @@
+import PKRCore
+
+/// The gateway's persistence. Every method that changes state is one database transaction.
+public protocol GatewayStore: Sendable {
+    func migrate() async throws
+
+    /// Creates a customer bound to a provider account, with a new chain address and an empty balance. Idempotent
+    /// per account: the customer already bound to it is returned.
+    func createCustomer(_ draft: CustomerDraft) async throws -> Customer
+    func customer(email: String) async throws -> Customer?
+
+    /// Records a provider transaction that arrived by webhook or poll and, for a settled credit, mints it —
+    /// all in one transaction. A webhook's inbound-log row is written in the same transaction.
+    func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome
+    /// Applies one page of polled transactions; the outcomes are in the order given. SQLite applies the page in
+    /// one transaction (group commit for the reconciler); PostgreSQL commits each transaction on its own so that
+    /// row locks are held briefly. After a failure the cursor has not moved, so the page is read again and what
+    /// was already applied comes back as duplicates.
+    func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome]
+    /// Logs a delivery that was rejected before it reached `apply`.
+    func logRejectedInbound(_ inbound: InboundDraft) async throws
+
+    /// Mints an ingested settled credit; returns the existing job if it was already minted.
+    func mint(providerTxID: String) async throws -> ChainJob
+
+    /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
+    func redeem(_ command: RedeemCommand) async throws -> RedeemResult
+    func markPayoutSubmitted(jobID: String, providerTxID: String) async throws
+    /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
+    func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
+
+    func tokenBalanceUnits(customerID: String) async throws -> Int64
+    func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry]
+    func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord]
+    func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord]
+    func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord]
+
+    /// A consistent snapshot of every figure the reconciliation needs.
+    func reconciliationSnapshot() async throws -> ReconciliationSnapshot
+    /// Walks the whole hash chain in id order.
+    func verifyLedger() async throws -> LedgerChainVerifier
+
+    /// Moves everything written so far into the main database file where the engine keeps a log beside it, so
+    /// that a timed figure after a bulk load does not share the machine with the load's own checkpoint.
+    func checkpoint() async throws
+
+    func cursor(named name: String) async throws -> Int64
+    func setCursor(named name: String, to value: Int64) async throws
+}
+
+/// A customer: bound to one provider account (where their PKR is) and one chain address (where their tokens are).
+public struct Customer: Sendable, Equatable {
+    public var id: String
+    public var email: String
+    public var displayName: String
+    public var walletAccount: String
+    public var chainAddress: String
+
+    public init(id: String, email: String, displayName: String, walletAccount: String, chainAddress: String) {
+        self.id = id
+        self.email = email
+        self.displayName = displayName
+        self.walletAccount = walletAccount
+        self.chainAddress = chainAddress
+    }
+}
+
+/// What it takes to create a customer; the store gives the id and the chain address.
+public struct CustomerDraft: Sendable, Equatable {
+    public var email: String
+    public var displayName: String
+    public var walletAccount: String
+
+    public init(email: String, displayName: String, walletAccount: String) {
+        self.email = email
+        self.displayName = displayName
+        self.walletAccount = walletAccount
+    }
+}
+
+/// A newest-first page of a listing: at most `limit` rows, with ids below `beforeID` when given.
+public struct Page: Sendable, Equatable {
+    public static let limitMax = 500
+
+    public var limit: Int
+    public var beforeID: Int64?
+
+    public init(limit: Int, beforeID: Int64? = nil) {
+        precondition((1...Self.limitMax).contains(limit), "a page is bounded")
+        self.limit = limit
+        self.beforeID = beforeID
+    }
+}
+
+public enum ArrivalPath: String, Sendable {
+    case webhook
+    case poll
+}
+
+public struct ChainJob: Sendable, Equatable {
+    public var id: String
+    public var jobType: ChainJobType
+    public var amountUnits: Int64
+    public var txHash: String
+    public var createdAt: String
+
+    public init(id: String, jobType: ChainJobType, amountUnits: Int64, txHash: String, createdAt: String) {
+        self.id = id
+        self.jobType = jobType
+        self.amountUnits = amountUnits
+        self.txHash = txHash
+        self.createdAt = createdAt
+    }
+}
+
+/// What applying one provider transaction did.
+public enum ApplyOutcome: Sendable, Equatable {
+    /// New (or newly settled) credit, minted now.
+    case minted(ChainJob)
+    /// Recorded without a mint: a debit, a pending or failed credit, or a credit held above the mint ceiling.
+    case recorded(note: String)
+    /// Already known with the same content; nothing changed.
+    case duplicate(jobID: String?)
+    /// Known with different content; quarantined, nothing changed.
+    case conflict(fields: [String])
+    /// A polled transaction for an account no user is linked to; skipped.
+    case ignoredUnknownAccount
+
+    static let heldNote = "held: above the single-mint limit; an operator must review it"
+    static let failedPayoutNote = "payout failed at the provider; flagged for an operator"
+    static let unmatchedDebitNote = "debit matches no burn; flagged for reconciliation"
+    static func payoutConfirmedNote(_ jobID: String) -> String { "payout confirmed for burn \(jobID)" }
+
+    public var code: String {
+        switch self {
+        case .minted: return "minted"
+        case .recorded: return "recorded"
+        case .duplicate: return "duplicate"
+        case .conflict: return "conflict"
+        case .ignoredUnknownAccount: return "ignored"
+        }
+    }
+}
+
+/// A webhook delivery as received, before or after verification.
+public struct InboundDraft: Sendable {
+    public var receivedAtMicros: Int64
+    public var messageID: String?
+    public var webhookTimestamp: String?
+    public var sourceAddress: String?
+    public var scheme: WebhookScheme?
+    /// "verified" or the rejection code.
+    public var verification: String
+    /// For a rejection: the error code answered.
+    public var errorCode: String?
+    public var providerTxID: String?
+    public var body: [UInt8]
+
+    public init(receivedAtMicros: Int64, messageID: String?, webhookTimestamp: String?, sourceAddress: String?,
+                scheme: WebhookScheme?, verification: String, errorCode: String?, providerTxID: String?, body: [UInt8]) {
+        self.receivedAtMicros = receivedAtMicros
+        self.messageID = messageID
+        self.webhookTimestamp = webhookTimestamp
+        self.sourceAddress = sourceAddress
+        self.scheme = scheme
+        self.verification = verification
+        self.errorCode = errorCode
+        self.providerTxID = providerTxID
+        self.body = body
+    }
+}
+
+public struct InboundRecord: Sendable, Codable {
+    public var id: Int64
+    public var received_at: String
+    public var message_id: String?
+    public var webhook_timestamp: String?
+    public var source_address: String?
+    public var scheme: String?
+    public var verification: String
+    public var outcome: String
+    public var error: String?
+    public var provider_tx_id: String?
+    public var job_id: String?
+    public var body_bytes: Int
+
+    public init(id: Int64, received_at: String, message_id: String?, webhook_timestamp: String?, source_address: String?, scheme: String?, verification: String, outcome: String, error: String?, provider_tx_id: String?, job_id: String?, body_bytes: Int) {
+        self.id = id
+        self.received_at = received_at
+        self.message_id = message_id
+        self.webhook_timestamp = webhook_timestamp
+        self.source_address = source_address
+        self.scheme = scheme
+        self.verification = verification
+        self.outcome = outcome
+        self.error = error
+        self.provider_tx_id = provider_tx_id
+        self.job_id = job_id
+        self.body_bytes = body_bytes
+    }
+}
+
+public struct QuarantineRecord: Sendable, Codable {
+    public var id: Int64
+    public var inbound_id: Int64?
+    public var provider_tx_id: String
+    public var arrived_via: String
+    public var differing_fields: [String]
+    public var body: String
+    public var created_at: String
+
+    public init(id: Int64, inbound_id: Int64?, provider_tx_id: String, arrived_via: String, differing_fields: [String], body: String, created_at: String) {
+        self.id = id
+        self.inbound_id = inbound_id
+        self.provider_tx_id = provider_tx_id
+        self.arrived_via = arrived_via
+        self.differing_fields = differing_fields
+        self.body = body
+        self.created_at = created_at
+    }
+}
+
+public struct ExternalTransactionRecord: Sendable {
+    public var id: Int64
+    public var tx: ProviderTransaction
+    public var recordedAt: String
+    public var firstSeenVia: ArrivalPath
+    public var seenViaWebhook: Bool
+    public var seenViaPoll: Bool
+    public var lagMicros: Int64
+    public var mintJobID: String?
+    public var matchedJobID: String?
+    public var flag: String?
+
+    public init(id: Int64, tx: ProviderTransaction, recordedAt: String, firstSeenVia: ArrivalPath, seenViaWebhook: Bool, seenViaPoll: Bool, lagMicros: Int64, mintJobID: String?, matchedJobID: String?, flag: String?) {
+        self.id = id
+        self.tx = tx
+        self.recordedAt = recordedAt
+        self.firstSeenVia = firstSeenVia
+        self.seenViaWebhook = seenViaWebhook
+        self.seenViaPoll = seenViaPoll
+        self.lagMicros = lagMicros
+        self.mintJobID = mintJobID
+        self.matchedJobID = matchedJobID
+        self.flag = flag
+    }
+}
+
+public struct RedeemCommand: Sendable {
+    public var customerID: String
+    public var amountUnits: Int64
+    public var memo: String
+    public var idempotencyKey: String?
+    public var requestFingerprint: String
+
+    public init(customerID: String, amountUnits: Int64, memo: String, idempotencyKey: String?, requestFingerprint: String) {
+        precondition(amountUnits > 0, "a redeem moves a positive amount")
+        self.customerID = customerID
+        self.amountUnits = amountUnits
+        self.memo = memo
+        self.idempotencyKey = idempotencyKey
+        self.requestFingerprint = requestFingerprint
+    }
+}
+
+public enum RedeemResult: Sendable, Equatable {
+    /// A new burn, whose payout the customer's provider account is to receive.
+    case burned(BurnReceipt, walletAccount: String)
+    /// A replay of an earlier request with the same key and body: its receipt, unchanged.
+    case replayed(BurnReceipt)
+
+    public var receipt: BurnReceipt {
+        switch self {
+        case .burned(let receipt, _), .replayed(let receipt): return receipt
+        }
+    }
+
+    public var isReplay: Bool {
+        if case .replayed = self { return true }
+        return false
+    }
+}
+
+/// What a redeem answers, now and on every replay of its idempotency key.
+public struct BurnReceipt: Sendable, Equatable {
+    public var jobID: String
+    public var txHash: String
+    public var amountUnits: Int64
+
+    public init(jobID: String, txHash: String, amountUnits: Int64) {
+        precondition(amountUnits > 0, "a burn moves a positive amount")
+        self.jobID = jobID
+        self.txHash = txHash
+        self.amountUnits = amountUnits
+    }
+
+    public init(_ job: ChainJob) {
+        precondition(job.jobType == .burn, "a burn receipt is a burn's")
+        self.init(jobID: job.id, txHash: job.txHash, amountUnits: job.amountUnits)
+    }
+
+    /// The receipt as stored with its idempotency key (the seed's redeem answer, as JSON text).
+    public var storedForm: String {
+        JSONText.object([("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
+                         ("amount_units", .string(String(amountUnits)))])
+    }
+
+    /// Reads a stored receipt back; nil for text that `storedForm` did not write.
+    public init?(storedForm: String) {
+        guard let value = try? JSONReader.parse(Array(storedForm.utf8)),
+              case .string(let jobID)? = value["job_id"], case .string(let txHash)? = value["tx_hash"],
+              case .string(let amount)? = value["amount_units"], let units = Int64(amount), units > 0 else { return nil }
+        self.init(jobID: jobID, txHash: txHash, amountUnits: units)
+    }
+}
+
+public struct PendingPayout: Sendable {
+    public var jobID: String
+    public var walletAccount: String
+    public var amountUnits: Int64
+    public var memo: String
+
+    public init(jobID: String, walletAccount: String, amountUnits: Int64, memo: String) {
+        self.jobID = jobID
+        self.walletAccount = walletAccount
+        self.amountUnits = amountUnits
+        self.memo = memo
+    }
+}
+
+/// Raw figures for the reconciliation report, all read in one transaction.
+public struct ReconciliationSnapshot: Sendable {
+    public var mintedUnits: Int64
+    public var burnedUnits: Int64
+    public var tokenBalanceUnits: Int64
+    public var chainStubUnits: Int64
+    public var settledCreditsUnminted: [String]
+    /// Summed in paisa: in units, a few extreme held credits could pass Int64.
+    public var heldCreditPaisa: Int64
+    public var creditsMintedMoreThanOnce: [String]
+    public var payoutRequestedUnits: Int64
+    public var burnsAwaitingDebit: [String]
+    public var burnsWithSeveralDebits: [String]
+    public var unmatchedDebits: [String]
+    public var ledgerUserNetUnits: Int64
+    public var latest: [ExternalTransactionRecord]
+    public var arrivals: ArrivalStats
+
+    public init(mintedUnits: Int64, burnedUnits: Int64, tokenBalanceUnits: Int64, chainStubUnits: Int64, settledCreditsUnminted: [String], heldCreditPaisa: Int64, creditsMintedMoreThanOnce: [String], payoutRequestedUnits: Int64, burnsAwaitingDebit: [String], burnsWithSeveralDebits: [String], unmatchedDebits: [String], ledgerUserNetUnits: Int64, latest: [ExternalTransactionRecord], arrivals: ArrivalStats) {
+        self.mintedUnits = mintedUnits
+        self.burnedUnits = burnedUnits
+        self.tokenBalanceUnits = tokenBalanceUnits
+        self.chainStubUnits = chainStubUnits
+        self.settledCreditsUnminted = settledCreditsUnminted
+        self.heldCreditPaisa = heldCreditPaisa
+        self.creditsMintedMoreThanOnce = creditsMintedMoreThanOnce
+        self.payoutRequestedUnits = payoutRequestedUnits
+        self.burnsAwaitingDebit = burnsAwaitingDebit
+        self.burnsWithSeveralDebits = burnsWithSeveralDebits
+        self.unmatchedDebits = unmatchedDebits
+        self.ledgerUserNetUnits = ledgerUserNetUnits
+        self.latest = latest
+        self.arrivals = arrivals
+    }
+}
+
+public struct ArrivalStats: Sendable {
+    public var webhookOnly: Int
+    public var pollOnly: Int
+    public var both: Int
+    /// Lags from provider time to first sight, sorted ascending.
+    public var lagsMicros: [Int64]
+    public var foundByPollFirst: [String]
+
+    public init(webhookOnly: Int, pollOnly: Int, both: Int, lagsMicros: [Int64], foundByPollFirst: [String]) {
+        self.webhookOnly = webhookOnly
+        self.pollOnly = pollOnly
+        self.both = both
+        self.lagsMicros = lagsMicros
+        self.foundByPollFirst = foundByPollFirst
+    }
+}

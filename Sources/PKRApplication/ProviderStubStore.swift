@@ -1,0 +1,103 @@
+import PKRCore
+
+/// The simulated provider's side of the house: what the demo endpoints and the reconciliation need beyond the
+/// `WalletProvider` interface the gateway uses. One implementation per database engine.
+public protocol WalletStubStore: WalletProvider {
+    func openAccount(_ accountNo: String) async throws
+    /// A deposit arrives at the provider; with push on, its webhook is queued in the same transaction.
+    func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction
+    /// Deposits whose webhooks are lost: recorded in one transaction and never pushed, so that only the polling
+    /// reconciler finds them. For bulk loads (`pkr bench`) and tests of the fallback.
+    func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws
+    func balancePaisa(account: String) async throws -> Int64?
+    /// The sum of all wallet balances: the PKR reserve backing the token supply.
+    func reservePaisa() async throws -> Int64
+}
+
+/// The wallet stub's webhook outbox, drained by the dispatcher.
+public protocol OutboxStore: Sendable {
+    /// Claims due deliveries under a lease so that two dispatchers never send the same attempt at once.
+    func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery]
+    func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
+                       outcome: AttemptOutcome, nowMicros: Int64) async throws
+    /// An operator's redelivery: due now with a fresh retry schedule. False if the id is unknown.
+    func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool
+    /// When the next pending delivery falls due, so the dispatcher can sleep exactly that long.
+    func nextDueMicros() async throws -> Int64?
+    func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView]
+    func attempts(deliveryID: Int64) async throws -> [AttemptView]?
+    func countByState() async throws -> [String: Int]
+}
+
+public enum OutboxLimits {
+    public static let listLimitMax = 500
+    /// How long a claimed delivery is hidden from other dispatchers; a crash mid-send is retried after it.
+    public static let leaseMicros: Int64 = 30 * Timestamp.microsPerSecond
+}
+
+public struct OutboxDelivery: Sendable {
+    public var id: Int64
+    public var messageID: String
+    public var providerTxID: String
+    public var payload: [UInt8]
+    /// Attempts made since the delivery was created or last redelivered by an operator.
+    public var roundAttempts: Int
+
+    public init(id: Int64, messageID: String, providerTxID: String, payload: [UInt8], roundAttempts: Int) {
+        self.id = id
+        self.messageID = messageID
+        self.providerTxID = providerTxID
+        self.payload = payload
+        self.roundAttempts = roundAttempts
+    }
+}
+
+public enum AttemptOutcome: Sendable {
+    case delivered
+    case retry(atMicros: Int64)
+    case dead
+}
+
+public struct DeliveryView: Sendable, Codable {
+    public var id: Int64
+    public var message_id: String
+    public var provider_tx_id: String
+    public var state: String
+    public var attempts: Int
+    public var next_attempt_at: String?
+    public var last_http_status: Int?
+    public var last_error: String?
+    public var created_at: String
+    public var delivered_at: String?
+
+    public init(id: Int64, message_id: String, provider_tx_id: String, state: String, attempts: Int, next_attempt_at: String?, last_http_status: Int?, last_error: String?, created_at: String, delivered_at: String?) {
+        self.id = id
+        self.message_id = message_id
+        self.provider_tx_id = provider_tx_id
+        self.state = state
+        self.attempts = attempts
+        self.next_attempt_at = next_attempt_at
+        self.last_http_status = last_http_status
+        self.last_error = last_error
+        self.created_at = created_at
+        self.delivered_at = delivered_at
+    }
+}
+
+public struct AttemptView: Sendable, Codable {
+    public var attempt_no: Int
+    public var attempted_at: String
+    public var http_status: Int?
+    public var error: String?
+    public var duration_ms: String
+
+    public init(attempt_no: Int, attempted_at: String, http_status: Int?, error: String?, duration_ms: String) {
+        self.attempt_no = attempt_no
+        self.attempted_at = attempted_at
+        self.http_status = http_status
+        self.error = error
+        self.duration_ms = duration_ms
+    }
+}
+
+/// The outbox on SQLite: rows are enqueued with the transaction they announce.

@@ -1,0 +1,153 @@
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PKRApplication
+import PKRCore
+import PKRGateway
+import PostgresNIO
+import WalletStub
+
+/// The load generator and bulk loaders behind `pkr bench`. It builds nothing: it starts the `pkr` binary it
+/// runs from (build it with `swift build -c release` first), drives it over loopback with keep-alive, and
+/// prints figures. Integer microseconds throughout.
+public enum Benchmark {
+    public struct Sample: Sendable {
+        public var requests: Int
+        public var okCount: Int
+        public var elapsedMicros: Int64
+        public var latenciesMicros: [Int64]
+        /// CPU the server process spent (user and system, all threads) while this workload ran. On a noisy shared
+        /// machine it moves far less than the rate does, so it is what back-to-back comparisons lean on.
+        public var serverCPUMicros: Int64 = 0
+
+        public var perSecond: Int64 { elapsedMicros > 0 ? Int64(requests) * 1_000_000 / elapsedMicros : 0 }
+        public var nonSuccess: Int { requests - okCount }
+        public var serverCPUMicrosPerRequest: Int64 { requests > 0 ? serverCPUMicros / Int64(requests) : 0 }
+        public func percentile(_ p: Int) -> Int64 {
+            guard !latenciesMicros.isEmpty else { return 0 }
+            return latenciesMicros[max(0, min(latenciesMicros.count - 1, (latenciesMicros.count * p + 99) / 100 - 1))]
+        }
+    }
+
+    public struct Request: Sendable {
+        public var method: HTTPMethod
+        public var path: String
+        public var headers: [(String, String)]
+        public var body: [UInt8]?
+    }
+
+    /// Sends every request once over `concurrency` keep-alive connections, each sending its share one request at
+    /// a time (see `LoadConnection`).
+    public static func drive(port: Int, requests: [Request], concurrency: Int) async throws -> Sample {
+        precondition(concurrency > 0 && concurrency <= 1024, "concurrency out of range")
+        let group = MultiThreadedEventLoopGroup.singleton
+        let clock = SystemClock()
+        let started = clock.nowMicros()
+        let stride = requests.count / concurrency + 1
+        let runs = (0..<concurrency).map { worker in
+            LoadConnection.run(port: port, requests: Array(requests.dropFirst(worker * stride).prefix(stride)), group: group)
+        }
+        let outcomes = try await EventLoopFuture.whenAllSucceed(runs, on: group.any()).get().joined()
+        let elapsed = clock.nowMicros() - started
+        return Sample(requests: outcomes.count, okCount: outcomes.filter(\.ok).count, elapsedMicros: elapsed,
+                      latenciesMicros: outcomes.map(\.latencyMicros).sorted())
+    }
+
+    /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
+    /// each signed as the provider would send it.
+    public static func signedDeposits(_ gateway: Gateway, count: Int, secret: WebhookSecret) async throws -> [Request] {
+        let cursorBefore = try await lastProviderCursor(gateway)
+        try await loadBacklog(gateway, count: count)
+        var deposits: [ProviderTransaction] = []
+        var cursor = cursorBefore
+        while deposits.count < count {
+            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            guard page.nextCursor > cursor else { break }
+            deposits += page.transactions
+            cursor = page.nextCursor
+        }
+        let nowSeconds = SystemClock().nowMicros() / Timestamp.microsPerSecond
+        return deposits.map { tx in
+            let body = WebhookEvent.encode(tx)
+            let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: nowSeconds)
+            return Request(method: .POST, path: "/api/webhooks/wallet",
+                           headers: [("content-type", "application/json")] + signed.headers, body: body)
+        }
+    }
+
+    static func lastProviderCursor(_ gateway: Gateway) async throws -> Int64 {
+        var cursor: Int64 = 0
+        while true {
+            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            guard page.nextCursor > cursor else { return cursor }
+            cursor = page.nextCursor
+        }
+    }
+
+    /// `count` redeems of one paisa each, each with its own Idempotency-Key.
+    public static func redeems(count: Int, tag: String) -> [Request] {
+        let token = String(repeating: "b", count: 64)
+        let body = Array(#"{"amount_units":"10000","memo":"bench"}"#.utf8)
+        return (0..<count).map { index in
+            Request(method: .POST, path: "/api/redeem",
+                    headers: [("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token),
+                              ("Idempotency-Key", "bench-\(tag)-\(index)")], body: body)
+        }
+    }
+
+    public static func gets(_ path: String, count: Int) -> [Request] {
+        Array(repeating: Request(method: .GET, path: path, headers: [], body: nil), count: count)
+    }
+
+    /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile.
+    public static func drive(port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32) async throws -> Sample {
+        let before = cpuMicros(pid: pid)
+        var sample = try await drive(port: port, requests: requests, concurrency: concurrency)
+        if let before, let after = cpuMicros(pid: pid) { sample.serverCPUMicros = after - before }
+        return sample
+    }
+
+    /// User and system CPU of process `pid` so far, from `/proc/<pid>/stat` (clock ticks, 10 ms each here).
+    public static func cpuMicros(pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let nameEnd = text.lastIndex(of: ")") else { return nil }
+        // After the parenthesised command name: state is the first field, utime the 12th and stime the 13th.
+        let fields = text[text.index(after: nameEnd)...].split(separator: " ")
+        guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return nil }
+        let ticksPerSecond = Int64(sysconf(Int32(_SC_CLK_TCK)))
+        guard ticksPerSecond > 0 else { return nil }
+        return (user + system) * 1_000_000 / ticksPerSecond
+    }
+
+    /// Peak resident set (VmHWM) of a process, in KiB.
+    public static func peakRSSKiB(pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return Int64(line.split(separator: " ").dropFirst().first { !$0.isEmpty }.map(String.init) ?? "")
+        }
+        return nil
+    }
+
+    // MARK: - Bulk loads for the backlog and ledger figures (through the provider's and the gateway's own paths)
+
+    /// Records `count` settled deposits at the provider whose webhooks are lost, for the reconciler to find.
+    public static func loadBacklog(_ gateway: Gateway, count: Int) async throws {
+        let chunk = 10_000
+        for start in stride(from: 0, to: count, by: chunk) {
+            let amounts = [Int64](repeating: 100, count: min(chunk, count - start))
+            try await gateway.walletStub.recordUnannouncedDeposits(account: Demo.walletAccount, amountsPaisa: amounts, memo: "backlog")
+        }
+        try await gateway.store.checkpoint()
+    }
+
+    /// Grows the ledger by about `count` entries (two per mint) as the reconciler would: deposits the provider never
+    /// announced, then one pass that mints them all.
+    public static func loadLedger(_ gateway: Gateway, count: Int) async throws {
+        try await loadBacklog(gateway, count: count / 2)
+        _ = try await gateway.ingest(sinceMicros: nil)
+        try await gateway.store.checkpoint()
+    }
+}

@@ -1,0 +1,604 @@
+import ChainStub
+import Foundation
+import Logging
+import NIOCore
+import PKRApplication
+import PKRCore
+import PostgresNIO
+import PostgresSupport
+import Synchronization
+import WalletStub
+
+/// The production store: PostgreSQL through PostgresNIO. The same rules as `SQLiteStore` (the pure
+/// `SettlementPolicy` decides; this executes), with row locks where SQLite relies on its single writer, so
+/// several gateway instances can share one database.
+public final class PostgresStore: GatewayStore {
+    public let client: PostgresClient
+    public let availability: PostgresAvailability
+    private let runTasks: [Task<Void, Never>]
+    let mintBatch: PostgresMintBatch
+    /// Redeems burned by one `pkr_burn` call, for tests that must know which path ran.
+    let burnOneCallCount = Atomic<Int>(0)
+    private let limits: MoneyLimits
+    private let nowMicros: @Sendable () -> Int64
+    private let logger: Logger
+
+    /// How the mint batches since start-up were written, for the bench: a refused one-call batch redid its work
+    /// in a transaction.
+    public struct MintBatchCounts: Sendable {
+        public var oneCall: Int
+        public var refused: Int
+        public var rolledBack: Int
+    }
+
+    public var mintBatchCounts: MintBatchCounts {
+        MintBatchCounts(oneCall: mintBatch.oneCallCount.load(ordering: .relaxed),
+                        refused: mintBatch.oneCallMissCount.load(ordering: .relaxed),
+                        rolledBack: mintBatch.rolledBackCount.load(ordering: .relaxed))
+    }
+
+    /// Connects once up front so that a wrong host or password fails start-up at once with a clear message,
+    /// instead of the pool retrying in the background for a minute.
+    public static func connect(settings: PostgresSettings, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64,
+                               logger: Logger) async throws -> PostgresStore {
+        let configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
+                                                             password: settings.password, database: settings.database, tls: .disable)
+        do {
+            let probe = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            try await probe.close()
+        } catch {
+            throw ConfigError.refused("cannot connect to PostgreSQL at \(settings.host):\(settings.port) as \(settings.user) "
+                + "to database \(settings.database): \(Self.describe(error))")
+        }
+        var clientConfiguration = PostgresClient.Configuration(host: settings.host, port: settings.port, username: settings.user,
+                                                               password: settings.password, database: settings.database, tls: .disable)
+        // Mints and burns all queue on the same few rows (one balance, one ledger head), so more sessions only add
+        // lock waiters competing for the CPU with the lock holder: at 64 requests in flight, 8 connections gave
+        // the same rate as 32 and less than half the p99. No code path holds one connection while taking another.
+        clientConfiguration.options.maximumConnections = 8
+        // The pool's own chatter (including a harmless race with its start-up) stays below the error level.
+        var backgroundLogger = logger
+        backgroundLogger.logLevel = .error
+        return PostgresStore(client: PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger),
+                             availability: PostgresAvailability(configuration: configuration, logger: logger), limits: limits,
+                             nowMicros: nowMicros, logger: logger)
+    }
+
+    init(client: PostgresClient, availability: PostgresAvailability, limits: MoneyLimits,
+         nowMicros: @escaping @Sendable () -> Int64, logger: Logger) {
+        self.client = client
+        self.availability = availability
+        self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
+        self.mintBatch = PostgresMintBatch(client: client, logger: logger)
+        self.limits = limits
+        self.nowMicros = nowMicros
+        self.logger = logger
+    }
+
+    deinit { runTasks.forEach { $0.cancel() } }
+
+    private var pg: PostgresClient { get throws { try availability.checked(client) } }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return error.underlying.map { "\($0)" } ?? "\(error.code)"
+        }
+        return "\(error)"
+    }
+
+    public func migrate() async throws {
+        try await PostgresSchema.migrate(client, logger: logger)
+    }
+
+    static let transactionAttemptsMax = 3
+
+    /// One business transaction. A deadlock or serialization failure rolled everything back, so it is retried
+    /// from the start (a bounded number of times) instead of surfacing as a server error.
+    private func transaction<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await pg.transaction(logger: logger) { connection in try await body(connection) }
+            } catch let error as PSQLError where attempt < Self.transactionAttemptsMax && Self.isRetryable(error) {
+                logger.notice("transaction retried", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")", "attempt": "\(attempt)"])
+                attempt += 1
+            }
+        }
+    }
+
+    static func isRetryable(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return state == "40P01" || state == "40001"
+    }
+
+    // MARK: - Customers
+
+    public func createCustomer(_ draft: CustomerDraft) async throws -> Customer {
+        let createdAt = Timestamp.format(micros: nowMicros())
+        let logger = self.logger
+        return try await transaction { connection in
+            // Instances creating the same customer at once queue on this lock; the second finds the first's.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Int64(0x706b_725f_7365_6564)))", logger: logger)
+            if let existing = try await PostgresPrimitives.customer(connection, walletAccount: draft.walletAccount, logger: logger) {
+                return existing
+            }
+            let customer = Customer(id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
+                                    walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            try await connection.query("""
+                INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                VALUES (\(customer.id), \(customer.email), \(customer.displayName), \(customer.walletAccount),
+                        \(customer.chainAddress), \(createdAt))
+                """, logger: logger)
+            try await connection.query("INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (\(customer.id), 0)", logger: logger)
+            try await PostgresChainStub.openAddress(connection, customer.chainAddress, logger: logger)
+            return customer
+        }
+    }
+
+    public func customer(email: String) async throws -> Customer? {
+        let logger = self.logger
+        return try await pg.withConnection { try await PostgresPrimitives.customer($0, email: email, logger: logger) }
+    }
+
+    // MARK: - Settlement (the flows decide; `PostgresPrimitives` executes)
+
+    /// Runs a settlement flow in one transaction.
+    private func run<T: Sendable>(_ makeFlow: @escaping @Sendable () throws -> Flow<T>) async throws -> T {
+        let logger = self.logger
+        return try await transaction { connection in
+            try await makeFlow().run { try await PostgresPrimitives.execute($0, connection, logger: logger) }
+        }
+    }
+
+    public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        if mintBatchEnabled.load(ordering: .relaxed), let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
+            _ = try pg // An unreachable database fails at once rather than through the batch and then the fallback.
+            if let job = await mintBatch.mint(credit) { return .minted(job) }
+        }
+        return try await run { try Settlement.apply(tx, via: path, inbound: inbound, context) }
+    }
+
+    /// Polled mint batches written at once. The backend orders them anyway, and three were slower than two on
+    /// two cores (BENCHMARKS.md).
+    static let polledBatchesInFlightMax = 2
+
+    public func applyPolled(_ txs: [ProviderTransaction]) async throws -> [ApplyOutcome] {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        _ = try pg
+        // New settled credits are minted in batches; everything else, and any credit a batch handed back, is
+        // applied in a transaction of its own: a page-long transaction would hold the balance and ledger-head row
+        // locks for seconds and stall every webhook and redeem behind a backlog.
+        var outcomes = [ApplyOutcome?](repeating: nil, count: txs.count)
+        let credits = !mintBatchEnabled.load(ordering: .relaxed) ? [] : txs.indices.compactMap { index in
+            Self.mintCandidate(txs[index], via: .poll, inbound: nil, context).map { (index, $0) }
+        }
+        // Two batches in flight: while one holds the contended locks and commits, the next writes its uncontended
+        // rows on another connection, then waits for the first to end (`pkr_mint_batch`).
+        let mintBatch = self.mintBatch
+        await withTaskGroup(of: (start: Int, jobs: [ChainJob?]).self) { group in
+            // A chunk's jobs land at its credits' places in the page; a nil job is left to the loop below.
+            func record(_ written: (start: Int, jobs: [ChainJob?])) {
+                for ((index, _), job) in zip(credits[written.start...], written.jobs) {
+                    outcomes[index] = job.map(ApplyOutcome.minted)
+                }
+            }
+            var inFlight = 0
+            for start in stride(from: 0, to: credits.count, by: PostgresMintBatch.batchSizeMax) {
+                if inFlight == Self.polledBatchesInFlightMax, let written = await group.next() {
+                    record(written)
+                    inFlight -= 1
+                }
+                let chunk = credits[start..<min(start + PostgresMintBatch.batchSizeMax, credits.count)].map(\.1)
+                group.addTask { (start, await mintBatch.write(chunk)) }
+                inFlight += 1
+            }
+            for await written in group { record(written) }
+        }
+        for index in txs.indices where outcomes[index] == nil {
+            let tx = txs[index]
+            outcomes[index] = try await run { try Settlement.apply(tx, via: .poll, inbound: nil, context) }
+        }
+        return outcomes.map { $0! }
+    }
+
+    /// A transaction the batch may mint: a settled credit within the mint ceiling. Whether it is new is only known
+    /// inside the batch's transaction.
+    private static func mintCandidate(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
+                                      _ context: SettlementContext) -> PostgresMintBatch.Credit? {
+        guard case .mint(let units)? = try? SettlementPolicy.action(for: tx, maxMintUnits: context.limits.maxMintUnits) else {
+            return nil
+        }
+        return PostgresMintBatch.Credit(tx: tx, path: path, amountUnits: units, inbound: inbound, nowMicros: context.nowMicros)
+    }
+
+    public func logRejectedInbound(_ inbound: InboundDraft) async throws {
+        let logger = self.logger
+        try await pg.withConnection { connection in
+            _ = try await PostgresPrimitives.insertInbound(connection, .rejected(inbound), logger: logger)
+        }
+    }
+
+    public func mint(providerTxID: String) async throws -> ChainJob {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
+    }
+
+    /// Whether new redeems are one call of `pkr_burn`, and new settled credits go to the mint batch; tests turn
+    /// them off to pin each fast path to the flow it implements.
+    let burnFunctionEnabled = Atomic<Bool>(true)
+    let mintBatchEnabled = Atomic<Bool>(true)
+
+    public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
+        precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
+        if burnFunctionEnabled.load(ordering: .relaxed), let burned = try await burnInOneCall(command) { return burned }
+        // A key already taken (a replay, or one still in flight), or the function turned off: the flow decides.
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await run { Settlement.burn(command, context) }
+    }
+
+    /// A new redeem in one call to `pkr_burn`, the burn flow as a PL/pgSQL function: the balance, chain and head
+    /// locks are held while the server runs it and commits, not across this process's round trips, which is what
+    /// let only a few hundred concurrent redeems a second through. Answers nil when the idempotency key is taken;
+    /// the flow then replays the stored answer or refuses the key as in flight. `PostgresBurnTests` pins it to the
+    /// flow.
+    private func burnInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
+        let now = nowMicros()
+        let createdAt = Timestamp.format(micros: now)
+        let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
+                           txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
+        let receipt = BurnReceipt(job)
+        let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
+        let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.customerID : nil })
+        let rows = try await pg.query("""
+            SELECT outcome, available_units, wallet_account FROM pkr_burn(
+              \(command.customerID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
+              \(IdempotencyClaim.redeemEndpoint), \(command.requestFingerprint), \(receipt.storedForm), \(command.memo), \(createdAt),
+              \(userIDs), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)), \(postings.map(\.amountUnits)))
+            """, logger: logger)
+        for try await (outcome, availableUnits, walletAccount) in rows.decode((Int32, Int64?, String?).self) {
+            switch outcome {
+            case 1:
+                guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_burn answered no wallet account") }
+                burnOneCallCount.add(1, ordering: .relaxed)
+                return .burned(receipt, walletAccount: walletAccount)
+            case 0:
+                return nil
+            case -1:
+                throw GatewayError.insufficientBalance(availableUnits: availableUnits ?? 0, requestedUnits: command.amountUnits)
+            case -2:
+                let logger = self.logger
+                let customer = try await pg.withConnection { try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger) }
+                throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .burn)
+            case -3:
+                throw GatewayError.demoNotSeeded
+            default:
+                throw GatewayError.storeUnavailable("pkr_burn answered \(outcome)")
+            }
+        }
+        throw GatewayError.storeUnavailable("pkr_burn answered no row")
+    }
+
+    /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
+    /// Returns the new head. The entries and the new head go in one statement, one round trip under the head's lock.
+    @discardableResult
+    static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
+                             logger: Logger) async throws -> LedgerHead {
+        let (entries, newHead) = LedgerAppend.entries(after: head, appends)
+        _ = try await connection.execute(AppendLedgerEntries(entries: LedgerEntryColumns(entries), head: newHead), logger: logger)
+        return newHead
+    }
+
+    public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
+        try await pg.query("""
+            UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = \(providerTxID)
+            WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
+            """, logger: logger)
+    }
+
+    public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+        let cutoff = Timestamp.format(micros: olderThanMicros)
+        let rows = try await pg.query("""
+            SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+            WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= \(cutoff)
+            ORDER BY j.created_at LIMIT \(limit)
+            """, logger: logger)
+        var out: [PendingPayout] = []
+        for try await (id, account, amount, memo) in rows.decode((String, String, Int64, String).self) {
+            out.append(PendingPayout(jobID: id, walletAccount: account, amountUnits: amount, memo: memo))
+        }
+        return out
+    }
+
+    // MARK: - Reads
+
+    public func tokenBalanceUnits(customerID: String) async throws -> Int64 {
+        // The hottest read: prepared once per connection, so each call skips the parse and the plan.
+        for try await balance in try await pg.execute(TokenBalanceQuery(userID: customerID), logger: logger) {
+            return balance
+        }
+        return 0
+    }
+
+    public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
+        let rows = try await pg.query("""
+            SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+            FROM core_ledgerentry WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var out: [LedgerEntry] = []
+        for try await row in rows { out.append(try Self.decodeLedger(row)) }
+        return out
+    }
+
+    private static func decodeLedger(_ row: PostgresRow) throws -> LedgerEntry {
+        let (id, userID, side, account, amount, refType, refID, createdAt, prevHash, entryHash) =
+            try row.decode((Int64, String?, String, String, Int64, String, String, String, String, String).self)
+        guard let side = LedgerSide(rawValue: side), let account = LedgerAccount(rawValue: account),
+              let refType = ChainJobType(rawValue: refType) else {
+            throw GatewayError.storeUnavailable("core_ledgerentry row \(id) is corrupt")
+        }
+        return LedgerEntry(id: id, userID: userID, side: side, account: account, amountUnits: amount, refType: refType,
+                           refID: refID, createdAt: createdAt, prevHash: prevHash, entryHash: entryHash)
+    }
+
+    public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
+        let rows = try await pg.query("""
+            SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e
+            WHERE e.id < \(beforeID ?? Int64.max) ORDER BY e.id DESC LIMIT \(limit)
+            """, logger: logger)
+        var out: [ExternalTransactionRecord] = []
+        for try await row in rows { out.append(try PostgresPrimitives.decodeExternal(row)) }
+        return out
+    }
+
+    public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
+        let rows = try await pg.query("""
+            SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                   provider_tx_id, job_id, body_bytes
+            FROM core_webhookinbound WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var out: [InboundRecord] = []
+        for try await (id, received, messageID, timestamp, source, scheme, verification, outcome, error, txID, jobID, bytes)
+            in rows.decode((Int64, String, String?, String?, String?, String?, String, String, String?, String?, String?, Int).self) {
+            out.append(InboundRecord(id: id, received_at: received, message_id: messageID, webhook_timestamp: timestamp,
+                                     source_address: source, scheme: scheme, verification: verification, outcome: outcome,
+                                     error: error, provider_tx_id: txID, job_id: jobID, body_bytes: bytes))
+        }
+        return out
+    }
+
+    public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
+        let rows = try await pg.query("""
+            SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
+            FROM core_webhookquarantine WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            """, logger: logger)
+        var out: [QuarantineRecord] = []
+        for try await (id, inboundID, txID, via, fields, body, created)
+            in rows.decode((Int64, Int64?, String, String, String, ByteBuffer, String).self) {
+            out.append(QuarantineRecord(id: id, inbound_id: inboundID, provider_tx_id: txID, arrived_via: via,
+                                        differing_fields: fields.split(separator: ",").map(String.init),
+                                        body: String(buffer: body), created_at: created))
+        }
+        return out
+    }
+
+    public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
+        let logger = self.logger
+        // One REPEATABLE READ transaction: every figure comes from the same snapshot.
+        return try await readOnlySnapshot { connection in
+                func int(_ sql: String) async throws -> Int64 {
+                    for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int64.self) {
+                        return value
+                    }
+                    return 0
+                }
+                func strings(_ sql: String) async throws -> [String] {
+                    var out: [String] = []
+                    for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(String.self) {
+                        out.append(value)
+                    }
+                    return out
+                }
+                var latest: [ExternalTransactionRecord] = []
+                for try await row in try await connection.query("""
+                    SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                    """, logger: logger) {
+                    latest.append(try PostgresPrimitives.decodeExternal(row))
+                }
+                var lags: [Int64] = []
+                var webhookOnly = 0, pollOnly = 0, both = 0
+                for try await (webhook, poll, lag) in try await connection.query("""
+                    SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
+                    """, logger: logger).decode((Bool, Bool, Int64).self) {
+                    if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
+                    lags.append(max(0, lag))
+                }
+                lags.sort()
+                let snapshot = ReconciliationSnapshot(
+                    mintedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'mint'"),
+                    burnedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn'"),
+                    tokenBalanceUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM core_tokenbalance"),
+                    chainStubUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance"),
+                    settledCreditsUnminted: try await strings("""
+                        SELECT e.provider_tx_id FROM core_externaltransaction e
+                        WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
+                          AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+                        """),
+                    heldCreditPaisa: try await int("""
+                        SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                        """),
+                    creditsMintedMoreThanOnce: try await strings("""
+                        SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
+                        """),
+                    payoutRequestedUnits: try await int("""
+                        SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
+                        """),
+                    burnsAwaitingDebit: try await strings("""
+                        SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
+                        """),
+                    burnsWithSeveralDebits: try await strings("""
+                        SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
+                        GROUP BY matched_job_id HAVING COUNT(*) > 1
+                        """),
+                    unmatchedDebits: try await strings("""
+                        SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
+                        """),
+                    ledgerUserNetUnits: try await int("""
+                        SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)::BIGINT
+                        FROM core_ledgerentry WHERE account = 'user_token'
+                        """),
+                    latest: latest,
+                    arrivals: ArrivalStats(webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
+                                           foundByPollFirst: try await strings("""
+                                               SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
+                                               ORDER BY id DESC LIMIT 50
+                                               """)))
+                return snapshot
+        }
+    }
+
+    /// Runs `body` in one read-only REPEATABLE READ transaction, ending it however `body` ends, so a failed read
+    /// never hands a connection back to the pool with a transaction still open.
+    private func readOnlySnapshot<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let logger = self.logger
+        return try await pg.withConnection { connection in
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            do {
+                let value = try await body(connection)
+                try await connection.query("COMMIT", logger: logger)
+                return value
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    public func verifyLedger() async throws -> LedgerChainVerifier {
+        let logger = self.logger
+        return try await readOnlySnapshot { connection in
+            var verifier = LedgerChainVerifier()
+            var batch: [LedgerEntry] = []
+            // Rows stream from the server and are checked a batch at a time; memory stays flat however long the
+            // ledger is.
+            for try await row in try await connection.query("""
+                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                FROM core_ledgerentry ORDER BY id
+                """, logger: logger) {
+                guard verifier.firstBreak == nil else { continue }
+                batch.append(try Self.decodeLedger(row))
+                if batch.count == LedgerChainVerifier.batchSize {
+                    _ = verifier.check(batch)
+                    batch.removeAll(keepingCapacity: true)
+                }
+            }
+            _ = verifier.check(batch)
+            var head = LedgerHead.genesis
+            for try await (lastID, lastHash) in try await connection.query(
+                "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1", logger: logger).decode((Int64, String).self) {
+                head = LedgerHead(lastID: lastID, lastHash: lastHash)
+            }
+            verifier.finish(storedHead: head)
+            return verifier
+        }
+    }
+
+    /// PostgreSQL checkpoints on its own schedule; a forced one needs a superuser.
+    public func checkpoint() async throws {}
+
+    public func cursor(named name: String) async throws -> Int64 {
+        for try await value in try await pg.query("SELECT value FROM core_cursor WHERE name = \(name)", logger: logger).decode(Int64.self) {
+            return value
+        }
+        return 0
+    }
+
+    public func setCursor(named name: String, to value: Int64) async throws {
+        try await pg.query("""
+            INSERT INTO core_cursor (name, value) VALUES (\(name), \(value))
+            ON CONFLICT (name) DO UPDATE SET value = GREATEST(core_cursor.value, excluded.value)
+            """, logger: logger)
+    }
+}
+
+/// Ledger entries, one array per column.
+struct LedgerEntryColumns: Sendable {
+    var id: [Int64] = [], userID = NullableTextArray(), side: [String] = [], account: [String] = []
+    var amountUnits: [Int64] = [], refType: [String] = [], refID: [String] = [], createdAt: [String] = []
+    var prevHash: [String] = [], entryHash: [String] = []
+
+    init() {}
+
+    init(_ entries: [LedgerEntry]) {
+        for entry in entries { append(entry) }
+    }
+
+    mutating func append(_ entry: LedgerEntry) {
+        id.append(entry.id)
+        userID.values.append(entry.userID)
+        side.append(entry.side.rawValue)
+        account.append(entry.account.rawValue)
+        amountUnits.append(entry.amountUnits)
+        refType.append(entry.refType.rawValue)
+        refID.append(entry.refID)
+        createdAt.append(entry.createdAt)
+        prevHash.append(entry.prevHash)
+        entryHash.append(entry.entryHash)
+    }
+
+    /// The ten columns, in the table's order, as array parameters.
+    func appendBindings(to binds: inout PostgresBindings) {
+        binds.append(id)
+        binds.append(userID)
+        binds.append(side)
+        binds.append(account)
+        binds.append(amountUnits)
+        binds.append(refType)
+        binds.append(refID)
+        binds.append(createdAt)
+        binds.append(prevHash)
+        binds.append(entryHash)
+    }
+}
+
+/// Inserts ledger entries and moves the head past them. Its text never changes, so it is prepared once per
+/// connection.
+private struct AppendLedgerEntries: PostgresPreparedStatement {
+    static let sql = """
+        WITH entries AS (
+          INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+                               $9::text[], $10::text[])
+        )
+        UPDATE core_ledgerhead SET last_id = $11, last_hash = $12 WHERE singleton = 1
+        """
+    typealias Row = ()
+
+    var entries: LedgerEntryColumns
+    var head: LedgerHead
+
+    func makeBindings() -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 12)
+        entries.appendBindings(to: &binds)
+        binds.append(head.lastID)
+        binds.append(head.lastHash)
+        return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws {}
+}
+
+private struct TokenBalanceQuery: PostgresPreparedStatement {
+    static let sql = "SELECT balance_units FROM core_tokenbalance WHERE user_id = $1"
+
+    var userID: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(userID)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
+}
