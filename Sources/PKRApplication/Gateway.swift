@@ -263,6 +263,26 @@ public final class Gateway: Sendable {
         try await store.verifyLedger()
     }
 
+    // MARK: - The provider stub's outbox, for operators
+
+    public func deliveries(_ page: Page, state: String?) async throws -> [DeliveryView] {
+        try await outbox.list(limit: page.limit, beforeID: page.beforeID, state: state)
+    }
+
+    /// A delivery and its attempts; nil for an unknown id.
+    public func delivery(id: Int64) async throws -> (DeliveryView, [AttemptView])? {
+        guard let attempts = try await outbox.attempts(deliveryID: id),
+              let view = try await outbox.list(limit: 1, beforeID: id + 1, state: nil).first, view.id == id else { return nil }
+        return (view, attempts)
+    }
+
+    /// An operator's redelivery: due now, with a fresh retry schedule. False for an unknown id.
+    public func redeliver(id: Int64) async throws -> Bool {
+        guard try await outbox.redeliver(id: id, nowMicros: clock.nowMicros()) else { return false }
+        wakeDispatcher()
+        return true
+    }
+
     // MARK: - Reconciliation
 
     public func reconciliation() async throws -> ReconciliationReport {

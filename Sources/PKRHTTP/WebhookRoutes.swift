@@ -86,16 +86,13 @@ struct WebhookRoutes {
         if let state, !["pending", "delivered", "dead"].contains(state) {
             throw GatewayError.invalidField("state", "pending, delivered or dead")
         }
-        return try Self.encode(try await gateway.outbox.list(limit: page.limit, beforeID: page.beforeID, state: state))
+        return try Self.encode(try await gateway.deliveries(page, state: state))
     }
 
     @Sendable func delivery(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
         let id = try Self.deliveryID(context)
-        guard let attempts = try await gateway.outbox.attempts(deliveryID: id),
-              let view = try await gateway.outbox.list(limit: 1, beforeID: id + 1, state: nil).first, view.id == id else {
-            throw GatewayError.notFound("no delivery \(id)")
-        }
+        guard let (view, attempts) = try await gateway.delivery(id: id) else { throw GatewayError.notFound("no delivery \(id)") }
         struct Detail: Encodable {
             var delivery: DeliveryView
             var attempts: [AttemptView]
@@ -106,10 +103,7 @@ struct WebhookRoutes {
     @Sendable func retry(_ request: Request, context: AppRequestContext) async throws -> Response {
         try operatorAuth.require(request)
         let id = try Self.deliveryID(context)
-        guard try await gateway.outbox.redeliver(id: id, nowMicros: gateway.clock.nowMicros()) else {
-            throw GatewayError.notFound("no delivery \(id)")
-        }
-        gateway.wakeDispatcher()
+        guard try await gateway.redeliver(id: id) else { throw GatewayError.notFound("no delivery \(id)") }
         return JSONResponse.make(.accepted, .object([("ok", .bool(true)), ("delivery_id", .integer(id)), ("state", .string("pending"))]))
     }
 

@@ -132,7 +132,7 @@ struct Bench: AsyncParsableCommand {
                 let gateway = try await seededGateway(engine, scratch: scratch)
                 try await Benchmark.loadLedger(gateway, count: ledger)
                 let started = SystemClock().nowMicros()
-                let verified = try await gateway.store.verifyLedger()
+                let verified = try await gateway.verifyLedger()
                 times.append(SystemClock().nowMicros() - started)
                 guard verified.firstBreak == nil, verified.entriesChecked == Int64(ledger) else {
                     throw ValidationError("ledger verify: \(verified.firstBreak.map { "\($0)" } ?? "\(verified.entriesChecked) entries")")
