@@ -7,59 +7,71 @@ import SQLiteSupport
 /// at all. A real chain adapter would instead submit from an outbox and confirm asynchronously.
 public enum ChainStub {
     public static func createTables(_ db: Database) throws {
-        try db.execute(sql: """
-            CREATE TABLE chain_stub_chainstubbalance (
-              address TEXT PRIMARY KEY,
-              balance_units INTEGER NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
-            );
-            CREATE TABLE chain_stub_chainstubreceipt (
-              tx_hash TEXT PRIMARY KEY,
-              op TEXT NOT NULL CHECK (op IN ('mint', 'burn')),
-              address TEXT NOT NULL,
-              amount_units INTEGER NOT NULL CHECK (amount_units > 0),
-              reference TEXT NOT NULL UNIQUE,
-              created_at TEXT NOT NULL
-            );
-            """)
+        try db.execute(
+            sql: """
+                CREATE TABLE chain_stub_chainstubbalance (
+                  address TEXT PRIMARY KEY,
+                  balance_units INTEGER NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
+                );
+                CREATE TABLE chain_stub_chainstubreceipt (
+                  tx_hash TEXT PRIMARY KEY,
+                  op TEXT NOT NULL CHECK (op IN ('mint', 'burn')),
+                  address TEXT NOT NULL,
+                  amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+                  reference TEXT NOT NULL UNIQUE,
+                  created_at TEXT NOT NULL
+                );
+                """)
     }
 
     public static func openAddress(_ db: Database, _ address: String) throws {
-        try db.cachedStatement(sql: "INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES (?, 0) ON CONFLICT DO NOTHING").execute(arguments: [address])
+        try db.cachedStatement(sql: "INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES (?, 0) ON CONFLICT DO NOTHING")
+            .execute(arguments: [address])
     }
 
     /// Applies a mint or burn and returns its receipt's transaction hash. A burn beyond the balance throws.
-    public static func submit(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
-                              createdAt: String, nowMicros: Int64) throws -> String {
+    public static func submit(
+        _ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
+        createdAt: String, nowMicros: Int64
+    ) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
         try adjustBalance(db, address: address, deltaUnits: op == .mint ? amountUnits : -amountUnits, op: op)
-        return try recordReceipt(db, op: op, address: address, amountUnits: amountUnits, reference: reference,
-                                 createdAt: createdAt, nowMicros: nowMicros)
+        return try recordReceipt(
+            db, op: op, address: address, amountUnits: amountUnits, reference: reference,
+            createdAt: createdAt, nowMicros: nowMicros)
     }
 
     /// Moves an address's balance; a change that would take it below zero throws. A caller that records receipts
     /// with `recordReceipt` alone must apply their sum here in the same transaction.
     public static func adjustBalance(_ db: Database, address: String, deltaUnits: Int64, op: ChainJobType) throws {
-        try db.cachedStatement(sql: """
-            UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
-            WHERE address = ? AND balance_units + ? >= 0
-            """).run(deltaUnits, address, deltaUnits)
+        try db.cachedStatement(
+            sql: """
+                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + ?
+                WHERE address = ? AND balance_units + ? >= 0
+                """
+        ).run(deltaUnits, address, deltaUnits)
         guard db.changesCount == 1 else { throw ChainStubError.rejected(address: address, op: op) }
     }
 
     /// Writes an operation's receipt and returns its transaction hash, leaving the balance to `adjustBalance`.
-    public static func recordReceipt(_ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
-                                     createdAt: String, nowMicros: Int64) throws -> String {
+    public static func recordReceipt(
+        _ db: Database, op: ChainJobType, address: String, amountUnits: Int64, reference: String,
+        createdAt: String, nowMicros: Int64
+    ) throws -> String {
         precondition(amountUnits > 0, "chain operations move a positive amount")
         let txHash = Identifiers.chainTxHash(unixMillis: nowMicros / 1000)
-        try db.cachedStatement(sql: """
-            INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-            VALUES (?, ?, ?, ?, ?, ?)
-            """).run(txHash, op.rawValue, address, amountUnits, reference, createdAt)
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """
+        ).run(txHash, op.rawValue, address, amountUnits, reference, createdAt)
         return txHash
     }
 
     public static func hasAddress(_ db: Database, _ address: String) throws -> Bool {
-        try db.cachedStatement(sql: "SELECT 1 FROM chain_stub_chainstubbalance WHERE address = ?").first(address, decode: { _ in true }) != nil
+        try db.cachedStatement(sql: "SELECT 1 FROM chain_stub_chainstubbalance WHERE address = ?").first(address, decode: { _ in true })
+            != nil
     }
 
     public static func totalSupplyUnits(_ db: Database) throws -> Int64 {
@@ -67,7 +79,8 @@ public enum ChainStub {
     }
 
     public static func balanceUnits(_ db: Database, address: String) throws -> Int64 {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM chain_stub_chainstubbalance WHERE address = ?"), arguments: [address]) ?? 0
+        try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT balance_units FROM chain_stub_chainstubbalance WHERE address = ?"), arguments: [address]) ?? 0
     }
 }
 

@@ -29,8 +29,10 @@ public final class Gateway: Sendable {
     private let cachedCustomer = Mutex<Customer?>(nil)
     private let redeemsInFlight = Mutex<Set<String>>([])
 
-    package init(config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
-         outbox: any OutboxStore, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal) {
+    package init(
+        config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
+        outbox: any OutboxStore, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal
+    ) {
         self.dispatchSignal = dispatchSignal
         self.config = config
         self.store = store
@@ -39,8 +41,9 @@ public final class Gateway: Sendable {
         self.outbox = outbox
         self.clock = clock
         self.logger = logger
-        self.verifier = WebhookVerifier(secrets: config.webhookSecrets, toleranceSeconds: config.webhookToleranceSeconds,
-                                        legacyKey: config.legacyWebhookKey)
+        self.verifier = WebhookVerifier(
+            secrets: config.webhookSecrets, toleranceSeconds: config.webhookToleranceSeconds,
+            legacyKey: config.legacyWebhookKey)
     }
 
     // MARK: - Customers
@@ -87,9 +90,11 @@ public final class Gateway: Sendable {
             // A full page means there may be more: the next one is read while this one is applied.
             let more = page.transactions.count == Self.pollPageSize && page.nextCursor > cursor
             let nextCursor = page.nextCursor
-            let nextPage = more ? Task {
-                try await provider.transactions(sinceMicros: since, after: nextCursor, limit: Self.pollPageSize)
-            } : nil
+            let nextPage =
+                more
+                ? Task {
+                    try await provider.transactions(sinceMicros: since, after: nextCursor, limit: Self.pollPageSize)
+                } : nil
             defer { nextPage?.cancel() }
             let outcomes = try await store.applyPolled(page.transactions)
             for (tx, outcome) in zip(page.transactions, outcomes) {
@@ -102,8 +107,9 @@ public final class Gateway: Sendable {
                 case .duplicate: result.duplicates += 1
                 case .conflict(let fields):
                     result.conflicts += 1
-                    logger.error("provider listing conflicts with a recorded transaction; quarantined",
-                                 metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
+                    logger.error(
+                        "provider listing conflicts with a recorded transaction; quarantined",
+                        metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
                 case .ignoredUnknownAccount: break
                 }
             }
@@ -123,11 +129,13 @@ public final class Gateway: Sendable {
     public func reconcileOnce() async throws -> IngestResult {
         let result = try await ingest(sinceMicros: nil)
         if result.minted > 0 {
-            logger.warning("reconciler minted credits whose webhooks never arrived",
-                           metadata: ["count": "\(result.minted)", "provider_tx_ids": "\(result.mintedProviderTxIDs.prefix(20))"])
+            logger.warning(
+                "reconciler minted credits whose webhooks never arrived",
+                metadata: ["count": "\(result.minted)", "provider_tx_ids": "\(result.mintedProviderTxIDs.prefix(20))"])
         }
-        let stuck = try await store.payoutsAwaitingSubmission(olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond,
-                                                              limit: 100)
+        let stuck = try await store.payoutsAwaitingSubmission(
+            olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond,
+            limit: 100)
         for payout in stuck {
             await submitPayout(jobID: payout.jobID, account: payout.walletAccount, amountUnits: payout.amountUnits, memo: payout.memo)
         }
@@ -145,8 +153,9 @@ public final class Gateway: Sendable {
     public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?) async throws -> RedeemResult {
         guard amountUnits % Money.unitsPerPaisa == 0 else { throw GatewayError.invalidAmount(field: "amount_units", .notWholePaisa) }
         guard amountUnits <= config.limits.maxPayoutUnits else {
-            throw GatewayError.amountAboveLimit(field: "amount_units",
-                                                limit: Money.formatPaisa(config.limits.maxPayoutUnits / Money.unitsPerPaisa))
+            throw GatewayError.amountAboveLimit(
+                field: "amount_units",
+                limit: Money.formatPaisa(config.limits.maxPayoutUnits / Money.unitsPerPaisa))
         }
         let customer = try await currentCustomer()
         let fingerprint = IdempotencyKey.fingerprint([String(amountUnits), memo])
@@ -157,8 +166,9 @@ public final class Gateway: Sendable {
         defer {
             if let key = idempotencyKey { _ = redeemsInFlight.withLock { $0.remove(customer.id + "\u{1f}" + key) } }
         }
-        let command = RedeemCommand(customerID: customer.id, amountUnits: amountUnits, memo: memo, idempotencyKey: idempotencyKey,
-                                    requestFingerprint: fingerprint)
+        let command = RedeemCommand(
+            customerID: customer.id, amountUnits: amountUnits, memo: memo, idempotencyKey: idempotencyKey,
+            requestFingerprint: fingerprint)
         let result = try await store.redeem(command)
         if case .burned(let receipt, let account) = result {
             await submitPayout(jobID: receipt.jobID, account: account, amountUnits: receipt.amountUnits, memo: memo)
@@ -184,27 +194,29 @@ public final class Gateway: Sendable {
         public var body: [UInt8]
         public var sourceAddress: String?
         public var receivedAtMicros: Int64
-    
-    public init(headers: WebhookHeaders, body: [UInt8], sourceAddress: String?, receivedAtMicros: Int64) {
-        self.headers = headers
-        self.body = body
-        self.sourceAddress = sourceAddress
-        self.receivedAtMicros = receivedAtMicros
+
+        public init(headers: WebhookHeaders, body: [UInt8], sourceAddress: String?, receivedAtMicros: Int64) {
+            self.headers = headers
+            self.body = body
+            self.sourceAddress = sourceAddress
+            self.receivedAtMicros = receivedAtMicros
+        }
     }
-}
 
     /// Verifies, parses and applies one delivery. Every delivery lands in the inbound log, accepted or not.
     public func receiveWebhook(_ delivery: WebhookDelivery) async throws -> ApplyOutcome {
-        var draft = InboundDraft(receivedAtMicros: delivery.receivedAtMicros, messageID: delivery.headers.id,
-                                 webhookTimestamp: delivery.headers.timestamp, sourceAddress: delivery.sourceAddress,
-                                 scheme: nil, verification: "unverified", errorCode: nil, providerTxID: nil, body: delivery.body)
+        var draft = InboundDraft(
+            receivedAtMicros: delivery.receivedAtMicros, messageID: delivery.headers.id,
+            webhookTimestamp: delivery.headers.timestamp, sourceAddress: delivery.sourceAddress,
+            scheme: nil, verification: "unverified", errorCode: nil, providerTxID: nil, body: delivery.body)
         let scheme: WebhookScheme
         switch verifier.verify(delivery.headers, body: delivery.body, nowSeconds: delivery.receivedAtMicros / Timestamp.microsPerSecond) {
         case .success(let verified): scheme = verified
         case .failure(let rejection):
-            try await store.logRejectedInbound(InboundDraft.unverified(
-                delivery.headers, body: delivery.body, sourceAddress: delivery.sourceAddress,
-                receivedAtMicros: delivery.receivedAtMicros, verification: rejection.rawValue, errorCode: rejection.rawValue))
+            try await store.logRejectedInbound(
+                InboundDraft.unverified(
+                    delivery.headers, body: delivery.body, sourceAddress: delivery.sourceAddress,
+                    receivedAtMicros: delivery.receivedAtMicros, verification: rejection.rawValue, errorCode: rejection.rawValue))
             throw GatewayError.webhookRejected(rejection)
         }
         draft.scheme = scheme
@@ -214,7 +226,8 @@ public final class Gateway: Sendable {
             draft.providerTxID = tx.providerTxID
             let outcome = try await store.apply(tx, via: .webhook, inbound: draft)
             if case .conflict(let fields) = outcome {
-                logger.warning("conflicting webhook quarantined", metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
+                logger.warning(
+                    "conflicting webhook quarantined", metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
                 throw GatewayError.webhookConflict(providerTxID: tx.providerTxID, fields: fields)
             }
             return outcome
@@ -227,11 +240,14 @@ public final class Gateway: Sendable {
     }
 
     /// Logs a delivery refused before it could be verified (its body could not be read).
-    public func logUnreadableDelivery(_ headers: WebhookHeaders, sourceAddress: String?, receivedAtMicros: Int64,
-                                      error: GatewayError) async throws {
-        try await store.logRejectedInbound(InboundDraft.unverified(
-            headers, body: [], sourceAddress: sourceAddress, receivedAtMicros: receivedAtMicros, verification: "unverified",
-            errorCode: error.code))
+    public func logUnreadableDelivery(
+        _ headers: WebhookHeaders, sourceAddress: String?, receivedAtMicros: Int64,
+        error: GatewayError
+    ) async throws {
+        try await store.logRejectedInbound(
+            InboundDraft.unverified(
+                headers, body: [], sourceAddress: sourceAddress, receivedAtMicros: receivedAtMicros, verification: "unverified",
+                errorCode: error.code))
     }
 
     /// Makes the webhook dispatcher look at the outbox now rather than at its next timer.
@@ -272,7 +288,8 @@ public final class Gateway: Sendable {
     /// A delivery and its attempts; nil for an unknown id.
     public func delivery(id: Int64) async throws -> (DeliveryView, [AttemptView])? {
         guard let attempts = try await outbox.attempts(deliveryID: id),
-              let view = try await outbox.list(limit: 1, beforeID: id + 1, state: nil).first, view.id == id else { return nil }
+            let view = try await outbox.list(limit: 1, beforeID: id + 1, state: nil).first, view.id == id
+        else { return nil }
         return (view, attempts)
     }
 
@@ -297,8 +314,10 @@ extension InboundDraft {
     /// The inbound-log row of a delivery nobody vouched for. Anyone can send unsigned bytes, so it keeps enough to
     /// diagnose and not enough to fill the disk: the first KiB of the body, and the id and timestamp no longer
     /// than a valid delivery's.
-    static func unverified(_ headers: WebhookHeaders, body: [UInt8], sourceAddress: String?, receivedAtMicros: Int64,
-                           verification: String, errorCode: String) -> InboundDraft {
+    static func unverified(
+        _ headers: WebhookHeaders, body: [UInt8], sourceAddress: String?, receivedAtMicros: Int64,
+        verification: String, errorCode: String
+    ) -> InboundDraft {
         // Whole code points only, so a cut never leaves half a character (which would decode to a longer one).
         func cut(_ text: String?, bytesMax: Int) -> String? {
             guard let text else { return nil }
@@ -311,11 +330,12 @@ extension InboundDraft {
             }
             return String(kept)
         }
-        return InboundDraft(receivedAtMicros: receivedAtMicros,
-                            messageID: cut(headers.id, bytesMax: WebhookVerifier.messageIDBytesMax),
-                            webhookTimestamp: cut(headers.timestamp, bytesMax: WebhookVerifier.timestampDigitsMax),
-                            sourceAddress: sourceAddress, scheme: nil, verification: verification, errorCode: errorCode,
-                            providerTxID: nil, body: Array(body.prefix(Gateway.unverifiedBodyBytesKept)))
+        return InboundDraft(
+            receivedAtMicros: receivedAtMicros,
+            messageID: cut(headers.id, bytesMax: WebhookVerifier.messageIDBytesMax),
+            webhookTimestamp: cut(headers.timestamp, bytesMax: WebhookVerifier.timestampDigitsMax),
+            sourceAddress: sourceAddress, scheme: nil, verification: verification, errorCode: errorCode,
+            providerTxID: nil, body: Array(body.prefix(Gateway.unverifiedBodyBytesKept)))
     }
 }
 

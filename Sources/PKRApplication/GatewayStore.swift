@@ -156,8 +156,10 @@ public struct InboundDraft: Sendable {
     public var providerTxID: String?
     public var body: [UInt8]
 
-    public init(receivedAtMicros: Int64, messageID: String?, webhookTimestamp: String?, sourceAddress: String?,
-                scheme: WebhookScheme?, verification: String, errorCode: String?, providerTxID: String?, body: [UInt8]) {
+    public init(
+        receivedAtMicros: Int64, messageID: String?, webhookTimestamp: String?, sourceAddress: String?,
+        scheme: WebhookScheme?, verification: String, errorCode: String?, providerTxID: String?, body: [UInt8]
+    ) {
         self.receivedAtMicros = receivedAtMicros
         self.messageID = messageID
         self.webhookTimestamp = webhookTimestamp
@@ -184,7 +186,10 @@ public struct InboundRecord: Sendable, Codable {
     public var job_id: String?
     public var body_bytes: Int
 
-    public init(id: Int64, received_at: String, message_id: String?, webhook_timestamp: String?, source_address: String?, scheme: String?, verification: String, outcome: String, error: String?, provider_tx_id: String?, job_id: String?, body_bytes: Int) {
+    public init(
+        id: Int64, received_at: String, message_id: String?, webhook_timestamp: String?, source_address: String?, scheme: String?,
+        verification: String, outcome: String, error: String?, provider_tx_id: String?, job_id: String?, body_bytes: Int
+    ) {
         self.id = id
         self.received_at = received_at
         self.message_id = message_id
@@ -209,7 +214,10 @@ public struct QuarantineRecord: Sendable, Codable {
     public var body: String
     public var created_at: String
 
-    public init(id: Int64, inbound_id: Int64?, provider_tx_id: String, arrived_via: String, differing_fields: [String], body: String, created_at: String) {
+    public init(
+        id: Int64, inbound_id: Int64?, provider_tx_id: String, arrived_via: String, differing_fields: [String], body: String,
+        created_at: String
+    ) {
         self.id = id
         self.inbound_id = inbound_id
         self.provider_tx_id = provider_tx_id
@@ -232,7 +240,10 @@ public struct ExternalTransactionRecord: Sendable {
     public var matchedJobID: String?
     public var flag: String?
 
-    public init(id: Int64, tx: ProviderTransaction, recordedAt: String, firstSeenVia: ArrivalPath, seenViaWebhook: Bool, seenViaPoll: Bool, lagMicros: Int64, mintJobID: String?, matchedJobID: String?, flag: String?) {
+    public init(
+        id: Int64, tx: ProviderTransaction, recordedAt: String, firstSeenVia: ArrivalPath, seenViaWebhook: Bool, seenViaPoll: Bool,
+        lagMicros: Int64, mintJobID: String?, matchedJobID: String?, flag: String?
+    ) {
         self.id = id
         self.tx = tx
         self.recordedAt = recordedAt
@@ -301,15 +312,18 @@ public struct BurnReceipt: Sendable, Equatable {
 
     /// The receipt as stored with its idempotency key (the seed's redeem answer, as JSON text).
     public var storedForm: String {
-        JSONText.object([("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
-                         ("amount_units", .string(String(amountUnits)))])
+        JSONText.object([
+            ("job_id", .string(jobID)), ("tx_hash", .string(txHash)),
+            ("amount_units", .string(String(amountUnits))),
+        ])
     }
 
     /// Reads a stored receipt back; nil for text that `storedForm` did not write.
     public init?(storedForm: String) {
         guard let value = try? JSONReader.parse(Array(storedForm.utf8)),
-              case .string(let jobID)? = value["job_id"], case .string(let txHash)? = value["tx_hash"],
-              case .string(let amount)? = value["amount_units"], let units = Int64(amount), units > 0 else { return nil }
+            case .string(let jobID)? = value["job_id"], case .string(let txHash)? = value["tx_hash"],
+            case .string(let amount)? = value["amount_units"], let units = Int64(amount), units > 0
+        else { return nil }
         self.init(jobID: jobID, txHash: txHash, amountUnits: units)
     }
 }
@@ -346,7 +360,12 @@ public struct ReconciliationSnapshot: Sendable {
     public var latest: [ExternalTransactionRecord]
     public var arrivals: ArrivalStats
 
-    public init(mintedUnits: Int64, burnedUnits: Int64, tokenBalanceUnits: Int64, chainStubUnits: Int64, settledCreditsUnminted: [String], heldCreditPaisa: Int64, creditsMintedMoreThanOnce: [String], payoutRequestedUnits: Int64, burnsAwaitingDebit: [String], burnsWithSeveralDebits: [String], unmatchedDebits: [String], ledgerUserNetUnits: Int64, latest: [ExternalTransactionRecord], arrivals: ArrivalStats) {
+    public init(
+        mintedUnits: Int64, burnedUnits: Int64, tokenBalanceUnits: Int64, chainStubUnits: Int64, settledCreditsUnminted: [String],
+        heldCreditPaisa: Int64, creditsMintedMoreThanOnce: [String], payoutRequestedUnits: Int64, burnsAwaitingDebit: [String],
+        burnsWithSeveralDebits: [String], unmatchedDebits: [String], ledgerUserNetUnits: Int64, latest: [ExternalTransactionRecord],
+        arrivals: ArrivalStats
+    ) {
         self.mintedUnits = mintedUnits
         self.burnedUnits = burnedUnits
         self.tokenBalanceUnits = tokenBalanceUnits

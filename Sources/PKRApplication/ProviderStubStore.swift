@@ -18,8 +18,9 @@ public protocol WalletStubStore: WalletProvider {
 public protocol OutboxStore: Sendable {
     /// Claims due deliveries under a lease so that two dispatchers never send the same attempt at once.
     func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery]
-    func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
-                       outcome: AttemptOutcome, nowMicros: Int64) async throws
+    func recordAttempt(
+        _ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
+        outcome: AttemptOutcome, nowMicros: Int64) async throws
     /// An operator's redelivery: due now with a fresh retry schedule. False if the id is unknown.
     func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool
     /// When the next pending delivery falls due, so the dispatcher can sleep exactly that long.
@@ -70,7 +71,10 @@ public struct DeliveryView: Sendable, Codable {
     public var created_at: String
     public var delivered_at: String?
 
-    public init(id: Int64, message_id: String, provider_tx_id: String, state: String, attempts: Int, next_attempt_at: String?, last_http_status: Int?, last_error: String?, created_at: String, delivered_at: String?) {
+    public init(
+        id: Int64, message_id: String, provider_tx_id: String, state: String, attempts: Int, next_attempt_at: String?,
+        last_http_status: Int?, last_error: String?, created_at: String, delivered_at: String?
+    ) {
         self.id = id
         self.message_id = message_id
         self.provider_tx_id = provider_tx_id

@@ -28,41 +28,51 @@ public struct ReconciliationReport: Sendable {
         func check(_ name: String, _ ok: Bool, _ detail: String) { checks.append(Check(name: name, ok: ok, detail: detail)) }
 
         let net = Int128(s.mintedUnits) - Int128(s.burnedUnits)
-        check("mints_minus_burns_equal_token_balances", net == Int128(s.tokenBalanceUnits),
-              "mints \(s.mintedUnits) - burns \(s.burnedUnits) = \(net); token balances \(s.tokenBalanceUnits)")
-        check("token_balances_equal_chain_stub", s.tokenBalanceUnits == s.chainStubUnits,
-              "token balances \(s.tokenBalanceUnits); chain stub \(s.chainStubUnits)")
-        check("ledger_matches_token_balances", s.ledgerUserNetUnits == s.tokenBalanceUnits,
-              "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
+        check(
+            "mints_minus_burns_equal_token_balances", net == Int128(s.tokenBalanceUnits),
+            "mints \(s.mintedUnits) - burns \(s.burnedUnits) = \(net); token balances \(s.tokenBalanceUnits)")
+        check(
+            "token_balances_equal_chain_stub", s.tokenBalanceUnits == s.chainStubUnits,
+            "token balances \(s.tokenBalanceUnits); chain stub \(s.chainStubUnits)")
+        check(
+            "ledger_matches_token_balances", s.ledgerUserNetUnits == s.tokenBalanceUnits,
+            "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
         // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out and
         // credits held for an operator. Anything else is money without a token (or the reverse).
         let explained = Int128(s.chainStubUnits) + Int128(s.payoutRequestedUnits) + heldCreditUnits
         let gap = reserveUnits - explained
-        check("supply_equals_reserve", gap == 0,
-              gap == 0
+        check(
+            "supply_equals_reserve", gap == 0,
+            gap == 0
                 ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) = reserve \(reserveUnits)"
                 : gap > 0
                     ? "reserve \(reserveUnits) exceeds supply and in-flight amounts by \(gap) units: credits not yet ingested (webhook in flight or lost; run the reconciler)"
                     : "supply and in-flight amounts exceed the reserve \(reserveUnits) by \(-gap) units: tokens without money")
-        check("every_settled_credit_minted_once", s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty,
-              s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty
+        check(
+            "every_settled_credit_minted_once", s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty,
+            s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty
                 ? "every settled credit has exactly one mint"
                 : "unminted: \(s.settledCreditsUnminted.prefix(20)); minted more than once: \(s.creditsMintedMoreThanOnce.prefix(20))")
-        check("every_burn_paired_with_one_debit", s.burnsWithSeveralDebits.isEmpty,
-              s.burnsWithSeveralDebits.isEmpty
+        check(
+            "every_burn_paired_with_one_debit", s.burnsWithSeveralDebits.isEmpty,
+            s.burnsWithSeveralDebits.isEmpty
                 ? "no burn has more than one provider debit; \(s.burnsAwaitingDebit.count) awaiting their debit"
                 : "burns with several debits: \(s.burnsWithSeveralDebits.prefix(20))")
-        check("no_unmatched_debits", s.unmatchedDebits.isEmpty,
-              s.unmatchedDebits.isEmpty ? "every provider debit belongs to a burn"
+        check(
+            "no_unmatched_debits", s.unmatchedDebits.isEmpty,
+            s.unmatchedDebits.isEmpty
+                ? "every provider debit belongs to a burn"
                 : "debits with no burn (or failed payouts): \(s.unmatchedDebits.prefix(20))")
-        check("ledger_debits_equal_credits", ledger.debitUnits == ledger.creditUnits,
-              "debits \(ledger.debitUnits); credits \(ledger.creditUnits) over \(ledger.entriesChecked) entries")
+        check(
+            "ledger_debits_equal_credits", ledger.debitUnits == ledger.creditUnits,
+            "debits \(ledger.debitUnits); credits \(ledger.creditUnits) over \(ledger.entriesChecked) entries")
         let chainBreak: LedgerBreak? = {
             if case .unbalanced = ledger.firstBreak { return nil }
             return ledger.firstBreak
         }()
-        check("ledger_hash_chain_intact", chainBreak == nil,
-              chainBreak.map { "\($0)" } ?? "\(ledger.entriesChecked) entries, head \(ledger.head.lastHash.prefix(16))…")
+        check(
+            "ledger_hash_chain_intact", chainBreak == nil,
+            chainBreak.map { "\($0)" } ?? "\(ledger.entriesChecked) entries, head \(ledger.head.lastHash.prefix(16))…")
         self.checks = checks
     }
 
@@ -70,11 +80,14 @@ public struct ReconciliationReport: Sendable {
         .object([
             ("ok", .bool(ok)),
             ("checks", .array(checks.map { .object([("name", .string($0.name)), ("ok", .bool($0.ok)), ("detail", .string($0.detail))]) })),
-            ("in_flight", .object([
-                ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
-                ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
-                ("held_credit_units", .string(String(heldCreditUnits))),
-            ])),
+            (
+                "in_flight",
+                .object([
+                    ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
+                    ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
+                    ("held_credit_units", .string(String(heldCreditUnits))),
+                ])
+            ),
             ("reserve_units", .string(String(reserveUnits))),
             ("supply_units", .string(String(snapshot.chainStubUnits))),
         ])
@@ -97,8 +110,13 @@ public struct ReconciliationReport: Sendable {
             ("webhook_only", .integer(Int64(a.webhookOnly))),
             ("poll_only", .integer(Int64(a.pollOnly))),
             ("both", .integer(Int64(a.both))),
-            ("lag_ms", .object([("p50", .optional(lags?.p50)), ("p90", .optional(lags?.p90)), ("p99", .optional(lags?.p99)),
-                                ("max", .optional(lags?.max))])),
+            (
+                "lag_ms",
+                .object([
+                    ("p50", .optional(lags?.p50)), ("p90", .optional(lags?.p90)), ("p99", .optional(lags?.p99)),
+                    ("max", .optional(lags?.max)),
+                ])
+            ),
             ("found_by_poll_first", .array(a.foundByPollFirst.map(JSONValue.string))),
         ])
     }
@@ -116,7 +134,9 @@ public struct ReconciliationReport: Sendable {
             lines.append("lag from provider time to first sight (ms): p50 \(lags.p50), p90 \(lags.p90), p99 \(lags.p99), max \(lags.max)")
         }
         if !a.foundByPollFirst.isEmpty {
-            lines.append("found by the poll before any webhook: \(a.foundByPollFirst.prefix(10).joined(separator: ", "))\(a.foundByPollFirst.count > 10 ? ", …" : "")")
+            lines.append(
+                "found by the poll before any webhook: \(a.foundByPollFirst.prefix(10).joined(separator: ", "))\(a.foundByPollFirst.count > 10 ? ", …" : "")"
+            )
         }
         lines.append(ok ? "reconciliation: all checks passed" : "reconciliation: FAILED: \(failed.map(\.name).joined(separator: ", "))")
         return lines.joined(separator: "\n")

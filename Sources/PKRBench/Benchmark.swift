@@ -52,8 +52,9 @@ public enum Benchmark {
         }
         let outcomes = try await EventLoopFuture.whenAllSucceed(runs, on: group.any()).get().joined()
         let elapsed = clock.nowMicros() - started
-        return Sample(requests: outcomes.count, okCount: outcomes.filter(\.ok).count, elapsedMicros: elapsed,
-                      latenciesMicros: outcomes.map(\.latencyMicros).sorted())
+        return Sample(
+            requests: outcomes.count, okCount: outcomes.filter(\.ok).count, elapsedMicros: elapsed,
+            latenciesMicros: outcomes.map(\.latencyMicros).sorted())
     }
 
     /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
@@ -73,8 +74,9 @@ public enum Benchmark {
         return deposits.map { tx in
             let body = WebhookEvent.encode(tx)
             let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: nowSeconds)
-            return Request(method: .POST, path: "/api/webhooks/wallet",
-                           headers: [("content-type", "application/json")] + signed.headers, body: body)
+            return Request(
+                method: .POST, path: "/api/webhooks/wallet",
+                headers: [("content-type", "application/json")] + signed.headers, body: body)
         }
     }
 
@@ -92,9 +94,12 @@ public enum Benchmark {
         let token = String(repeating: "b", count: 64)
         let body = Array(#"{"amount_units":"10000","memo":"bench"}"#.utf8)
         return (0..<count).map { index in
-            Request(method: .POST, path: "/api/redeem",
-                    headers: [("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token),
-                              ("Idempotency-Key", "bench-\(tag)-\(index)")], body: body)
+            Request(
+                method: .POST, path: "/api/redeem",
+                headers: [
+                    ("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token),
+                    ("Idempotency-Key", "bench-\(tag)-\(index)"),
+                ], body: body)
         }
     }
 
@@ -113,7 +118,8 @@ public enum Benchmark {
     /// User and system CPU of process `pid` so far, from `/proc/<pid>/stat` (clock ticks, 10 ms each here).
     public static func cpuMicros(pid: Int32) -> Int64? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let nameEnd = text.lastIndex(of: ")") else { return nil }
+            let nameEnd = text.lastIndex(of: ")")
+        else { return nil }
         // After the parenthesised command name: state is the first field, utime the 12th and stime the 13th.
         let fields = text[text.index(after: nameEnd)...].split(separator: " ")
         guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return nil }

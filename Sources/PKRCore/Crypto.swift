@@ -11,8 +11,9 @@ public enum Crypto {
         let result = key.withUnsafeBufferPointer { keyBuffer in
             message.withUnsafeBufferPointer { messageBuffer in
                 out.withUnsafeMutableBufferPointer { outBuffer in
-                    HMAC(EVP_sha256(), keyBuffer.baseAddress, Int32(keyBuffer.count),
-                         messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress, &outLength)
+                    HMAC(
+                        EVP_sha256(), keyBuffer.baseAddress, Int32(keyBuffer.count),
+                        messageBuffer.baseAddress, messageBuffer.count, outBuffer.baseAddress, &outLength)
                 }
             }
         }

@@ -71,7 +71,8 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .unknownProviderTransaction(let id): return "no ingested provider transaction '\(id)'"
         case .notMintable(let why): return why
         case .demoNotSeeded:
-            return "no user is set up yet: POST /api/demo/seed in demo mode (pkr serve seeds it at start-up unless PKR_DEMO_SEED_ON_START=0)"
+            return
+                "no user is set up yet: POST /api/demo/seed in demo mode (pkr serve seeds it at start-up unless PKR_DEMO_SEED_ON_START=0)"
         case .idempotencyKeyReused: return "this Idempotency-Key was already used with a different request body"
         case .idempotencyRequestInFlight: return "a request with this Idempotency-Key is still being processed; retry later"
         case .invalidIdempotencyKey: return "the Idempotency-Key header must be 1 to 255 printable ASCII characters"
@@ -88,7 +89,8 @@ public enum GatewayError: Error, Equatable, Sendable {
             }
         case .unknownAccount(let account): return "unknown wallet account '\(account)'"
         case .webhookConflict(let id, let fields):
-            return "provider transaction '\(id)' was already received with different \(fields.joined(separator: ", ")); quarantined for an operator"
+            return
+                "provider transaction '\(id)' was already received with different \(fields.joined(separator: ", ")); quarantined for an operator"
         case .payloadTooLarge(let max):
             return max > 0 ? "the request body is larger than \(max) bytes" : "the request body is larger than this endpoint accepts"
         case .notFound(let what): return what

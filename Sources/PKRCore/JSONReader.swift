@@ -139,7 +139,8 @@ public enum JSONReader {
         private mutating func literal(_ word: StaticString) throws(Failure) {
             let expected = UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
             guard bytes.count - index >= expected.count,
-                  expected.elementsEqual(UnsafeBufferPointer(rebasing: bytes[index..<index + expected.count])) else {
+                expected.elementsEqual(UnsafeBufferPointer(rebasing: bytes[index..<index + expected.count]))
+            else {
                 throw failure("an unexpected word where a value should be")
             }
             index += expected.count

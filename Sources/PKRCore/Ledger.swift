@@ -30,11 +30,15 @@ public enum PostingRules {
         precondition(amountUnits > 0, "ledger amounts are positive")
         switch job {
         case .mint:
-            return [LedgerPosting(side: .credit, account: .issuerToken, amountUnits: amountUnits),
-                    LedgerPosting(side: .debit, account: .userToken, amountUnits: amountUnits)]
+            return [
+                LedgerPosting(side: .credit, account: .issuerToken, amountUnits: amountUnits),
+                LedgerPosting(side: .debit, account: .userToken, amountUnits: amountUnits),
+            ]
         case .burn:
-            return [LedgerPosting(side: .credit, account: .userToken, amountUnits: amountUnits),
-                    LedgerPosting(side: .debit, account: .issuerToken, amountUnits: amountUnits)]
+            return [
+                LedgerPosting(side: .credit, account: .userToken, amountUnits: amountUnits),
+                LedgerPosting(side: .debit, account: .issuerToken, amountUnits: amountUnits),
+            ]
         }
     }
 }
@@ -52,8 +56,10 @@ public struct LedgerEntry: Sendable, Equatable {
     public var prevHash: String
     public var entryHash: String
 
-    public init(id: Int64, userID: String?, side: LedgerSide, account: LedgerAccount, amountUnits: Int64,
-                refType: ChainJobType, refID: String, createdAt: String, prevHash: String, entryHash: String) {
+    public init(
+        id: Int64, userID: String?, side: LedgerSide, account: LedgerAccount, amountUnits: Int64,
+        refType: ChainJobType, refID: String, createdAt: String, prevHash: String, entryHash: String
+    ) {
         self.id = id
         self.userID = userID
         self.side = side
@@ -67,11 +73,14 @@ public struct LedgerEntry: Sendable, Equatable {
     }
 
     /// Builds the next entry of the chain, computing its hash.
-    public static func next(after head: LedgerHead, userID: String?, posting: LedgerPosting, refType: ChainJobType,
-                            refID: String, createdAt: String) -> LedgerEntry {
-        var entry = LedgerEntry(id: head.lastID + 1, userID: userID, side: posting.side, account: posting.account,
-                                amountUnits: posting.amountUnits, refType: refType, refID: refID,
-                                createdAt: createdAt, prevHash: head.lastHash, entryHash: "")
+    public static func next(
+        after head: LedgerHead, userID: String?, posting: LedgerPosting, refType: ChainJobType,
+        refID: String, createdAt: String
+    ) -> LedgerEntry {
+        var entry = LedgerEntry(
+            id: head.lastID + 1, userID: userID, side: posting.side, account: posting.account,
+            amountUnits: posting.amountUnits, refType: refType, refID: refID,
+            createdAt: createdAt, prevHash: head.lastHash, entryHash: "")
         entry.entryHash = entry.computedHash()
         return entry
     }
@@ -213,8 +222,10 @@ public struct LedgerChainVerifier: Sendable {
         return true
     }
 
-    static func hashesMatch(_ entries: [LedgerEntry],
-                            workers: Int = min(max(1, ProcessInfo.processInfo.activeProcessorCount), 8)) -> [Bool] {
+    static func hashesMatch(
+        _ entries: [LedgerEntry],
+        workers: Int = min(max(1, ProcessInfo.processInfo.activeProcessorCount), 8)
+    ) -> [Bool] {
         guard workers > 1, entries.count >= 256 else { return entries.map { $0.computedHash() == $0.entryHash } }
         var matches = [Bool](repeating: false, count: entries.count)
         let chunk = (entries.count + workers - 1) / workers

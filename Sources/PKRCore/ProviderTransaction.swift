@@ -23,8 +23,10 @@ public struct ProviderTransaction: Sendable, Equatable {
     /// For payouts: the gateway's burn job that asked for it.
     public var reference: String?
 
-    public init(providerTxID: String, account: String, direction: TransactionDirection, amountPaisa: Int64,
-                status: TransactionStatus, occurredAtMicros: Int64, memo: String, reference: String? = nil) {
+    public init(
+        providerTxID: String, account: String, direction: TransactionDirection, amountPaisa: Int64,
+        status: TransactionStatus, occurredAtMicros: Int64, memo: String, reference: String? = nil
+    ) {
         precondition(amountPaisa > 0, "a provider transaction moves a positive amount")
         self.providerTxID = providerTxID
         self.account = account
@@ -129,13 +131,15 @@ public enum WebhookEvent {
         if let reference = payload.metadata?.reference, !isIdentifier(reference, bytesMax: providerTxIDBytesMax) {
             throw .invalidField("metadata.reference", "1 to \(providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
         }
-        return ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
-                                   amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
-                                   memo: memo, reference: payload.metadata?.reference)
+        return ProviderTransaction(
+            providerTxID: providerTxID, account: account, direction: direction,
+            amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
+            memo: memo, reference: payload.metadata?.reference)
     }
 
     public static let memoBytesMax = 2000
-    public static let memoRule = "at most \(memoCharactersMax) Unicode code points (\(memoBytesMax) bytes of UTF-8), no control characters but tab and line breaks"
+    public static let memoRule =
+        "at most \(memoCharactersMax) Unicode code points (\(memoBytesMax) bytes of UTF-8), no control characters but tab and line breaks"
 
     /// Free text that every store keeps byte for byte: bounded in code points and bytes (one character can be
     /// many bytes), and without control characters other than tab and line breaks (PostgreSQL refuses NUL in

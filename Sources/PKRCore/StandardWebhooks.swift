@@ -130,7 +130,8 @@ public struct WebhookVerifier: Sendable {
             return .failure(.missingHeaders)
         }
         guard !id.isEmpty, id.utf8.count <= Self.messageIDBytesMax,
-              id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else { return .failure(.malformedMessageID) }
+            id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
+        else { return .failure(.malformedMessageID) }
         guard let timestamp = Self.parseTimestamp(timestampText) else { return .failure(.malformedTimestamp) }
         if timestamp < nowSeconds - toleranceSeconds { return .failure(.timestampTooOld) }
         if timestamp > nowSeconds + toleranceSeconds { return .failure(.timestampTooNew) }
@@ -174,7 +175,8 @@ public struct WebhookVerifier: Sendable {
     public static func parseTimestamp(_ text: String) -> Int64? {
         let bytes = text.utf8
         guard !bytes.isEmpty, bytes.count <= timestampDigitsMax,
-              bytes.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+            bytes.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else { return nil }
         return Int64(text)
     }
 }

@@ -57,12 +57,13 @@ public enum Timestamp {
             return value
         }
         guard let year = num(0, 4), b[4] == UInt8(ascii: "-"), let month = num(5, 2), b[7] == UInt8(ascii: "-"),
-              let day = num(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t") || b[10] == UInt8(ascii: " "),
-              let hour = num(11, 2), b[13] == UInt8(ascii: ":"), let minute = num(14, 2),
-              b[16] == UInt8(ascii: ":"), let second = num(17, 2)
+            let day = num(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t") || b[10] == UInt8(ascii: " "),
+            let hour = num(11, 2), b[13] == UInt8(ascii: ":"), let minute = num(14, 2),
+            b[16] == UInt8(ascii: ":"), let second = num(17, 2)
         else { return nil }
         guard (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
-              hour <= 23, minute <= 59, second <= 60 else { return nil }
+            hour <= 23, minute <= 59, second <= 60
+        else { return nil }
         var index = 19
         var fractionMicros: Int64 = 0
         if index < b.count, b[index] == UInt8(ascii: ".") {
@@ -83,7 +84,8 @@ public enum Timestamp {
             guard index + 1 == b.count else { return nil }
         case UInt8(ascii: "+"), UInt8(ascii: "-"):
             guard index + 6 == b.count, let oh = num(index + 1, 2), b[index + 3] == UInt8(ascii: ":"),
-                  let om = num(index + 4, 2), oh <= 23, om <= 59 else { return nil }
+                let om = num(index + 4, 2), oh <= 23, om <= 59
+            else { return nil }
             offsetSeconds = (oh * 3600 + om * 60) * (b[index] == UInt8(ascii: "+") ? 1 : -1)
         default:
             return nil

@@ -96,12 +96,16 @@ public struct Fuzzer {
         case .failure(let rejection):
             return rejection.rawValue
         case .success(let scheme):
-            let intact = legacy
+            let intact =
+                legacy
                 ? mutated == body && headers.id == nil && headers.timestamp == nil && headers.signature == nil
                 : headers.id == id && headers.timestamp.flatMap(WebhookVerifier.parseTimestamp) == timestamp && mutated == body
             guard intact else {
-                throw Violation(target: .verifier, iteration: iteration, message: "accepted (\(scheme)) a delivery whose signed content changed",
-                                input: "id=\(headers.id.debugDescription) ts=\(headers.timestamp.debugDescription) sig=\(headers.signature.debugDescription) legacy=\(headers.legacySignature.debugDescription) body=\(Self.escape(mutated))")
+                throw Violation(
+                    target: .verifier, iteration: iteration, message: "accepted (\(scheme)) a delivery whose signed content changed",
+                    input:
+                        "id=\(headers.id.debugDescription) ts=\(headers.timestamp.debugDescription) sig=\(headers.signature.debugDescription) legacy=\(headers.legacySignature.debugDescription) body=\(Self.escape(mutated))"
+                )
             }
             return "accepted"
         }
@@ -131,14 +135,16 @@ public struct Fuzzer {
         }
         guard tx.amountPaisa > 0, tx.amountPaisa <= Int64.max / Money.unitsPerPaisa else { throw fail("parsed amount \(tx.amountPaisa)") }
         guard WebhookEvent.isIdentifier(tx.providerTxID, bytesMax: WebhookEvent.providerTxIDBytesMax),
-              WebhookEvent.isIdentifier(tx.account, bytesMax: WebhookEvent.accountBytesMax) else {
+            WebhookEvent.isIdentifier(tx.account, bytesMax: WebhookEvent.accountBytesMax)
+        else {
             throw fail("parsed identifiers that the rules refuse")
         }
         let encoded = WebhookEvent.encode(tx)
         let again: ProviderTransaction
         do { again = try WebhookEvent.parse(encoded) } catch { throw fail("its own encoding does not parse: \(error.code)") }
         guard again.differingFields(from: tx).isEmpty, again.status == tx.status, again.occurredAtMicros == tx.occurredAtMicros,
-              again.memo == tx.memo, again.reference == tx.reference, WebhookEvent.encode(again) == encoded else {
+            again.memo == tx.memo, again.reference == tx.reference, WebhookEvent.encode(again) == encoded
+        else {
             throw fail("encode → parse changed the transaction")
         }
         return "accepted"
@@ -152,8 +158,10 @@ public struct Fuzzer {
         let alphabet = Array("0123456789.-+eE ,_\u{00A0}\u{0661}x".unicodeScalars)
         var text = ""
         for _ in 0..<random.int(24) {
-            text.unicodeScalars.append(random.int(3) == 0 ? alphabet[random.int(alphabet.count)]
-                                                         : alphabet[random.int(10)])
+            text.unicodeScalars.append(
+                random.int(3) == 0
+                    ? alphabet[random.int(alphabet.count)]
+                    : alphabet[random.int(10)])
         }
         if random.int(5) == 0 { text = String(random.int(2) == 0 ? Int64.max : Int64.max / Money.unitsPerPaisa) + text }
         func fail(_ message: String) -> Violation {
@@ -223,8 +231,10 @@ public struct Fuzzer {
         return WebhookEvent.encode(tx)
     }
 
-    static let fieldNames = ["type", "provider_tx_id", "account", "direction", "amount_pkr", "status", "occurred_at", "memo",
-                             "metadata", "extra"]
+    static let fieldNames = [
+        "type", "provider_tx_id", "account", "direction", "amount_pkr", "status", "occurred_at", "memo",
+        "metadata", "extra",
+    ]
     static let fieldValues = [
         "\"wallet.credit\"", "\"wallet.debit\"", "\"TX-1\"", "\"WALLET-001\"", "\"credit\"", "\"debit\"", "\"settled\"",
         "\"pending\"", "\"failed\"", "\"1000.00\"", "\"0.01\"", "\"0\"", "\"-5.00\"", "\"1.234\"", "\"1e3\"", "1000",
@@ -254,8 +264,9 @@ public struct Fuzzer {
     }
 
     static func escape(_ bytes: [UInt8]) -> String {
-        String(bytes.prefix(600).map { (32..<127).contains($0) && $0 != 92 ? String(UnicodeScalar($0)) : "\\x" + Crypto.hex([$0]) }
-            .joined()) + (bytes.count > 600 ? "…(\(bytes.count) bytes)" : "")
+        String(
+            bytes.prefix(600).map { (32..<127).contains($0) && $0 != 92 ? String(UnicodeScalar($0)) : "\\x" + Crypto.hex([$0]) }
+                .joined()) + (bytes.count > 600 ? "…(\(bytes.count) bytes)" : "")
     }
 }
 

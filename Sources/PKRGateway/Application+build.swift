@@ -20,8 +20,10 @@ public struct BuiltApplication: Sendable {
 }
 
 /// Opens and migrates the store and wires the gateway's parts together. Used by every command.
-public func buildGateway(config: GatewayConfig, clock: any GatewayClock = SystemClock(),
-                         logger: Logger = Logger(label: "pkr")) async throws -> Gateway {
+public func buildGateway(
+    config: GatewayConfig, clock: any GatewayClock = SystemClock(),
+    logger: Logger = Logger(label: "pkr")
+) async throws -> Gateway {
     let signal = WakeSignal()
     let nowMicros: @Sendable () -> Int64 = { clock.nowMicros() }
     let onOutboxWrite: @Sendable () -> Void = { signal.signal() }
@@ -32,26 +34,32 @@ public func buildGateway(config: GatewayConfig, clock: any GatewayClock = System
     case .sqlite:
         let sqlite = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: nowMicros)
         store = sqlite
-        walletStub = SQLiteWalletStub(database: sqlite.database, transactions: sqlite.sharedTransactions,
-                                      pushEnabled: config.webhookPush, nowMicros: nowMicros, onOutboxWrite: onOutboxWrite)
+        walletStub = SQLiteWalletStub(
+            database: sqlite.database, transactions: sqlite.sharedTransactions,
+            pushEnabled: config.webhookPush, nowMicros: nowMicros, onOutboxWrite: onOutboxWrite)
         outbox = SQLiteWebhookOutbox(database: sqlite.database)
     case .postgres:
-        let postgres = try await PostgresStore.connect(settings: config.postgres, limits: config.limits, nowMicros: nowMicros,
-                                                       logger: logger)
+        let postgres = try await PostgresStore.connect(
+            settings: config.postgres, limits: config.limits, nowMicros: nowMicros,
+            logger: logger)
         store = postgres
-        walletStub = PostgresWalletStub(client: postgres.client, availability: postgres.availability,
-                                        pushEnabled: config.webhookPush, nowMicros: nowMicros, logger: logger,
-                                        onOutboxWrite: onOutboxWrite)
+        walletStub = PostgresWalletStub(
+            client: postgres.client, availability: postgres.availability,
+            pushEnabled: config.webhookPush, nowMicros: nowMicros, logger: logger,
+            onOutboxWrite: onOutboxWrite)
         outbox = PostgresWebhookOutbox(client: postgres.client, availability: postgres.availability, logger: logger)
     }
     try await store.migrate()
-    return Gateway(config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,
-                   logger: logger, dispatchSignal: signal)
+    return Gateway(
+        config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,
+        logger: logger, dispatchSignal: signal)
 }
 
 /// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.
-public func buildApplication(config: GatewayConfig, clock: any GatewayClock = SystemClock(),
-                             logger: Logger = Logger(label: "pkr")) async throws -> BuiltApplication {
+public func buildApplication(
+    config: GatewayConfig, clock: any GatewayClock = SystemClock(),
+    logger: Logger = Logger(label: "pkr")
+) async throws -> BuiltApplication {
     try config.validateForServing()
     let gateway = try await buildGateway(config: config, clock: clock, logger: logger)
     if config.demoMode && config.seedDemoOnStart {
@@ -65,12 +73,14 @@ public func buildApplication(config: GatewayConfig, clock: any GatewayClock = Sy
     var services: [any Service] = []
     if config.webhookPush {
         let configuredURL = config.webhookURL
-        services.append(WebhookDispatcher(
-            outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
-            scheduleMillis: config.webhookRetryScheduleMillis, clock: clock,
-            transport: HTTPWebhookTransport(timeoutMillis: config.webhookTimeoutMillis,
-                                            target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" }),
-            logger: logger))
+        services.append(
+            WebhookDispatcher(
+                outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
+                scheduleMillis: config.webhookRetryScheduleMillis, clock: clock,
+                transport: HTTPWebhookTransport(
+                    timeoutMillis: config.webhookTimeoutMillis,
+                    target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" }),
+                logger: logger))
     }
     if config.reconcileIntervalSeconds > 0 {
         services.append(ReconcilerService(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))

@@ -47,10 +47,14 @@ struct APIRoutes {
 
     @Sendable func me(_ request: Request, context: AppRequestContext) async throws -> Response {
         let customer = try await gateway.currentCustomer()
-        return JSONResponse.make(.ok, .object([("user_id", .string(customer.id)), ("email", .string(customer.email)),
-                                               ("display_name", .string(customer.displayName)),
-                                               ("wallet_account", .string(customer.walletAccount)),
-                                               ("chain_address", .string(customer.chainAddress))]))
+        return JSONResponse.make(
+            .ok,
+            .object([
+                ("user_id", .string(customer.id)), ("email", .string(customer.email)),
+                ("display_name", .string(customer.displayName)),
+                ("wallet_account", .string(customer.walletAccount)),
+                ("chain_address", .string(customer.chainAddress)),
+            ]))
     }
 
     // MARK: - Deposits
@@ -66,9 +70,13 @@ struct APIRoutes {
         do { paisa = try Money.parsePaisa(body.amount_pkr) } catch { throw GatewayError.invalidAmount(field: "amount_pkr", error) }
         let memo = try Self.memo(body.memo)
         let tx = try await gateway.demoCredit(amountPaisa: paisa, memo: memo)
-        return JSONResponse.make(.created, .object([("provider_tx_id", .string(tx.providerTxID)),
-                                                    ("amount_pkr", .string(Money.formatPaisa(tx.amountPaisa))),
-                                                    ("webhook_push", .bool(config.webhookPush))]))
+        return JSONResponse.make(
+            .created,
+            .object([
+                ("provider_tx_id", .string(tx.providerTxID)),
+                ("amount_pkr", .string(Money.formatPaisa(tx.amountPaisa))),
+                ("webhook_push", .bool(config.webhookPush)),
+            ]))
     }
 
     struct IngestBody: Decodable {
@@ -93,10 +101,14 @@ struct APIRoutes {
         }
         _ = try await gateway.currentCustomer()
         let result = try await gateway.ingest(sinceMicros: sinceMicros)
-        return JSONResponse.make(.ok, .object([("ingested", .integer(Int64(result.ingested))),
-                                               ("minted", .integer(Int64(result.minted))),
-                                               ("duplicates", .integer(Int64(result.duplicates))),
-                                               ("conflicts", .integer(Int64(result.conflicts)))]))
+        return JSONResponse.make(
+            .ok,
+            .object([
+                ("ingested", .integer(Int64(result.ingested))),
+                ("minted", .integer(Int64(result.minted))),
+                ("duplicates", .integer(Int64(result.duplicates))),
+                ("conflicts", .integer(Int64(result.conflicts))),
+            ]))
     }
 
     // MARK: - Mint and redeem
@@ -144,20 +156,29 @@ struct APIRoutes {
 
     @Sendable func balance(_ request: Request, context: AppRequestContext) async throws -> Response {
         let units = try await gateway.tokenBalanceUnits()
-        return JSONResponse.make(.ok, .object([("token_balance_units", .string(String(units))),
-                                               ("token_decimals", .integer(Int64(Money.tokenDecimals)))]))
+        return JSONResponse.make(
+            .ok,
+            .object([
+                ("token_balance_units", .string(String(units))),
+                ("token_decimals", .integer(Int64(Money.tokenDecimals))),
+            ]))
     }
 
     @Sendable func ledger(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try request.page()
         let entries = try await gateway.ledgerEntries(page)
-        return JSONResponse.make(.ok, .array(entries.map { entry in
-            .object([("id", .integer(entry.id)), ("user_id", .optional(entry.userID)), ("side", .string(entry.side.rawValue)),
-                     ("account", .string(entry.account.rawValue)), ("amount_units", .string(String(entry.amountUnits))),
-                     ("ref_type", .string(entry.refType.rawValue)), ("ref_id", .string(entry.refID)),
-                     ("created_at", .string(entry.createdAt)), ("prev_hash", .string(entry.prevHash)),
-                     ("entry_hash", .string(entry.entryHash))])
-        }))
+        return JSONResponse.make(
+            .ok,
+            .array(
+                entries.map { entry in
+                    .object([
+                        ("id", .integer(entry.id)), ("user_id", .optional(entry.userID)), ("side", .string(entry.side.rawValue)),
+                        ("account", .string(entry.account.rawValue)), ("amount_units", .string(String(entry.amountUnits))),
+                        ("ref_type", .string(entry.refType.rawValue)), ("ref_id", .string(entry.refID)),
+                        ("created_at", .string(entry.createdAt)), ("prev_hash", .string(entry.prevHash)),
+                        ("entry_hash", .string(entry.entryHash)),
+                    ])
+                }))
     }
 
     @Sendable func externalTransactions(_ request: Request, context: AppRequestContext) async throws -> Response {
@@ -184,17 +205,29 @@ struct APIRoutes {
         try operatorAuth.require(request)
         let report = try await gateway.reconciliation()
         let s = report.snapshot
-        return JSONResponse.make(.ok, .object([
-            ("chain_jobs", .object([("mints_units", .string(String(s.mintedUnits))), ("burns_units", .string(String(s.burnedUnits))),
-                                    ("net_units", .string(String(report.netUnits)))])),
-            ("balances", .object([("token_balance_units", .string(String(s.tokenBalanceUnits))),
-                                  ("chain_stub_units", .string(String(s.chainStubUnits))),
-                                  ("match", .bool(s.tokenBalanceUnits == s.chainStubUnits && report.netUnits == s.tokenBalanceUnits))])),
-            ("external_transactions_latest", .array(s.latest.map(Self.externalJSON))),
-            ("notes", .string("net_units should equal token_balance_units when everything is consistent.")),
-            ("invariants", report.invariantsJSON),
-            ("convergence", report.convergenceJSON),
-        ]))
+        return JSONResponse.make(
+            .ok,
+            .object([
+                (
+                    "chain_jobs",
+                    .object([
+                        ("mints_units", .string(String(s.mintedUnits))), ("burns_units", .string(String(s.burnedUnits))),
+                        ("net_units", .string(String(report.netUnits))),
+                    ])
+                ),
+                (
+                    "balances",
+                    .object([
+                        ("token_balance_units", .string(String(s.tokenBalanceUnits))),
+                        ("chain_stub_units", .string(String(s.chainStubUnits))),
+                        ("match", .bool(s.tokenBalanceUnits == s.chainStubUnits && report.netUnits == s.tokenBalanceUnits)),
+                    ])
+                ),
+                ("external_transactions_latest", .array(s.latest.map(Self.externalJSON))),
+                ("notes", .string("net_units should equal token_balance_units when everything is consistent.")),
+                ("invariants", report.invariantsJSON),
+                ("convergence", report.convergenceJSON),
+            ]))
     }
 }
 
@@ -206,8 +239,9 @@ struct OperatorAuth: Sendable {
     func isOperator(_ request: Request) -> Bool {
         guard let adminToken, let header = request.header(.authorization), header.hasPrefix("Bearer ") else { return false }
         // Digests of equal length, so that not even the token's length shows in the timing.
-        return Crypto.constantTimeEqual(Crypto.sha256(Array(header.dropFirst("Bearer ".count).utf8)),
-                                        Crypto.sha256(Array(adminToken.utf8)))
+        return Crypto.constantTimeEqual(
+            Crypto.sha256(Array(header.dropFirst("Bearer ".count).utf8)),
+            Crypto.sha256(Array(adminToken.utf8)))
     }
 
     func require(_ request: Request) throws {

@@ -55,11 +55,19 @@ enum ErrorMapping {
         case let error as HTTPError where error.status == .notFound:
             return response(for: GatewayError.notFound("no such endpoint"), logger: logger)
         case let error as HTTPError where error.status == .methodNotAllowed:
-            return JSONResponse.make(.methodNotAllowed, .object([("error", .string("method_not_allowed")),
-                                                                  ("detail", .string("this endpoint does not accept that method"))]))
+            return JSONResponse.make(
+                .methodNotAllowed,
+                .object([
+                    ("error", .string("method_not_allowed")),
+                    ("detail", .string("this endpoint does not accept that method")),
+                ]))
         case let error as HTTPError where error.status.code < 500:
-            return JSONResponse.make(error.status, .object([("error", .string("bad_request")),
-                                                             ("detail", .string(error.body ?? error.status.reasonPhrase))]))
+            return JSONResponse.make(
+                error.status,
+                .object([
+                    ("error", .string("bad_request")),
+                    ("detail", .string(error.body ?? error.status.reasonPhrase)),
+                ]))
         case let failure as any StoreFailure:
             // Only codes and the server's message: a bound value (a secret, a body) never reaches the log.
             switch failure.storeFailureKind {
@@ -80,8 +88,12 @@ enum ErrorMapping {
     }
 
     static func internalError() -> Response {
-        JSONResponse.make(.internalServerError, .object([("error", .string("internal_error")),
-                                                         ("detail", .string("an unexpected server error occurred"))]))
+        JSONResponse.make(
+            .internalServerError,
+            .object([
+                ("error", .string("internal_error")),
+                ("detail", .string("an unexpected server error occurred")),
+            ]))
     }
 }
 

@@ -16,9 +16,11 @@ public enum GatewayRouter {
         router.add(middleware: CSRFMiddleware(trustedOrigins: Set(config.csrfTrustedOrigins), operatorAuth: operatorAuth))
         OpenAPIRoute.register(on: router)
         APIRoutes(gateway: gateway, operatorAuth: operatorAuth).register(on: router)
-        WebhookRoutes(gateway: gateway, operatorAuth: operatorAuth,
-                      rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },
-                      allowedNetworks: config.webhookAllowedCIDRs.compactMap(CIDR.init)).register(on: router)
+        WebhookRoutes(
+            gateway: gateway, operatorAuth: operatorAuth,
+            rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },
+            allowedNetworks: config.webhookAllowedCIDRs.compactMap(CIDR.init)
+        ).register(on: router)
         return router
     }
 }

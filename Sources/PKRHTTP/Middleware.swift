@@ -43,7 +43,10 @@ struct CSRFMiddleware: RouterMiddleware {
         let bytes = path.utf8
         let slash = UInt8(ascii: "/")
         if bytes.first == slash, bytes.last != slash,
-           !zip(bytes, bytes.dropFirst()).contains(where: { $0 == slash && $1 == slash }) { return false }
+            !zip(bytes, bytes.dropFirst()).contains(where: { $0 == slash && $1 == slash })
+        {
+            return false
+        }
         let normalised = "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
         return WebhookRoutes.receiverPaths.contains(normalised)
     }
@@ -51,9 +54,10 @@ struct CSRFMiddleware: RouterMiddleware {
 
 enum CSRF {
     static func isWellFormed(_ token: String) -> Bool {
-        token.utf8.count >= 32 && token.utf8.count <= 64 && token.utf8.allSatisfy { b in
-            (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122)
-        }
+        token.utf8.count >= 32 && token.utf8.count <= 64
+            && token.utf8.allSatisfy { b in
+                (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122)
+            }
     }
 }
 

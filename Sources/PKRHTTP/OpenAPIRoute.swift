@@ -8,7 +8,8 @@ enum OpenAPIRoute {
     /// Read once at start-up: a build without its resource bundle stops there rather than on the first request.
     static let document: ByteBuffer = {
         guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"),
-              let data = try? Data(contentsOf: url) else {
+            let data = try? Data(contentsOf: url)
+        else {
             preconditionFailure("openapi.yaml is missing from the PKRHTTP resource bundle")
         }
         return ByteBuffer(bytes: data)

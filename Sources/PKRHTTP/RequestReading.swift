@@ -97,4 +97,3 @@ struct BodyLimits: Sendable {
     var bytesMax: Int
     var timeoutMillis: Int64
 }
-

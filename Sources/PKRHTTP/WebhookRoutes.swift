@@ -31,32 +31,40 @@ struct WebhookRoutes {
         if let rateLimiter, !rateLimiter.allow(key: context.sourceIP ?? "unknown", nowMicros: receivedAt) {
             throw GatewayError.rateLimited
         }
-        let headers = WebhookHeaders(id: request.header(.webhookID), timestamp: request.header(.webhookTimestamp),
-                                     signature: request.header(.webhookSignature),
-                                     legacySignature: request.header(.legacySignature))
+        let headers = WebhookHeaders(
+            id: request.header(.webhookID), timestamp: request.header(.webhookTimestamp),
+            signature: request.header(.webhookSignature),
+            legacySignature: request.header(.legacySignature))
         if !allowedNetworks.isEmpty {
             guard let ip = context.sourceIP, allowedNetworks.contains(where: { $0.contains(ip) }) else {
-                context.logger.notice("webhook from an address outside PKR_WEBHOOK_ALLOWED_CIDRS refused",
-                                      metadata: ["source": "\(context.sourceIP ?? "unknown")"])
+                context.logger.notice(
+                    "webhook from an address outside PKR_WEBHOOK_ALLOWED_CIDRS refused",
+                    metadata: ["source": "\(context.sourceIP ?? "unknown")"])
                 throw GatewayError.forbidden("this address may not deliver webhooks")
             }
         }
         let body: [UInt8]
         do {
-            body = try await request.bodyBytes(BodyLimits(bytesMax: gateway.config.webhookBodyBytesMax,
-                                                               timeoutMillis: gateway.config.requestBodyTimeoutMillis))
+            body = try await request.bodyBytes(
+                BodyLimits(
+                    bytesMax: gateway.config.webhookBodyBytesMax,
+                    timeoutMillis: gateway.config.requestBodyTimeoutMillis))
         } catch let error as GatewayError {
-            try await gateway.logUnreadableDelivery(headers, sourceAddress: context.sourceIP, receivedAtMicros: receivedAt,
-                                                    error: error)
+            try await gateway.logUnreadableDelivery(
+                headers, sourceAddress: context.sourceIP, receivedAtMicros: receivedAt,
+                error: error)
             throw error
         }
-        let outcome = try await gateway.receiveWebhook(Gateway.WebhookDelivery(
-            headers: headers, body: body, sourceAddress: context.sourceIP, receivedAtMicros: receivedAt))
+        let outcome = try await gateway.receiveWebhook(
+            Gateway.WebhookDelivery(
+                headers: headers, body: body, sourceAddress: context.sourceIP, receivedAtMicros: receivedAt))
         var fields: [(String, JSONValue)] = [("ok", .bool(true)), ("outcome", .string(outcome.code))]
         switch outcome {
         case .minted(let job):
-            fields += [("duplicate", .bool(false)), ("job_id", .string(job.id)), ("tx_hash", .string(job.txHash)),
-                       ("amount_units", .string(String(job.amountUnits)))]
+            fields += [
+                ("duplicate", .bool(false)), ("job_id", .string(job.id)), ("tx_hash", .string(job.txHash)),
+                ("amount_units", .string(String(job.amountUnits))),
+            ]
         case .duplicate(let jobID):
             fields += [("duplicate", .bool(true)), ("job_id", .optional(jobID))]
         case .recorded(let note):

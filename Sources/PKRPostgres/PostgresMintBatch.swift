@@ -110,8 +110,9 @@ final class PostgresMintBatch: Sendable {
             return jobs
         } catch {
             rolledBackCount.add(1, ordering: .relaxed)
-            logger.notice("mint batch rolled back; its credits are applied one by one",
-                          metadata: ["credits": "\(credits.count)", "error": "\(PostgresStore.describe(error))"])
+            logger.notice(
+                "mint batch rolled back; its credits are applied one by one",
+                metadata: ["credits": "\(credits.count)", "error": "\(PostgresStore.describe(error))"])
             return Array(repeating: nil, count: credits.count)
         }
     }
@@ -136,8 +137,9 @@ final class PostgresMintBatch: Sendable {
             return (head, LedgerEntryColumns(entries), newHead)
         }
         guard let (head, entries, newHead) = chained else { return nil }
-        let call = MintBatchCall(credit: plan.credit, inbound: plan.inbound, unitsByUser: plan.unitsByUser,
-                                 unitsByAddress: plan.unitsByAddress, expectedHead: head, entries: entries, newHead: newHead)
+        let call = MintBatchCall(
+            credit: plan.credit, inbound: plan.inbound, unitsByUser: plan.unitsByUser,
+            unitsByAddress: plan.unitsByAddress, expectedHead: head, entries: entries, newHead: newHead)
         let logger = self.logger
         do {
             let recorded = try await client.withConnection { connection in
@@ -155,8 +157,9 @@ final class PostgresMintBatch: Sendable {
             // below reads it under its lock and records it again.
             lastHead.withLock { $0 = nil }
             oneCallMissCount.add(1, ordering: .relaxed)
-            logger.debug("mint batch call refused; writing the batch in a transaction",
-                         metadata: ["error": "\(PostgresStore.describe(error))"])
+            logger.debug(
+                "mint batch call refused; writing the batch in a transaction",
+                metadata: ["error": "\(PostgresStore.describe(error))"])
             return nil
         }
         mintedCount.add(plan.minted.count, ordering: .relaxed)
@@ -184,8 +187,9 @@ final class PostgresMintBatch: Sendable {
             for (index, item) in credits.enumerated() {
                 guard let user = users[item.tx.account], seen.insert(item.tx.providerTxID).inserted else { continue }
                 let createdAt = Timestamp.format(micros: item.nowMicros)
-                let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: item.nowMicros / 1000), jobType: .mint,
-                                   amountUnits: item.amountUnits, txHash: Identifiers.chainTxHash(unixMillis: item.nowMicros / 1000), createdAt: createdAt)
+                let job = ChainJob(
+                    id: Identifiers.timeOrderedUUID(unixMillis: item.nowMicros / 1000), jobType: .mint,
+                    amountUnits: item.amountUnits, txHash: Identifiers.chainTxHash(unixMillis: item.nowMicros / 1000), createdAt: createdAt)
                 minted.append(Planned(index: index, job: job, user: user))
                 credit.append(item.tx, path: item.path, user: user, job: job, nowMicros: item.nowMicros)
                 if let draft = item.inbound { inbound.append(draft, job: job) }
@@ -202,14 +206,17 @@ final class PostgresMintBatch: Sendable {
 
         var ledgerAppends: [LedgerAppend] {
             minted.map {
-                LedgerAppend(refType: .mint, refID: $0.job.id, customerID: $0.user.id, amountUnits: $0.job.amountUnits,
-                             createdAt: $0.job.createdAt)
+                LedgerAppend(
+                    refType: .mint, refID: $0.job.id, customerID: $0.user.id, amountUnits: $0.job.amountUnits,
+                    createdAt: $0.job.createdAt)
             }
         }
     }
 
-    private func write(_ connection: PostgresConnection, _ credits: [Credit],
-                       logger: Logger) async throws -> (jobs: [ChainJob?], head: LedgerHead?) {
+    private func write(
+        _ connection: PostgresConnection, _ credits: [Credit],
+        logger: Logger
+    ) async throws -> (jobs: [ChainJob?], head: LedgerHead?) {
         var jobs = [ChainJob?](repeating: nil, count: credits.count)
         let users = try await self.users(connection, accounts: Set(credits.map(\.tx.account)), logger: logger)
         var plan = Plan(credits, users: users)
@@ -251,7 +258,9 @@ final class PostgresMintBatch: Sendable {
             addressesMoved = Int(moved)
         }
         guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
-        guard addressesMoved == unitsByAddress.keys.count else { throw GatewayError.storeUnavailable("a chain-stub balance row is missing") }
+        guard addressesMoved == unitsByAddress.keys.count else {
+            throw GatewayError.storeUnavailable("a chain-stub balance row is missing")
+        }
         let newHead = try await PostgresStore.appendLedger(connection, after: head, plan.ledgerAppends, logger: logger)
         for planned in plan.minted { jobs[planned.index] = planned.job }
         return (jobs, newHead)
@@ -265,9 +274,11 @@ final class PostgresMintBatch: Sendable {
         }
         let missing = accounts.subtracting(users.keys)
         if missing.isEmpty { return users }
-        for try await (id, email, name, account, address) in try await connection.query("""
+        for try await (id, email, name, account, address) in try await connection.query(
+            """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE wallet_account = ANY(\(Array(missing)))
-            """, logger: logger).decode((String, String, String, String, String).self) {
+            """, logger: logger
+        ).decode((String, String, String, String, String).self) {
             users[account] = Customer(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
         }
         let found = users

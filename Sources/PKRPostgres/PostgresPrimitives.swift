@@ -19,62 +19,79 @@ enum PostgresPrimitives {
         case .recordTransaction(let draft):
             return .rowID(try await recordTransaction(connection, draft, logger: logger))
         case .findTransaction(let providerTxID):
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT \(unescaped: externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = \(providerTxID)
                 FOR UPDATE OF e
-                """, logger: logger).collect()
+                """, logger: logger
+            ).collect()
             return .transaction(try rows.first.map(decodeExternal))
         case .markSeen(let rowID, let path):
             let column = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-            try await connection.query("UPDATE core_externaltransaction SET \(unescaped: column) = TRUE WHERE id = \(rowID)",
-                                       logger: logger)
+            try await connection.query(
+                "UPDATE core_externaltransaction SET \(unescaped: column) = TRUE WHERE id = \(rowID)",
+                logger: logger)
         case .setStatus(let rowID, let status):
-            try await connection.query("UPDATE core_externaltransaction SET status = \(status.rawValue) WHERE id = \(rowID)",
-                                       logger: logger)
+            try await connection.query(
+                "UPDATE core_externaltransaction SET status = \(status.rawValue) WHERE id = \(rowID)",
+                logger: logger)
         case .flag(let rowID, let flag):
-            try await connection.query("UPDATE core_externaltransaction SET flag = \(flag.rawValue) WHERE id = \(rowID)",
-                                       logger: logger)
+            try await connection.query(
+                "UPDATE core_externaltransaction SET flag = \(flag.rawValue) WHERE id = \(rowID)",
+                logger: logger)
         case .clearHold(let rowID):
-            try await connection.query("""
+            try await connection.query(
+                """
                 UPDATE core_externaltransaction SET flag = NULL WHERE id = \(rowID) AND flag = 'above_mint_limit'
                 """, logger: logger)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT id FROM core_chainjob
                 WHERE job_type = 'burn' AND (id = \(reference ?? "") OR payout_provider_tx_id = \(providerTxID))
                   AND amount_units = \(amountUnits)
                   AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = core_chainjob.id)
                 LIMIT 1 FOR UPDATE
-                """, logger: logger).collect()
+                """, logger: logger
+            ).collect()
             return .jobID(try rows.first?.decode(String.self))
         case .confirmPayout(let rowID, let jobID, let providerTxID):
-            try await connection.query("UPDATE core_externaltransaction SET matched_job_id = \(jobID) WHERE id = \(rowID)",
-                                       logger: logger)
-            try await connection.query("""
+            try await connection.query(
+                "UPDATE core_externaltransaction SET matched_job_id = \(jobID) WHERE id = \(rowID)",
+                logger: logger)
+            try await connection.query(
+                """
                 UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = \(providerTxID) WHERE id = \(jobID)
                 """, logger: logger)
         case .moveTokenBalance(let customerID, let deltaUnits):
             precondition(deltaUnits != 0, "a balance move has an amount")
-            let moved = try await connection.query("""
+            let moved = try await connection.query(
+                """
                 UPDATE core_tokenbalance SET balance_units = balance_units + \(deltaUnits)
                 WHERE user_id = \(customerID) AND balance_units + \(deltaUnits) >= 0 RETURNING 1
-                """, logger: logger).collect()
+                """, logger: logger
+            ).collect()
             return .moved(moved.count == 1)
         case .tokenBalance(let customerID):
-            let rows = try await connection.query("SELECT balance_units FROM core_tokenbalance WHERE user_id = \(customerID)",
-                                                  logger: logger).collect()
+            let rows = try await connection.query(
+                "SELECT balance_units FROM core_tokenbalance WHERE user_id = \(customerID)",
+                logger: logger
+            ).collect()
             return .units(try rows.first?.decode(Int64.self) ?? 0)
         case .chainTransfer(let transfer):
-            let txHash = try await PostgresChainStub.recordReceipt(connection, op: transfer.op, address: transfer.address,
-                                                                   amountUnits: transfer.amountUnits, reference: transfer.reference,
-                                                                   createdAt: transfer.createdAt, nowMicros: transfer.nowMicros,
-                                                                   logger: logger)
-            try await PostgresChainStub.moveBalance(connection, op: transfer.op, address: transfer.address,
-                                                    amountUnits: transfer.amountUnits, logger: logger)
+            let txHash = try await PostgresChainStub.recordReceipt(
+                connection, op: transfer.op, address: transfer.address,
+                amountUnits: transfer.amountUnits, reference: transfer.reference,
+                createdAt: transfer.createdAt, nowMicros: transfer.nowMicros,
+                logger: logger)
+            try await PostgresChainStub.moveBalance(
+                connection, op: transfer.op, address: transfer.address,
+                amountUnits: transfer.amountUnits, logger: logger)
             return .txHash(txHash)
         case .insertJob(let row):
             let job = row.job
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, idempotency_key, memo, payout_state,
                    created_at)
@@ -82,7 +99,8 @@ enum PostgresPrimitives {
                         \(row.creditProviderTxID), \(row.idempotencyKey), \(row.memo), \(row.payoutState), \(job.createdAt))
                 """, logger: logger)
         case .findJob(let id):
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 SELECT id, job_type, amount_units, tx_hash, created_at FROM core_chainjob WHERE id = \(id)
                 """, logger: logger)
             for try await (id, type, amount, hash, created) in rows.decode((String, String, Int64, String, String).self) {
@@ -105,14 +123,16 @@ enum PostgresPrimitives {
         case .claimIdempotencyKey(let claim):
             return .claim(try await claimKey(connection, claim, logger: logger))
         case .storeAnswer(let claim, let receipt):
-            try await connection.query("""
+            try await connection.query(
+                """
                 UPDATE core_idempotencyrecord SET response_status = 201, response_body = \(receipt.storedForm)
                 WHERE user_id = \(claim.customerID) AND endpoint = \(claim.endpoint) AND idempotency_key = \(claim.key)
                 """, logger: logger)
         case .logInbound(let row):
             return .rowID(try await insertInbound(connection, row, logger: logger))
         case .quarantine(let row):
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
                 VALUES (\(row.inboundID), \(row.providerTxID), \(row.via.rawValue), \(row.differingFields.joined(separator: ",")),
                         \(ByteBuffer(bytes: row.body)), \(row.createdAt))
@@ -123,11 +143,14 @@ enum PostgresPrimitives {
 
     /// Another instance may insert the same id at this moment: the loser of the race waits on the unique index,
     /// inserts nothing, and then finds the winner's row as the recorded one.
-    private static func recordTransaction(_ connection: PostgresConnection, _ draft: TransactionDraft,
-                                          logger: Logger) async throws -> Int64? {
+    private static func recordTransaction(
+        _ connection: PostgresConnection, _ draft: TransactionDraft,
+        logger: Logger
+    ) async throws -> Int64? {
         let tx = draft.tx
         let seenColumn = draft.path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        let inserted = try await connection.query("""
+        let inserted = try await connection.query(
+            """
             INSERT INTO core_externaltransaction
               (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
                occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(unescaped: seenColumn))
@@ -136,22 +159,28 @@ enum PostgresPrimitives {
                     \(tx.occurredAtMicros), \(Timestamp.format(micros: draft.recordedAtMicros)), \(draft.recordedAtMicros),
                     \(draft.path.rawValue), TRUE)
             ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id
-            """, logger: logger).collect()
+            """, logger: logger
+        ).collect()
         return try inserted.first?.decode(Int64.self)
     }
 
     /// Claims the key by inserting its row first. A concurrent request with the same key (on any instance) waits
     /// on the primary key until this transaction ends, then finds the stored answer.
-    private static func claimKey(_ connection: PostgresConnection, _ claim: IdempotencyClaim,
-                                 logger: Logger) async throws -> IdempotencyClaim.Result {
-        let claimed = try await connection.query("""
+    private static func claimKey(
+        _ connection: PostgresConnection, _ claim: IdempotencyClaim,
+        logger: Logger
+    ) async throws -> IdempotencyClaim.Result {
+        let claimed = try await connection.query(
+            """
             INSERT INTO core_idempotencyrecord
               (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
             VALUES (\(claim.customerID), \(claim.endpoint), \(claim.key), \(claim.fingerprint), 0, '', \(claim.createdAt))
             ON CONFLICT DO NOTHING RETURNING 1
-            """, logger: logger).collect()
+            """, logger: logger
+        ).collect()
         if !claimed.isEmpty { return .claimed }
-        let rows = try await connection.query("""
+        let rows = try await connection.query(
+            """
             SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
             WHERE user_id = \(claim.customerID) AND endpoint = \(claim.endpoint) AND idempotency_key = \(claim.key)
             """, logger: logger)
@@ -168,7 +197,8 @@ enum PostgresPrimitives {
 
     static func insertInbound(_ connection: PostgresConnection, _ row: InboundRow, logger: Logger) async throws -> Int64 {
         let inbound = row.draft
-        let rows = try await connection.query("""
+        let rows = try await connection.query(
+            """
             INSERT INTO core_webhookinbound
               (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                provider_tx_id, job_id, body_bytes, body)
@@ -177,15 +207,19 @@ enum PostgresPrimitives {
                     \(row.errorCode), \(inbound.providerTxID), \(row.jobID), \(inbound.body.count),
                     \(ByteBuffer(bytes: inbound.body)))
             RETURNING id
-            """, logger: logger).collect()
+            """, logger: logger
+        ).collect()
         return try rows[0].decode(Int64.self)
     }
 
     // MARK: - Customers and records
 
-    static func customer(_ connection: PostgresConnection, walletAccount: String? = nil, id: String? = nil, email: String? = nil,
-                         logger: Logger) async throws -> Customer? {
-        let rows = try await connection.query("""
+    static func customer(
+        _ connection: PostgresConnection, walletAccount: String? = nil, id: String? = nil, email: String? = nil,
+        logger: Logger
+    ) async throws -> Customer? {
+        let rows = try await connection.query(
+            """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user
             WHERE wallet_account = \(walletAccount) OR id = \(id) OR email = \(email)
             """, logger: logger)
@@ -202,18 +236,26 @@ enum PostgresPrimitives {
         """
 
     static func decodeExternal(_ row: PostgresRow) throws -> ExternalTransactionRecord {
-        let (id, txID, account, direction, amount, status, occurred, memo, reference, recordedAt, firstSeen, viaWebhook, viaPoll,
-             recordedMicros, matched, flag, mintJob) =
-            try row.decode((Int64, String, String, String, Int64, String, Int64, String, String?, String, String, Bool, Bool,
-                            Int64, String?, String?, String?).self)
+        let (
+            id, txID, account, direction, amount, status, occurred, memo, reference, recordedAt, firstSeen, viaWebhook, viaPoll,
+            recordedMicros, matched, flag, mintJob
+        ) =
+            try row.decode(
+                (
+                    Int64, String, String, String, Int64, String, Int64, String, String?, String, String, Bool, Bool,
+                    Int64, String?, String?, String?
+                ).self)
         guard let direction = TransactionDirection(rawValue: direction), let status = TransactionStatus(rawValue: status),
-              let path = ArrivalPath(rawValue: firstSeen), amount > 0 else {
+            let path = ArrivalPath(rawValue: firstSeen), amount > 0
+        else {
             throw GatewayError.storeUnavailable("core_externaltransaction row \(id) is corrupt")
         }
-        let tx = ProviderTransaction(providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
-                                     status: status, occurredAtMicros: occurred, memo: memo, reference: reference)
-        return ExternalTransactionRecord(id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path, seenViaWebhook: viaWebhook,
-                                         seenViaPoll: viaPoll, lagMicros: recordedMicros - occurred, mintJobID: mintJob,
-                                         matchedJobID: matched, flag: flag)
+        let tx = ProviderTransaction(
+            providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
+            status: status, occurredAtMicros: occurred, memo: memo, reference: reference)
+        return ExternalTransactionRecord(
+            id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path, seenViaWebhook: viaWebhook,
+            seenViaPoll: viaPoll, lagMicros: recordedMicros - occurred, mintJobID: mintJob,
+            matchedJobID: matched, flag: flag)
     }
 }

@@ -8,10 +8,12 @@ import PostgresSupport
 /// units; `balance_pkr` and `amount_pkr` are exact NUMERIC(20,2) generated columns. Applied migrations are
 /// never edited; each runs once, in a transaction, under an advisory lock so instances starting together agree.
 enum PostgresSchema {
-    static let advisoryLockKey: Int64 = 0x706b_725f_6d69_67 // "pkr_mig"
+    static let advisoryLockKey: Int64 = 0x706b_725f_6d69_67  // "pkr_mig"
 
     static let migrations: [(String, String)] = [
-        ("v1-stubs", """
+        (
+            "v1-stubs",
+            """
             CREATE TABLE wallet_stub_walletstubaccount (
               id BIGSERIAL PRIMARY KEY,
               account_no TEXT NOT NULL UNIQUE,
@@ -68,8 +70,11 @@ enum PostgresSchema {
               reference TEXT NOT NULL UNIQUE,
               created_at TEXT NOT NULL
             );
-            """),
-        ("v1-gateway", """
+            """
+        ),
+        (
+            "v1-gateway",
+            """
             CREATE TABLE core_user (
               id TEXT PRIMARY KEY,
               email TEXT NOT NULL UNIQUE,
@@ -183,10 +188,13 @@ enum PostgresSchema {
               name TEXT PRIMARY KEY,
               value BIGINT NOT NULL CHECK (value >= 0)
             );
-            """),
+            """
+        ),
         // As SQLite's v2: the burn-only unique rules become partial indexes, so a mint writes no NULL keys, and the
         // random-keyed `entry_hash` index goes (the chain's own rules keep entries unique; see SQLiteSchema).
-        ("v2-fewer-index-entries", """
+        (
+            "v2-fewer-index-entries",
+            """
             ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_payout_provider_tx_id_key;
             ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_idempotency_key_key;
             ALTER TABLE core_chainjob ADD CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL);
@@ -201,12 +209,15 @@ enum PostgresSchema {
               WHERE matched_job_id IS NOT NULL;
             ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_entry_hash_key;
             ALTER TABLE core_ledgerentry ADD CHECK (length(prev_hash) = 64 AND length(entry_hash) = 64)
-            """),
+            """
+        ),
         // A whole mint batch in one call, so one round trip instead of six (see PostgresMintBatch). It takes the
         // batch's rows and its ledger entries, hashed by the caller after the head it last saw, and writes nothing
         // (answers -1, or raises once it has written) unless every credit is new and that head is still the ledger's. The locks are taken in the one
         // order every mint and burn uses: token balances in user order, chain-stub balances, ledger head.
-        ("v3-mint-batch-function", """
+        (
+            "v3-mint-batch-function",
+            """
             CREATE FUNCTION pkr_mint_batch(
               p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
               p_status text[], p_memo text[], p_reference text[], p_occurred_at text[], p_occurred_at_micros bigint[],
@@ -290,7 +301,8 @@ enum PostgresSchema {
               RETURN recorded_count;
             END
             $$
-            """),
+            """
+        ),
         // A whole burn in one call (see `PostgresStore.redeem`). Its contended rows (token balance, chain-stub
         // balance, ledger head, in the order every writer takes them) are then held only while the server runs the
         // call and commits, not across the client's round trips. The ledger entries are chained here, after the
@@ -298,7 +310,9 @@ enum PostgresSchema {
         // test holds the two to. The postings come from the caller, so the posting rules stay in one place.
         // Answers 1 (burned), 0 (the idempotency key is taken: the caller replays it), -1 (insufficient token
         // balance, with the balance), -2 (the chain refused), -3 (no such user); it writes nothing unless it answers 1.
-        ("v4-burn-function", """
+        (
+            "v4-burn-function",
+            """
             CREATE FUNCTION pkr_ledger_hash(
               p_id bigint, p_user_id text, p_side text, p_account text, p_amount_units bigint, p_ref_type text,
               p_ref_id text, p_created_at text, p_prev_hash text
@@ -385,12 +399,15 @@ enum PostgresSchema {
               END;
             END
             $$
-            """),
+            """
+        ),
         // Two mint batches may be in flight at once (see `PostgresStore.applyPolled`): each takes an advisory lock on
         // the head id it will leave as it starts, and a batch chained after it, once its own uncontended rows are
         // written, waits for that one to end before it takes the balance and head locks. Advisory keys are head
         // ids, far below the migrations' key. Otherwise as v3.
-        ("v5-mint-batch-baton", """
+        (
+            "v5-mint-batch-baton",
+            """
             CREATE OR REPLACE FUNCTION pkr_mint_batch(
               p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
               p_status text[], p_memo text[], p_reference text[], p_occurred_at text[], p_occurred_at_micros bigint[],
@@ -491,11 +508,14 @@ enum PostgresSchema {
               RETURN recorded_count;
             END
             $$
-            """),
+            """
+        ),
         // The random keys every mint indexes (provider ids, job ids, transaction hashes) compare as bytes: in a
         // database created with a libc locale (C.UTF-8 included) each B-tree comparison went through strcoll. ASCII
         // ids sort the same either way. Before v7, whose triggers depend on these columns.
-        ("v6-byte-order-keys", """
+        (
+            "v6-byte-order-keys",
+            """
             ALTER TABLE core_externaltransaction ALTER COLUMN provider_tx_id TYPE text COLLATE "C",
               ALTER COLUMN matched_job_id TYPE text COLLATE "C";
             ALTER TABLE chain_stub_chainstubreceipt ALTER COLUMN tx_hash TYPE text COLLATE "C",
@@ -503,13 +523,16 @@ enum PostgresSchema {
             ALTER TABLE core_chainjob ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN tx_hash TYPE text COLLATE "C",
               ALTER COLUMN external_tx_id TYPE text COLLATE "C";
             ALTER TABLE core_ledgerentry ALTER COLUMN ref_id TYPE text COLLATE "C", ALTER COLUMN account TYPE text COLLATE "C"
-            """),
+            """
+        ),
         // The four references every mint writes (a credit's user, a job's user, a ledger entry's user and job) were
         // foreign keys, checked row by row: five probes per credit, each through an executor start-up of its own,
         // a third of the backend's work in a 100k backlog. They are checked once per statement instead, against all
         // of its new rows, and the rows they refer to stay: users and jobs are never deleted, nor their ids changed
         // (the remaining foreign keys to both tables already forbid TRUNCATE). Violations raise the same SQLSTATEs.
-        ("v7-statement-references", """
+        (
+            "v7-statement-references",
+            """
             ALTER TABLE core_externaltransaction DROP CONSTRAINT core_externaltransaction_user_id_fkey;
             ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_fkey;
             ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_user_id_fkey;
@@ -563,7 +586,8 @@ enum PostgresSchema {
               REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references();
             CREATE TRIGGER core_ledgerentry_references_updated AFTER UPDATE ON core_ledgerentry
               REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references()
-            """),
+            """
+        ),
     ]
 
     /// A migration's statements, one by one. A dollar-quoted body (a function's) keeps its own semicolons.
@@ -584,12 +608,14 @@ enum PostgresSchema {
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {
         try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey))", logger: logger)
-            try await connection.query("""
+            try await connection.query(
+                """
                 CREATE TABLE IF NOT EXISTS pkr_schema_migrations (version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())
                 """, logger: logger)
             var applied = Set<String>()
             for try await version in try await connection.query("SELECT version FROM pkr_schema_migrations", logger: logger)
-                .decode(String.self) {
+                .decode(String.self)
+            {
                 applied.insert(version)
             }
             for (version, sql) in migrations where !applied.contains(version) {

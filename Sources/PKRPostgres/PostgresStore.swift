@@ -32,26 +32,32 @@ public final class PostgresStore: GatewayStore {
     }
 
     public var mintBatchCounts: MintBatchCounts {
-        MintBatchCounts(oneCall: mintBatch.oneCallCount.load(ordering: .relaxed),
-                        refused: mintBatch.oneCallMissCount.load(ordering: .relaxed),
-                        rolledBack: mintBatch.rolledBackCount.load(ordering: .relaxed))
+        MintBatchCounts(
+            oneCall: mintBatch.oneCallCount.load(ordering: .relaxed),
+            refused: mintBatch.oneCallMissCount.load(ordering: .relaxed),
+            rolledBack: mintBatch.rolledBackCount.load(ordering: .relaxed))
     }
 
     /// Connects once up front so that a wrong host or password fails start-up at once with a clear message,
     /// instead of the pool retrying in the background for a minute.
-    public static func connect(settings: PostgresSettings, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64,
-                               logger: Logger) async throws -> PostgresStore {
-        let configuration = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
-                                                             password: settings.password, database: settings.database, tls: .disable)
+    public static func connect(
+        settings: PostgresSettings, limits: MoneyLimits, nowMicros: @escaping @Sendable () -> Int64,
+        logger: Logger
+    ) async throws -> PostgresStore {
+        let configuration = PostgresConnection.Configuration(
+            host: settings.host, port: settings.port, username: settings.user,
+            password: settings.password, database: settings.database, tls: .disable)
         do {
             let probe = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
             try await probe.close()
         } catch {
-            throw ConfigError.refused("cannot connect to PostgreSQL at \(settings.host):\(settings.port) as \(settings.user) "
-                + "to database \(settings.database): \(Self.describe(error))")
+            throw ConfigError.refused(
+                "cannot connect to PostgreSQL at \(settings.host):\(settings.port) as \(settings.user) "
+                    + "to database \(settings.database): \(Self.describe(error))")
         }
-        var clientConfiguration = PostgresClient.Configuration(host: settings.host, port: settings.port, username: settings.user,
-                                                               password: settings.password, database: settings.database, tls: .disable)
+        var clientConfiguration = PostgresClient.Configuration(
+            host: settings.host, port: settings.port, username: settings.user,
+            password: settings.password, database: settings.database, tls: .disable)
         // Mints and burns all queue on the same few rows (one balance, one ledger head), so more sessions only add
         // lock waiters competing for the CPU with the lock holder: at 64 requests in flight, 8 connections gave
         // the same rate as 32 and less than half the p99. No code path holds one connection while taking another.
@@ -59,13 +65,16 @@ public final class PostgresStore: GatewayStore {
         // The pool's own chatter (including a harmless race with its start-up) stays below the error level.
         var backgroundLogger = logger
         backgroundLogger.logLevel = .error
-        return PostgresStore(client: PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger),
-                             availability: PostgresAvailability(configuration: configuration, logger: logger), limits: limits,
-                             nowMicros: nowMicros, logger: logger)
+        return PostgresStore(
+            client: PostgresClient(configuration: clientConfiguration, backgroundLogger: backgroundLogger),
+            availability: PostgresAvailability(configuration: configuration, logger: logger), limits: limits,
+            nowMicros: nowMicros, logger: logger)
     }
 
-    init(client: PostgresClient, availability: PostgresAvailability, limits: MoneyLimits,
-         nowMicros: @escaping @Sendable () -> Int64, logger: Logger) {
+    init(
+        client: PostgresClient, availability: PostgresAvailability, limits: MoneyLimits,
+        nowMicros: @escaping @Sendable () -> Int64, logger: Logger
+    ) {
         self.client = client
         self.availability = availability
         self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
@@ -101,7 +110,8 @@ public final class PostgresStore: GatewayStore {
             do {
                 return try await pg.transaction(logger: logger) { connection in try await body(connection) }
             } catch let error as PSQLError where attempt < Self.transactionAttemptsMax && Self.isRetryable(error) {
-                logger.notice("transaction retried", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")", "attempt": "\(attempt)"])
+                logger.notice(
+                    "transaction retried", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")", "attempt": "\(attempt)"])
                 attempt += 1
             }
         }
@@ -123,9 +133,11 @@ public final class PostgresStore: GatewayStore {
             if let existing = try await PostgresPrimitives.customer(connection, walletAccount: draft.walletAccount, logger: logger) {
                 return existing
             }
-            let customer = Customer(id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
-                                    walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
-            try await connection.query("""
+            let customer = Customer(
+                id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
+                walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            try await connection.query(
+                """
                 INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
                 VALUES (\(customer.id), \(customer.email), \(customer.displayName), \(customer.walletAccount),
                         \(customer.chainAddress), \(createdAt))
@@ -154,7 +166,7 @@ public final class PostgresStore: GatewayStore {
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         if mintBatchEnabled.load(ordering: .relaxed), let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
-            _ = try pg // An unreachable database fails at once rather than through the batch and then the fallback.
+            _ = try pg  // An unreachable database fails at once rather than through the batch and then the fallback.
             if let job = await mintBatch.mint(credit) { return .minted(job) }
         }
         return try await run { try Settlement.apply(tx, via: path, inbound: inbound, context) }
@@ -171,9 +183,12 @@ public final class PostgresStore: GatewayStore {
         // applied in a transaction of its own: a page-long transaction would hold the balance and ledger-head row
         // locks for seconds and stall every webhook and redeem behind a backlog.
         var outcomes = [ApplyOutcome?](repeating: nil, count: txs.count)
-        let credits = !mintBatchEnabled.load(ordering: .relaxed) ? [] : txs.indices.compactMap { index in
-            Self.mintCandidate(txs[index], via: .poll, inbound: nil, context).map { (index, $0) }
-        }
+        let credits =
+            !mintBatchEnabled.load(ordering: .relaxed)
+            ? []
+            : txs.indices.compactMap { index in
+                Self.mintCandidate(txs[index], via: .poll, inbound: nil, context).map { (index, $0) }
+            }
         // Two batches in flight: while one holds the contended locks and commits, the next writes its uncontended
         // rows on another connection, then waits for the first to end (`pkr_mint_batch`).
         let mintBatch = self.mintBatch
@@ -205,8 +220,10 @@ public final class PostgresStore: GatewayStore {
 
     /// A transaction the batch may mint: a settled credit within the mint ceiling. Whether it is new is only known
     /// inside the batch's transaction.
-    private static func mintCandidate(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
-                                      _ context: SettlementContext) -> PostgresMintBatch.Credit? {
+    private static func mintCandidate(
+        _ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
+        _ context: SettlementContext
+    ) -> PostgresMintBatch.Credit? {
         guard case .mint(let units)? = try? SettlementPolicy.action(for: tx, maxMintUnits: context.limits.maxMintUnits) else {
             return nil
         }
@@ -246,12 +263,14 @@ public final class PostgresStore: GatewayStore {
     private func burnInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
         let now = nowMicros()
         let createdAt = Timestamp.format(micros: now)
-        let job = ChainJob(id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
-                           txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
+        let job = ChainJob(
+            id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
+            txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
         let receipt = BurnReceipt(job)
         let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
         let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.customerID : nil })
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT outcome, available_units, wallet_account FROM pkr_burn(
               \(command.customerID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
               \(IdempotencyClaim.redeemEndpoint), \(command.requestFingerprint), \(receipt.storedForm), \(command.memo), \(createdAt),
@@ -269,7 +288,9 @@ public final class PostgresStore: GatewayStore {
                 throw GatewayError.insufficientBalance(availableUnits: availableUnits ?? 0, requestedUnits: command.amountUnits)
             case -2:
                 let logger = self.logger
-                let customer = try await pg.withConnection { try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger) }
+                let customer = try await pg.withConnection {
+                    try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger)
+                }
                 throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .burn)
             case -3:
                 throw GatewayError.demoNotSeeded
@@ -283,15 +304,18 @@ public final class PostgresStore: GatewayStore {
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
     /// Returns the new head. The entries and the new head go in one statement, one round trip under the head's lock.
     @discardableResult
-    static func appendLedger(_ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
-                             logger: Logger) async throws -> LedgerHead {
+    static func appendLedger(
+        _ connection: PostgresConnection, after head: LedgerHead, _ appends: [LedgerAppend],
+        logger: Logger
+    ) async throws -> LedgerHead {
         let (entries, newHead) = LedgerAppend.entries(after: head, appends)
         _ = try await connection.execute(AppendLedgerEntries(entries: LedgerEntryColumns(entries), head: newHead), logger: logger)
         return newHead
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
-        try await pg.query("""
+        try await pg.query(
+            """
             UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = \(providerTxID)
             WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
             """, logger: logger)
@@ -299,7 +323,8 @@ public final class PostgresStore: GatewayStore {
 
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
             WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= \(cutoff)
             ORDER BY j.created_at LIMIT \(limit)
@@ -322,7 +347,8 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
             FROM core_ledgerentry WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
@@ -335,15 +361,18 @@ public final class PostgresStore: GatewayStore {
         let (id, userID, side, account, amount, refType, refID, createdAt, prevHash, entryHash) =
             try row.decode((Int64, String?, String, String, Int64, String, String, String, String, String).self)
         guard let side = LedgerSide(rawValue: side), let account = LedgerAccount(rawValue: account),
-              let refType = ChainJobType(rawValue: refType) else {
+            let refType = ChainJobType(rawValue: refType)
+        else {
             throw GatewayError.storeUnavailable("core_ledgerentry row \(id) is corrupt")
         }
-        return LedgerEntry(id: id, userID: userID, side: side, account: account, amountUnits: amount, refType: refType,
-                           refID: refID, createdAt: createdAt, prevHash: prevHash, entryHash: entryHash)
+        return LedgerEntry(
+            id: id, userID: userID, side: side, account: account, amountUnits: amount, refType: refType,
+            refID: refID, createdAt: createdAt, prevHash: prevHash, entryHash: entryHash)
     }
 
     public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e
             WHERE e.id < \(beforeID ?? Int64.max) ORDER BY e.id DESC LIMIT \(limit)
             """, logger: logger)
@@ -353,32 +382,40 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
                    provider_tx_id, job_id, body_bytes
             FROM core_webhookinbound WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
         var out: [InboundRecord] = []
         for try await (id, received, messageID, timestamp, source, scheme, verification, outcome, error, txID, jobID, bytes)
-            in rows.decode((Int64, String, String?, String?, String?, String?, String, String, String?, String?, String?, Int).self) {
-            out.append(InboundRecord(id: id, received_at: received, message_id: messageID, webhook_timestamp: timestamp,
-                                     source_address: source, scheme: scheme, verification: verification, outcome: outcome,
-                                     error: error, provider_tx_id: txID, job_id: jobID, body_bytes: bytes))
+            in rows.decode((Int64, String, String?, String?, String?, String?, String, String, String?, String?, String?, Int).self)
+        {
+            out.append(
+                InboundRecord(
+                    id: id, received_at: received, message_id: messageID, webhook_timestamp: timestamp,
+                    source_address: source, scheme: scheme, verification: verification, outcome: outcome,
+                    error: error, provider_tx_id: txID, job_id: jobID, body_bytes: bytes))
         }
         return out
     }
 
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
             FROM core_webhookquarantine WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
         var out: [QuarantineRecord] = []
         for try await (id, inboundID, txID, via, fields, body, created)
-            in rows.decode((Int64, Int64?, String, String, String, ByteBuffer, String).self) {
-            out.append(QuarantineRecord(id: id, inbound_id: inboundID, provider_tx_id: txID, arrived_via: via,
-                                        differing_fields: fields.split(separator: ",").map(String.init),
-                                        body: String(buffer: body), created_at: created))
+            in rows.decode((Int64, Int64?, String, String, String, ByteBuffer, String).self)
+        {
+            out.append(
+                QuarantineRecord(
+                    id: id, inbound_id: inboundID, provider_tx_id: txID, arrived_via: via,
+                    differing_fields: fields.split(separator: ",").map(String.init),
+                    body: String(buffer: body), created_at: created))
         }
         return out
     }
@@ -387,74 +424,88 @@ public final class PostgresStore: GatewayStore {
         let logger = self.logger
         // One REPEATABLE READ transaction: every figure comes from the same snapshot.
         return try await readOnlySnapshot { connection in
-                func int(_ sql: String) async throws -> Int64 {
-                    for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int64.self) {
-                        return value
-                    }
-                    return 0
+            func int(_ sql: String) async throws -> Int64 {
+                for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int64.self) {
+                    return value
                 }
-                func strings(_ sql: String) async throws -> [String] {
-                    var out: [String] = []
-                    for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(String.self) {
-                        out.append(value)
-                    }
-                    return out
+                return 0
+            }
+            func strings(_ sql: String) async throws -> [String] {
+                var out: [String] = []
+                for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(String.self) {
+                    out.append(value)
                 }
-                var latest: [ExternalTransactionRecord] = []
-                for try await row in try await connection.query("""
-                    SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
-                    """, logger: logger) {
-                    latest.append(try PostgresPrimitives.decodeExternal(row))
-                }
-                var lags: [Int64] = []
-                var webhookOnly = 0, pollOnly = 0, both = 0
-                for try await (webhook, poll, lag) in try await connection.query("""
-                    SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
-                    """, logger: logger).decode((Bool, Bool, Int64).self) {
-                    if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
-                    lags.append(max(0, lag))
-                }
-                lags.sort()
-                let snapshot = ReconciliationSnapshot(
-                    mintedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'mint'"),
-                    burnedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn'"),
-                    tokenBalanceUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM core_tokenbalance"),
-                    chainStubUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance"),
-                    settledCreditsUnminted: try await strings("""
-                        SELECT e.provider_tx_id FROM core_externaltransaction e
-                        WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
-                          AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
-                        """),
-                    heldCreditPaisa: try await int("""
-                        SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
-                        """),
-                    creditsMintedMoreThanOnce: try await strings("""
-                        SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
-                        """),
-                    payoutRequestedUnits: try await int("""
-                        SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
-                        """),
-                    burnsAwaitingDebit: try await strings("""
-                        SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
-                        """),
-                    burnsWithSeveralDebits: try await strings("""
-                        SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
-                        GROUP BY matched_job_id HAVING COUNT(*) > 1
-                        """),
-                    unmatchedDebits: try await strings("""
-                        SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
-                        """),
-                    ledgerUserNetUnits: try await int("""
-                        SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)::BIGINT
-                        FROM core_ledgerentry WHERE account = 'user_token'
-                        """),
-                    latest: latest,
-                    arrivals: ArrivalStats(webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
-                                           foundByPollFirst: try await strings("""
-                                               SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
-                                               ORDER BY id DESC LIMIT 50
-                                               """)))
-                return snapshot
+                return out
+            }
+            var latest: [ExternalTransactionRecord] = []
+            for try await row in try await connection.query(
+                """
+                SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                """, logger: logger)
+            {
+                latest.append(try PostgresPrimitives.decodeExternal(row))
+            }
+            var lags: [Int64] = []
+            var webhookOnly = 0, pollOnly = 0, both = 0
+            for try await (webhook, poll, lag) in try await connection.query(
+                """
+                SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
+                """, logger: logger
+            ).decode((Bool, Bool, Int64).self) {
+                if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
+                lags.append(max(0, lag))
+            }
+            lags.sort()
+            let snapshot = ReconciliationSnapshot(
+                mintedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'mint'"),
+                burnedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn'"),
+                tokenBalanceUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM core_tokenbalance"),
+                chainStubUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance"),
+                settledCreditsUnminted: try await strings(
+                    """
+                    SELECT e.provider_tx_id FROM core_externaltransaction e
+                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+                    """),
+                heldCreditPaisa: try await int(
+                    """
+                    SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                    """),
+                creditsMintedMoreThanOnce: try await strings(
+                    """
+                    SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
+                    """),
+                payoutRequestedUnits: try await int(
+                    """
+                    SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
+                    """),
+                burnsAwaitingDebit: try await strings(
+                    """
+                    SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
+                    """),
+                burnsWithSeveralDebits: try await strings(
+                    """
+                    SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
+                    GROUP BY matched_job_id HAVING COUNT(*) > 1
+                    """),
+                unmatchedDebits: try await strings(
+                    """
+                    SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
+                    """),
+                ledgerUserNetUnits: try await int(
+                    """
+                    SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)::BIGINT
+                    FROM core_ledgerentry WHERE account = 'user_token'
+                    """),
+                latest: latest,
+                arrivals: ArrivalStats(
+                    webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
+                    foundByPollFirst: try await strings(
+                        """
+                        SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
+                        ORDER BY id DESC LIMIT 50
+                        """)))
+            return snapshot
         }
     }
 
@@ -482,10 +533,12 @@ public final class PostgresStore: GatewayStore {
             var batch: [LedgerEntry] = []
             // Rows stream from the server and are checked a batch at a time; memory stays flat however long the
             // ledger is.
-            for try await row in try await connection.query("""
+            for try await row in try await connection.query(
+                """
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
                 FROM core_ledgerentry ORDER BY id
-                """, logger: logger) {
+                """, logger: logger)
+            {
                 guard verifier.firstBreak == nil else { continue }
                 batch.append(try Self.decodeLedger(row))
                 if batch.count == LedgerChainVerifier.batchSize {
@@ -496,7 +549,8 @@ public final class PostgresStore: GatewayStore {
             _ = verifier.check(batch)
             var head = LedgerHead.genesis
             for try await (lastID, lastHash) in try await connection.query(
-                "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1", logger: logger).decode((Int64, String).self) {
+                "SELECT last_id, last_hash FROM core_ledgerhead WHERE singleton = 1", logger: logger
+            ).decode((Int64, String).self) {
                 head = LedgerHead(lastID: lastID, lastHash: lastHash)
             }
             verifier.finish(storedHead: head)
@@ -515,7 +569,8 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func setCursor(named name: String, to value: Int64) async throws {
-        try await pg.query("""
+        try await pg.query(
+            """
             INSERT INTO core_cursor (name, value) VALUES (\(name), \(value))
             ON CONFLICT (name) DO UPDATE SET value = GREATEST(core_cursor.value, excluded.value)
             """, logger: logger)

@@ -12,17 +12,21 @@ enum SQLitePrimitives {
     static func execute(_ primitive: Primitive, _ db: Database, _ scope: WriteScope) throws -> PrimitiveAnswer {
         switch primitive {
         case .findCustomer(let account):
-            return .customer(try scope.customer(db, walletAccount: account) {
-                try SQLiteStore.customer($0, where: "wallet_account = ?", $1)
-            })
+            return .customer(
+                try scope.customer(db, walletAccount: account) {
+                    try SQLiteStore.customer($0, where: "wallet_account = ?", $1)
+                })
         case .findCustomerByID(let id):
             return .customer(try SQLiteStore.customer(db, where: "id = ?", id))
         case .recordTransaction(let draft):
             return .rowID(try recordTransaction(db, draft))
         case .findTransaction(let providerTxID):
-            return .transaction(try db.cachedStatement(sql: """
-                SELECT \(SQLiteStore.externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?
-                """).first(providerTxID, decode: SQLiteStore.decodeExternal))
+            return .transaction(
+                try db.cachedStatement(
+                    sql: """
+                        SELECT \(SQLiteStore.externalColumns) FROM core_externaltransaction e WHERE e.provider_tx_id = ?
+                        """
+                ).first(providerTxID, decode: SQLiteStore.decodeExternal))
         case .markSeen(let rowID, let path):
             let column = path == .webhook ? "seen_via_webhook" : "seen_via_poll"
             try db.cachedStatement(sql: "UPDATE core_externaltransaction SET \(column) = 1 WHERE id = ?").run(rowID)
@@ -31,27 +35,35 @@ enum SQLitePrimitives {
         case .flag(let rowID, let flag):
             try db.cachedStatement(sql: "UPDATE core_externaltransaction SET flag = ? WHERE id = ?").run(flag.rawValue, rowID)
         case .clearHold(let rowID):
-            try db.cachedStatement(sql: """
-                UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'
-                """).run(rowID)
+            try db.cachedStatement(
+                sql: """
+                    UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'
+                    """
+            ).run(rowID)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
-            return .jobID(try db.cachedStatement(sql: """
-                SELECT id FROM core_chainjob
-                WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?) AND amount_units = ?
-                  AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
-                LIMIT 1
-                """).first(reference ?? "", providerTxID, amountUnits) { $0.string(0) })
+            return .jobID(
+                try db.cachedStatement(
+                    sql: """
+                        SELECT id FROM core_chainjob
+                        WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?) AND amount_units = ?
+                          AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
+                        LIMIT 1
+                        """
+                ).first(reference ?? "", providerTxID, amountUnits) { $0.string(0) })
         case .confirmPayout(let rowID, let jobID, let providerTxID):
             try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").run(jobID, rowID)
-            try db.cachedStatement(sql: """
-                UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
-                """).run(providerTxID, jobID)
+            try db.cachedStatement(
+                sql: """
+                    UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = ? WHERE id = ?
+                    """
+            ).run(providerTxID, jobID)
         case .moveTokenBalance(let customerID, let deltaUnits):
             return .moved(try moveTokenBalance(db, scope, customerID: customerID, deltaUnits: deltaUnits))
         case .tokenBalance(let customerID):
             try scope.flushBalances(db)
-            return .units(try db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?")
-                .first(customerID) { $0.int64(0) } ?? 0)
+            return .units(
+                try db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?")
+                    .first(customerID) { $0.int64(0) } ?? 0)
         case .chainTransfer(let transfer):
             return .txHash(try chainTransfer(db, scope, transfer))
         case .insertJob(let row):
@@ -63,19 +75,24 @@ enum SQLitePrimitives {
         case .claimIdempotencyKey(let claim):
             return .claim(try claimKey(db, claim))
         case .storeAnswer(let claim, let receipt):
-            try db.cachedStatement(sql: """
-                INSERT INTO core_idempotencyrecord
-                  (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
-                VALUES (?, ?, ?, ?, 201, ?, ?)
-                """).run(claim.customerID, claim.endpoint, claim.key, claim.fingerprint, receipt.storedForm, claim.createdAt)
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_idempotencyrecord
+                      (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+                    VALUES (?, ?, ?, ?, 201, ?, ?)
+                    """
+            ).run(claim.customerID, claim.endpoint, claim.key, claim.fingerprint, receipt.storedForm, claim.createdAt)
         case .logInbound(let row):
             return .rowID(try insertInbound(db, row))
         case .quarantine(let row):
-            try db.cachedStatement(sql: """
-                INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
-                VALUES (?, ?, ?, ?, ?, ?)
-                """).run(row.inboundID, row.providerTxID, row.via.rawValue, row.differingFields.joined(separator: ","),
-                         SQLiteBlob(row.body), row.createdAt)
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """
+            ).run(
+                row.inboundID, row.providerTxID, row.via.rawValue, row.differingFields.joined(separator: ","),
+                SQLiteBlob(row.body), row.createdAt)
         }
         return .none
     }
@@ -84,15 +101,18 @@ enum SQLitePrimitives {
     private static func recordTransaction(_ db: Database, _ draft: TransactionDraft) throws -> Int64? {
         let tx = draft.tx
         let seenColumn = draft.path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        try db.cachedStatement(sql: """
-            INSERT INTO core_externaltransaction
-              (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
-            ON CONFLICT (provider_tx_id) DO NOTHING
-            """).run(tx.providerTxID, tx.account, draft.customerID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
-                     tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-                     Timestamp.format(micros: draft.recordedAtMicros), draft.recordedAtMicros, draft.path.rawValue)
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO core_externaltransaction
+                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                ON CONFLICT (provider_tx_id) DO NOTHING
+                """
+        ).run(
+            tx.providerTxID, tx.account, draft.customerID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+            tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
+            Timestamp.format(micros: draft.recordedAtMicros), draft.recordedAtMicros, draft.path.rawValue)
         return db.changesCount == 1 ? db.lastInsertedRowID : nil
     }
 
@@ -102,9 +122,11 @@ enum SQLitePrimitives {
         precondition(deltaUnits != 0, "a balance move has an amount")
         if deltaUnits > 0 { return try scope.creditToken(db, customerID: customerID, units: deltaUnits) }
         try scope.flushBalances(db)
-        try db.cachedStatement(sql: """
-            UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ? AND balance_units >= ?
-            """).run(deltaUnits, customerID, -deltaUnits)
+        try db.cachedStatement(
+            sql: """
+                UPDATE core_tokenbalance SET balance_units = balance_units + ? WHERE user_id = ? AND balance_units >= ?
+                """
+        ).run(deltaUnits, customerID, -deltaUnits)
         return db.changesCount == 1
     }
 
@@ -112,25 +134,30 @@ enum SQLitePrimitives {
         switch transfer.op {
         case .mint:
             try scope.creditChain(db, address: transfer.address, units: transfer.amountUnits)
-            return try ChainStub.recordReceipt(db, op: .mint, address: transfer.address, amountUnits: transfer.amountUnits,
-                                               reference: transfer.reference, createdAt: transfer.createdAt,
-                                               nowMicros: transfer.nowMicros)
+            return try ChainStub.recordReceipt(
+                db, op: .mint, address: transfer.address, amountUnits: transfer.amountUnits,
+                reference: transfer.reference, createdAt: transfer.createdAt,
+                nowMicros: transfer.nowMicros)
         case .burn:
             try scope.flushBalances(db)
-            return try ChainStub.submit(db, op: .burn, address: transfer.address, amountUnits: transfer.amountUnits,
-                                        reference: transfer.reference, createdAt: transfer.createdAt, nowMicros: transfer.nowMicros)
+            return try ChainStub.submit(
+                db, op: .burn, address: transfer.address, amountUnits: transfer.amountUnits,
+                reference: transfer.reference, createdAt: transfer.createdAt, nowMicros: transfer.nowMicros)
         }
     }
 
     private static func insertJob(_ db: Database, _ row: JobRow) throws {
         let job = row.job
-        try db.cachedStatement(sql: """
-            INSERT INTO core_chainjob
-              (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, idempotency_key, memo,
-               payout_state, created_at)
-            VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?, ?)
-            """).run(job.id, job.jobType.rawValue, row.customerID, job.amountUnits, job.txHash, row.creditRowID,
-                     row.creditProviderTxID, row.idempotencyKey, row.memo, row.payoutState, job.createdAt)
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, idempotency_key, memo,
+                   payout_state, created_at)
+                VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).run(
+            job.id, job.jobType.rawValue, row.customerID, job.amountUnits, job.txHash, row.creditRowID,
+            row.creditProviderTxID, row.idempotencyKey, row.memo, row.payoutState, job.createdAt)
     }
 
     static func job(_ db: Database, id: String) throws -> ChainJob? {
@@ -139,8 +166,9 @@ enum SQLitePrimitives {
                 guard let type = ChainJobType(rawValue: row.string(1)) else {
                     throw DatabaseError(message: "core_chainjob \(id) is corrupt")
                 }
-                return ChainJob(id: row.string(0), jobType: type, amountUnits: row.int64(2), txHash: row.string(3),
-                                createdAt: row.string(4))
+                return ChainJob(
+                    id: row.string(0), jobType: type, amountUnits: row.int64(2), txHash: row.string(3),
+                    createdAt: row.string(4))
             }
     }
 
@@ -148,22 +176,27 @@ enum SQLitePrimitives {
     private static func appendLedger(_ db: Database, _ scope: WriteScope, _ append: LedgerAppend) throws {
         let (entries, head) = LedgerAppend.entries(after: try scope.head(db), [append])
         for entry in entries {
-            try db.cachedStatement(sql: """
-                INSERT INTO core_ledgerentry
-                  (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).run(entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                         entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash)
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_ledgerentry
+                      (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+            ).run(
+                entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash)
         }
         scope.advance(to: head)
     }
 
     /// On the single writer a key nobody has stored is this request's until the commit; the answer is stored then.
     private static func claimKey(_ db: Database, _ claim: IdempotencyClaim) throws -> IdempotencyClaim.Result {
-        let stored = try db.cachedStatement(sql: """
-            SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
-            WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
-            """).first(claim.customerID, claim.endpoint, claim.key) { row in
+        let stored = try db.cachedStatement(
+            sql: """
+                SELECT request_fingerprint, response_status, response_body FROM core_idempotencyrecord
+                WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?
+                """
+        ).first(claim.customerID, claim.endpoint, claim.key) { row in
             (fingerprint: row.string(0), status: row.int64(1), body: row.string(2))
         }
         guard let stored else { return .claimed }
@@ -175,14 +208,17 @@ enum SQLitePrimitives {
 
     static func insertInbound(_ db: Database, _ row: InboundRow) throws -> Int64 {
         let inbound = row.draft
-        try db.cachedStatement(sql: """
-            INSERT INTO core_webhookinbound
-              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-               provider_tx_id, job_id, body_bytes, body)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).run(Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
-                     inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, row.outcome, row.errorCode,
-                     inbound.providerTxID, row.jobID, inbound.body.count, SQLiteBlob(inbound.body))
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO core_webhookinbound
+                  (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                   provider_tx_id, job_id, body_bytes, body)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).run(
+            Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
+            inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, row.outcome, row.errorCode,
+            inbound.providerTxID, row.jobID, inbound.body.count, SQLiteBlob(inbound.body))
         return db.lastInsertedRowID
     }
 }

@@ -12,121 +12,122 @@ enum SQLiteSchema {
             try ChainStub.createTables(db)
         }
         migrator.registerMigration("v1-gateway") { db in
-            try db.execute(sql: """
-                CREATE TABLE core_user (
-                  id TEXT PRIMARY KEY,
-                  email TEXT NOT NULL UNIQUE,
-                  display_name TEXT NOT NULL,
-                  wallet_account TEXT NOT NULL UNIQUE,
-                  chain_address TEXT NOT NULL UNIQUE,
-                  created_at TEXT NOT NULL
-                );
-                CREATE TABLE core_tokenbalance (
-                  user_id TEXT PRIMARY KEY REFERENCES core_user(id),
-                  balance_units INTEGER NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
-                );
-                CREATE TABLE core_chainjob (
-                  id TEXT PRIMARY KEY,
-                  job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
-                  user_id TEXT NOT NULL REFERENCES core_user(id),
-                  amount_units INTEGER NOT NULL CHECK (amount_units > 0),
-                  status TEXT NOT NULL CHECK (status IN ('confirmed')),
-                  tx_hash TEXT NOT NULL UNIQUE,
-                  external_tx_id TEXT UNIQUE,
-                  idempotency_key TEXT,
-                  memo TEXT NOT NULL DEFAULT '',
-                  payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
-                  payout_provider_tx_id TEXT UNIQUE,
-                  created_at TEXT NOT NULL,
-                  CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
-                  CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
-                  CHECK (job_type = 'burn' OR idempotency_key IS NULL),
-                  CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
-                  UNIQUE (user_id, idempotency_key)
-                );
-                CREATE INDEX core_chainjob_created ON core_chainjob (created_at);
-                CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
-                CREATE TABLE core_externaltransaction (
-                  id INTEGER PRIMARY KEY,
-                  provider_tx_id TEXT NOT NULL UNIQUE,
-                  account TEXT NOT NULL,
-                  user_id TEXT REFERENCES core_user(id),
-                  direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
-                  amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
-                  amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
-                  status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
-                  memo TEXT NOT NULL DEFAULT '',
-                  reference TEXT,
-                  occurred_at TEXT NOT NULL,
-                  occurred_at_micros INTEGER NOT NULL,
-                  recorded_at TEXT NOT NULL,
-                  recorded_at_micros INTEGER NOT NULL,
-                  first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
-                  seen_via_webhook INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_webhook IN (0, 1)),
-                  seen_via_poll INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_poll IN (0, 1)),
-                  matched_job_id TEXT UNIQUE REFERENCES core_chainjob(id),
-                  flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
-                  CHECK (direction = 'debit' OR matched_job_id IS NULL)
-                );
-                CREATE TABLE core_ledgerentry (
-                  id INTEGER PRIMARY KEY,
-                  user_id TEXT REFERENCES core_user(id),
-                  side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
-                  account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
-                  amount_units INTEGER NOT NULL CHECK (amount_units > 0),
-                  ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
-                  ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
-                  created_at TEXT NOT NULL,
-                  prev_hash TEXT NOT NULL,
-                  entry_hash TEXT NOT NULL UNIQUE,
-                  UNIQUE (ref_id, account)
-                );
-                CREATE TABLE core_ledgerhead (
-                  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-                  last_id INTEGER NOT NULL CHECK (last_id >= 0),
-                  last_hash TEXT NOT NULL
-                );
-                INSERT INTO core_ledgerhead (singleton, last_id, last_hash)
-                  VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-                CREATE TABLE core_idempotencyrecord (
-                  user_id TEXT NOT NULL REFERENCES core_user(id),
-                  endpoint TEXT NOT NULL,
-                  idempotency_key TEXT NOT NULL,
-                  request_fingerprint TEXT NOT NULL,
-                  response_status INTEGER NOT NULL,
-                  response_body TEXT NOT NULL,
-                  created_at TEXT NOT NULL,
-                  PRIMARY KEY (user_id, endpoint, idempotency_key)
-                );
-                CREATE TABLE core_webhookinbound (
-                  id INTEGER PRIMARY KEY,
-                  received_at TEXT NOT NULL,
-                  message_id TEXT,
-                  webhook_timestamp TEXT,
-                  source_address TEXT,
-                  scheme TEXT,
-                  verification TEXT NOT NULL,
-                  outcome TEXT NOT NULL,
-                  error TEXT,
-                  provider_tx_id TEXT,
-                  job_id TEXT,
-                  body_bytes INTEGER NOT NULL CHECK (body_bytes >= 0),
-                  body BLOB NOT NULL
-                );
-                CREATE TABLE core_webhookquarantine (
-                  id INTEGER PRIMARY KEY,
-                  inbound_id INTEGER UNIQUE REFERENCES core_webhookinbound(id),
-                  provider_tx_id TEXT NOT NULL,
-                  arrived_via TEXT NOT NULL CHECK (arrived_via IN ('webhook', 'poll')),
-                  differing_fields TEXT NOT NULL,
-                  body BLOB NOT NULL,
-                  created_at TEXT NOT NULL
-                );
-                CREATE TABLE core_cursor (
-                  name TEXT PRIMARY KEY,
-                  value INTEGER NOT NULL CHECK (value >= 0)
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE core_user (
+                      id TEXT PRIMARY KEY,
+                      email TEXT NOT NULL UNIQUE,
+                      display_name TEXT NOT NULL,
+                      wallet_account TEXT NOT NULL UNIQUE,
+                      chain_address TEXT NOT NULL UNIQUE,
+                      created_at TEXT NOT NULL
+                    );
+                    CREATE TABLE core_tokenbalance (
+                      user_id TEXT PRIMARY KEY REFERENCES core_user(id),
+                      balance_units INTEGER NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
+                    );
+                    CREATE TABLE core_chainjob (
+                      id TEXT PRIMARY KEY,
+                      job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
+                      user_id TEXT NOT NULL REFERENCES core_user(id),
+                      amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+                      status TEXT NOT NULL CHECK (status IN ('confirmed')),
+                      tx_hash TEXT NOT NULL UNIQUE,
+                      external_tx_id TEXT UNIQUE,
+                      idempotency_key TEXT,
+                      memo TEXT NOT NULL DEFAULT '',
+                      payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
+                      payout_provider_tx_id TEXT UNIQUE,
+                      created_at TEXT NOT NULL,
+                      CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
+                      CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
+                      CHECK (job_type = 'burn' OR idempotency_key IS NULL),
+                      CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
+                      UNIQUE (user_id, idempotency_key)
+                    );
+                    CREATE INDEX core_chainjob_created ON core_chainjob (created_at);
+                    CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
+                    CREATE TABLE core_externaltransaction (
+                      id INTEGER PRIMARY KEY,
+                      provider_tx_id TEXT NOT NULL UNIQUE,
+                      account TEXT NOT NULL,
+                      user_id TEXT REFERENCES core_user(id),
+                      direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+                      amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+                      amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
+                      status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+                      memo TEXT NOT NULL DEFAULT '',
+                      reference TEXT,
+                      occurred_at TEXT NOT NULL,
+                      occurred_at_micros INTEGER NOT NULL,
+                      recorded_at TEXT NOT NULL,
+                      recorded_at_micros INTEGER NOT NULL,
+                      first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
+                      seen_via_webhook INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_webhook IN (0, 1)),
+                      seen_via_poll INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_poll IN (0, 1)),
+                      matched_job_id TEXT UNIQUE REFERENCES core_chainjob(id),
+                      flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
+                      CHECK (direction = 'debit' OR matched_job_id IS NULL)
+                    );
+                    CREATE TABLE core_ledgerentry (
+                      id INTEGER PRIMARY KEY,
+                      user_id TEXT REFERENCES core_user(id),
+                      side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
+                      account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+                      amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+                      ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
+                      ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
+                      created_at TEXT NOT NULL,
+                      prev_hash TEXT NOT NULL,
+                      entry_hash TEXT NOT NULL UNIQUE,
+                      UNIQUE (ref_id, account)
+                    );
+                    CREATE TABLE core_ledgerhead (
+                      singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                      last_id INTEGER NOT NULL CHECK (last_id >= 0),
+                      last_hash TEXT NOT NULL
+                    );
+                    INSERT INTO core_ledgerhead (singleton, last_id, last_hash)
+                      VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+                    CREATE TABLE core_idempotencyrecord (
+                      user_id TEXT NOT NULL REFERENCES core_user(id),
+                      endpoint TEXT NOT NULL,
+                      idempotency_key TEXT NOT NULL,
+                      request_fingerprint TEXT NOT NULL,
+                      response_status INTEGER NOT NULL,
+                      response_body TEXT NOT NULL,
+                      created_at TEXT NOT NULL,
+                      PRIMARY KEY (user_id, endpoint, idempotency_key)
+                    );
+                    CREATE TABLE core_webhookinbound (
+                      id INTEGER PRIMARY KEY,
+                      received_at TEXT NOT NULL,
+                      message_id TEXT,
+                      webhook_timestamp TEXT,
+                      source_address TEXT,
+                      scheme TEXT,
+                      verification TEXT NOT NULL,
+                      outcome TEXT NOT NULL,
+                      error TEXT,
+                      provider_tx_id TEXT,
+                      job_id TEXT,
+                      body_bytes INTEGER NOT NULL CHECK (body_bytes >= 0),
+                      body BLOB NOT NULL
+                    );
+                    CREATE TABLE core_webhookquarantine (
+                      id INTEGER PRIMARY KEY,
+                      inbound_id INTEGER UNIQUE REFERENCES core_webhookinbound(id),
+                      provider_tx_id TEXT NOT NULL,
+                      arrived_via TEXT NOT NULL CHECK (arrived_via IN ('webhook', 'poll')),
+                      differing_fields TEXT NOT NULL,
+                      body BLOB NOT NULL,
+                      created_at TEXT NOT NULL
+                    );
+                    CREATE TABLE core_cursor (
+                      name TEXT PRIMARY KEY,
+                      value INTEGER NOT NULL CHECK (value >= 0)
+                    );
+                    """)
         }
         migrator.registerMigration("v2-fewer-index-entries") { db in
             try db.execute(sql: fewerIndexEntries)

@@ -69,14 +69,21 @@ public final class SQLiteStore: GatewayStore {
         let createdAt = Timestamp.format(micros: nowMicros())
         return try await database.write { db in
             if let existing = try Self.customer(db, where: "wallet_account = ?", draft.walletAccount) { return existing }
-            let customer = Customer(id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
-                                    walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
-            try db.cachedStatement(sql: """
-                INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
-                VALUES (?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [customer.id, customer.email, customer.displayName, customer.walletAccount,
-                                         customer.chainAddress, createdAt])
-            try db.cachedStatement(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)").execute(arguments: [customer.id])
+            let customer = Customer(
+                id: Identifiers.uuid(), email: draft.email, displayName: draft.displayName,
+                walletAccount: draft.walletAccount, chainAddress: "0x" + Crypto.hex(Crypto.randomBytes(20)))
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """
+            ).execute(arguments: [
+                customer.id, customer.email, customer.displayName, customer.walletAccount,
+                customer.chainAddress, createdAt,
+            ])
+            try db.cachedStatement(sql: "INSERT INTO core_tokenbalance (user_id, balance_units) VALUES (?, 0)").execute(arguments: [
+                customer.id
+            ])
             try ChainStub.openAddress(db, customer.chainAddress)
             return customer
         }
@@ -87,11 +94,14 @@ public final class SQLiteStore: GatewayStore {
     }
 
     static func customer(_ db: Database, where condition: String, _ value: String) throws -> Customer? {
-        try db.cachedStatement(sql: """
-            SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
-            """).first(value) { row in
-            Customer(id: row.string(0), email: row.string(1), displayName: row.string(2), walletAccount: row.string(3),
-                     chainAddress: row.string(4))
+        try db.cachedStatement(
+            sql: """
+                SELECT id, email, display_name, wallet_account, chain_address FROM core_user WHERE \(condition)
+                """
+        ).first(value) { row in
+            Customer(
+                id: row.string(0), email: row.string(1), displayName: row.string(2), walletAccount: row.string(3),
+                chainAddress: row.string(4))
         }
     }
 
@@ -100,7 +110,7 @@ public final class SQLiteStore: GatewayStore {
     public func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?) async throws -> ApplyOutcome {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await groupCommit.write { db, scope in
-            try Settlement.apply(tx, via: path, inbound: inbound, context).run { try SQLitePrimitives.execute($0, db, scope) }
+            try Settlement.apply(tx, via: path, inbound: inbound, context).runSynchronously { try SQLitePrimitives.execute($0, db, scope) }
         }
     }
 
@@ -110,7 +120,7 @@ public final class SQLiteStore: GatewayStore {
         return try await database.write { db in
             let scope = WriteScope()
             let outcomes = try txs.map { tx in
-                try Settlement.apply(tx, via: .poll, inbound: nil, context).run { try SQLitePrimitives.execute($0, db, scope) }
+                try Settlement.apply(tx, via: .poll, inbound: nil, context).runSynchronously { try SQLitePrimitives.execute($0, db, scope) }
             }
             try scope.flush(db)
             return outcomes
@@ -127,7 +137,9 @@ public final class SQLiteStore: GatewayStore {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await database.write { db in
             let scope = WriteScope()
-            let job = try Settlement.manualMint(providerTxID: providerTxID, context).run { try SQLitePrimitives.execute($0, db, scope) }
+            let job = try Settlement.manualMint(providerTxID: providerTxID, context).runSynchronously {
+                try SQLitePrimitives.execute($0, db, scope)
+            }
             try scope.flush(db)
             return job
         }
@@ -136,7 +148,7 @@ public final class SQLiteStore: GatewayStore {
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await groupCommit.write { db, scope in
-            try Settlement.burn(command, context).run { try SQLitePrimitives.execute($0, db, scope) }
+            try Settlement.burn(command, context).runSynchronously { try SQLitePrimitives.execute($0, db, scope) }
         }
     }
 
@@ -148,39 +160,47 @@ public final class SQLiteStore: GatewayStore {
 
     static func decodeExternal(_ row: some ColumnReader) throws -> ExternalTransactionRecord {
         guard let direction = TransactionDirection(rawValue: row.string(3)), let status = TransactionStatus(rawValue: row.string(5)),
-              let path = ArrivalPath(rawValue: row.string(10)) else {
+            let path = ArrivalPath(rawValue: row.string(10))
+        else {
             throw DatabaseError(message: "core_externaltransaction row \(row.int64(0)) is corrupt")
         }
         let amountPaisa = row.int64(4)
         guard amountPaisa > 0 else { throw DatabaseError(message: "core_externaltransaction has a non-positive amount") }
         let occurred = row.int64(6)
         let recorded = row.int64(13)
-        let tx = ProviderTransaction(providerTxID: row.string(1), account: row.string(2), direction: direction,
-                                     amountPaisa: amountPaisa, status: status, occurredAtMicros: occurred, memo: row.string(7),
-                                     reference: row.optionalString(8))
-        return ExternalTransactionRecord(id: row.int64(0), tx: tx, recordedAt: row.string(9), firstSeenVia: path,
-                                         seenViaWebhook: row.bool(11), seenViaPoll: row.bool(12), lagMicros: recorded - occurred,
-                                         mintJobID: row.optionalString(16), matchedJobID: row.optionalString(14),
-                                         flag: row.optionalString(15))
+        let tx = ProviderTransaction(
+            providerTxID: row.string(1), account: row.string(2), direction: direction,
+            amountPaisa: amountPaisa, status: status, occurredAtMicros: occurred, memo: row.string(7),
+            reference: row.optionalString(8))
+        return ExternalTransactionRecord(
+            id: row.int64(0), tx: tx, recordedAt: row.string(9), firstSeenVia: path,
+            seenViaWebhook: row.bool(11), seenViaPoll: row.bool(12), lagMicros: recorded - occurred,
+            mintJobID: row.optionalString(16), matchedJobID: row.optionalString(14),
+            flag: row.optionalString(15))
     }
 
     public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
         // Every redeem ends here: through group commit, concurrent redeems share one commit and its fsync.
         try await groupCommit.write { db, _ in
-            try db.cachedStatement(sql: """
-                UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
-                WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
-                """).execute(arguments: [providerTxID, jobID])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
+                    WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
+                    """
+            ).execute(arguments: [providerTxID, jobID])
         }
     }
 
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
         return try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
-                WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
-                """), arguments: [cutoff, limit]).map {
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+                        WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
+                        """), arguments: [cutoff, limit]
+            ).map {
                 PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
             }
         }
@@ -190,62 +210,79 @@ public final class SQLiteStore: GatewayStore {
 
     public func tokenBalanceUnits(customerID: String) async throws -> Int64 {
         try await database.read { db in
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [customerID]) ?? 0
+            try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT balance_units FROM core_tokenbalance WHERE user_id = ?"), arguments: [customerID]) ?? 0
         }
     }
 
     public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
         try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
-                """), arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeLedger)
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                        FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
+                        """), arguments: [beforeID ?? Int64.max, limit]
+            ).map(Self.decodeLedger)
         }
     }
 
     private static func decodeLedger(_ row: some ColumnReader) throws -> LedgerEntry {
         guard let side = LedgerSide(rawValue: row.string(2)), let account = LedgerAccount(rawValue: row.string(3)),
-              let refType = ChainJobType(rawValue: row.string(5)) else {
+            let refType = ChainJobType(rawValue: row.string(5))
+        else {
             throw DatabaseError(message: "core_ledgerentry row \(row.int64(0)) is corrupt")
         }
-        return LedgerEntry(id: row.int64(0), userID: row.optionalString(1), side: side, account: account,
-                           amountUnits: row.int64(4), refType: refType, refID: row.string(6), createdAt: row.string(7),
-                           prevHash: row.string(8), entryHash: row.string(9))
+        return LedgerEntry(
+            id: row.int64(0), userID: row.optionalString(1), side: side, account: account,
+            amountUnits: row.int64(4), refType: refType, refID: row.string(6), createdAt: row.string(7),
+            prevHash: row.string(8), entryHash: row.string(9))
     }
 
     public func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord] {
         try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT \(Self.externalColumns) FROM core_externaltransaction e WHERE e.id < ? ORDER BY e.id DESC LIMIT ?
-                """), arguments: [beforeID ?? Int64.max, limit]).map(Self.decodeExternal)
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT \(Self.externalColumns) FROM core_externaltransaction e WHERE e.id < ? ORDER BY e.id DESC LIMIT ?
+                        """), arguments: [beforeID ?? Int64.max, limit]
+            ).map(Self.decodeExternal)
         }
     }
 
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
         try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-                       provider_tx_id, job_id, body_bytes
-                FROM core_webhookinbound WHERE id < ? ORDER BY id DESC LIMIT ?
-                """), arguments: [beforeID ?? Int64.max, limit]).map { row in
-                InboundRecord(id: row[0], received_at: row[1], message_id: row[2], webhook_timestamp: row[3],
-                              source_address: row[4], scheme: row[5], verification: row[6], outcome: row[7], error: row[8],
-                              provider_tx_id: row[9], job_id: row[10], body_bytes: row[11])
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                               provider_tx_id, job_id, body_bytes
+                        FROM core_webhookinbound WHERE id < ? ORDER BY id DESC LIMIT ?
+                        """), arguments: [beforeID ?? Int64.max, limit]
+            ).map { row in
+                InboundRecord(
+                    id: row[0], received_at: row[1], message_id: row[2], webhook_timestamp: row[3],
+                    source_address: row[4], scheme: row[5], verification: row[6], outcome: row[7], error: row[8],
+                    provider_tx_id: row[9], job_id: row[10], body_bytes: row[11])
             }
         }
     }
 
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
         try await database.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
-                FROM core_webhookquarantine WHERE id < ? ORDER BY id DESC LIMIT ?
-                """), arguments: [beforeID ?? Int64.max, limit]).map { row in
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at
+                        FROM core_webhookquarantine WHERE id < ? ORDER BY id DESC LIMIT ?
+                        """), arguments: [beforeID ?? Int64.max, limit]
+            ).map { row in
                 let fields: String = row[4]
                 let body: Data = row[5]
-                return QuarantineRecord(id: row[0], inbound_id: row[1], provider_tx_id: row[2], arrived_via: row[3],
-                                        differing_fields: fields.split(separator: ",").map(String.init),
-                                        body: String(decoding: body, as: UTF8.self), created_at: row[6])
+                return QuarantineRecord(
+                    id: row[0], inbound_id: row[1], provider_tx_id: row[2], arrived_via: row[3],
+                    differing_fields: fields.split(separator: ",").map(String.init),
+                    body: String(decoding: body, as: UTF8.self), created_at: row[6])
             }
         }
     }
@@ -254,14 +291,20 @@ public final class SQLiteStore: GatewayStore {
         try await database.read { db in
             func int(_ sql: String) throws -> Int64 { try Int64.fetchOne(db, sql: sql) ?? 0 }
             func strings(_ sql: String) throws -> [String] { try String.fetchAll(db, sql: sql) }
-            let latest = try Row.fetchAll(db, sql: """
-                SELECT \(Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
-                """).map(Self.decodeExternal)
+            let latest = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT \(Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                    """
+            ).map(Self.decodeExternal)
             var lags: [Int64] = []
             var webhookOnly = 0, pollOnly = 0, both = 0
-            for row in try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
-                """)) {
+            for row in try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
+                        """))
+            {
                 let (webhook, poll): (Bool, Bool) = (row[0], row[1])
                 if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
                 lags.append(max(0, row[2]))
@@ -272,40 +315,50 @@ public final class SQLiteStore: GatewayStore {
                 burnedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn'"),
                 tokenBalanceUnits: try int("SELECT COALESCE(SUM(balance_units), 0) FROM core_tokenbalance"),
                 chainStubUnits: try ChainStub.totalSupplyUnits(db),
-                settledCreditsUnminted: try strings("""
+                settledCreditsUnminted: try strings(
+                    """
                     SELECT e.provider_tx_id FROM core_externaltransaction e
                     WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
                       AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
                     """),
-                heldCreditPaisa: try int("""
+                heldCreditPaisa: try int(
+                    """
                     SELECT COALESCE(SUM(amount_paisa), 0) FROM core_externaltransaction WHERE flag = 'above_mint_limit'
                     """),
-                creditsMintedMoreThanOnce: try strings("""
+                creditsMintedMoreThanOnce: try strings(
+                    """
                     SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
                     """),
-                payoutRequestedUnits: try int("""
+                payoutRequestedUnits: try int(
+                    """
                     SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
                     """),
-                burnsAwaitingDebit: try strings("""
+                burnsAwaitingDebit: try strings(
+                    """
                     SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
                     """),
-                burnsWithSeveralDebits: try strings("""
+                burnsWithSeveralDebits: try strings(
+                    """
                     SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
                     GROUP BY matched_job_id HAVING COUNT(*) > 1
                     """),
-                unmatchedDebits: try strings("""
+                unmatchedDebits: try strings(
+                    """
                     SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
                     """),
-                ledgerUserNetUnits: try int("""
+                ledgerUserNetUnits: try int(
+                    """
                     SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)
                     FROM core_ledgerentry WHERE account = 'user_token'
                     """),
                 latest: latest,
-                arrivals: ArrivalStats(webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
-                                       foundByPollFirst: try strings("""
-                                           SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
-                                           ORDER BY id DESC LIMIT 50
-                                           """)))
+                arrivals: ArrivalStats(
+                    webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
+                    foundByPollFirst: try strings(
+                        """
+                        SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
+                        ORDER BY id DESC LIMIT 50
+                        """)))
         }
     }
 
@@ -316,10 +369,12 @@ public final class SQLiteStore: GatewayStore {
             var batch: [LedgerEntry] = []
             batch.reserveCapacity(LedgerChainVerifier.batchSize)
             // Rows are decoded straight from the statement, without a GRDB `Row` each.
-            try db.cachedStatement(sql: """
-                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                FROM core_ledgerentry ORDER BY id
-                """).forEach { row in
+            try db.cachedStatement(
+                sql: """
+                    SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                    FROM core_ledgerentry ORDER BY id
+                    """
+            ).forEach { row in
                 batch.append(try Self.decodeLedger(row))
                 guard batch.count == LedgerChainVerifier.batchSize else { return true }
                 guard pipeline.add(batch) else { return false }
@@ -351,10 +406,12 @@ public final class SQLiteStore: GatewayStore {
 
     public func setCursor(named name: String, to value: Int64) async throws {
         try await database.write { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO core_cursor (name, value) VALUES (?, ?)
-                ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)
-                """).execute(arguments: [name, value])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_cursor (name, value) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)
+                    """
+            ).execute(arguments: [name, value])
         }
     }
 }

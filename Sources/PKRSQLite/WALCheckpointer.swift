@@ -35,18 +35,20 @@ final class WALCheckpointer: Sendable {
     /// weakly, so a connection that outlives its store only falls back to checkpointing by itself.
     func install(on db: Database) {
         let target = Unmanaged.passRetained(HookTarget(self)).toOpaque()
-        sqlite3_wal_hook(db.sqliteConnection, { context, connection, _, frames in
-            guard let context else { return SQLITE_OK }
-            let checkpointer = Unmanaged<HookTarget>.fromOpaque(context).takeUnretainedValue().checkpointer
-            if frames >= WALCheckpointer.writerFramesMax || checkpointer == nil {
-                if frames >= WALCheckpointer.backgroundFramesMin {
-                    sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        sqlite3_wal_hook(
+            db.sqliteConnection,
+            { context, connection, _, frames in
+                guard let context else { return SQLITE_OK }
+                let checkpointer = Unmanaged<HookTarget>.fromOpaque(context).takeUnretainedValue().checkpointer
+                if frames >= WALCheckpointer.writerFramesMax || checkpointer == nil {
+                    if frames >= WALCheckpointer.backgroundFramesMin {
+                        sqlite3_wal_checkpoint_v2(connection, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+                    }
+                } else if frames >= WALCheckpointer.backgroundFramesMin {
+                    checkpointer?.request()
                 }
-            } else if frames >= WALCheckpointer.backgroundFramesMin {
-                checkpointer?.request()
-            }
-            return SQLITE_OK
-        }, target)
+                return SQLITE_OK
+            }, target)
     }
 
     private func request() {

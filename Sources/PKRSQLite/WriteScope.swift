@@ -65,7 +65,10 @@ final class WriteScope {
     func creditToken(_ db: Database, customerID: String, units: Int64) throws -> Bool {
         precondition(units > 0, "a mint credits a positive amount")
         if !customersWithBalanceRows.contains(customerID) {
-            guard try db.cachedStatement(sql: "SELECT 1 FROM core_tokenbalance WHERE user_id = ?").first(customerID, decode: { _ in true }) != nil else {
+            guard
+                try db.cachedStatement(sql: "SELECT 1 FROM core_tokenbalance WHERE user_id = ?").first(customerID, decode: { _ in true })
+                    != nil
+            else {
                 return false
             }
             customersWithBalanceRows.insert(customerID)
@@ -110,8 +113,9 @@ final class WriteScope {
     func flush(_ db: Database) throws {
         try flushBalances(db)
         guard ledgerHeadChanged, let ledgerHead else { return }
-        assert(try! Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM core_ledgerentry") == ledgerHead.lastID,
-               "the ledger head is the last entry")
+        assert(
+            try! Int64.fetchOne(db, sql: "SELECT COALESCE(MAX(id), 0) FROM core_ledgerentry") == ledgerHead.lastID,
+            "the ledger head is the last entry")
         try db.cachedStatement(sql: "UPDATE core_ledgerhead SET last_id = ?, last_hash = ? WHERE singleton = 1")
             .run(ledgerHead.lastID, ledgerHead.lastHash)
         ledgerHeadChanged = false

@@ -58,8 +58,10 @@ public final class PostgresAvailability: Sendable {
             // races a deadline and a stuck probe is abandoned with its connection.
             // Every connection is closed by someone: a probe that fails closes what it opened, and one that
             // answers after the deadline is closed on arrival.
-            let probed: PostgresConnection? = await Self.firstOf(deadlineMillis: Self.probeDeadlineMillis,
-                                                                 discardLate: { late in Task { try? await late.close() } }) {
+            let probed: PostgresConnection? = await Self.firstOf(
+                deadlineMillis: Self.probeDeadlineMillis,
+                discardLate: { late in Task { try? await late.close() } }
+            ) {
                 let probeConnection: PostgresConnection
                 if let current {
                     probeConnection = current
@@ -98,8 +100,10 @@ public final class PostgresAvailability: Sendable {
 
     /// The operation's result, or nil if it fails or the deadline passes first. The loser is not awaited; a
     /// result that arrives after the deadline goes to `discardLate`.
-    static func firstOf<T: Sendable>(deadlineMillis: Int64, discardLate: @escaping @Sendable (T) -> Void,
-                                     _ operation: @escaping @Sendable () async throws -> T) async -> T? {
+    static func firstOf<T: Sendable>(
+        deadlineMillis: Int64, discardLate: @escaping @Sendable (T) -> Void,
+        _ operation: @escaping @Sendable () async throws -> T
+    ) async -> T? {
         let resumed = Mutex(false)
         return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
             let finish: @Sendable (T?) -> Void = { value in

@@ -43,7 +43,9 @@ public struct SQLiteBlob: SQLiteBindable {
 
     public func bind(to statement: SQLiteStatement, at index: Int32) -> Int32 {
         bytes.withUnsafeBytes { raw in
-            raw.isEmpty ? sqlite3_bind_zeroblob(statement, index, 0) : sqlite3_bind_blob(statement, index, raw.baseAddress, Int32(raw.count), transient)
+            raw.isEmpty
+                ? sqlite3_bind_zeroblob(statement, index, 0)
+                : sqlite3_bind_blob(statement, index, raw.baseAddress, Int32(raw.count), transient)
         }
     }
 }
@@ -119,8 +121,9 @@ extension Statement {
     fileprivate func failure(_ code: Int32? = nil) -> DatabaseError {
         let connection = sqlite3_db_handle(sqliteStatement)
         let extended = code ?? sqlite3_extended_errcode(connection)
-        return DatabaseError(resultCode: ResultCode(rawValue: extended),
-                             message: connection.map { String(cString: sqlite3_errmsg($0)) }, sql: sql)
+        return DatabaseError(
+            resultCode: ResultCode(rawValue: extended),
+            message: connection.map { String(cString: sqlite3_errmsg($0)) }, sql: sql)
     }
 }
 

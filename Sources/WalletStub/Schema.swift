@@ -5,51 +5,52 @@ import PKRApplication
 /// Money is integer paisa; `balance_pkr` and `amount_pkr` are exact generated text columns ("800.00").
 public enum WalletStubSchema {
     public static func createTables(_ db: Database) throws {
-        try db.execute(sql: """
-            CREATE TABLE wallet_stub_walletstubaccount (
-              id INTEGER PRIMARY KEY,
-              account_no TEXT NOT NULL UNIQUE,
-              balance_paisa INTEGER NOT NULL DEFAULT 0 CHECK (balance_paisa >= 0),
-              balance_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', balance_paisa / 100, balance_paisa % 100)) VIRTUAL,
-              created_at TEXT NOT NULL
-            );
-            CREATE TABLE wallet_stub_walletstubtx (
-              id INTEGER PRIMARY KEY,
-              provider_tx_id TEXT NOT NULL UNIQUE,
-              account_id INTEGER NOT NULL REFERENCES wallet_stub_walletstubaccount(id),
-              direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
-              amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
-              amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
-              status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
-              memo TEXT NOT NULL DEFAULT '',
-              reference TEXT UNIQUE,
-              occurred_at TEXT NOT NULL
-            );
-            CREATE TABLE wallet_stub_webhookdelivery (
-              id INTEGER PRIMARY KEY,
-              message_id TEXT NOT NULL UNIQUE,
-              provider_tx_id TEXT NOT NULL REFERENCES wallet_stub_walletstubtx(provider_tx_id),
-              payload BLOB NOT NULL,
-              state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
-              attempts INTEGER NOT NULL CHECK (attempts >= 0),
-              round_attempts INTEGER NOT NULL CHECK (round_attempts >= 0),
-              next_attempt_micros INTEGER NOT NULL,
-              last_http_status INTEGER,
-              last_error TEXT,
-              created_at TEXT NOT NULL,
-              delivered_at TEXT
-            );
-            CREATE INDEX wallet_stub_webhookdelivery_due ON wallet_stub_webhookdelivery (state, next_attempt_micros);
-            CREATE TABLE wallet_stub_webhookattempt (
-              id INTEGER PRIMARY KEY,
-              delivery_id INTEGER NOT NULL REFERENCES wallet_stub_webhookdelivery(id),
-              attempt_no INTEGER NOT NULL CHECK (attempt_no > 0),
-              attempted_at TEXT NOT NULL,
-              http_status INTEGER,
-              error TEXT,
-              duration_micros INTEGER NOT NULL CHECK (duration_micros >= 0),
-              UNIQUE (delivery_id, attempt_no)
-            );
-            """)
+        try db.execute(
+            sql: """
+                CREATE TABLE wallet_stub_walletstubaccount (
+                  id INTEGER PRIMARY KEY,
+                  account_no TEXT NOT NULL UNIQUE,
+                  balance_paisa INTEGER NOT NULL DEFAULT 0 CHECK (balance_paisa >= 0),
+                  balance_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', balance_paisa / 100, balance_paisa % 100)) VIRTUAL,
+                  created_at TEXT NOT NULL
+                );
+                CREATE TABLE wallet_stub_walletstubtx (
+                  id INTEGER PRIMARY KEY,
+                  provider_tx_id TEXT NOT NULL UNIQUE,
+                  account_id INTEGER NOT NULL REFERENCES wallet_stub_walletstubaccount(id),
+                  direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+                  amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+                  amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
+                  status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+                  memo TEXT NOT NULL DEFAULT '',
+                  reference TEXT UNIQUE,
+                  occurred_at TEXT NOT NULL
+                );
+                CREATE TABLE wallet_stub_webhookdelivery (
+                  id INTEGER PRIMARY KEY,
+                  message_id TEXT NOT NULL UNIQUE,
+                  provider_tx_id TEXT NOT NULL REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+                  payload BLOB NOT NULL,
+                  state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+                  attempts INTEGER NOT NULL CHECK (attempts >= 0),
+                  round_attempts INTEGER NOT NULL CHECK (round_attempts >= 0),
+                  next_attempt_micros INTEGER NOT NULL,
+                  last_http_status INTEGER,
+                  last_error TEXT,
+                  created_at TEXT NOT NULL,
+                  delivered_at TEXT
+                );
+                CREATE INDEX wallet_stub_webhookdelivery_due ON wallet_stub_webhookdelivery (state, next_attempt_micros);
+                CREATE TABLE wallet_stub_webhookattempt (
+                  id INTEGER PRIMARY KEY,
+                  delivery_id INTEGER NOT NULL REFERENCES wallet_stub_webhookdelivery(id),
+                  attempt_no INTEGER NOT NULL CHECK (attempt_no > 0),
+                  attempted_at TEXT NOT NULL,
+                  http_status INTEGER,
+                  error TEXT,
+                  duration_micros INTEGER NOT NULL CHECK (duration_micros >= 0),
+                  UNIQUE (delivery_id, attempt_no)
+                );
+                """)
     }
 }

@@ -15,8 +15,10 @@ public final class PostgresWalletStub: WalletStubStore {
     private let onOutboxWrite: @Sendable () -> Void
     private let logger: Logger
 
-    public init(client: PostgresClient, availability: PostgresAvailability, pushEnabled: Bool,
-                nowMicros: @escaping @Sendable () -> Int64, logger: Logger, onOutboxWrite: @escaping @Sendable () -> Void = {}) {
+    public init(
+        client: PostgresClient, availability: PostgresAvailability, pushEnabled: Bool,
+        nowMicros: @escaping @Sendable () -> Int64, logger: Logger, onOutboxWrite: @escaping @Sendable () -> Void = {}
+    ) {
         self.client = client
         self.availability = availability
         self.pushEnabled = pushEnabled
@@ -29,7 +31,8 @@ public final class PostgresWalletStub: WalletStubStore {
 
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
-        try await pg.query("""
+        try await pg.query(
+            """
             INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (\(accountNo), 0, \(createdAt))
             ON CONFLICT (account_no) DO NOTHING
             """, logger: logger)
@@ -37,9 +40,10 @@ public final class PostgresWalletStub: WalletStubStore {
 
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let now = nowMicros()
-        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                                     direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
-                                     memo: memo)
+        let tx = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+            direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
+            memo: memo)
         try await pg.transaction(logger: logger) { connection in
             try await self.append(connection, tx)
         }
@@ -54,13 +58,16 @@ public final class PostgresWalletStub: WalletStubStore {
         let ids = amountsPaisa.map { _ in Identifiers.providerTxID(unixMillis: now / 1000) }
         let logger = self.logger
         try await pg.transaction(logger: logger) { connection in
-            let updated = try await connection.query("""
+            let updated = try await connection.query(
+                """
                 UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(amountsPaisa.reduce(0, +))
                 WHERE account_no = \(account) RETURNING id
-                """, logger: logger).collect()
+                """, logger: logger
+            ).collect()
             guard let row = updated.first else { throw ProviderError.unknownAccount(account) }
             let accountID = try row.decode(Int64.self)
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
                 SELECT id, \(accountID), 'credit', amount, 'settled', \(memo), \(Timestamp.format(micros: now))
                 FROM unnest(\(ids)::TEXT[], \(amountsPaisa)::BIGINT[]) AS t(id, amount)
@@ -70,9 +77,10 @@ public final class PostgresWalletStub: WalletStubStore {
 
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
         let now = nowMicros()
-        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                                            direction: .debit, amountPaisa: amountPaisa, status: .settled,
-                                            occurredAtMicros: now, memo: memo, reference: reference)
+        let candidate = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+            direction: .debit, amountPaisa: amountPaisa, status: .settled,
+            occurredAtMicros: now, memo: memo, reference: reference)
         // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
         // and released at the commit that follows at once, instead of being held while this process, busy on two
         // cores, sends its next statement. The unique reference makes a payout happen once: a concurrent payout
@@ -81,7 +89,8 @@ public final class PostgresWalletStub: WalletStubStore {
         let occurredAt = Timestamp.format(micros: candidate.occurredAtMicros)
         var paid = false
         do {
-            for try await count in try await pg.query("""
+            for try await count in try await pg.query(
+                """
                 WITH claimed AS (
                   INSERT INTO wallet_stub_walletstubtx
                     (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
@@ -100,7 +109,8 @@ public final class PostgresWalletStub: WalletStubStore {
                   FROM claimed WHERE \(pushEnabled)
                 )
                 SELECT count(*) FROM debited
-                """, logger: logger).decode(Int64.self) {
+                """, logger: logger
+            ).decode(Int64.self) {
                 paid = count == 1
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.checkViolation {
@@ -129,7 +139,8 @@ public final class PostgresWalletStub: WalletStubStore {
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
         precondition(limit > 0 && limit <= SQLiteWalletStub.pageSizeMax, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
             FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
             WHERE t.id > \(cursor) AND t.occurred_at >= \(since) ORDER BY t.id LIMIT \(limit)
@@ -137,7 +148,8 @@ public final class PostgresWalletStub: WalletStubStore {
         var next = cursor
         var out: [ProviderTransaction] = []
         for try await (id, txID, account, direction, amount, status, occurred, memo, reference)
-            in rows.decode((Int64, String, String, String, Int64, String, String, String, String?).self) {
+            in rows.decode((Int64, String, String, String, Int64, String, String, String, String?).self)
+        {
             next = id
             out.append(try Self.decode(txID, account, direction, amount, status, occurred, memo, reference))
         }
@@ -146,7 +158,8 @@ public final class PostgresWalletStub: WalletStubStore {
 
     public func balancePaisa(account: String) async throws -> Int64? {
         for try await balance in try await pg.query(
-            "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = \(account)", logger: logger).decode(Int64.self) {
+            "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = \(account)", logger: logger
+        ).decode(Int64.self) {
             return balance
         }
         return nil
@@ -154,7 +167,8 @@ public final class PostgresWalletStub: WalletStubStore {
 
     public func reservePaisa() async throws -> Int64 {
         for try await total in try await pg.query(
-            "SELECT COALESCE(SUM(balance_paisa), 0)::BIGINT FROM wallet_stub_walletstubaccount", logger: logger).decode(Int64.self) {
+            "SELECT COALESCE(SUM(balance_paisa), 0)::BIGINT FROM wallet_stub_walletstubaccount", logger: logger
+        ).decode(Int64.self) {
             return total
         }
         return 0
@@ -162,17 +176,22 @@ public final class PostgresWalletStub: WalletStubStore {
 
     private func append(_ connection: PostgresConnection, _ tx: ProviderTransaction) async throws {
         let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa
-        let updated = try await connection.query("""
+        let updated = try await connection.query(
+            """
             UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(delta)
             WHERE account_no = \(tx.account) AND balance_paisa + \(delta) >= 0 RETURNING id
-            """, logger: logger).collect()
+            """, logger: logger
+        ).collect()
         guard let row = updated.first else {
-            let exists = try await connection.query("SELECT 1 FROM wallet_stub_walletstubaccount WHERE account_no = \(tx.account)",
-                                                    logger: logger).collect()
+            let exists = try await connection.query(
+                "SELECT 1 FROM wallet_stub_walletstubaccount WHERE account_no = \(tx.account)",
+                logger: logger
+            ).collect()
             throw exists.isEmpty ? ProviderError.unknownAccount(tx.account) : ProviderError.insufficientFunds(account: tx.account)
         }
         let accountID = try row.decode(Int64.self)
-        try await connection.query("""
+        try await connection.query(
+            """
             INSERT INTO wallet_stub_walletstubtx
               (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
             VALUES (\(tx.providerTxID), \(accountID), \(tx.direction.rawValue), \(tx.amountPaisa), \(tx.status.rawValue),
@@ -184,26 +203,32 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     private func transaction(_ connection: PostgresConnection, reference: String) async throws -> ProviderTransaction? {
-        let rows = try await connection.query("""
+        let rows = try await connection.query(
+            """
             SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
             FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
             WHERE t.reference = \(reference)
             """, logger: logger)
         for try await (txID, account, direction, amount, status, occurred, memo, ref)
-            in rows.decode((String, String, String, Int64, String, String, String, String?).self) {
+            in rows.decode((String, String, String, Int64, String, String, String, String?).self)
+        {
             return try Self.decode(txID, account, direction, amount, status, occurred, memo, ref)
         }
         return nil
     }
 
-    static func decode(_ txID: String, _ account: String, _ direction: String, _ amount: Int64, _ status: String,
-                       _ occurred: String, _ memo: String, _ reference: String?) throws -> ProviderTransaction {
+    static func decode(
+        _ txID: String, _ account: String, _ direction: String, _ amount: Int64, _ status: String,
+        _ occurred: String, _ memo: String, _ reference: String?
+    ) throws -> ProviderTransaction {
         guard let direction = TransactionDirection(rawValue: direction), let status = TransactionStatus(rawValue: status),
-              let occurredAtMicros = Timestamp.parse(occurred), amount > 0 else {
+            let occurredAtMicros = Timestamp.parse(occurred), amount > 0
+        else {
             throw ProviderError.corruptRow(txID)
         }
-        return ProviderTransaction(providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
-                                   status: status, occurredAtMicros: occurredAtMicros, memo: memo, reference: reference)
+        return ProviderTransaction(
+            providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
+            status: status, occurredAtMicros: occurredAtMicros, memo: memo, reference: reference)
     }
 }
 
@@ -223,7 +248,8 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     static func enqueue(_ connection: PostgresConnection, _ tx: ProviderTransaction, nowMicros: Int64, logger: Logger) async throws {
         let payload = ByteBuffer(bytes: WebhookEvent.encode(tx))
-        try await connection.query("""
+        try await connection.query(
+            """
             INSERT INTO wallet_stub_webhookdelivery
               (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
             VALUES (\(Identifiers.webhookMessageID()), \(tx.providerTxID), \(payload), 'pending', 0, 0, \(nowMicros),
@@ -234,7 +260,8 @@ public final class PostgresWebhookOutbox: OutboxStore {
     public func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery] {
         let leaseUntil = nowMicros + OutboxLimits.leaseMicros
         return try await pg.transaction(logger: logger) { connection in
-            let rows = try await connection.query("""
+            let rows = try await connection.query(
+                """
                 UPDATE wallet_stub_webhookdelivery SET next_attempt_micros = \(leaseUntil)
                 WHERE id IN (SELECT id FROM wallet_stub_webhookdelivery
                              WHERE state = 'pending' AND next_attempt_micros <= \(nowMicros)
@@ -243,37 +270,45 @@ public final class PostgresWebhookOutbox: OutboxStore {
                 """, logger: self.logger)
             var out: [OutboxDelivery] = []
             for try await (id, messageID, txID, payload, round) in rows.decode((Int64, String, String, ByteBuffer, Int).self) {
-                out.append(OutboxDelivery(id: id, messageID: messageID, providerTxID: txID, payload: Array(buffer: payload),
-                                          roundAttempts: round))
+                out.append(
+                    OutboxDelivery(
+                        id: id, messageID: messageID, providerTxID: txID, payload: Array(buffer: payload),
+                        roundAttempts: round))
             }
             return out
         }
     }
 
-    public func recordAttempt(_ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
-                              outcome: AttemptOutcome, nowMicros: Int64) async throws {
+    public func recordAttempt(
+        _ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
+        outcome: AttemptOutcome, nowMicros: Int64
+    ) async throws {
         let now = Timestamp.format(micros: nowMicros)
         try await pg.transaction(logger: logger) { connection in
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
                 VALUES (\(delivery.id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(delivery.id)),
                         \(now), \(httpStatus), \(error), \(durationMicros))
                 """, logger: self.logger)
             switch outcome {
             case .delivered:
-                try await connection.query("""
+                try await connection.query(
+                    """
                     UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
                       round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = NULL, delivered_at = \(now)
                     WHERE id = \(delivery.id)
                     """, logger: self.logger)
             case .retry(let atMicros):
-                try await connection.query("""
+                try await connection.query(
+                    """
                     UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
                       next_attempt_micros = \(atMicros), last_http_status = \(httpStatus), last_error = \(error)
                     WHERE id = \(delivery.id) AND state = 'pending'
                     """, logger: self.logger)
             case .dead:
-                try await connection.query("""
+                try await connection.query(
+                    """
                     UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
                       round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = \(error)
                     WHERE id = \(delivery.id) AND state = 'pending'
@@ -283,17 +318,20 @@ public final class PostgresWebhookOutbox: OutboxStore {
     }
 
     public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             UPDATE wallet_stub_webhookdelivery SET state = 'pending', round_attempts = 0, next_attempt_micros = \(nowMicros)
             WHERE id = \(id) RETURNING 1
-            """, logger: logger).collect()
+            """, logger: logger
+        ).collect()
         return rows.count == 1
     }
 
     public func nextDueMicros() async throws -> Int64? {
         for try await next in try await pg.query(
-            "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'", logger: logger)
-            .decode(Int64?.self) {
+            "SELECT MIN(next_attempt_micros) FROM wallet_stub_webhookdelivery WHERE state = 'pending'", logger: logger
+        )
+        .decode(Int64?.self) {
             return next
         }
         return nil
@@ -301,7 +339,8 @@ public final class PostgresWebhookOutbox: OutboxStore {
 
     public func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView] {
         precondition(limit > 0 && limit <= OutboxLimits.listLimitMax, "page size out of range")
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT id, message_id, provider_tx_id, state, attempts, next_attempt_micros, last_http_status, last_error,
                    created_at, delivered_at
             FROM wallet_stub_webhookdelivery
@@ -309,10 +348,13 @@ public final class PostgresWebhookOutbox: OutboxStore {
             """, logger: logger)
         var out: [DeliveryView] = []
         for try await (id, messageID, txID, state, attempts, next, status, error, created, delivered)
-            in rows.decode((Int64, String, String, String, Int, Int64, Int?, String?, String, String?).self) {
-            out.append(DeliveryView(id: id, message_id: messageID, provider_tx_id: txID, state: state, attempts: attempts,
-                                    next_attempt_at: state == "pending" ? Timestamp.format(micros: next) : nil,
-                                    last_http_status: status, last_error: error, created_at: created, delivered_at: delivered))
+            in rows.decode((Int64, String, String, String, Int, Int64, Int?, String?, String, String?).self)
+        {
+            out.append(
+                DeliveryView(
+                    id: id, message_id: messageID, provider_tx_id: txID, state: state, attempts: attempts,
+                    next_attempt_at: state == "pending" ? Timestamp.format(micros: next) : nil,
+                    last_http_status: status, last_error: error, created_at: created, delivered_at: delivered))
         }
         return out
     }
@@ -320,14 +362,17 @@ public final class PostgresWebhookOutbox: OutboxStore {
     public func attempts(deliveryID: Int64) async throws -> [AttemptView]? {
         let exists = try await pg.query("SELECT 1 FROM wallet_stub_webhookdelivery WHERE id = \(deliveryID)", logger: logger).collect()
         guard !exists.isEmpty else { return nil }
-        let rows = try await pg.query("""
+        let rows = try await pg.query(
+            """
             SELECT attempt_no, attempted_at, http_status, error, duration_micros FROM wallet_stub_webhookattempt
             WHERE delivery_id = \(deliveryID) ORDER BY attempt_no
             """, logger: logger)
         var out: [AttemptView] = []
         for try await (number, at, status, error, micros) in rows.decode((Int, String, Int?, String?, Int64).self) {
-            out.append(AttemptView(attempt_no: number, attempted_at: at, http_status: status, error: error,
-                                   duration_ms: format3(micros)))
+            out.append(
+                AttemptView(
+                    attempt_no: number, attempted_at: at, http_status: status, error: error,
+                    duration_ms: format3(micros)))
         }
         return out
     }
@@ -335,7 +380,8 @@ public final class PostgresWebhookOutbox: OutboxStore {
     public func countByState() async throws -> [String: Int] {
         var out: [String: Int] = [:]
         for try await (state, count) in try await pg.query(
-            "SELECT state, COUNT(*)::BIGINT FROM wallet_stub_webhookdelivery GROUP BY state", logger: logger).decode((String, Int).self) {
+            "SELECT state, COUNT(*)::BIGINT FROM wallet_stub_webhookdelivery GROUP BY state", logger: logger
+        ).decode((String, Int).self) {
             out[state] = count
         }
         return out

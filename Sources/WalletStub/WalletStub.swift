@@ -15,8 +15,10 @@ public final class SQLiteWalletStub: WalletStubStore {
     private let nowMicros: @Sendable () -> Int64
 
     /// Writes go through `transactions` when given (the gateway's group commit), else each in its own transaction.
-    public init(database: any DatabaseWriter, transactions: (any SQLiteTransactions)? = nil, pushEnabled: Bool,
-                nowMicros: @escaping @Sendable () -> Int64, onOutboxWrite: @escaping @Sendable () -> Void = {}) {
+    public init(
+        database: any DatabaseWriter, transactions: (any SQLiteTransactions)? = nil, pushEnabled: Bool,
+        nowMicros: @escaping @Sendable () -> Int64, onOutboxWrite: @escaping @Sendable () -> Void = {}
+    ) {
         self.database = database
         self.transactions = transactions ?? OwnTransactions(database)
         self.pushEnabled = pushEnabled
@@ -27,18 +29,21 @@ public final class SQLiteWalletStub: WalletStubStore {
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
         try await transactions.write { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (?, 0, ?)
-                ON CONFLICT (account_no) DO NOTHING
-                """).execute(arguments: [accountNo, createdAt])
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (?, 0, ?)
+                    ON CONFLICT (account_no) DO NOTHING
+                    """
+            ).execute(arguments: [accountNo, createdAt])
         }
     }
 
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let now = nowMicros()
-        let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                                     direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
-                                     memo: memo)
+        let tx = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+            direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
+            memo: memo)
         try await transactions.write { [pushEnabled] db in
             try Self.append(db, tx, push: pushEnabled)
         }
@@ -50,9 +55,10 @@ public final class SQLiteWalletStub: WalletStubStore {
         let now = nowMicros()
         try await transactions.write { db in
             for amountPaisa in amountsPaisa {
-                let tx = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                                             direction: .credit, amountPaisa: amountPaisa, status: .settled,
-                                             occurredAtMicros: now, memo: memo)
+                let tx = ProviderTransaction(
+                    providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                    direction: .credit, amountPaisa: amountPaisa, status: .settled,
+                    occurredAtMicros: now, memo: memo)
                 try Self.append(db, tx, push: false)
             }
         }
@@ -60,9 +66,10 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
         let now = nowMicros()
-        let candidate = ProviderTransaction(providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                                            direction: .debit, amountPaisa: amountPaisa, status: .settled,
-                                            occurredAtMicros: now, memo: memo, reference: reference)
+        let candidate = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+            direction: .debit, amountPaisa: amountPaisa, status: .settled,
+            occurredAtMicros: now, memo: memo, reference: reference)
         let (tx, created) = try await transactions.write { [pushEnabled] db -> (ProviderTransaction, Bool) in
             if let existing = try Self.transaction(db, reference: reference) {
                 guard existing.amountPaisa == amountPaisa, existing.account == account else {
@@ -81,12 +88,14 @@ public final class SQLiteWalletStub: WalletStubStore {
         precondition(limit > 0 && limit <= Self.pageSizeMax, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
         return try await database.read { db in
-            let rows = try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at,
-                       t.memo, t.reference
-                FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-                WHERE t.id > ? AND t.occurred_at >= ? ORDER BY t.id LIMIT ?
-                """), arguments: [cursor, since, limit])
+            let rows = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at,
+                               t.memo, t.reference
+                        FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+                        WHERE t.id > ? AND t.occurred_at >= ? ORDER BY t.id LIMIT ?
+                        """), arguments: [cursor, since, limit])
             var next = cursor
             var out: [ProviderTransaction] = []
             out.reserveCapacity(rows.count)
@@ -100,7 +109,9 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func balancePaisa(account: String) async throws -> Int64? {
         try await database.read { db in
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = ?"), arguments: [account])
+            try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT balance_paisa FROM wallet_stub_walletstubaccount WHERE account_no = ?"),
+                arguments: [account])
         }
     }
 
@@ -113,46 +124,61 @@ public final class SQLiteWalletStub: WalletStubStore {
     // MARK: - Writing
 
     static func append(_ db: Database, _ tx: ProviderTransaction, push: Bool) throws {
-        guard let accountID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?"), arguments: [tx.account]) else {
+        guard
+            let accountID = try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT id FROM wallet_stub_walletstubaccount WHERE account_no = ?"), arguments: [tx.account])
+        else {
             throw ProviderError.unknownAccount(tx.account)
         }
         let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa
-        try db.cachedStatement(sql: """
-            UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ?
-            WHERE id = ? AND balance_paisa + ? >= 0
-            """).execute(arguments: [delta, accountID, delta])
+        try db.cachedStatement(
+            sql: """
+                UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ?
+                WHERE id = ? AND balance_paisa + ? >= 0
+                """
+        ).execute(arguments: [delta, accountID, delta])
         guard db.changesCount == 1 else { throw ProviderError.insufficientFunds(account: tx.account) }
-        try db.cachedStatement(sql: """
-            INSERT INTO wallet_stub_walletstubtx
-              (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [tx.providerTxID, accountID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
-                             tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros)])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO wallet_stub_walletstubtx
+                  (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            tx.providerTxID, accountID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
+            tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros),
+        ])
         if push {
             try SQLiteWebhookOutbox.enqueue(db, tx, nowMicros: tx.occurredAtMicros)
         }
     }
 
     static func transaction(_ db: Database, reference: String) throws -> ProviderTransaction? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
-            FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-            WHERE t.reference = ?
-            """), arguments: [reference]) else { return nil }
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
+                        FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+                        WHERE t.reference = ?
+                        """), arguments: [reference])
+        else { return nil }
         return try decode(row, offset: 0)
     }
 
     static func decode(_ row: Row, offset: Int) throws -> ProviderTransaction {
         let occurred: String = row[offset + 5]
         guard let direction = TransactionDirection(rawValue: row[offset + 2]),
-              let status = TransactionStatus(rawValue: row[offset + 4]),
-              let occurredAtMicros = Timestamp.parse(occurred) else {
+            let status = TransactionStatus(rawValue: row[offset + 4]),
+            let occurredAtMicros = Timestamp.parse(occurred)
+        else {
             throw DatabaseError(message: "wallet stub row \(String(describing: row[offset])) is corrupt")
         }
         let amountPaisa: Int64 = row[offset + 3]
         guard amountPaisa > 0 else { throw DatabaseError(message: "wallet stub row has a non-positive amount") }
-        return ProviderTransaction(providerTxID: row[offset], account: row[offset + 1], direction: direction,
-                                   amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
-                                   memo: row[offset + 6], reference: row[offset + 7])
+        return ProviderTransaction(
+            providerTxID: row[offset], account: row[offset + 1], direction: direction,
+            amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
+            memo: row[offset + 6], reference: row[offset + 7])
     }
 }

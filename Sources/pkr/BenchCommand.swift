@@ -32,8 +32,9 @@ struct Bench: AsyncParsableCommand {
         let concurrencies = concurrency.split(separator: ",").compactMap { Int($0) }
         guard !concurrencies.isEmpty, requests > 0, runs > 0 else { throw ValidationError("nothing to run") }
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-        say("pkr bench: \(binary), \(requests) requests per workload, concurrency \(concurrencies), \(runs) runs, "
-              + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
+        say(
+            "pkr bench: \(binary), \(requests) requests per workload, concurrency \(concurrencies), \(runs) runs, "
+                + "\(ProcessInfo.processInfo.activeProcessorCount) cores")
         let scratch = BenchScratch()
         do {
             for engineName in engines.split(separator: ",").map(String.init) {
@@ -64,13 +65,18 @@ struct Bench: AsyncParsableCommand {
             var mintedOK = 0
             for c in concurrencies {
                 let tag = "r\(run)c\(c)"
-                let health = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
+                let health = try await Benchmark.drive(
+                    port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
                 let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret())
                 let mints = try await Benchmark.drive(port: server.port, requests: deposits, concurrency: c, serverPID: server.pid)
-                let redeems = try await Benchmark.drive(port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c, serverPID: server.pid)
-                let balance = try await Benchmark.drive(port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c, serverPID: server.pid)
+                let redeems = try await Benchmark.drive(
+                    port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c, serverPID: server.pid)
+                let balance = try await Benchmark.drive(
+                    port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c, serverPID: server.pid)
                 mintedOK += mints.okCount
-                for (name, sample) in zip(workloads, [health, mints, redeems, balance]) { samples["\(name)|\(c)", default: []].append(sample) }
+                for (name, sample) in zip(workloads, [health, mints, redeems, balance]) {
+                    samples["\(name)|\(c)", default: []].append(sample)
+                }
             }
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
             // A 2xx means a committed mint: the database must hold exactly as many as were acknowledged.
@@ -86,9 +92,10 @@ struct Bench: AsyncParsableCommand {
             for name in workloads {
                 let runs = samples["\(name)|\(c)"]!
                 let rate = median(runs.map(\.perSecond))
-                say("| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
-                      + "| \(ms(median(runs.map { $0.percentile(99) }))) | \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) "
-                      + "| \(runs.map(\.nonSuccess).reduce(0, +)) | \(median(runs.map(\.serverCPUMicrosPerRequest))) |")
+                say(
+                    "| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
+                        + "| \(ms(median(runs.map { $0.percentile(99) }))) | \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) "
+                        + "| \(runs.map(\.nonSuccess).reduce(0, +)) | \(median(runs.map(\.serverCPUMicrosPerRequest))) |")
             }
         }
         say("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")
@@ -119,12 +126,14 @@ struct Bench: AsyncParsableCommand {
                 if let postgres = gateway.store as? PostgresStore {
                     // Refused one-call batches redo their work in a transaction: a figure that needs them is slower.
                     let counts = postgres.mintBatchCounts
-                    batches = "; the last run's mint batches: \(counts.oneCall) in one call, \(counts.refused) refused, "
+                    batches =
+                        "; the last run's mint batches: \(counts.oneCall) in one call, \(counts.refused) refused, "
                         + "\(counts.rolledBack) rolled back"
                 }
             }
-            say("backlog (\(engine.rawValue)): \(backlog) lost webhooks minted by one reconciler pass in \(ms(median(times))) ms "
-                  + "(median of \(runs)); peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB\(batches)")
+            say(
+                "backlog (\(engine.rawValue)): \(backlog) lost webhooks minted by one reconciler pass in \(ms(median(times))) ms "
+                    + "(median of \(runs)); peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB\(batches)")
         }
         if ledger > 0 {
             var times: [Int64] = []
@@ -138,8 +147,9 @@ struct Bench: AsyncParsableCommand {
                     throw ValidationError("ledger verify: \(verified.firstBreak.map { "\($0)" } ?? "\(verified.entriesChecked) entries")")
                 }
             }
-            say("ledger verify (\(engine.rawValue)): \(ledger) entries in \(ms(median(times))) ms (median of \(runs)); "
-                  + "peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB")
+            say(
+                "ledger verify (\(engine.rawValue)): \(ledger) entries in \(ms(median(times))) ms (median of \(runs)); "
+                    + "peak RSS of this process \((Benchmark.peakRSSKiB(pid: getpid()) ?? 0) / 1024) MiB")
         }
     }
 
@@ -156,8 +166,10 @@ struct Bench: AsyncParsableCommand {
     /// The environment of a server (or an in-process gateway) on a database of its own, which `scratch` removes
     /// when the bench ends.
     func freshDatabase(_ engine: DatabaseEngine, scratch: BenchScratch) async throws -> [String: String] {
-        var env = ["PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0", "LOG_LEVEL": "error", "PKR_DEMO_SEED_ON_START": "1",
-                   "DB_ENGINE": engine.rawValue, "MAX_SINGLE_MINT_PKR": "5000000.00"]
+        var env = [
+            "PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0", "LOG_LEVEL": "error", "PKR_DEMO_SEED_ON_START": "1",
+            "DB_ENGINE": engine.rawValue, "MAX_SINGLE_MINT_PKR": "5000000.00",
+        ]
         switch engine {
         case .sqlite:
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pkr-bench-\(UUID().uuidString)")
@@ -168,8 +180,9 @@ struct Bench: AsyncParsableCommand {
             let settings = try GatewayConfig.load().postgres
             let name = "pkr_bench_" + Crypto.hex(Crypto.randomBytes(6))
             let connection = try await PostgresConnection.connect(
-                configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                                     database: settings.database, tls: .disable),
+                configuration: .init(
+                    host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                    database: settings.database, tls: .disable),
                 id: 1, logger: quietLogger())
             do {
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: quietLogger())
@@ -179,8 +192,10 @@ struct Bench: AsyncParsableCommand {
                 throw error
             }
             try await connection.close()
-            env.merge(["POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
-                       "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name]) { _, new in new }
+            env.merge([
+                "POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
+                "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name,
+            ]) { _, new in new }
         }
         return env
     }
@@ -208,10 +223,13 @@ final class BenchScratch {
         for directory in directories { try? FileManager.default.removeItem(at: directory) }
         directories.removeAll()
         guard !postgresDatabases.isEmpty, let settings = try? GatewayConfig.load().postgres else { return }
-        guard let connection = try? await PostgresConnection.connect(
-            configuration: .init(host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                                 database: settings.database, tls: .disable),
-            id: 1, logger: logger) else { return }
+        guard
+            let connection = try? await PostgresConnection.connect(
+                configuration: .init(
+                    host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                    database: settings.database, tls: .disable),
+                id: 1, logger: logger)
+        else { return }
         // FORCE ends the connections this process's own gateways still hold on them.
         for name in postgresDatabases {
             _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"), logger: logger)
@@ -243,7 +261,8 @@ final class BenchServer {
     func waitUntilUp() async throws -> Bool {
         for _ in 0..<400 {
             if let sample = try? await Benchmark.drive(port: port, requests: Benchmark.gets("/api/health", count: 1), concurrency: 1),
-               sample.okCount == 1 {
+                sample.okCount == 1
+            {
                 return true
             }
             try await Task.sleep(for: .milliseconds(50))

@@ -5,6 +5,7 @@ import Logging
 import PKRApplication
 import PKRCore
 import PKRGateway
+
 #if canImport(Glibc)
 #endif
 
@@ -28,7 +29,8 @@ func loadConfig() throws -> GatewayConfig {
 func limitMallocArenas() {
     #if canImport(Glibc)
     guard ProcessInfo.processInfo.environment["MALLOC_ARENA_MAX"] == nil,
-          let mallopt = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { return }
+        let mallopt = dlsym(dlopen(nil, RTLD_NOW), "mallopt")
+    else { return }
     // `mallopt` and `M_ARENA_MAX` (-8) come from <malloc.h>, which the Glibc module does not import.
     let arenaMax: Int32 = -8
     _ = unsafeBitCast(mallopt, to: (@convention(c) (Int32, Int32) -> Int32).self)(arenaMax, 2)
@@ -49,11 +51,14 @@ struct Serve: AsyncParsableCommand {
         let config = try loadConfig()
         let logger = makeLogger(config)
         let built = try await buildApplication(config: config, logger: logger)
-        logger.info("pkr gateway starting", metadata: [
-            "address": "\(config.host):\(config.port)", "db": "\(config.databaseEngine.rawValue)",
-            "sqlite_path": "\(config.sqlitePath)", "demo_mode": "\(config.demoMode)", "webhook_push": "\(config.webhookPush)",
-            "webhook_secrets": "\(config.webhookSecrets.map(\.fingerprint))", "dev_secret": "\(config.usesDevSecret)",
-            "reconcile_interval_s": "\(config.reconcileIntervalSeconds)"])
+        logger.info(
+            "pkr gateway starting",
+            metadata: [
+                "address": "\(config.host):\(config.port)", "db": "\(config.databaseEngine.rawValue)",
+                "sqlite_path": "\(config.sqlitePath)", "demo_mode": "\(config.demoMode)", "webhook_push": "\(config.webhookPush)",
+                "webhook_secrets": "\(config.webhookSecrets.map(\.fingerprint))", "dev_secret": "\(config.usesDevSecret)",
+                "reconcile_interval_s": "\(config.reconcileIntervalSeconds)",
+            ])
         try await built.application.runService()
     }
 }
@@ -105,7 +110,9 @@ struct LedgerCommand: AsyncParsableCommand {
                 print("ledger verify: FAILED after \(result.entriesChecked) good entries: \(failure)")
                 throw ExitCode(1)
             }
-            print("ledger verify: ok, \(result.entriesChecked) entries, debits = credits = \(result.debitUnits) units, head \(result.head.lastHash) (\(elapsed))")
+            print(
+                "ledger verify: ok, \(result.entriesChecked) entries, debits = credits = \(result.debitUnits) units, head \(result.head.lastHash) (\(elapsed))"
+            )
         }
     }
 }

@@ -39,9 +39,10 @@ struct WebhookCommand: AsyncParsableCommand {
             let paisa: Int64
             do { paisa = try Money.parsePaisa(amountPkr) } catch { throw ValidationError("--amount-pkr: \(error.detail)") }
             let now = SystemClock().nowMicros()
-            return WebhookEvent.encode(ProviderTransaction(
-                providerTxID: providerTxId ?? Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-                direction: direction, amountPaisa: paisa, status: status, occurredAtMicros: now, memo: memo))
+            return WebhookEvent.encode(
+                ProviderTransaction(
+                    providerTxID: providerTxId ?? Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                    direction: direction, amountPaisa: paisa, status: status, occurredAtMicros: now, memo: memo))
         }
 
         func signingSecret() throws -> WebhookSecret {
@@ -74,8 +75,9 @@ struct WebhookCommand: AsyncParsableCommand {
         func run() async throws {
             guard (0...20).contains(retries) else { throw ValidationError("--retries must be 0 to 20") }
             let body = try event.body()
-            let result = try await WebhookSender.send(body: body, secret: try event.signingSecret(), url: url, retries: retries,
-                                                      id: id, nowSeconds: { SystemClock().nowMicros() / Timestamp.microsPerSecond })
+            let result = try await WebhookSender.send(
+                body: body, secret: try event.signingSecret(), url: url, retries: retries,
+                id: id, nowSeconds: { SystemClock().nowMicros() / Timestamp.microsPerSecond })
             print("HTTP \(result.status.map(String.init) ?? "no response") after \(result.attempts) attempt(s)")
             print(result.responseBody)
             if !(result.status.map { (200..<300).contains($0) } ?? false) { throw ExitCode(1) }
@@ -95,8 +97,9 @@ struct WebhookCommand: AsyncParsableCommand {
 
         func run() throws {
             let body = try event.body()
-            let signed = WebhookSender.sign(body: body, secret: try event.signingSecret(),
-                                            timestampSeconds: timestamp ?? SystemClock().nowMicros() / Timestamp.microsPerSecond)
+            let signed = WebhookSender.sign(
+                body: body, secret: try event.signingSecret(),
+                timestampSeconds: timestamp ?? SystemClock().nowMicros() / Timestamp.microsPerSecond)
             if event.bodyFile == nil {
                 guard FileManager.default.createFile(atPath: out, contents: Data(body)) else {
                     throw ValidationError("cannot write \(out)")
@@ -123,8 +126,9 @@ struct WebhookCommand: AsyncParsableCommand {
         func run() throws {
             guard let data = FileManager.default.contents(atPath: bodyFile) else { throw ValidationError("cannot read \(bodyFile)") }
             let config = try loadConfig()
-            let verifier = WebhookVerifier(secrets: config.webhookSecrets, toleranceSeconds: config.webhookToleranceSeconds,
-                                           legacyKey: config.legacyWebhookKey)
+            let verifier = WebhookVerifier(
+                secrets: config.webhookSecrets, toleranceSeconds: config.webhookToleranceSeconds,
+                legacyKey: config.legacyWebhookKey)
             let headers = WebhookHeaders(id: id, timestamp: timestamp, signature: signature, legacySignature: legacySignature)
             switch verifier.verify(headers, body: Array(data), nowSeconds: now ?? SystemClock().nowMicros() / Timestamp.microsPerSecond) {
             case .success(let scheme): print("valid (\(scheme.rawValue))")

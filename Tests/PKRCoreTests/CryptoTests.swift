@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PKRCore
 
 private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
@@ -23,8 +24,9 @@ private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
     @Test func hmacWithEmptyKeyAndMessage() {
         // Empty buffers have no base address; the wrapper must still work.
-        #expect(Crypto.hex(Crypto.hmacSHA256(key: [], message: []))
-            == "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+        #expect(
+            Crypto.hex(Crypto.hmacSHA256(key: [], message: []))
+                == "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
     }
 
     @Test func constantTimeEqual() {

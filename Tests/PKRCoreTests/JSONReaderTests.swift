@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PKRCore
 
 private func read(_ text: String) -> Result<JSONReader.Value, JSONReader.Failure> {
@@ -16,12 +17,19 @@ private indirect enum FoundationJSON: Decodable, Equatable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let flag = try? container.decode(Bool.self) { self = .bool(flag) }
-        else if let text = try? container.decode(String.self) { self = .string(text) }
-        else if let items = try? container.decode([FoundationJSON].self) { self = .array(items) }
-        else if let members = try? container.decode([String: FoundationJSON].self) { self = .object(members) }
-        else { _ = try container.decode(Decimal.self); self = .number }
+        if container.decodeNil() {
+            self = .null
+        } else if let flag = try? container.decode(Bool.self) {
+            self = .bool(flag)
+        } else if let text = try? container.decode(String.self) {
+            self = .string(text)
+        } else if let items = try? container.decode([FoundationJSON].self) {
+            self = .array(items)
+        } else if let members = try? container.decode([String: FoundationJSON].self) {
+            self = .object(members)
+        } else {
+            _ = try container.decode(Decimal.self); self = .number
+        }
     }
 
     init(_ value: JSONReader.Value) {
@@ -40,12 +48,18 @@ private indirect enum FoundationJSON: Decodable, Equatable {
 @Suite struct JSONReaderTests {
     @Test func readsEveryKindOfValue() throws {
         let value = try read(#" { "a" : [1, -0.5, 2e10, 3E-2, true, false, null], "b": {"c": "d"}, "e": "" } "#).get()
-        #expect(value == .object([
-            .init(key: "a", value: .array([.number("1"), .number("-0.5"), .number("2e10"), .number("3E-2"), .bool(true),
-                                           .bool(false), .null])),
-            .init(key: "b", value: .object([.init(key: "c", value: .string("d"))])),
-            .init(key: "e", value: .string("")),
-        ]))
+        #expect(
+            value
+                == .object([
+                    .init(
+                        key: "a",
+                        value: .array([
+                            .number("1"), .number("-0.5"), .number("2e10"), .number("3E-2"), .bool(true),
+                            .bool(false), .null,
+                        ])),
+                    .init(key: "b", value: .object([.init(key: "c", value: .string("d"))])),
+                    .init(key: "e", value: .string("")),
+                ]))
         #expect(value["b"]?["c"] == .string("d"))
         #expect(value["missing"] == nil)
     }
@@ -110,7 +124,9 @@ private indirect enum FoundationJSON: Decodable, Equatable {
     /// refusals that Foundation lacks: a repeated key, a trailing comma, and nesting too deep (which these mutations
     /// cannot reach).
     @Test func agreesWithFoundation() throws {
-        let payload = Array(#"{"type": "wallet.credit", "provider_tx_id": "TX-1", "amount_pkr": "10.50", "n": [1, -2.5, 0, true, null], "memo": "\u00e9 \"q\" ✓", "metadata": {"reference": "job-9"}}"#.utf8)
+        let payload = Array(
+            #"{"type": "wallet.credit", "provider_tx_id": "TX-1", "amount_pkr": "10.50", "n": [1, -2.5, 0, true, null], "memo": "\u00e9 \"q\" ✓", "metadata": {"reference": "job-9"}}"#
+                .utf8)
         let alphabet = Array(#"{}[],:"\ue0.-+12 tfnalrsuE"#.utf8) + [0x0a, 0xc3, 0xa9, 0xff]
         var random = SeededGenerator(seed: 20261127)
         var accepted = 0

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PKRCore
 
 /// Appends the postings of each job in order, as a store would, and returns the entries.
@@ -7,8 +8,9 @@ private func buildChain(_ jobs: [(ChainJobType, Int64)]) -> [LedgerEntry] {
     var entries: [LedgerEntry] = []
     for (index, (job, units)) in jobs.enumerated() {
         for posting in PostingRules.postings(for: job, amountUnits: units) {
-            let entry = LedgerEntry.next(after: head, userID: "user-\(index % 3)", posting: posting, refType: job,
-                                         refID: "job-\(index + 1)", createdAt: Timestamp.format(micros: Int64(index) * 1_000))
+            let entry = LedgerEntry.next(
+                after: head, userID: "user-\(index % 3)", posting: posting, refType: job,
+                refID: "job-\(index + 1)", createdAt: Timestamp.format(micros: Int64(index) * 1_000))
             entries.append(entry)
             head = LedgerHead(entry)
         }
@@ -34,17 +36,19 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
 
 @Suite struct PostingRulesTests {
     @Test func mintCreditsIssuerAndDebitsUser() {
-        #expect(PostingRules.postings(for: .mint, amountUnits: 42) == [
-            LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 42),
-            LedgerPosting(side: .debit, account: .userToken, amountUnits: 42),
-        ])
+        #expect(
+            PostingRules.postings(for: .mint, amountUnits: 42) == [
+                LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 42),
+                LedgerPosting(side: .debit, account: .userToken, amountUnits: 42),
+            ])
     }
 
     @Test func burnCreditsUserAndDebitsIssuer() {
-        #expect(PostingRules.postings(for: .burn, amountUnits: 7) == [
-            LedgerPosting(side: .credit, account: .userToken, amountUnits: 7),
-            LedgerPosting(side: .debit, account: .issuerToken, amountUnits: 7),
-        ])
+        #expect(
+            PostingRules.postings(for: .burn, amountUnits: 7) == [
+                LedgerPosting(side: .credit, account: .userToken, amountUnits: 7),
+                LedgerPosting(side: .debit, account: .issuerToken, amountUnits: 7),
+            ])
     }
 }
 
@@ -61,8 +65,9 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
     @Test func hashFormatIsPinned() {
         // Computed with Python's hashlib; a change here would invalidate every stored ledger.
         let posting = LedgerPosting(side: .credit, account: .issuerToken, amountUnits: 200_000_000)
-        let entry = LedgerEntry.next(after: .genesis, userID: "user-1", posting: posting, refType: .mint,
-                                     refID: "job-1", createdAt: "2025-01-01T00:00:00.000000Z")
+        let entry = LedgerEntry.next(
+            after: .genesis, userID: "user-1", posting: posting, refType: .mint,
+            refID: "job-1", createdAt: "2025-01-01T00:00:00.000000Z")
         #expect(entry.id == 1)
         #expect(entry.prevHash == LedgerHead.genesisHash)
         #expect(entry.entryHash == "d16168eda83674e3463332ba82dfbc4e0c589936289fa6c1c3548eed7e925d02")
@@ -72,7 +77,8 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
     /// The rendering as the format defines it, through Strings: the fast path must hash exactly this.
     private static func referenceHash(_ entry: LedgerEntry) -> String {
         func field(_ value: String?) -> String { value.map { "|\($0.utf8.count):\($0)" } ?? "|~" }
-        let text = "pkr-ledger-v2" + field(String(entry.id)) + field(entry.userID) + field(entry.side.rawValue)
+        let text =
+            "pkr-ledger-v2" + field(String(entry.id)) + field(entry.userID) + field(entry.side.rawValue)
             + field(entry.account.rawValue) + field(String(entry.amountUnits)) + field(entry.refType.rawValue)
             + field(entry.refID) + field(entry.createdAt) + field(entry.prevHash)
         return Crypto.sha256Hex(text)
@@ -81,9 +87,10 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
     @Test(arguments: [Int64(0), 1, 9, 10, 99, 100, 12_345, 1_000_000_000, Int64.max, -1, Int64.min])
     func hashRendersNumbersAndTextAsTheFormatSays(number: Int64) {
         for userID in [nil, "", "user-ß-€-🙂"] as [String?] {
-            let entry = LedgerEntry(id: number, userID: userID, side: .debit, account: .userToken, amountUnits: number,
-                                    refType: .burn, refID: "ref|with:separators~\u{1f}", createdAt: "2026-11-27T03:00:00.000000Z",
-                                    prevHash: LedgerHead.genesisHash, entryHash: "")
+            let entry = LedgerEntry(
+                id: number, userID: userID, side: .debit, account: .userToken, amountUnits: number,
+                refType: .burn, refID: "ref|with:separators~\u{1f}", createdAt: "2026-11-27T03:00:00.000000Z",
+                prevHash: LedgerHead.genesisHash, entryHash: "")
             #expect(entry.computedHash() == Self.referenceHash(entry), "id and amount \(number), user \(String(describing: userID))")
         }
     }
@@ -136,7 +143,8 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
         let original = buildChain(jobs)
         func batched(_ entries: [LedgerEntry]) -> LedgerChainVerifier {
             var verifier = LedgerChainVerifier()
-            for start in stride(from: 0, to: entries.count, by: 700) where !verifier.check(Array(entries[start..<min(entries.count, start + 700)])) {
+            for start in stride(from: 0, to: entries.count, by: 700)
+            where !verifier.check(Array(entries[start..<min(entries.count, start + 700)])) {
                 break
             }
             verifier.finish(storedHead: storedHead(of: entries))
@@ -185,8 +193,9 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
     @Test func reorderedEntriesAreDetected() {
         var entries = buildChain(sampleJobs)
         entries.swapAt(6, 7)
-        #expect(verify(entries, storedHead: storedHead(of: entries)).firstBreak
-            == .missingEntry(expectedID: 7, foundID: 8))
+        #expect(
+            verify(entries, storedHead: storedHead(of: entries)).firstBreak
+                == .missingEntry(expectedID: 7, foundID: 8))
     }
 
     @Test func droppedTailIsAHeadMismatch() {
@@ -205,8 +214,9 @@ private func storedHead(of entries: [LedgerEntry]) -> LedgerHead {
 
     @Test func oneSidedChainIsUnbalanced() {
         let posting = LedgerPosting(side: .debit, account: .userToken, amountUnits: 500)
-        let entry = LedgerEntry.next(after: .genesis, userID: nil, posting: posting, refType: .mint,
-                                     refID: "job-1", createdAt: Timestamp.format(micros: 0))
+        let entry = LedgerEntry.next(
+            after: .genesis, userID: nil, posting: posting, refType: .mint,
+            refID: "job-1", createdAt: Timestamp.format(micros: 0))
         #expect(verify([entry], storedHead: LedgerHead(entry)).firstBreak == .unbalanced(debitUnits: 500, creditUnits: 0))
     }
 

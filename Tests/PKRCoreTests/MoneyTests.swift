@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PKRCore
 
 /// Runs `body` and returns the typed error it throws, or nil when it succeeds.
@@ -12,10 +13,11 @@ private func moneyError(_ body: () throws(MoneyError) -> Int64) -> MoneyError? {
 }
 
 @Suite struct ParsePaisaTests {
-    @Test(arguments: [
-        ("1000.00", 100_000), ("1000", 100_000), ("1000.5", 100_050), ("0.01", 1),
-        ("0.10", 10), ("007.07", 707), ("9223372036854.77", 922_337_203_685_477),
-    ] as [(String, Int64)])
+    @Test(
+        arguments: [
+            ("1000.00", 100_000), ("1000", 100_000), ("1000.5", 100_050), ("0.01", 1),
+            ("0.10", 10), ("007.07", 707), ("9223372036854.77", 922_337_203_685_477),
+        ] as [(String, Int64)])
     func parsesValidAmounts(text: String, paisa: Int64) throws {
         #expect(try Money.parsePaisa(text) == paisa)
     }
@@ -61,10 +63,11 @@ private func moneyError(_ body: () throws(MoneyError) -> Int64) -> MoneyError? {
         #expect(try Money.parseUnits("9223372036854775807") == Int64.max)
     }
 
-    @Test(arguments: [
-        ("1.5", .notAnInteger), ("-5", .notPositive), ("0", .notPositive), ("12a", .notANumber),
-        ("", .notANumber), ("12345678901234567890", .outOfRange), ("9223372036854775808", .outOfRange),
-    ] as [(String, MoneyError)])
+    @Test(
+        arguments: [
+            ("1.5", .notAnInteger), ("-5", .notPositive), ("0", .notPositive), ("12a", .notANumber),
+            ("", .notANumber), ("12345678901234567890", .outOfRange), ("9223372036854775808", .outOfRange),
+        ] as [(String, MoneyError)])
     func rejectsInvalidUnits(text: String, error: MoneyError) {
         #expect(moneyError { () throws(MoneyError) in try Money.parseUnits(text) } == error)
     }
@@ -92,10 +95,11 @@ private func moneyError(_ body: () throws(MoneyError) -> Int64) -> MoneyError? {
 }
 
 @Suite struct FormatPaisaTests {
-    @Test(arguments: [
-        (80_000, "800.00"), (5, "0.05"), (100_050, "1000.50"), (0, "0.00"), (10, "0.10"), (-1_234, "-12.34"),
-        (Int64.max, "92233720368547758.07"), (Int64.min, "-92233720368547758.08"),
-    ] as [(Int64, String)])
+    @Test(
+        arguments: [
+            (80_000, "800.00"), (5, "0.05"), (100_050, "1000.50"), (0, "0.00"), (10, "0.10"), (-1_234, "-12.34"),
+            (Int64.max, "92233720368547758.07"), (Int64.min, "-92233720368547758.08"),
+        ] as [(Int64, String)])
     func formats(paisa: Int64, text: String) {
         #expect(Money.formatPaisa(paisa) == text)
     }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PKRCore
 
 @Suite struct RedeemRequestTests {

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PKRCore
 
 private let jan2025Micros: Int64 = 1_735_689_600 * 1_000_000
@@ -30,11 +31,12 @@ private let jan2025Micros: Int64 = 1_735_689_600 * 1_000_000
         #expect(Timestamp.parse(text) == jan2025Micros)
     }
 
-    @Test(arguments: [
-        ("2025-01-01T00:00:00.5Z", 500_000), ("2025-01-01T00:00:00.123456Z", 123_456),
-        ("2025-01-01T00:00:00.1234567Z", 123_456), ("2025-01-01T00:00:00.000001Z", 1),
-        ("2025-01-01T00:00:00.999999999Z", 999_999), ("2025-01-01T05:00:00.25+05:00", 250_000),
-    ] as [(String, Int64)])
+    @Test(
+        arguments: [
+            ("2025-01-01T00:00:00.5Z", 500_000), ("2025-01-01T00:00:00.123456Z", 123_456),
+            ("2025-01-01T00:00:00.1234567Z", 123_456), ("2025-01-01T00:00:00.000001Z", 1),
+            ("2025-01-01T00:00:00.999999999Z", 999_999), ("2025-01-01T05:00:00.25+05:00", 250_000),
+        ] as [(String, Int64)])
     func parsesFractionalSeconds(text: String, fractionMicros: Int64) {
         #expect(Timestamp.parse(text) == jan2025Micros + fractionMicros)
     }

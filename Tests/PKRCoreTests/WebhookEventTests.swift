@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PKRCore
 
 private var validFields: [String: Any] {
@@ -45,9 +46,11 @@ private func isInvalidJSON(_ error: GatewayError?) -> Bool {
 @Suite struct WebhookEventParseTests {
     @Test func parsesValidPayload() throws {
         let tx = try WebhookEvent.parse(json(validFields))
-        #expect(tx == ProviderTransaction(
-            providerTxID: "TX-0001", account: "PK00DEMO", direction: .credit, amountPaisa: 100_050, status: .settled,
-            occurredAtMicros: 1_735_689_600 * 1_000_000, memo: "deposit / ref 42", reference: "burn:job-7"))
+        #expect(
+            tx
+                == ProviderTransaction(
+                    providerTxID: "TX-0001", account: "PK00DEMO", direction: .credit, amountPaisa: 100_050, status: .settled,
+                    occurredAtMicros: 1_735_689_600 * 1_000_000, memo: "deposit / ref 42", reference: "burn:job-7"))
     }
 
     @Test func optionalFieldsMayBeAbsent() throws {
@@ -96,14 +99,16 @@ private func isInvalidJSON(_ error: GatewayError?) -> Bool {
     }
 
     @Test func invalidMetadataReference() {
-        #expect(invalidFieldName(parseError(payload(setting: "metadata", to: ["reference": "not valid!"])))
-            == "metadata.reference")
+        #expect(
+            invalidFieldName(parseError(payload(setting: "metadata", to: ["reference": "not valid!"])))
+                == "metadata.reference")
     }
 
-    @Test(arguments: [
-        ("1.234", .tooManyDecimals), ("0", .notPositive), ("-5.00", .notPositive), ("ten", .notANumber),
-        ("99999999999999999999", .outOfRange),
-    ] as [(String, MoneyError)])
+    @Test(
+        arguments: [
+            ("1.234", .tooManyDecimals), ("0", .notPositive), ("-5.00", .notPositive), ("ten", .notANumber),
+            ("99999999999999999999", .outOfRange),
+        ] as [(String, MoneyError)])
     func invalidAmount(text: String, error: MoneyError) {
         #expect(parseError(payload(setting: "amount_pkr", to: text)) == .invalidAmount(field: "amount_pkr", error))
     }
@@ -130,14 +135,17 @@ private func isInvalidJSON(_ error: GatewayError?) -> Bool {
 
 @Suite struct WebhookEventEncodeTests {
     private static let samples = [
-        ProviderTransaction(providerTxID: "TX-abc", account: "PK00DEMO", direction: .credit, amountPaisa: 1,
-                            status: .settled, occurredAtMicros: 0, memo: ""),
-        ProviderTransaction(providerTxID: "TX-def:1", account: "acct_2", direction: .debit,
-                            amountPaisa: 922_337_203_685_477, status: .pending, occurredAtMicros: 1_764_158_400_123_456,
-                            memo: "payout \"quoted\" / slashes \\ and ünïcødé ✓\n", reference: "job-9"),
-        ProviderTransaction(providerTxID: "t", account: "a", direction: .debit, amountPaisa: 100_050,
-                            status: .failed, occurredAtMicros: 4_102_444_799_999_999,
-                            memo: String(repeating: "é", count: 500)),
+        ProviderTransaction(
+            providerTxID: "TX-abc", account: "PK00DEMO", direction: .credit, amountPaisa: 1,
+            status: .settled, occurredAtMicros: 0, memo: ""),
+        ProviderTransaction(
+            providerTxID: "TX-def:1", account: "acct_2", direction: .debit,
+            amountPaisa: 922_337_203_685_477, status: .pending, occurredAtMicros: 1_764_158_400_123_456,
+            memo: "payout \"quoted\" / slashes \\ and ünïcødé ✓\n", reference: "job-9"),
+        ProviderTransaction(
+            providerTxID: "t", account: "a", direction: .debit, amountPaisa: 100_050,
+            status: .failed, occurredAtMicros: 4_102_444_799_999_999,
+            memo: String(repeating: "é", count: 500)),
     ]
 
     @Test(arguments: samples)

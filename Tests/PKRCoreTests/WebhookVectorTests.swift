@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PKRCore
 
 /// One entry of Vectors/webhook-vectors.json; every expected signature there was computed with Python's hmac.
@@ -34,13 +35,16 @@ struct WebhookVector: Decodable, Sendable, CustomTestStringConvertible {
     }
 
     func verifier() throws -> WebhookVerifier {
-        WebhookVerifier(secrets: try secrets.map { try WebhookSecret(encoded: $0) }, toleranceSeconds: toleranceS,
-                        legacyKey: legacySecret.map { Array($0.utf8) })
+        WebhookVerifier(
+            secrets: try secrets.map { try WebhookSecret(encoded: $0) }, toleranceSeconds: toleranceS,
+            legacyKey: legacySecret.map { Array($0.utf8) })
     }
 
     static func loadAll() throws -> [WebhookVector] {
-        let url = try #require(Bundle.module.url(forResource: "webhook-vectors", withExtension: "json",
-                                                 subdirectory: "Vectors"))
+        let url = try #require(
+            Bundle.module.url(
+                forResource: "webhook-vectors", withExtension: "json",
+                subdirectory: "Vectors"))
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return try decoder.decode([WebhookVector].self, from: Data(contentsOf: url))
@@ -70,8 +74,9 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
         let reference = try #require(vectors.first { $0.id == "msg_p5jXN8AQM9LWM0D4loKWxJek" && $0.expect == "valid" })
         #expect(reference.secrets == ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
         #expect(reference.signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
-        #expect(try reference.verifier().verify(reference.headers, body: reference.bodyBytes, nowSeconds: reference.now)
-            == .success(.standardV1))
+        #expect(
+            try reference.verifier().verify(reference.headers, body: reference.bodyBytes, nowSeconds: reference.now)
+                == .success(.standardV1))
     }
 
     @Test(arguments: vectors)
@@ -91,8 +96,9 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
     func signerReproducesValidSignature(_ vector: WebhookVector) throws {
         let timestamp = try #require(vector.timestamp.flatMap { Int64($0) })
         let produced = try vector.secrets.map {
-            WebhookSigner.signature(secret: try WebhookSecret(encoded: $0), id: try #require(vector.id),
-                                    timestampSeconds: timestamp, body: try vector.bodyBytes)
+            WebhookSigner.signature(
+                secret: try WebhookSecret(encoded: $0), id: try #require(vector.id),
+                timestampSeconds: timestamp, body: try vector.bodyBytes)
         }
         let sent = (vector.signature ?? "").split(separator: " ").map(String.init)
         // With rotation the header may carry several entries and the signer may be any active secret.
@@ -121,14 +127,15 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
         #expect(!secret.encoded.contains(secret.fingerprint))
     }
 
-    @Test(arguments: [
-        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", .missingPrefix),
-        ("WHSEC_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", .missingPrefix),
-        ("whsec_not base64!", .notBase64),
-        ("whsec_" + Data(count: 23).base64EncodedString(), .tooShort(23)),
-        ("whsec_" + Data(count: 65).base64EncodedString(), .tooLong(65)),
-        ("whsec_", .tooShort(0)),
-    ] as [(String, WebhookSecretError)])
+    @Test(
+        arguments: [
+            ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", .missingPrefix),
+            ("WHSEC_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", .missingPrefix),
+            ("whsec_not base64!", .notBase64),
+            ("whsec_" + Data(count: 23).base64EncodedString(), .tooShort(23)),
+            ("whsec_" + Data(count: 65).base64EncodedString(), .tooLong(65)),
+            ("whsec_", .tooShort(0)),
+        ] as [(String, WebhookSecretError)])
     func rejectsBadSecrets(text: String, error: WebhookSecretError) {
         #expect(throws: error) { try WebhookSecret(encoded: text) }
     }
@@ -156,9 +163,11 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
             let body = Crypto.randomBytes(Int.random(in: 0...512))
             let id = Identifiers.webhookMessageID()
             let timestamp = Int64.random(in: 1_000_000_000...2_000_000_000)
-            let headers = WebhookHeaders(id: id, timestamp: String(timestamp),
-                                         signature: WebhookSigner.signature(secret: secret, id: id,
-                                                                            timestampSeconds: timestamp, body: body))
+            let headers = WebhookHeaders(
+                id: id, timestamp: String(timestamp),
+                signature: WebhookSigner.signature(
+                    secret: secret, id: id,
+                    timestampSeconds: timestamp, body: body))
             #expect(verifier.verify(headers, body: body, nowSeconds: timestamp + 299) == .success(.standardV1))
             #expect(verifier.verify(headers, body: body + [0], nowSeconds: timestamp) == .failure(.signatureMismatch))
         }
@@ -166,16 +175,18 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
 
     @Test func noSecretsMeansNothingVerifies() throws {
         let secret = WebhookSecret.generate()
-        let headers = WebhookHeaders(id: "msg_1", timestamp: "100",
-                                     signature: WebhookSigner.signature(secret: secret, id: "msg_1", timestampSeconds: 100, body: []))
+        let headers = WebhookHeaders(
+            id: "msg_1", timestamp: "100",
+            signature: WebhookSigner.signature(secret: secret, id: "msg_1", timestampSeconds: 100, body: []))
         #expect(WebhookVerifier(secrets: []).verify(headers, body: [], nowSeconds: 100) == .failure(.signatureMismatch))
     }
 
     @Test func zeroToleranceAcceptsOnlyTheExactSecond() {
         let secret = WebhookSecret.generate()
         let verifier = WebhookVerifier(secrets: [secret], toleranceSeconds: 0)
-        let headers = WebhookHeaders(id: "msg_1", timestamp: "1000",
-                                     signature: WebhookSigner.signature(secret: secret, id: "msg_1", timestampSeconds: 1000, body: []))
+        let headers = WebhookHeaders(
+            id: "msg_1", timestamp: "1000",
+            signature: WebhookSigner.signature(secret: secret, id: "msg_1", timestampSeconds: 1000, body: []))
         #expect(verifier.verify(headers, body: [], nowSeconds: 1000) == .success(.standardV1))
         #expect(verifier.verify(headers, body: [], nowSeconds: 1001) == .failure(.timestampTooOld))
         #expect(verifier.verify(headers, body: [], nowSeconds: 999) == .failure(.timestampTooNew))
@@ -186,11 +197,13 @@ private let vectors = (try? WebhookVector.loadAll()) ?? []
         let verifier = WebhookVerifier(secrets: [secret])
         let good = WebhookSigner.signature(secret: secret, id: "msg_1", timestampSeconds: 1000, body: [])
         let longID = String(repeating: "m", count: 257)
-        #expect(verifier.verify(WebhookHeaders(id: longID, timestamp: "1000", signature: good), body: [], nowSeconds: 1000)
-            == .failure(.malformedMessageID))
+        #expect(
+            verifier.verify(WebhookHeaders(id: longID, timestamp: "1000", signature: good), body: [], nowSeconds: 1000)
+                == .failure(.malformedMessageID))
         let padded = String(repeating: "v1a,x ", count: 700) + good
-        #expect(verifier.verify(WebhookHeaders(id: "msg_1", timestamp: "1000", signature: padded), body: [], nowSeconds: 1000)
-            == .failure(.malformedSignature))
+        #expect(
+            verifier.verify(WebhookHeaders(id: "msg_1", timestamp: "1000", signature: padded), body: [], nowSeconds: 1000)
+                == .failure(.malformedSignature))
     }
 
     @Test func parseTimestampAcceptsOnlyDigits() {

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -103,10 +104,12 @@ struct APITests {
     @Test("calls before the demo seed get a clear 409", arguments: TestEngine.all)
     func beforeSeed(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, _ in
-            for (method, uri, body) in [(HTTPRequest.Method.get, "/api/balance", nil), (.get, "/api/me", nil),
-                                        (.post, "/api/redeem", #"{"amount_units":"10000"}"#),
-                                        (.post, "/api/demo/wallet/credit", #"{"amount_pkr":"1.00"}"#),
-                                        (.post, "/api/ingest/wallet-transactions", #"{"since":"2025-01-01T00:00:00Z"}"#)] as [(HTTPRequest.Method, String, String?)] {
+            for (method, uri, body) in [
+                (HTTPRequest.Method.get, "/api/balance", nil), (.get, "/api/me", nil),
+                (.post, "/api/redeem", #"{"amount_units":"10000"}"#),
+                (.post, "/api/demo/wallet/credit", #"{"amount_pkr":"1.00"}"#),
+                (.post, "/api/ingest/wallet-transactions", #"{"since":"2025-01-01T00:00:00Z"}"#),
+            ] as [(HTTPRequest.Method, String, String?)] {
                 let result = try await client.call(method, uri, json: body)
                 #expect(result.status == .conflict, "\(uri)")
                 #expect(result.error == "demo_not_seeded", "\(uri)")
@@ -118,7 +121,8 @@ struct APITests {
     func manualMint(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
-            let txID = try #require(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"5.00"}"#).string("provider_tx_id"))
+            let txID = try #require(
+                try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"5.00"}"#).string("provider_tx_id"))
             let unknown = try await client.call(.post, "/api/mint", json: #"{"provider_tx_id":"\#(txID)"}"#)
             #expect(unknown.status == .notFound, "not ingested yet")
             #expect(unknown.error == "unknown_provider_tx")
@@ -132,7 +136,8 @@ struct APITests {
 
             _ = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"1000000"}"#)
             _ = try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
-            let debit = try #require(try await client.call(.get, "/api/external-transactions").array.first { $0["direction"] as? String == "debit" })
+            let debit = try #require(
+                try await client.call(.get, "/api/external-transactions").array.first { $0["direction"] as? String == "debit" })
             let refused = try await client.call(.post, "/api/mint", json: #"{"provider_tx_id":"\#(debit["provider_tx_id"] as! String)"}"#)
             #expect(refused.status == .unprocessableContent)
             #expect(refused.error == "not_mintable")
@@ -184,7 +189,9 @@ struct APITests {
             #expect(try await client.call(.post, "/api/redeem", json: #"{"amount_units":10000}"#, headers: key).status == .created)
             #expect(try await client.balanceUnits() == "9990000")
             let badKey = HTTPFields([HTTPField(name: HTTPField.Name("Idempotency-Key")!, value: String(repeating: "k", count: 300))])
-            #expect(try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000"}"#, headers: badKey).error == "invalid_idempotency_key")
+            #expect(
+                try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000"}"#, headers: badKey).error
+                    == "invalid_idempotency_key")
         }
     }
 
@@ -232,8 +239,11 @@ struct APITests {
             let entries = try await client.call(.get, "/api/ledger").array
             #expect(entries.count == 4)
             let rows = entries.reversed().map { "\($0["side"]!) \($0["account"]!) \($0["amount_units"]!) \($0["ref_type"]!)" }
-            #expect(rows == ["credit issuer_token 1000000000 mint", "debit user_token 1000000000 mint",
-                             "credit user_token 200000000 burn", "debit issuer_token 200000000 burn"])
+            #expect(
+                rows == [
+                    "credit issuer_token 1000000000 mint", "debit user_token 1000000000 mint",
+                    "credit user_token 200000000 burn", "debit issuer_token 200000000 burn",
+                ])
             #expect(entries.filter { $0["account"] as? String == "issuer_token" }.allSatisfy { $0["user_id"] is NSNull })
             for (newer, older) in zip(entries, entries.dropFirst()) {
                 #expect(newer["prev_hash"] as? String == older["entry_hash"] as? String)

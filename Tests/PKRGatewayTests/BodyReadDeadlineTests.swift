@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz

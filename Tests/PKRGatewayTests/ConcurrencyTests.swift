@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -46,8 +47,9 @@ final class LoadClient: Sendable {
         let response = try await client.execute(request, timeout: .seconds(30))
         let buffer = try await response.body.collect(upTo: 1 << 20)
         let json = (try? JSONSerialization.jsonObject(with: Data(buffer: buffer))) as? [String: Any] ?? [:]
-        return Reply(status: Int(response.status.code), error: json["error"] as? String, outcome: json["outcome"] as? String,
-                     jobID: json["job_id"] as? String)
+        return Reply(
+            status: Int(response.status.code), error: json["error"] as? String, outcome: json["outcome"] as? String,
+            jobID: json["job_id"] as? String)
     }
 
     func webhook(_ body: [UInt8], id: String) async throws -> Reply {
@@ -66,8 +68,10 @@ func concurrently<T: Sendable>(_ count: Int, _ work: @escaping @Sendable (Int) a
     }
 }
 
-func withLiveLoad(engine: TestEngine, _ overrides: [String: String] = [:],
-                  _ body: @Sendable (LoadClient, Gateway) async throws -> Void) async throws {
+func withLiveLoad(
+    engine: TestEngine, _ overrides: [String: String] = [:],
+    _ body: @Sendable (LoadClient, Gateway) async throws -> Void
+) async throws {
     try await withApp(try await testConfig(engine: engine, overrides), .live) { client, gateway in
         let load = LoadClient(port: try #require(client.port))
         do {
@@ -91,7 +95,9 @@ struct ConcurrencyTests {
                 let results = try await concurrently(8) { index in
                     index % 2 == 0
                         ? try await load.webhook(WebhookEvent.encode(tx), id: "msg_race_\(round)").status
-                        : try await load.post("/api/ingest/wallet-transactions", body: Array(#"{"since":"2025-01-01T00:00:00Z"}"#.utf8), headers: []).status
+                        : try await load.post(
+                            "/api/ingest/wallet-transactions", body: Array(#"{"since":"2025-01-01T00:00:00Z"}"#.utf8), headers: []
+                        ).status
                 }
                 #expect(results.allSatisfy { $0 == 200 }, "\(results)")
             }
@@ -124,8 +130,9 @@ struct ConcurrencyTests {
             _ = try await gateway.ingest(sinceMicros: 0)
             // Each asks for 300 PKR of a 10,000 PKR balance: at most 33 can succeed.
             let results = try await concurrently(50) { index in
-                try await load.post("/api/redeem", body: Array(#"{"amount_units":"300000000"}"#.utf8),
-                                    headers: [("Idempotency-Key", "redeem-\(index)")])
+                try await load.post(
+                    "/api/redeem", body: Array(#"{"amount_units":"300000000"}"#.utf8),
+                    headers: [("Idempotency-Key", "redeem-\(index)")])
             }
             let succeeded = results.filter { $0.status == 201 }.count
             let failed = results.filter { $0.status != 201 }
@@ -146,8 +153,9 @@ struct ConcurrencyTests {
             _ = try await gateway.demoCredit(amountPaisa: 100_000, memo: "1000 PKR")
             _ = try await gateway.ingest(sinceMicros: 0)
             let results = try await concurrently(50) { _ in
-                try await load.post("/api/redeem", body: Array(#"{"amount_units":"200000000","memo":"once"}"#.utf8),
-                                    headers: [("Idempotency-Key", "the-one-key")])
+                try await load.post(
+                    "/api/redeem", body: Array(#"{"amount_units":"200000000","memo":"once"}"#.utf8),
+                    headers: [("Idempotency-Key", "the-one-key")])
             }
             let created = results.filter { $0.status == 201 }
             #expect(!created.isEmpty)
@@ -176,11 +184,14 @@ struct LostWebhookTests {
         let user = try await gateway.currentCustomer()
         let entries = try await gateway.store.ledgerEntries(limit: 500, beforeID: nil)
         let mints = Set(entries.filter { $0.refType == .mint }.map(\.refID)).count
-        return EndState(balanceUnits: try await gateway.store.tokenBalanceUnits(customerID: user.id), mints: mints,
-                        ledgerEntries: entries.count, reserveUnits: report.reserveUnits)
+        return EndState(
+            balanceUnits: try await gateway.store.tokenBalanceUnits(customerID: user.id), mints: mints,
+            ledgerEntries: entries.count, reserveUnits: report.reserveUnits)
     }
 
-    @Test("N credits whose pushes fail are all minted once by one reconciler pass, as if every webhook had arrived", arguments: TestEngine.all)
+    @Test(
+        "N credits whose pushes fail are all minted once by one reconciler pass, as if every webhook had arrived", arguments: TestEngine.all
+    )
     func reconcilerHeals(engine: TestEngine) async throws {
         // Reference run: every webhook arrives.
         let delivered = try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1"]), .live) { _, gateway in
@@ -191,8 +202,12 @@ struct LostWebhookTests {
             return try await Self.endState(gateway)
         }
         // Lost run: the dispatcher can reach nobody.
-        let lostConfig = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/gone",
-                                         "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10"])
+        let lostConfig = try await testConfig(
+            engine: engine,
+            [
+                "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/gone",
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10",
+            ])
         let healed = try await withApp(lostConfig, .live) { _, gateway in
             _ = try await gateway.seedDemo()
             for amount in Self.amountsPaisa { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }

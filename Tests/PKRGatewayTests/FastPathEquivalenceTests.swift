@@ -2,6 +2,7 @@ import Foundation
 import PKRCore
 import PostgresNIO
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -49,7 +50,8 @@ struct FastPathEquivalenceTests {
             // A redelivery, a pending credit that settles, a credit held above the ceiling, a polled page.
             #expect(try await store.apply(credits[0], via: .poll, inbound: nil).code == "duplicate")
             let pending = MintBatchTests.credit("eq-pending", paisa: 5_000, status: .pending)
-            #expect(try await store.apply(pending, via: .webhook, inbound: MintBatchTests.inbound(pending, messageID: "msg_eq_p")).code
+            #expect(
+                try await store.apply(pending, via: .webhook, inbound: MintBatchTests.inbound(pending, messageID: "msg_eq_p")).code
                     == "recorded")
             var settled = pending
             settled.status = .settled
@@ -66,7 +68,8 @@ struct FastPathEquivalenceTests {
                 _ = try await gateway.redeem(amountUnits: 2_600 * Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-key")
             }
             let balance = try await gateway.tokenBalanceUnits()
-            await #expect(throws: GatewayError.insufficientBalance(availableUnits: balance, requestedUnits: balance + Money.unitsPerPaisa)) {
+            await #expect(throws: GatewayError.insufficientBalance(availableUnits: balance, requestedUnits: balance + Money.unitsPerPaisa))
+            {
                 _ = try await gateway.redeem(amountUnits: balance + Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-too-much")
             }
             _ = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "eq unkeyed", idempotencyKey: nil)
@@ -77,51 +80,74 @@ struct FastPathEquivalenceTests {
             for query in shapeQueries {
                 var table: [String] = []
                 for try await text in try await store.client.query(PostgresQuery(unsafeSQL: query.sql), logger: gateway.logger)
-                    .decode(String.self) {
+                    .decode(String.self)
+                {
                     table.append(text)
                 }
                 rows.append(table)
             }
-            return Run(rows: rows, batchedMints: store.mintBatch.mintedCount.load(ordering: .relaxed),
-                       burnCalls: store.burnOneCallCount.load(ordering: .relaxed))
+            return Run(
+                rows: rows, batchedMints: store.mintBatch.mintedCount.load(ordering: .relaxed),
+                burnCalls: store.burnOneCallCount.load(ordering: .relaxed))
         }
     }
 
     /// Every row the flows write, without the ids, hashes and times that differ from run to run.
     static let shapeQueries: [(table: String, sql: String)] = [
-        ("core_externaltransaction", """
+        (
+            "core_externaltransaction",
+            """
             SELECT concat_ws('|', provider_tx_id, account, direction, amount_paisa, status, memo, first_seen_via, seen_via_webhook,
                              seen_via_poll, coalesce(flag, '-'), matched_job_id IS NOT NULL, user_id IS NOT NULL)
             FROM core_externaltransaction ORDER BY provider_tx_id
-            """),
-        ("core_chainjob", """
+            """
+        ),
+        (
+            "core_chainjob",
+            """
             SELECT concat_ws('|', job_type, amount_units, status, memo, coalesce(external_tx_id, '-'),
                              coalesce(idempotency_key, '-'), coalesce(payout_state, '-'), tx_hash IN (SELECT tx_hash FROM chain_stub_chainstubreceipt))
             FROM core_chainjob ORDER BY job_type, coalesce(external_tx_id, ''), amount_units
-            """),
-        ("chain_stub_chainstubreceipt", """
+            """
+        ),
+        (
+            "chain_stub_chainstubreceipt",
+            """
             SELECT concat_ws('|', op, amount_units, reference IN (SELECT id FROM core_chainjob))
             FROM chain_stub_chainstubreceipt ORDER BY op, amount_units
-            """),
-        ("core_ledgerentry", """
+            """
+        ),
+        (
+            "core_ledgerentry",
+            """
             SELECT concat_ws('|', e.side, e.account, e.amount_units, e.ref_type, e.user_id IS NOT NULL, j.amount_units = e.amount_units)
             FROM core_ledgerentry e JOIN core_chainjob j ON j.id = e.ref_id ORDER BY e.id
-            """),
-        ("core_ledgerhead", """
+            """
+        ),
+        (
+            "core_ledgerhead",
+            """
             SELECT concat_ws('|', h.last_id, h.last_hash = (SELECT entry_hash FROM core_ledgerentry ORDER BY id DESC LIMIT 1))
             FROM core_ledgerhead h
-            """),
+            """
+        ),
         ("core_tokenbalance", "SELECT balance_units::text FROM core_tokenbalance"),
         ("chain_stub_chainstubbalance", "SELECT balance_units::text FROM chain_stub_chainstubbalance"),
-        ("core_webhookinbound", """
+        (
+            "core_webhookinbound",
+            """
             SELECT concat_ws('|', coalesce(provider_tx_id, '-'), message_id, outcome, coalesce(error, '-'), verification,
                              job_id IS NOT NULL, body_bytes)
             FROM core_webhookinbound ORDER BY provider_tx_id, message_id
-            """),
-        ("core_idempotencyrecord", """
+            """
+        ),
+        (
+            "core_idempotencyrecord",
+            """
             SELECT concat_ws('|', r.idempotency_key, r.endpoint, r.request_fingerprint, r.response_status,
                              r.response_body LIKE '%"job_id": "' || j.id || '"%')
             FROM core_idempotencyrecord r JOIN core_chainjob j ON j.idempotency_key = r.idempotency_key ORDER BY r.idempotency_key
-            """),
+            """
+        ),
     ]
 }

@@ -4,6 +4,7 @@ import HummingbirdTesting
 import NIOCore
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -32,8 +33,10 @@ struct HostileInputTests {
 
     @Test("only a receiver's path, however spelt, is exempt from the CSRF check")
     func receiverPathSpellings() {
-        for path in ["/api/webhooks/wallet", "/api/webhooks/bank", "//api/webhooks/wallet", "/api//webhooks/bank/",
-                     "/api/webhooks/wallet/", "api/webhooks/wallet"] {
+        for path in [
+            "/api/webhooks/wallet", "/api/webhooks/bank", "//api/webhooks/wallet", "/api//webhooks/bank/",
+            "/api/webhooks/wallet/", "api/webhooks/wallet",
+        ] {
             #expect(CSRFMiddleware.goesToSignedReceiver(path), "\(path)")
         }
         for path in ["/api/redeem", "//api/redeem", "/api/webhooks/wallet2", "/api/webhooks", "/", "", "/api/webhooks/wallet/x"] {
@@ -52,7 +55,8 @@ struct HostileInputTests {
                 let credit = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1.00","memo":"\#(memo)"}"#)
                 #expect(credit.status == .badRequest)
                 #expect(credit.string("field") == "memo")
-                let event = #"{"provider_tx_id":"TX-memo","account":"WALLET-001","direction":"credit","amount_pkr":"1.00","status":"settled","occurred_at":"2026-01-01T00:00:00Z","memo":"\#(memo)"}"#
+                let event =
+                    #"{"provider_tx_id":"TX-memo","account":"WALLET-001","direction":"credit","amount_pkr":"1.00","status":"settled","occurred_at":"2026-01-01T00:00:00Z","memo":"\#(memo)"}"#
                 let webhook = try await client.webhook(Array(event.utf8))
                 #expect(webhook.status == .badRequest)
                 #expect(webhook.error == "invalid_field")
@@ -60,7 +64,8 @@ struct HostileInputTests {
             }
             // Long multi-byte memos are bounded in bytes as well as characters.
             let heavy = String(repeating: "👨‍👩‍👧‍👦", count: 200)
-            #expect(try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000","memo":"\#(heavy)"}"#).status == .badRequest)
+            #expect(
+                try await client.call(.post, "/api/redeem", json: #"{"amount_units":"10000","memo":"\#(heavy)"}"#).status == .badRequest)
             #expect(try await client.balanceUnits() == "0")
             let log = try await client.call(.get, "/api/webhooks/inbound").array
             #expect(log.count == 3, "every refused webhook is still logged")
@@ -75,8 +80,10 @@ struct HostileInputTests {
             headers[HTTPField.Name("webhook-id")!] = "msg_" + String(repeating: "i", count: 2000)
             headers[HTTPField.Name("webhook-timestamp")!] = String(repeating: "9", count: 500)
             headers[HTTPField.Name("webhook-signature")!] = "v1,AAAA"
-            let result = try await client.execute(uri: "/api/webhooks/wallet", method: .post, headers: headers,
-                                                  body: ByteBuffer(bytes: body)) { $0.status }
+            let result = try await client.execute(
+                uri: "/api/webhooks/wallet", method: .post, headers: headers,
+                body: ByteBuffer(bytes: body)
+            ) { $0.status }
             #expect(result == .unauthorized)
             let logged = try #require(try await gateway.store.inboundLog(limit: 1, beforeID: nil).first)
             #expect(logged.body_bytes == Gateway.unverifiedBodyBytesKept)
@@ -91,8 +98,10 @@ struct HostileInputTests {
         let config = try await testConfig(engine: .sqlite, ["PORT": String(port), "PKR_REQUEST_BODY_TIMEOUT_MS": "300"])
         try await withRunningServer(config) { _ in
             let started = ContinuousClock.now
-            let answer = try rawExchange(port: port, send: "POST /api/webhooks/wallet HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                         + "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\":")
+            let answer = try rawExchange(
+                port: port,
+                send: "POST /api/webhooks/wallet HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\":")
             #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(200))")
             #expect(answer.contains("request_timeout"))
             #expect(ContinuousClock.now - started < .seconds(5))
@@ -186,11 +195,13 @@ struct OpenAPIDocumentTests {
             #expect(served.2 == inRepo)
         }
         #expect(inRepo.hasPrefix("openapi: 3.1") || inRepo.contains("\nopenapi: 3.1"))
-        for path in ["/api/health", "/api/csrf", "/api/demo/seed", "/api/demo/wallet/credit", "/api/ingest/wallet-transactions",
-                     "/api/mint", "/api/redeem", "/api/balance", "/api/me", "/api/ledger", "/api/external-transactions",
-                     "/api/debug/summary", "/api/webhooks/wallet", "/api/webhooks/bank", "/api/webhooks/inbound",
-                     "/api/webhooks/quarantine", "/api/webhooks/deliveries", "/api/webhooks/deliveries/{id}",
-                     "/api/webhooks/deliveries/{id}/retry", "/openapi.yaml"] {
+        for path in [
+            "/api/health", "/api/csrf", "/api/demo/seed", "/api/demo/wallet/credit", "/api/ingest/wallet-transactions",
+            "/api/mint", "/api/redeem", "/api/balance", "/api/me", "/api/ledger", "/api/external-transactions",
+            "/api/debug/summary", "/api/webhooks/wallet", "/api/webhooks/bank", "/api/webhooks/inbound",
+            "/api/webhooks/quarantine", "/api/webhooks/deliveries", "/api/webhooks/deliveries/{id}",
+            "/api/webhooks/deliveries/{id}/retry", "/openapi.yaml",
+        ] {
             #expect(inRepo.contains("\n  \(path):"), "\(path) is not in openapi.yaml")
         }
     }

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -22,7 +23,8 @@ final class CookieClient: @unchecked Sendable {
 
     init(port: Int) { base = "http://127.0.0.1:\(port)" }
 
-    func send(_ method: HTTPMethod, _ path: String, json: String? = nil, headers extra: [(String, String)] = []) async throws -> JSONResult {
+    func send(_ method: HTTPMethod, _ path: String, json: String? = nil, headers extra: [(String, String)] = []) async throws -> JSONResult
+    {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         if !cookies.isEmpty {
@@ -41,9 +43,12 @@ final class CookieClient: @unchecked Sendable {
         }
         let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
         var fields = HTTPFields()
-        for header in response.headers { if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) } }
-        return JSONResult(status: .init(code: Int(response.status.code)), headers: fields,
-                          json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
+        for header in response.headers {
+            if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
+        }
+        return JSONResult(
+            status: .init(code: Int(response.status.code)), headers: fields,
+            json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
     }
 }
 
@@ -58,13 +63,17 @@ struct LiveServerTests {
             #expect(try await http.send(.GET, "/api/health").text == #"{"ok": true}"#)
             _ = try await http.send(.GET, "/api/csrf")
             #expect(try await http.send(.POST, "/api/demo/seed").string("wallet_account") == "WALLET-001")
-            #expect(try await http.send(.POST, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00","memo":"Deposit #1"}"#).status == .created)
+            #expect(
+                try await http.send(.POST, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00","memo":"Deposit #1"}"#).status
+                    == .created)
             let ingest = try await http.send(.POST, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
             #expect(ingest["ingested"] as? Int == 1 && ingest["minted"] as? Int == 1)
             #expect(try await http.send(.GET, "/api/balance").string("token_balance_units") == "1000000000")
             let keyHeader = [("Idempotency-Key", key)]
-            let first = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: keyHeader)
-            let again = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: keyHeader)
+            let first = try await http.send(
+                .POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: keyHeader)
+            let again = try await http.send(
+                .POST, "/api/redeem", json: #"{"amount_units":"200000000","memo":"cash-out"}"#, headers: keyHeader)
             #expect(first.status == .created && again.status == .created)
             #expect(first.string("job_id") == again.string("job_id"))
             #expect(try await http.send(.GET, "/api/balance").string("token_balance_units") == "800000000")
@@ -95,7 +104,8 @@ struct LiveServerTests {
             let ingest = try await http.send(.POST, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#)
             #expect(ingest["ingested"] as? Int == 0 && ingest["minted"] as? Int == 0)
             // The redeem's payout comes back as a debit webhook and confirms the burn.
-            let redeem = try await http.send(.POST, "/api/redeem", json: #"{"amount_units":"200000000"}"#, headers: [("Idempotency-Key", "k")])
+            let redeem = try await http.send(
+                .POST, "/api/redeem", json: #"{"amount_units":"200000000"}"#, headers: [("Idempotency-Key", "k")])
             #expect(redeem.status == .created)
             let confirmed = try await eventually { try await gateway.reconciliation().snapshot.burnsAwaitingDebit.isEmpty }
             #expect(confirmed)
@@ -114,8 +124,12 @@ struct LiveServerTests {
     func retriesUntilGatewayIsBack(engine: TestEngine) async throws {
         let gatewayPort = try freeLoopbackPort()
         // The provider side pushes to a port where nothing listens yet.
-        let provider = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet",
-                                       "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "100,200,300,400,500,600,700,800,900,1000"])
+        let provider = try await testConfig(
+            engine: engine,
+            [
+                "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet",
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "100,200,300,400,500,600,700,800,900,1000",
+            ])
         try await withApp(provider, .live) { client, gateway in
             _ = try await gateway.seedDemo()
             let tx = try await gateway.demoCredit(amountPaisa: 50_000, memo: "while down")
@@ -149,8 +163,12 @@ struct LiveServerTests {
 
     @Test("a delivery that never succeeds is parked as dead, and an operator can redeliver it", arguments: TestEngine.all)
     func deadAndRedeliver(engine: TestEngine) async throws {
-        let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
-                                     "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "20,20"])
+        let config = try await testConfig(
+            engine: engine,
+            [
+                "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "20,20",
+            ])
         try await withApp(config, .live) { client, gateway in
             let http = CookieClient(port: try #require(client.port))
             _ = try await http.send(.GET, "/api/csrf")
@@ -202,8 +220,9 @@ func runInspectionQueries(_ config: GatewayConfig, engine: TestEngine) throws ->
         return try runTool("/usr/bin/sqlite3", ["-cmd", ".timeout 5000", config.sqlitePath], input: sql)
     case .postgres:
         let p = config.postgres
-        return try runTool("/usr/bin/psql", ["-At", "-h", p.host, "-p", String(p.port), "-U", p.user, "-d", p.database],
-                           input: sql, environment: ["PGPASSWORD": p.password])
+        return try runTool(
+            "/usr/bin/psql", ["-At", "-h", p.host, "-p", String(p.port), "-U", p.user, "-d", p.database],
+            input: sql, environment: ["PGPASSWORD": p.password])
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import HummingbirdTesting
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz

@@ -2,6 +2,7 @@ import Foundation
 import PKRCore
 import Synchronization
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -15,16 +16,20 @@ import Testing
 /// still get its own answer, exactly as if it had been applied alone.
 @Suite("Batched mints answer each change on its own", .serialized)
 struct MintBatchTests {
-    static func credit(_ id: String, paisa: Int64, account: String = Demo.walletAccount, status: TransactionStatus = .settled,
-                       memo: String = "batch") -> ProviderTransaction {
-        ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: paisa, status: status,
-                            occurredAtMicros: SystemClock().nowMicros(), memo: memo)
+    static func credit(
+        _ id: String, paisa: Int64, account: String = Demo.walletAccount, status: TransactionStatus = .settled,
+        memo: String = "batch"
+    ) -> ProviderTransaction {
+        ProviderTransaction(
+            providerTxID: id, account: account, direction: .credit, amountPaisa: paisa, status: status,
+            occurredAtMicros: SystemClock().nowMicros(), memo: memo)
     }
 
     static func inbound(_ tx: ProviderTransaction, messageID: String?) -> InboundDraft {
-        InboundDraft(receivedAtMicros: SystemClock().nowMicros(), messageID: messageID, webhookTimestamp: messageID.map { _ in "1700000000" },
-                     sourceAddress: nil, scheme: messageID == nil ? nil : .standardV1, verification: "verified", errorCode: nil,
-                     providerTxID: tx.providerTxID, body: WebhookEvent.encode(tx))
+        InboundDraft(
+            receivedAtMicros: SystemClock().nowMicros(), messageID: messageID, webhookTimestamp: messageID.map { _ in "1700000000" },
+            sourceAddress: nil, scheme: messageID == nil ? nil : .standardV1, verification: "verified", errorCode: nil,
+            providerTxID: tx.providerTxID, body: WebhookEvent.encode(tx))
     }
 
     /// The outcome of one concurrent apply: what it returned, or the error it threw.
@@ -53,8 +58,9 @@ struct MintBatchTests {
         return pairs.sorted { $0.0 < $1.0 }.map(\.1)
     }
 
-    @Test("40 new credits, 6 deliveries of one more, an unknown account and a value the database refuses, all at once",
-          arguments: TestEngine.all)
+    @Test(
+        "40 new credits, 6 deliveries of one more, an unknown account and a value the database refuses, all at once",
+        arguments: TestEngine.all)
     func mixedConcurrentWebhooks(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -128,8 +134,9 @@ struct MintBatchTests {
         }
     }
 
-    @Test("PostgreSQL: a polled backlog is written two batches at a time, each after the one chained before it",
-          .enabled(if: TestEngine.postgresAvailable))
+    @Test(
+        "PostgreSQL: a polled backlog is written two batches at a time, each after the one chained before it",
+        .enabled(if: TestEngine.postgresAvailable))
     func polledBatchesInFlight() async throws {
         try await withApp(try await testConfig(engine: .postgres)) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -155,22 +162,28 @@ struct MintBatchTests {
         }
     }
 
-    @Test("PostgreSQL: a batch after the process's own last batch is one call; after a redeem moved the ledger head it is refused and written in a transaction",
-          .enabled(if: TestEngine.postgresAvailable))
+    @Test(
+        "PostgreSQL: a batch after the process's own last batch is one call; after a redeem moved the ledger head it is refused and written in a transaction",
+        .enabled(if: TestEngine.postgresAvailable))
     func oneCallBatchAndMovedHead() async throws {
         try await withApp(try await testConfig(engine: .postgres)) { _, gateway in
             _ = try await gateway.seedDemo()
             let batch = try #require((gateway.store as? PostgresStore)?.mintBatch)
             func mint(_ id: String) async throws {
-                guard case .minted = try await gateway.store.apply(Self.credit(id, paisa: 1_000), via: .webhook,
-                                                                   inbound: Self.inbound(Self.credit(id, paisa: 1_000), messageID: id)) else {
+                guard
+                    case .minted = try await gateway.store.apply(
+                        Self.credit(id, paisa: 1_000), via: .webhook,
+                        inbound: Self.inbound(Self.credit(id, paisa: 1_000), messageID: id))
+                else {
                     Issue.record("\(id) was not minted")
                     return
                 }
             }
             func counts() -> (minted: Int, missed: Int, rolledBack: Int, calls: Int) {
-                (batch.mintedCount.load(ordering: .relaxed), batch.oneCallMissCount.load(ordering: .relaxed),
-                 batch.rolledBackCount.load(ordering: .relaxed), batch.oneCallCount.load(ordering: .relaxed))
+                (
+                    batch.mintedCount.load(ordering: .relaxed), batch.oneCallMissCount.load(ordering: .relaxed),
+                    batch.rolledBackCount.load(ordering: .relaxed), batch.oneCallCount.load(ordering: .relaxed)
+                )
             }
             // The first batch learns the head in a transaction; the second chains after it in one call.
             try await mint("one-call-1")
@@ -202,8 +215,9 @@ struct MintBatchTests {
         }
     }
 
-    @Test("a polled page mixes new credits with known, advancing, pending and unknown-account ones; outcomes keep its order",
-          arguments: TestEngine.all)
+    @Test(
+        "a polled page mixes new credits with known, advancing, pending and unknown-account ones; outcomes keep its order",
+        arguments: TestEngine.all)
     func polledPage(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -219,8 +233,10 @@ struct MintBatchTests {
             }
             var settled = pendingFirst
             settled.status = .settled
-            let page = [Self.credit("poll-new-1", paisa: 101), known, settled, Self.credit("poll-stranger", paisa: 5, account: "WALLET-NOBODY"),
-                        Self.credit("poll-new-2", paisa: 102), Self.credit("poll-pending", paisa: 7, status: .pending)]
+            let page = [
+                Self.credit("poll-new-1", paisa: 101), known, settled, Self.credit("poll-stranger", paisa: 5, account: "WALLET-NOBODY"),
+                Self.credit("poll-new-2", paisa: 102), Self.credit("poll-pending", paisa: 7, status: .pending),
+            ]
             let batchedBefore = (gateway.store as? PostgresStore)?.mintBatch.mintedCount.load(ordering: .relaxed)
             let outcomes = try await gateway.store.applyPolled(page)
             #expect(outcomes.map(\.code) == ["minted", "duplicate", "minted", "ignored", "minted", "recorded"])

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -61,8 +62,9 @@ final class ServerProcess: @unchecked Sendable {
 
 @Suite("Several gateway instances on one database", .serialized)
 struct MultiInstanceTests {
-    @Test("two pkr serve processes share webhooks, ingests and redeems: no double mint, no lost update",
-          arguments: TestEngine.all)
+    @Test(
+        "two pkr serve processes share webhooks, ingests and redeems: no double mint, no lost update",
+        arguments: TestEngine.all)
     func twoInstances(engine: TestEngine) async throws {
         #expect(FileManager.default.isExecutableFile(atPath: ServerProcess.binary.path), "build the pkr executable first")
         let config = try await testConfig(engine: engine)
@@ -90,8 +92,9 @@ struct MultiInstanceTests {
             case (credits.count * 2)..<(credits.count * 2 + 20):
                 return try await clients[index % 2].post("/api/ingest/wallet-transactions", body: ingestBody, headers: [])
             default:
-                return try await clients[index % 2].post("/api/redeem", body: Array(#"{"amount_units":"500000000"}"#.utf8),
-                                                         headers: [("Idempotency-Key", "multi-\(index)")])
+                return try await clients[index % 2].post(
+                    "/api/redeem", body: Array(#"{"amount_units":"500000000"}"#.utf8),
+                    headers: [("Idempotency-Key", "multi-\(index)")])
             }
         }
         for client in clients { try await client.shutdown() }

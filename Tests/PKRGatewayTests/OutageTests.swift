@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -56,8 +57,9 @@ struct PrivateCluster {
 
 @Suite("PostgreSQL outage", .serialized)
 struct OutageTests {
-    @Test("PostgreSQL restarted under a running gateway: 503 during the outage, nothing lost, no restart needed",
-          .enabled(if: TestEngine.postgresAvailable))
+    @Test(
+        "PostgreSQL restarted under a running gateway: 503 during the outage, nothing lost, no restart needed",
+        .enabled(if: TestEngine.postgresAvailable))
     func restartUnderLoad() async throws {
         let cluster = try PrivateCluster()
         try await cluster.run("start")
@@ -82,8 +84,9 @@ struct OutageTests {
             let credits = try await concurrently(6) { index in
                 try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000 * Int64(index + 1), memo: "c\(index)")
             }.sorted { $0.amountPaisa < $1.amountPaisa }
-            let acknowledged = try await WebhookSender.send(body: WebhookEvent.encode(credits[0]), secret: devSecret, url: url, retries: 0,
-                                                            nowSeconds: { SystemClock().nowMicros() / 1_000_000 })
+            let acknowledged = try await WebhookSender.send(
+                body: WebhookEvent.encode(credits[0]), secret: devSecret, url: url, retries: 0,
+                nowSeconds: { SystemClock().nowMicros() / 1_000_000 })
             #expect(acknowledged.status == 200)
 
             try await cluster.run("stop")
@@ -97,8 +100,9 @@ struct OutageTests {
             // The provider keeps sending; each webhook is refused (5xx) and retried by the sender.
             let sends = Task {
                 try await concurrently(5) { index in
-                    try await WebhookSender.send(body: WebhookEvent.encode(credits[index + 1]), secret: devSecret, url: url, retries: 10,
-                                                 nowSeconds: { SystemClock().nowMicros() / 1_000_000 })
+                    try await WebhookSender.send(
+                        body: WebhookEvent.encode(credits[index + 1]), secret: devSecret, url: url, retries: 10,
+                        nowSeconds: { SystemClock().nowMicros() / 1_000_000 })
                 }
             }
             try await Task.sleep(for: .milliseconds(1500))

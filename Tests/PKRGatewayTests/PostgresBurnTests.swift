@@ -2,6 +2,7 @@ import Foundation
 import PKRCore
 import PostgresNIO
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -19,17 +20,21 @@ struct PostgresBurnTests {
         try await withApp(try await testConfig(engine: .postgres)) { _, gateway in
             let store = try #require(gateway.store as? PostgresStore)
             let entries = [
-                LedgerEntry(id: 1, userID: nil, side: .credit, account: .issuerToken, amountUnits: 1, refType: .burn, refID: "job-1",
-                            createdAt: "2026-11-27T03:00:00.000000Z", prevHash: LedgerHead.genesisHash, entryHash: ""),
-                LedgerEntry(id: 9_223_372_036_854_775_000, userID: "user-ß-€-🙂", side: .debit, account: .userToken,
-                            amountUnits: Int64.max, refType: .burn, refID: "ref|with:separators~", createdAt: "",
-                            prevHash: String(repeating: "ab", count: 32), entryHash: ""),
-                LedgerEntry(id: 42, userID: "", side: .credit, account: .userToken, amountUnits: 10_000, refType: .mint,
-                            refID: "ünïcode", createdAt: "2026-11-27T03:00:00.000001Z", prevHash: String(repeating: "0", count: 64),
-                            entryHash: ""),
+                LedgerEntry(
+                    id: 1, userID: nil, side: .credit, account: .issuerToken, amountUnits: 1, refType: .burn, refID: "job-1",
+                    createdAt: "2026-11-27T03:00:00.000000Z", prevHash: LedgerHead.genesisHash, entryHash: ""),
+                LedgerEntry(
+                    id: 9_223_372_036_854_775_000, userID: "user-ß-€-🙂", side: .debit, account: .userToken,
+                    amountUnits: Int64.max, refType: .burn, refID: "ref|with:separators~", createdAt: "",
+                    prevHash: String(repeating: "ab", count: 32), entryHash: ""),
+                LedgerEntry(
+                    id: 42, userID: "", side: .credit, account: .userToken, amountUnits: 10_000, refType: .mint,
+                    refID: "ünïcode", createdAt: "2026-11-27T03:00:00.000001Z", prevHash: String(repeating: "0", count: 64),
+                    entryHash: ""),
             ]
             for entry in entries {
-                let rows = try await store.client.query("""
+                let rows = try await store.client.query(
+                    """
                     SELECT pkr_ledger_hash(\(entry.id), \(entry.userID), \(entry.side.rawValue), \(entry.account.rawValue),
                                            \(entry.amountUnits), \(entry.refType.rawValue), \(entry.refID), \(entry.createdAt),
                                            \(entry.prevHash))
@@ -62,12 +67,16 @@ struct PostgresBurnTests {
             // More than the balance: refused with the balance, and nothing of it written.
             let before = try await gateway.reconciliation().snapshot
             let entriesBefore = try await gateway.store.verifyLedger().entriesChecked
-            await #expect(throws: GatewayError.insufficientBalance(availableUnits: 27_500 * Money.unitsPerPaisa,
-                                                                  requestedUnits: 27_600 * Money.unitsPerPaisa)) {
+            await #expect(
+                throws: GatewayError.insufficientBalance(
+                    availableUnits: 27_500 * Money.unitsPerPaisa,
+                    requestedUnits: 27_600 * Money.unitsPerPaisa)
+            ) {
                 _ = try await gateway.redeem(amountUnits: 27_600 * Money.unitsPerPaisa, memo: "too much", idempotencyKey: "burn-too-much")
             }
             let after = try await gateway.reconciliation().snapshot
-            #expect(after.tokenBalanceUnits == before.tokenBalanceUnits && after.burnedUnits == before.burnedUnits
+            #expect(
+                after.tokenBalanceUnits == before.tokenBalanceUnits && after.burnedUnits == before.burnedUnits
                     && after.chainStubUnits == before.chainStubUnits)
             #expect(try await gateway.store.verifyLedger().entriesChecked == entriesBefore)
             // The refused key was not kept: it can be used for a redeem that fits.
@@ -77,7 +86,9 @@ struct PostgresBurnTests {
             #expect(!unkeyed.isReplay)
             #expect(store.burnOneCallCount.load(ordering: .relaxed) == 3)
             // A mint after the burns chains after the head they left.
-            #expect(try await gateway.store.apply(MintBatchTests.credit("burn-credit-3", paisa: 1_000), via: .poll, inbound: nil).code == "minted")
+            #expect(
+                try await gateway.store.apply(MintBatchTests.credit("burn-credit-3", paisa: 1_000), via: .poll, inbound: nil).code
+                    == "minted")
 
             let report = try await gateway.reconciliation()
             MintBatchTests.expectConsistent(report)

@@ -5,6 +5,7 @@ import Logging
 import PKRCore
 import Synchronization
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -43,8 +44,10 @@ struct ProductionModeTests {
     static let adminToken = "admin-token-0123456789abcdef"
 
     static func productionConfig(_ extra: [String: String] = [:]) async throws -> GatewayConfig {
-        var env = ["DEBUG": "0", "PKR_WEBHOOK_SECRETS": secret.encoded, "PKR_ADMIN_TOKEN": adminToken,
-                   "PKR_WEBHOOK_RATE_LIMIT_PER_S": "0"]
+        var env = [
+            "DEBUG": "0", "PKR_WEBHOOK_SECRETS": secret.encoded, "PKR_ADMIN_TOKEN": adminToken,
+            "PKR_WEBHOOK_RATE_LIMIT_PER_S": "0",
+        ]
         env.merge(extra) { _, new in new }
         return try await testConfig(env)
     }
@@ -52,10 +55,12 @@ struct ProductionModeTests {
     @Test("the server refuses to start with the dev secret, a short secret or no admin token")
     func refusesUnsafeStart() async throws {
         await #expect(throws: ConfigError.self) {
-            _ = try await buildApplication(config: try await testConfig(["DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken]), logger: testLogger())
+            _ = try await buildApplication(
+                config: try await testConfig(["DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken]), logger: testLogger())
         }
         await #expect(throws: ConfigError.self) {
-            _ = try await buildApplication(config: try await testConfig(["DEBUG": "0", "PKR_WEBHOOK_SECRETS": Self.secret.encoded]), logger: testLogger())
+            _ = try await buildApplication(
+                config: try await testConfig(["DEBUG": "0", "PKR_WEBHOOK_SECRETS": Self.secret.encoded]), logger: testLogger())
         }
         await #expect(throws: ConfigError.self) {
             _ = try await testConfig(["PKR_WEBHOOK_SECRETS": "whsec_" + Data(repeating: 7, count: 16).base64EncodedString()])
@@ -68,9 +73,11 @@ struct ProductionModeTests {
             #expect(try await client.call(.post, "/api/demo/seed").status == .notFound)
             #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1.00"}"#).status == .notFound)
             _ = try await gateway.seedDemo()
-            for (method, uri) in [(HTTPRequest.Method.get, "/api/debug/summary"), (.get, "/api/webhooks/inbound"),
-                                  (.get, "/api/webhooks/deliveries"), (.get, "/api/webhooks/quarantine"),
-                                  (.post, "/api/ingest/wallet-transactions"), (.post, "/api/mint")] {
+            for (method, uri) in [
+                (HTTPRequest.Method.get, "/api/debug/summary"), (.get, "/api/webhooks/inbound"),
+                (.get, "/api/webhooks/deliveries"), (.get, "/api/webhooks/quarantine"),
+                (.post, "/api/ingest/wallet-transactions"), (.post, "/api/mint"),
+            ] {
                 let denied = try await client.call(method, uri, json: method == .post ? "{}" : nil)
                 #expect(denied.status == .unauthorized, "\(uri)")
                 #expect(denied.error == "unauthorized", "\(uri)")
@@ -104,8 +111,10 @@ struct ProductionModeTests {
     func logsHoldNoSecrets() async throws {
         let logs = CapturedLogs()
         let logger = Logger(label: "pkr-test", factory: logs.handler)
-        let config = try await Self.productionConfig(["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
-                                                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10"])
+        let config = try await Self.productionConfig([
+            "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
+            "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10",
+        ])
         let built = try await buildApplication(config: config, logger: logger)
         let signatures = try await built.application.test(.live) { client in
             var signatures: [String] = []
@@ -118,7 +127,9 @@ struct ProductionModeTests {
                 _ = try await client.webhook(body, secret: secret, id: signed.id, timestampSeconds: signed.timestampSeconds)
             }
             _ = try await client.call(.get, "/api/debug/summary", headers: bearer, csrf: false)
-            _ = try await client.call(.get, "/api/debug/summary", headers: HTTPFields([HTTPField(name: .authorization, value: "Bearer guess-\(Self.adminToken)")]))
+            _ = try await client.call(
+                .get, "/api/debug/summary", headers: HTTPFields([HTTPField(name: .authorization, value: "Bearer guess-\(Self.adminToken)")])
+            )
             _ = try await built.gateway.demoCredit(amountPaisa: 100, memo: "pushed to nowhere")
             let dead = try await eventually { try await built.gateway.outbox.countByState()["dead"] == 1 }
             #expect(dead)

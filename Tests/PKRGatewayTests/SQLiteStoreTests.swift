@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -57,41 +58,51 @@ import Testing
         let store = try SQLiteStore(path: path, limits: limits, nowMicros: { 1_800_000_000_000_000 })
         try SQLiteSchema.migrator().migrate(store.database, upTo: "v1-gateway")
         let user = try await store.createCustomer(Demo.customer)
-        let credit = ProviderTransaction(providerTxID: "TX-v1", account: "WALLET-001", direction: .credit, amountPaisa: 250_000,
-                                         status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "v1", reference: nil)
+        let credit = ProviderTransaction(
+            providerTxID: "TX-v1", account: "WALLET-001", direction: .credit, amountPaisa: 250_000,
+            status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "v1", reference: nil)
         let mintedUnits: Int64 = 250_000 * Money.unitsPerPaisa, burnedUnits: Int64 = 10_000_000
         let burn = ChainJob(id: "job-burn", jobType: .burn, amountUnits: burnedUnits, txHash: "0xburn", createdAt: "now")
         try await store.database.write { db in
-            try db.execute(sql: """
-                INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo,
-                  occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook)
-                VALUES ('TX-v1', 'WALLET-001', ?, 'credit', 250000, 'settled', 'v1', 'now', 0, 'now', 0, 'webhook', 1);
-                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                VALUES ('0xmint', 'mint', ?, ?, 'job-mint', 'now'), ('0xburn', 'burn', ?, ?, 'job-burn', 'now');
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-                VALUES ('job-mint', 'mint', ?, ?, 'confirmed', '0xmint', 'TX-v1', 'v1', 'now');
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo,
-                  payout_state, payout_provider_tx_id, created_at)
-                VALUES ('job-burn', 'burn', ?, ?, 'confirmed', '0xburn', 'key-1', 'out', 'submitted', 'TX-payout', 'now');
-                INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
-                  response_body, created_at)
-                VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-1', 201, '{"job_id": "job-burn"}', 'now');
-                UPDATE core_tokenbalance SET balance_units = ? WHERE user_id = ?;
-                UPDATE chain_stub_chainstubbalance SET balance_units = ? WHERE address = ?;
-                """, arguments: [user.id, user.chainAddress, mintedUnits, user.chainAddress, burnedUnits, user.id, mintedUnits,
-                                 user.id, burnedUnits, user.id, mintedUnits - burnedUnits, user.id, mintedUnits - burnedUnits,
-                                 user.chainAddress])
+            try db.execute(
+                sql: """
+                    INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo,
+                      occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook)
+                    VALUES ('TX-v1', 'WALLET-001', ?, 'credit', 250000, 'settled', 'v1', 'now', 0, 'now', 0, 'webhook', 1);
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                    VALUES ('0xmint', 'mint', ?, ?, 'job-mint', 'now'), ('0xburn', 'burn', ?, ?, 'job-burn', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+                    VALUES ('job-mint', 'mint', ?, ?, 'confirmed', '0xmint', 'TX-v1', 'v1', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo,
+                      payout_state, payout_provider_tx_id, created_at)
+                    VALUES ('job-burn', 'burn', ?, ?, 'confirmed', '0xburn', 'key-1', 'out', 'submitted', 'TX-payout', 'now');
+                    INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
+                      response_body, created_at)
+                    VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-1', 201, '{"job_id": "job-burn"}', 'now');
+                    UPDATE core_tokenbalance SET balance_units = ? WHERE user_id = ?;
+                    UPDATE chain_stub_chainstubbalance SET balance_units = ? WHERE address = ?;
+                    """,
+                arguments: [
+                    user.id, user.chainAddress, mintedUnits, user.chainAddress, burnedUnits, user.id, mintedUnits,
+                    user.id, burnedUnits, user.id, mintedUnits - burnedUnits, user.id, mintedUnits - burnedUnits,
+                    user.chainAddress,
+                ])
             var head = LedgerHead.genesis
             for (type, jobID, units) in [(ChainJobType.mint, "job-mint", mintedUnits), (.burn, "job-burn", burnedUnits)] {
                 for posting in PostingRules.postings(for: type, amountUnits: units) {
-                    let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? user.id : nil,
-                                                 posting: posting, refType: type, refID: jobID, createdAt: "now")
-                    try db.execute(sql: """
-                        INSERT INTO core_ledgerentry
-                          (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                                         entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash])
+                    let entry = LedgerEntry.next(
+                        after: head, userID: posting.account == .userToken ? user.id : nil,
+                        posting: posting, refType: type, refID: jobID, createdAt: "now")
+                    try db.execute(
+                        sql: """
+                            INSERT INTO core_ledgerentry
+                              (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
+                            entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash,
+                        ])
                     head = LedgerHead(entry)
                 }
             }
@@ -121,35 +132,42 @@ import Testing
             #expect(burnRow?["idempotency_key"] == "key-1")
             // The stored answer kept its key (v4 rebuilt its table), and a second answer, and so a second burn, for the
             // same user, endpoint and key is still refused.
-            #expect(try String.fetchOne(db, sql: """
-                SELECT response_body FROM core_idempotencyrecord WHERE user_id = ? AND idempotency_key = 'key-1'
-                """, arguments: [user.id]) == #"{"job_id": "job-burn"}"#)
+            #expect(
+                try String.fetchOne(
+                    db,
+                    sql: """
+                        SELECT response_body FROM core_idempotencyrecord WHERE user_id = ? AND idempotency_key = 'key-1'
+                        """, arguments: [user.id]) == #"{"job_id": "job-burn"}"#)
             #expect(throws: DatabaseError.self) {
-                try db.execute(sql: """
-                    INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
-                      response_body, created_at)
-                    VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-2', 201, '{}', 'now')
-                    """, arguments: [user.id])
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
+                          response_body, created_at)
+                        VALUES (?, 'POST /api/redeem', 'key-1', 'fingerprint-2', 201, '{}', 'now')
+                        """, arguments: [user.id])
             }
             // The same payout transaction is still refused. Each job has its own chain receipt, so the payout is the
             // only thing wrong with it.
-            try db.execute(sql: """
-                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
-                """)
+            try db.execute(
+                sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                    VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
+                    """)
             #expect(throws: DatabaseError.self) {
-                try db.execute(sql: """
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
-                                               payout_provider_tx_id, created_at)
-                    VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
-                    """, arguments: [user.id])
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
+                                                   payout_provider_tx_id, created_at)
+                        VALUES ('j3', 'burn', ?, 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
+                        """, arguments: [user.id])
             }
             // With a fresh payout transaction, a burn passes.
-            try db.execute(sql: """
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
-                                           payout_state, created_at)
-                VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother2', 'key-2', 'requested', 'now')
-                """, arguments: [user.id])
+            try db.execute(
+                sql: """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key,
+                                               payout_state, created_at)
+                    VALUES ('j2', 'burn', ?, 10000, 'confirmed', '0xother2', 'key-2', 'requested', 'now')
+                    """, arguments: [user.id])
             // A mint never carries a payout transaction.
             #expect(throws: DatabaseError.self) {
                 try db.execute(sql: "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'")
@@ -163,8 +181,9 @@ import Testing
     @Test func aBatchsRedeemsSeeItsMintsThroughARolledBackRedeem() async throws {
         let (store, user) = try await Self.storeWithCustomer()
         let mintedUnits = 100_000 * Money.unitsPerPaisa
-        let credit = ProviderTransaction(providerTxID: "TX-1", account: "WALLET-001", direction: .credit, amountPaisa: 100_000,
-                                         status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
+        let credit = ProviderTransaction(
+            providerTxID: "TX-1", account: "WALLET-001", direction: .credit, amountPaisa: 100_000,
+            status: .settled, occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
         func redeem(_ units: Int64, key: String) -> RedeemCommand {
             RedeemCommand(customerID: user.id, amountUnits: units, memo: "", idempotencyKey: key, requestFingerprint: key)
         }
@@ -184,17 +203,21 @@ import Testing
             Issue.record("the credit did not mint")
             return
         }
-        await #expect(throws: GatewayError.insufficientBalance(availableUnits: mintedUnits, requestedUnits: mintedUnits + Money.unitsPerPaisa)) {
+        await #expect(
+            throws: GatewayError.insufficientBalance(availableUnits: mintedUnits, requestedUnits: mintedUnits + Money.unitsPerPaisa)
+        ) {
             try await tooMuch.value
         }
         guard case .burned = try await all.value else {
             Issue.record("the redeem of the whole balance did not burn")
             return
         }
-        #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1,
-                "the mint and both redeems shared one batch")
-        #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1,
-                "the failed redeem had written, so the batch was written again with savepoints")
+        #expect(
+            store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1,
+            "the mint and both redeems shared one batch")
+        #expect(
+            store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1,
+            "the failed redeem had written, so the batch was written again with savepoints")
         #expect(try await store.tokenBalanceUnits(customerID: user.id) == 0)
         let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
         #expect(chainUnits == 0)
@@ -208,11 +231,12 @@ import Testing
     @Test func aMintWithoutItsBalanceRowFailsAlone() async throws {
         let (store, user) = try await Self.storeWithCustomer()
         try await store.database.write { db in
-            try db.execute(sql: """
-                INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
-                VALUES ('broken', 'broken@pkr.local', 'Broken', 'WALLET-BROKEN', '0xbroken', 'now');
-                INSERT INTO core_tokenbalance (user_id, balance_units) VALUES ('broken', 0);
-                """)
+            try db.execute(
+                sql: """
+                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                    VALUES ('broken', 'broken@pkr.local', 'Broken', 'WALLET-BROKEN', '0xbroken', 'now');
+                    INSERT INTO core_tokenbalance (user_id, balance_units) VALUES ('broken', 0);
+                    """)
         }
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
         let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
@@ -281,8 +305,9 @@ import Testing
 
     /// A settled credit of 1,000 PKR.
     private static func credit(_ id: String, account: String) -> ProviderTransaction {
-        ProviderTransaction(providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
-                            occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
+        ProviderTransaction(
+            providerTxID: id, account: account, direction: .credit, amountPaisa: 1_000, status: .settled,
+            occurredAtMicros: 1_800_000_000_000_000, memo: "", reference: nil)
     }
 
     /// Runs `start` while the writer is held busy, so that the changes it starts queue for one group-commit batch;
@@ -292,7 +317,9 @@ import Testing
         let held = Task {
             try await store.database.writeWithoutTransaction { _ in
                 let semaphore = DispatchSemaphore(value: 0)
-                Task { for await _ in release.stream {}; semaphore.signal() }
+                Task {
+                    for await _ in release.stream {}; semaphore.signal()
+                }
                 semaphore.wait()
             }
         }

@@ -3,6 +3,7 @@ import GRDB
 import PKRCore
 import PostgresNIO
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -16,8 +17,9 @@ import Testing
 /// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v7).
 @Suite("Schema rules", .serialized)
 struct SchemaRuleTests {
-    @Test("a row naming a user or job that does not exist is refused, and a user or job referred to is never deleted or renamed",
-          arguments: TestEngine.all)
+    @Test(
+        "a row naming a user or job that does not exist is refused, and a user or job referred to is never deleted or renamed",
+        arguments: TestEngine.all)
     func references(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
@@ -58,8 +60,9 @@ struct SchemaRuleTests {
         }
     }
 
-    @Test("two jobs never share a chain transaction hash, and two mints never share a provider transaction",
-          arguments: TestEngine.all)
+    @Test(
+        "two jobs never share a chain transaction hash, and two mints never share a provider transaction",
+        arguments: TestEngine.all)
     func oneJobPerKey(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
@@ -79,7 +82,9 @@ struct SchemaRuleTests {
             for sql in refused { await Self.expectRefused(gateway, sql) }
             if engine == .sqlite {
                 // The row id that makes a mint unique on SQLite, moved to the other mint's provider transaction.
-                await Self.expectRefused(gateway, """
+                await Self.expectRefused(
+                    gateway,
+                    """
                     UPDATE core_chainjob SET external_tx_row_id = \(other("external_tx_row_id")),
                       external_tx_id = \(other("external_tx_id")) WHERE id = '\(first)'
                     """)

@@ -11,6 +11,7 @@ import PostgresNIO
 import ServiceLifecycle
 import Synchronization
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -42,8 +43,10 @@ enum TestEngine: String, CaseIterable, Sendable {
 
 /// A config on a fresh database (a new SQLite file, or a new PostgreSQL database), poll-only and quiet unless a
 /// test says otherwise. `sharing` reuses another config's database, as a second instance would.
-func testConfig(engine: TestEngine = .sqlite, _ overrides: [String: String] = [:],
-                sharing: GatewayConfig? = nil) async throws -> GatewayConfig {
+func testConfig(
+    engine: TestEngine = .sqlite, _ overrides: [String: String] = [:],
+    sharing: GatewayConfig? = nil
+) async throws -> GatewayConfig {
     var env = [
         "PORT": "0",
         "PKR_WEBHOOK_PUSH": "0",
@@ -75,9 +78,10 @@ func testConfig(engine: TestEngine = .sqlite, _ overrides: [String: String] = [:
 func createPostgresDatabase() async throws -> String {
     let hour = SystemClock().nowMicros() / Timestamp.microsPerSecond / 3600
     let name = "pkr_t_\(hour)_" + Crypto.hex(Crypto.randomBytes(8))
-    let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: Int(TestEngine.postgresPort) ?? 55432,
-                                                         username: "pkr_demo", password: "pkr_demo", database: "pkr_demo",
-                                                         tls: .disable)
+    let configuration = PostgresConnection.Configuration(
+        host: "127.0.0.1", port: Int(TestEngine.postgresPort) ?? 55432,
+        username: "pkr_demo", password: "pkr_demo", database: "pkr_demo",
+        tls: .disable)
     let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: testLogger())
     do {
         if staleTestDatabasesDropped.exchange(true, ordering: .relaxed) == false {
@@ -99,15 +103,18 @@ private let staleTestDatabasesDropped = Atomic<Bool>(false)
 private func dropTestDatabases(before hour: Int64, _ connection: PostgresConnection) async throws {
     // All names are read before the first drop: the connection runs one query at a time.
     var names: [String] = []
-    for try await name in try await connection.query("SELECT datname FROM pg_database WHERE datname LIKE 'pkr\\_t\\_%'",
-                                                     logger: testLogger()).decode(String.self) {
+    for try await name in try await connection.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pkr\\_t\\_%'",
+        logger: testLogger()
+    ).decode(String.self) {
         names.append(name)
     }
     for name in names {
         let parts = name.split(separator: "_")
         let madeInHour = parts.count == 4 ? Int64(parts[2]) : nil
         guard madeInHour.map({ $0 < hour }) ?? true,
-              name.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) }) else { continue }
+            name.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) })
+        else { continue }
         _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name)"), logger: testLogger())
     }
 }
@@ -119,8 +126,10 @@ func testLogger() -> Logger {
 }
 
 /// Builds the application exactly as `pkr serve` does and runs `body` against it.
-func withApp<T: Sendable>(_ config: GatewayConfig, _ setup: TestingSetup = .router,
-                          _ body: @Sendable (any TestClientProtocol, Gateway) async throws -> T) async throws -> T {
+func withApp<T: Sendable>(
+    _ config: GatewayConfig, _ setup: TestingSetup = .router,
+    _ body: @Sendable (any TestClientProtocol, Gateway) async throws -> T
+) async throws -> T {
     let built = try await buildApplication(config: config, logger: testLogger())
     return try await built.application.test(setup) { client in try await body(client, built.gateway) }
 }
@@ -167,8 +176,10 @@ struct JSONResult: @unchecked Sendable {
 
 extension TestClientProtocol {
     /// Sends a request the way a browser session would: with the CSRF cookie and header unless told not to.
-    func call(_ method: HTTPRequest.Method, _ uri: String, json body: String? = nil, headers extra: HTTPFields = [:],
-              csrf: Bool = true) async throws -> JSONResult {
+    func call(
+        _ method: HTTPRequest.Method, _ uri: String, json body: String? = nil, headers extra: HTTPFields = [:],
+        csrf: Bool = true
+    ) async throws -> JSONResult {
         var headers = extra
         if csrf {
             headers[.cookie] = "csrftoken=\(testCSRFToken)"
@@ -177,24 +188,29 @@ extension TestClientProtocol {
         if body != nil { headers[.contentType] = "application/json" }
         return try await execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { response in
             let text = String(buffer: response.body)
-            return JSONResult(status: response.status, headers: response.headers,
-                              json: try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
-                              text: text)
+            return JSONResult(
+                status: response.status, headers: response.headers,
+                json: try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
+                text: text)
         }
     }
 
     /// Posts a webhook body signed with `secret` (the dev secret by default) at `timestampSeconds` (now by default).
-    func webhook(_ body: [UInt8], secret: WebhookSecret = devSecret, id: String? = nil, timestampSeconds: Int64? = nil,
-                 path: String = "/api/webhooks/wallet", extraHeaders: HTTPFields = [:]) async throws -> JSONResult {
-        let signed = WebhookSender.sign(body: body, secret: secret, id: id,
-                                        timestampSeconds: timestampSeconds ?? SystemClock().nowMicros() / 1_000_000)
+    func webhook(
+        _ body: [UInt8], secret: WebhookSecret = devSecret, id: String? = nil, timestampSeconds: Int64? = nil,
+        path: String = "/api/webhooks/wallet", extraHeaders: HTTPFields = [:]
+    ) async throws -> JSONResult {
+        let signed = WebhookSender.sign(
+            body: body, secret: secret, id: id,
+            timestampSeconds: timestampSeconds ?? SystemClock().nowMicros() / 1_000_000)
         var headers = extraHeaders
         for (name, value) in signed.headers { headers[HTTPField.Name(name)!] = value }
         headers[.contentType] = "application/json"
         return try await execute(uri: path, method: .post, headers: headers, body: ByteBuffer(bytes: body)) { response in
             let text = String(buffer: response.body)
-            return JSONResult(status: response.status, headers: response.headers,
-                              json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
+            return JSONResult(
+                status: response.status, headers: response.headers,
+                json: try? JSONSerialization.jsonObject(with: Data(text.utf8)), text: text)
         }
     }
 
@@ -208,12 +224,17 @@ extension TestClientProtocol {
     }
 }
 
-func creditEvent(_ providerTxID: String = Identifiers.providerTxID(unixMillis: SystemClock().nowMicros() / 1000), amountPKR: String = "1000.00", account: String = "WALLET-001",
-                 direction: TransactionDirection = .credit, status: TransactionStatus = .settled, reference: String? = nil) -> [UInt8] {
+func creditEvent(
+    _ providerTxID: String = Identifiers.providerTxID(unixMillis: SystemClock().nowMicros() / 1000), amountPKR: String = "1000.00",
+    account: String = "WALLET-001",
+    direction: TransactionDirection = .credit, status: TransactionStatus = .settled, reference: String? = nil
+) -> [UInt8] {
     let paisa = try! Money.parsePaisa(amountPKR)
-    return WebhookEvent.encode(ProviderTransaction(providerTxID: providerTxID, account: account, direction: direction,
-                                                   amountPaisa: paisa, status: status,
-                                                   occurredAtMicros: SystemClock().nowMicros(), memo: "test", reference: reference))
+    return WebhookEvent.encode(
+        ProviderTransaction(
+            providerTxID: providerTxID, account: account, direction: direction,
+            amountPaisa: paisa, status: status,
+            occurredAtMicros: SystemClock().nowMicros(), memo: "test", reference: reference))
 }
 
 /// Polls until `condition` holds or the deadline passes; returns whether it held.

@@ -1,6 +1,7 @@
 import Foundation
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -13,8 +14,9 @@ import Testing
 /// The wallet stub pays out once per reference, on both engines, and a refused payout writes nothing.
 @Suite("Wallet stub payouts", .serialized)
 struct WalletStubPayoutTests {
-    @Test("one payout per reference; a conflicting, unfunded or unknown-account payout is refused and writes nothing",
-          arguments: TestEngine.all)
+    @Test(
+        "one payout per reference; a conflicting, unfunded or unknown-account payout is refused and writes nothing",
+        arguments: TestEngine.all)
     func payoutRules(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1"])) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -51,8 +53,9 @@ struct WalletStubPayoutTests {
         }
     }
 
-    @Test("concurrent payouts of one reference pay once; concurrent payouts past the balance are refused, never overdrawn",
-          arguments: TestEngine.all)
+    @Test(
+        "concurrent payouts of one reference pay once; concurrent payouts past the balance are refused, never overdrawn",
+        arguments: TestEngine.all)
     func concurrentPayouts(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             _ = try await gateway.seedDemo()

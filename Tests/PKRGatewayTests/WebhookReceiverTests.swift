@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import PKRCore
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -83,19 +84,24 @@ struct WebhookReceiverTests {
             let forged = try await client.webhook(creditEvent(), secret: WebhookSecret.generate())
             #expect(forged.status == .unauthorized)
             #expect(forged.error == "signature_mismatch")
-            let unsigned = try await client.call(.post, "/api/webhooks/wallet", json: String(decoding: creditEvent(), as: UTF8.self), csrf: false)
+            let unsigned = try await client.call(
+                .post, "/api/webhooks/wallet", json: String(decoding: creditEvent(), as: UTF8.self), csrf: false)
             #expect(unsigned.status == .unauthorized)
             #expect(unsigned.error == "missing_signature_headers")
             var badHeader = HTTPFields()
             badHeader[HTTPField.Name("webhook-id")!] = "msg_1"
             badHeader[HTTPField.Name("webhook-timestamp")!] = "12.5"
             badHeader[HTTPField.Name("webhook-signature")!] = "v1,????"
-            #expect(try await client.call(.post, "/api/webhooks/wallet", json: "{}", headers: badHeader, csrf: false).error == "malformed_timestamp")
+            #expect(
+                try await client.call(.post, "/api/webhooks/wallet", json: "{}", headers: badHeader, csrf: false).error
+                    == "malformed_timestamp")
             #expect(try await client.balanceUnits() == "0")
             let log = try await client.call(.get, "/api/webhooks/inbound").array
             #expect(log.count == 5)
-            #expect(Set(log.compactMap { $0["verification"] as? String }) ==
-                    ["timestamp_too_old", "timestamp_too_new", "signature_mismatch", "missing_signature_headers", "malformed_timestamp"])
+            #expect(
+                Set(log.compactMap { $0["verification"] as? String }) == [
+                    "timestamp_too_old", "timestamp_too_new", "signature_mismatch", "missing_signature_headers", "malformed_timestamp",
+                ])
             #expect(log.allSatisfy { $0["outcome"] as? String == "rejected" })
         }
     }
@@ -107,11 +113,15 @@ struct WebhookReceiverTests {
             #expect(try await client.webhook(Array("not json".utf8)).error == "invalid_json")
             #expect(try await client.webhook([0xff, 0xfe, 0x00]).status == .badRequest)
             #expect(try await client.webhook(Array(#"{"provider_tx_id":"TX-1"}"#.utf8)).error == "missing_field")
-            let badAmount = Array(#"{"provider_tx_id":"TX-1","account":"WALLET-001","direction":"credit","amount_pkr":"1.001","status":"settled","occurred_at":"2026-01-01T00:00:00Z"}"#.utf8)
+            let badAmount = Array(
+                #"{"provider_tx_id":"TX-1","account":"WALLET-001","direction":"credit","amount_pkr":"1.001","status":"settled","occurred_at":"2026-01-01T00:00:00Z"}"#
+                    .utf8)
             let amount = try await client.webhook(badAmount)
             #expect(amount.status == .unprocessableContent)
             #expect(amount.error == "invalid_amount")
-            let numeric = Array(#"{"provider_tx_id":"TX-1","account":"WALLET-001","direction":"credit","amount_pkr":1000,"status":"settled","occurred_at":"2026-01-01T00:00:00Z"}"#.utf8)
+            let numeric = Array(
+                #"{"provider_tx_id":"TX-1","account":"WALLET-001","direction":"credit","amount_pkr":1000,"status":"settled","occurred_at":"2026-01-01T00:00:00Z"}"#
+                    .utf8)
             #expect(try await client.webhook(numeric).error == "invalid_field")
             let unknown = try await client.webhook(creditEvent(account: "WALLET-999"))
             #expect(unknown.status == .unprocessableContent)
@@ -134,8 +144,9 @@ struct WebhookReceiverTests {
             #expect(try await client.webhook(creditEvent(txID, status: .pending)).string("outcome") == "recorded")
             #expect(try await client.balanceUnits() == "0")
             #expect(try await client.webhook(creditEvent(txID, status: .settled)).string("outcome") == "minted")
-            #expect(try await client.webhook(creditEvent(txID, status: .pending)).string("outcome") == "duplicate",
-                    "a late pending after settlement changes nothing")
+            #expect(
+                try await client.webhook(creditEvent(txID, status: .pending)).string("outcome") == "duplicate",
+                "a late pending after settlement changes nothing")
             let reversal = try await client.webhook(creditEvent(txID, status: .failed))
             #expect(reversal.status == .conflict)
             #expect(reversal["differing_fields"] as? [String] == ["status"])
@@ -179,16 +190,19 @@ struct WebhookReceiverTests {
         let headers = HTTPFields([HTTPField(name: HTTPField.Name("X-Signature")!, value: signature)])
         try await withApp(try await testConfig(engine: engine)) { client, _ in
             _ = try await client.seed()
-            let off = try await client.call(.post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
+            let off = try await client.call(
+                .post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
             #expect(off.status == .unauthorized)
         }
         try await withApp(try await testConfig(engine: engine, ["PKR_WEBHOOK_LEGACY_SECRET": legacySecret])) { client, _ in
             _ = try await client.seed()
-            let on = try await client.call(.post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
+            let on = try await client.call(
+                .post, "/api/webhooks/wallet", json: String(decoding: body, as: UTF8.self), headers: headers, csrf: false)
             #expect(on.status == .ok, "\(on.text)")
             var wrong = HTTPFields()
             wrong[HTTPField.Name("X-Signature")!] = String(repeating: "0", count: 64)
-            #expect(try await client.call(.post, "/api/webhooks/wallet", json: "{}", headers: wrong, csrf: false).error == "signature_mismatch")
+            #expect(
+                try await client.call(.post, "/api/webhooks/wallet", json: "{}", headers: wrong, csrf: false).error == "signature_mismatch")
         }
     }
 

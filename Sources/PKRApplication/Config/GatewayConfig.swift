@@ -63,8 +63,10 @@ public struct GatewayConfig: Sendable {
     public var ownWebhookURL: String { "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)/api/webhooks/wallet" }
 
     /// Reads the process environment over an optional `.env` file (the environment wins, as in the seed).
-    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment,
-                            dotEnvPath: String? = ".env") throws -> GatewayConfig {
+    public static func load(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        dotEnvPath: String? = ".env"
+    ) throws -> GatewayConfig {
         var merged: [String: String] = [:]
         if let dotEnvPath, let text = try? String(contentsOfFile: dotEnvPath, encoding: .utf8) {
             merged = DotEnv.parse(text)
@@ -106,7 +108,9 @@ public struct GatewayConfig: Sendable {
         if let host = value("HOST") { self.host = host }
         if let port = try integer("PORT", 0...65535) { self.port = Int(port) }
         if let engine = value("DB_ENGINE") {
-            guard let parsed = DatabaseEngine(rawValue: engine.lowercased()) else { throw ConfigError.invalid("DB_ENGINE", "sqlite or postgres") }
+            guard let parsed = DatabaseEngine(rawValue: engine.lowercased()) else {
+                throw ConfigError.invalid("DB_ENGINE", "sqlite or postgres")
+            }
             databaseEngine = parsed
         }
         if let path = value("SQLITE_PATH") { sqlitePath = path }
@@ -162,11 +166,14 @@ public struct GatewayConfig: Sendable {
         if let token = adminToken, token.utf8.count < 16 {
             throw ConfigError.invalid("PKR_ADMIN_TOKEN", "at least 16 characters")
         }
-        webhookRateLimitPerSecond = try integer("PKR_WEBHOOK_RATE_LIMIT_PER_S", 0...1_000_000).map(Int.init)
+        webhookRateLimitPerSecond =
+            try integer("PKR_WEBHOOK_RATE_LIMIT_PER_S", 0...1_000_000).map(Int.init)
             ?? (demoMode ? 0 : 1000)
         if webhookRateLimitPerSecond == 0 { webhookRateLimitPerSecond = nil }
         if let cidrs = list("PKR_WEBHOOK_ALLOWED_CIDRS") {
-            for cidr in cidrs where CIDR(cidr) == nil { throw ConfigError.invalid("PKR_WEBHOOK_ALLOWED_CIDRS", "CIDR blocks such as 127.0.0.0/8") }
+            for cidr in cidrs where CIDR(cidr) == nil {
+                throw ConfigError.invalid("PKR_WEBHOOK_ALLOWED_CIDRS", "CIDR blocks such as 127.0.0.0/8")
+            }
             webhookAllowedCIDRs = cidrs
         }
         if let max = try integer("PKR_BODY_BYTES_MAX", 1024...16_777_216) { bodyBytesMax = Int(max) }

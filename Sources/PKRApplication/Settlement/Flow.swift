@@ -22,7 +22,7 @@ public enum Flow<Outcome> {
     }
 
     /// Runs the flow with a synchronous executor (SQLite's writer).
-    public func run(_ execute: (Primitive) throws -> PrimitiveAnswer) throws -> Outcome {
+    public func runSynchronously(_ execute: (Primitive) throws -> PrimitiveAnswer) throws -> Outcome {
         var flow = self
         var steps = 0
         while true {
@@ -144,8 +144,10 @@ extension Flow {
         .step(.findTransaction(providerTxID: providerTxID)) { try next($0.transaction()) }
     }
 
-    static func findUnmatchedBurn(reference: String?, providerTxID: String, amountUnits: Int64,
-                                  _ next: @escaping (String?) throws -> Flow) -> Flow {
+    static func findUnmatchedBurn(
+        reference: String?, providerTxID: String, amountUnits: Int64,
+        _ next: @escaping (String?) throws -> Flow
+    ) -> Flow {
         .step(.findUnmatchedBurn(reference: reference, providerTxID: providerTxID, amountUnits: amountUnits)) {
             try next($0.jobID())
         }

@@ -9,9 +9,10 @@ public struct TransactionDraft: Sendable {
 
     /// The record the row holds once written under `id`.
     func record(id: Int64) -> ExternalTransactionRecord {
-        ExternalTransactionRecord(id: id, tx: tx, recordedAt: Timestamp.format(micros: recordedAtMicros), firstSeenVia: path,
-                                  seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
-                                  lagMicros: recordedAtMicros - tx.occurredAtMicros, mintJobID: nil, matchedJobID: nil, flag: nil)
+        ExternalTransactionRecord(
+            id: id, tx: tx, recordedAt: Timestamp.format(micros: recordedAtMicros), firstSeenVia: path,
+            seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
+            lagMicros: recordedAtMicros - tx.occurredAtMicros, mintJobID: nil, matchedJobID: nil, flag: nil)
     }
 }
 
@@ -72,9 +73,10 @@ public struct LedgerAppend: Sendable {
         entries.reserveCapacity(appends.count * 2)
         for append in appends {
             for posting in PostingRules.postings(for: append.refType, amountUnits: append.amountUnits) {
-                let entry = LedgerEntry.next(after: head, userID: posting.account == .userToken ? append.customerID : nil,
-                                             posting: posting, refType: append.refType, refID: append.refID,
-                                             createdAt: append.createdAt)
+                let entry = LedgerEntry.next(
+                    after: head, userID: posting.account == .userToken ? append.customerID : nil,
+                    posting: posting, refType: append.refType, refID: append.refID,
+                    createdAt: append.createdAt)
                 entries.append(entry)
                 head = LedgerHead(entry)
             }

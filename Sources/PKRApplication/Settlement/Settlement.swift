@@ -10,8 +10,10 @@ public enum Settlement {
 
     /// Records a transaction that arrived by webhook or poll and carries out what its status asks (a settled credit
     /// mints); a webhook's inbound-log row, and a conflict's quarantine row, are written in the same transaction.
-    public static func apply(_ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
-                             _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
+    public static func apply(
+        _ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
+        _ context: SettlementContext
+    ) throws -> Flow<ApplyOutcome> {
         try arrive(tx, via: path, context).then { outcome in log(outcome, of: tx, via: path, inbound: inbound, context) }
     }
 
@@ -30,8 +32,10 @@ public enum Settlement {
     }
 
     /// A transaction whose id is already recorded, or whose account no customer holds.
-    static func known(_ tx: ProviderTransaction, via path: ArrivalPath, customer: Customer?,
-                      _ context: SettlementContext) -> Flow<ApplyOutcome> {
+    static func known(
+        _ tx: ProviderTransaction, via path: ArrivalPath, customer: Customer?,
+        _ context: SettlementContext
+    ) -> Flow<ApplyOutcome> {
         .findTransaction(tx.providerTxID) { existing in
             let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
             // A known id with different content is a conflict whatever account it names.
@@ -58,8 +62,10 @@ public enum Settlement {
     }
 
     /// Carries out what the transaction's current status asks for.
-    static func settle(_ record: ExternalTransactionRecord, customer: Customer,
-                       _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
+    static func settle(
+        _ record: ExternalTransactionRecord, customer: Customer,
+        _ context: SettlementContext
+    ) throws -> Flow<ApplyOutcome> {
         switch try SettlementPolicy.action(for: record.tx, maxMintUnits: context.limits.maxMintUnits) {
         case .mint(let units):
             return try mint(record, customer: customer, amountUnits: units, context).map { .minted($0) }
@@ -90,22 +96,27 @@ public enum Settlement {
     }
 
     /// Mints a recorded credit: the customer's balance, the chain, the job, the ledger, in that (lock) order.
-    static func mint(_ record: ExternalTransactionRecord, customer: Customer, amountUnits: Int64,
-                     _ context: SettlementContext) throws -> Flow<ChainJob> {
+    static func mint(
+        _ record: ExternalTransactionRecord, customer: Customer, amountUnits: Int64,
+        _ context: SettlementContext
+    ) throws -> Flow<ChainJob> {
         precondition(amountUnits > 0 && amountUnits <= context.limits.maxMintUnits, "the policy sized the mint")
         let createdAt = context.createdAt
         let jobID = Identifiers.timeOrderedUUID(unixMillis: context.nowMicros / 1000)
-        let transfer = ChainTransfer(op: .mint, address: customer.chainAddress, amountUnits: amountUnits, reference: jobID,
-                                     createdAt: createdAt, nowMicros: context.nowMicros)
+        let transfer = ChainTransfer(
+            op: .mint, address: customer.chainAddress, amountUnits: amountUnits, reference: jobID,
+            createdAt: createdAt, nowMicros: context.nowMicros)
         return .moveTokenBalance(customerID: customer.id, deltaUnits: amountUnits) { moved in
             guard moved else { throw GatewayError.storeUnavailable("token balance row missing for customer \(customer.id)") }
             return .chainTransfer(transfer) { txHash in
                 let job = ChainJob(id: jobID, jobType: .mint, amountUnits: amountUnits, txHash: txHash, createdAt: createdAt)
-                let row = JobRow(job: job, customerID: customer.id, creditRowID: record.id,
-                                 creditProviderTxID: record.tx.providerTxID, idempotencyKey: nil, memo: record.tx.memo)
+                let row = JobRow(
+                    job: job, customerID: customer.id, creditRowID: record.id,
+                    creditProviderTxID: record.tx.providerTxID, idempotencyKey: nil, memo: record.tx.memo)
                 return .write(.insertJob(row)) {
-                    let append = LedgerAppend(refType: .mint, refID: jobID, customerID: customer.id, amountUnits: amountUnits,
-                                              createdAt: createdAt)
+                    let append = LedgerAppend(
+                        refType: .mint, refID: jobID, customerID: customer.id, amountUnits: amountUnits,
+                        createdAt: createdAt)
                     return .write(.appendLedger(append)) { .done(job) }
                 }
             }
@@ -113,12 +124,15 @@ public enum Settlement {
     }
 
     /// The inbound-log row of a delivery that reached the rules, and the quarantine row of a conflict.
-    static func log(_ outcome: ApplyOutcome, of tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
-                    _ context: SettlementContext) -> Flow<ApplyOutcome> {
+    static func log(
+        _ outcome: ApplyOutcome, of tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?,
+        _ context: SettlementContext
+    ) -> Flow<ApplyOutcome> {
         func quarantined(_ inboundID: Int64?, body: [UInt8]) -> Flow<ApplyOutcome> {
             guard case .conflict(let fields) = outcome else { return .done(outcome) }
-            let row = QuarantineRow(inboundID: inboundID, providerTxID: tx.providerTxID, via: path, differingFields: fields,
-                                    body: body, createdAt: context.createdAt)
+            let row = QuarantineRow(
+                inboundID: inboundID, providerTxID: tx.providerTxID, via: path, differingFields: fields,
+                body: body, createdAt: context.createdAt)
             return .write(.quarantine(row)) { .done(outcome) }
         }
         guard let inbound else { return quarantined(nil, body: WebhookEvent.encode(tx)) }
@@ -161,8 +175,9 @@ public enum Settlement {
     public static func burn(_ command: RedeemCommand, _ context: SettlementContext) -> Flow<RedeemResult> {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the use case")
         guard let key = command.idempotencyKey else { return burnClaimed(command, claim: nil, context) }
-        let claim = IdempotencyClaim(customerID: command.customerID, endpoint: IdempotencyClaim.redeemEndpoint, key: key,
-                                     fingerprint: command.requestFingerprint, createdAt: context.createdAt)
+        let claim = IdempotencyClaim(
+            customerID: command.customerID, endpoint: IdempotencyClaim.redeemEndpoint, key: key,
+            fingerprint: command.requestFingerprint, createdAt: context.createdAt)
         return .claim(claim) { result in
             switch result {
             case .claimed:
@@ -187,14 +202,17 @@ public enum Settlement {
                         throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: units)
                     }
                 }
-                let transfer = ChainTransfer(op: .burn, address: customer.chainAddress, amountUnits: units, reference: jobID,
-                                             createdAt: createdAt, nowMicros: context.nowMicros)
+                let transfer = ChainTransfer(
+                    op: .burn, address: customer.chainAddress, amountUnits: units, reference: jobID,
+                    createdAt: createdAt, nowMicros: context.nowMicros)
                 return .chainTransfer(transfer) { txHash in
                     let job = ChainJob(id: jobID, jobType: .burn, amountUnits: units, txHash: txHash, createdAt: createdAt)
-                    let row = JobRow(job: job, customerID: customer.id, creditRowID: nil, creditProviderTxID: nil,
-                                     idempotencyKey: command.idempotencyKey, memo: command.memo)
-                    let append = LedgerAppend(refType: .burn, refID: jobID, customerID: customer.id, amountUnits: units,
-                                              createdAt: createdAt)
+                    let row = JobRow(
+                        job: job, customerID: customer.id, creditRowID: nil, creditProviderTxID: nil,
+                        idempotencyKey: command.idempotencyKey, memo: command.memo)
+                    let append = LedgerAppend(
+                        refType: .burn, refID: jobID, customerID: customer.id, amountUnits: units,
+                        createdAt: createdAt)
                     let receipt = BurnReceipt(job)
                     let burned = RedeemResult.burned(receipt, walletAccount: customer.walletAccount)
                     return .write(.insertJob(row)) {

@@ -81,9 +81,11 @@ final class WebhookDispatcher: Service, Sendable {
     private let jitter: @Sendable (Int64) -> Int64
     private let logger: Logger
 
-    init(outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64],
-         clock: any GatewayClock, transport: any WebhookTransport,
-         jitter: @escaping @Sendable (Int64) -> Int64 = WebhookDispatcher.jittered, logger: Logger) {
+    init(
+        outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64],
+        clock: any GatewayClock, transport: any WebhookTransport,
+        jitter: @escaping @Sendable (Int64) -> Int64 = WebhookDispatcher.jittered, logger: Logger
+    ) {
         self.outbox = outbox
         self.signal = signal
         self.secret = secret
@@ -134,11 +136,13 @@ final class WebhookDispatcher: Service, Sendable {
     func deliver(_ delivery: OutboxDelivery) async {
         let started = clock.nowMicros()
         let timestamp = started / Timestamp.microsPerSecond
-        let result = await transport.send(SignedWebhook(
-            messageID: delivery.messageID, timestampSeconds: timestamp,
-            signature: WebhookSigner.signature(secret: secret, id: delivery.messageID, timestampSeconds: timestamp,
-                                               body: delivery.payload),
-            body: delivery.payload))
+        let result = await transport.send(
+            SignedWebhook(
+                messageID: delivery.messageID, timestampSeconds: timestamp,
+                signature: WebhookSigner.signature(
+                    secret: secret, id: delivery.messageID, timestampSeconds: timestamp,
+                    body: delivery.payload),
+                body: delivery.payload))
         let finished = clock.nowMicros()
         let delivered = result.httpStatus.map { (200..<300).contains($0) } ?? false
         let outcome: AttemptOutcome
@@ -150,15 +154,19 @@ final class WebhookDispatcher: Service, Sendable {
             outcome = .dead
         }
         if !delivered {
-            logger.notice("webhook delivery attempt failed", metadata: [
-                "message_id": "\(delivery.messageID)", "provider_tx_id": "\(delivery.providerTxID)",
-                "attempt": "\(delivery.roundAttempts + 1)", "status": "\(result.httpStatus.map(String.init) ?? "none")",
-                "next": "\(outcome)"])
+            logger.notice(
+                "webhook delivery attempt failed",
+                metadata: [
+                    "message_id": "\(delivery.messageID)", "provider_tx_id": "\(delivery.providerTxID)",
+                    "attempt": "\(delivery.roundAttempts + 1)", "status": "\(result.httpStatus.map(String.init) ?? "none")",
+                    "next": "\(outcome)",
+                ])
         }
         do {
-            try await outbox.recordAttempt(delivery, httpStatus: result.httpStatus,
-                                           error: result.failure ?? (delivered ? nil : "HTTP \(result.httpStatus ?? 0)"),
-                                           durationMicros: finished - started, outcome: outcome, nowMicros: finished)
+            try await outbox.recordAttempt(
+                delivery, httpStatus: result.httpStatus,
+                error: result.failure ?? (delivered ? nil : "HTTP \(result.httpStatus ?? 0)"),
+                durationMicros: finished - started, outcome: outcome, nowMicros: finished)
         } catch {
             logger.error("could not record a webhook attempt; it will be retried after its lease", metadata: ["error": "\(error)"])
         }
@@ -206,8 +214,12 @@ final class ReconcilerService: Service, Sendable {
             guard (try? await gateway.hasCustomer()) == true else { continue }
             do {
                 let result = try await gateway.reconcileOnce()
-                logger.info("reconciler pass", metadata: ["ingested": "\(result.ingested)", "healed_mints": "\(result.minted)",
-                                                          "conflicts": "\(result.conflicts)"])
+                logger.info(
+                    "reconciler pass",
+                    metadata: [
+                        "ingested": "\(result.ingested)", "healed_mints": "\(result.minted)",
+                        "conflicts": "\(result.conflicts)",
+                    ])
             } catch {
                 logger.error("reconciler pass failed", metadata: ["error": "\(error)"])
             }

@@ -19,9 +19,10 @@ public enum WebhookSender {
 
     public static func sign(body: [UInt8], secret: WebhookSecret, id: String? = nil, timestampSeconds: Int64) -> Signed {
         let id = id ?? Identifiers.webhookMessageID()
-        return Signed(id: id, timestampSeconds: timestampSeconds,
-                      signature: WebhookSigner.signature(secret: secret, id: id, timestampSeconds: timestampSeconds, body: body),
-                      body: body)
+        return Signed(
+            id: id, timestampSeconds: timestampSeconds,
+            signature: WebhookSigner.signature(secret: secret, id: id, timestampSeconds: timestampSeconds, body: body),
+            body: body)
     }
 
     /// A copy-paste curl command; the body goes through a file so no shell quoting can alter its bytes.
@@ -39,14 +40,17 @@ public enum WebhookSender {
     }
 
     /// Posts with retries: each attempt is re-signed with a fresh timestamp and the same id, like the dispatcher.
-    public static func send(body: [UInt8], secret: WebhookSecret, url: String, retries: Int, id: String? = nil,
-                            nowSeconds: @Sendable () -> Int64) async throws -> Result {
+    public static func send(
+        body: [UInt8], secret: WebhookSecret, url: String, retries: Int, id: String? = nil,
+        nowSeconds: @Sendable () -> Int64
+    ) async throws -> Result {
         precondition(retries >= 0 && retries <= 20, "retries out of range")
         let id = id ?? Identifiers.webhookMessageID()
         let client = WebhookHTTPClient.make(timeoutMillis: 10_000)
         do {
-            let result = try await send(body: body, secret: secret, url: url, retries: retries, id: id, client: client,
-                                        nowSeconds: nowSeconds)
+            let result = try await send(
+                body: body, secret: secret, url: url, retries: retries, id: id, client: client,
+                nowSeconds: nowSeconds)
             try await client.shutdown()
             return result
         } catch {
@@ -55,8 +59,10 @@ public enum WebhookSender {
         }
     }
 
-    private static func send(body: [UInt8], secret: WebhookSecret, url: String, retries: Int, id: String, client: HTTPClient,
-                             nowSeconds: @Sendable () -> Int64) async throws -> Result {
+    private static func send(
+        body: [UInt8], secret: WebhookSecret, url: String, retries: Int, id: String, client: HTTPClient,
+        nowSeconds: @Sendable () -> Int64
+    ) async throws -> Result {
         var last = Result(attempts: 0, status: nil, responseBody: "")
         for attempt in 0...retries {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(min(5000, 200 << min(attempt, 5)))) }

@@ -4,6 +4,7 @@ import Logging
 import PKRCore
 import Synchronization
 import WalletStub
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
@@ -111,8 +112,13 @@ final class SimNetwork: WebhookTransport {
 
     func send(_ webhook: SignedWebhook) async -> WebhookAttemptResult {
         let healthy = state.withLock { $0.healthy }
-        let fate: Fate = healthy ? .deliver : random.weighted([(55, .deliver), (12, .dropRequest), (10, .loseAnswer),
-                                                               (13, .delay), (10, .duplicate)])
+        let fate: Fate =
+            healthy
+            ? .deliver
+            : random.weighted([
+                (55, .deliver), (12, .dropRequest), (10, .loseAnswer),
+                (13, .delay), (10, .duplicate),
+            ])
         state.withLock {
             $0.trace.append("  send \(webhook.messageID) -> \(fate.rawValue)")
             $0.captured.append(webhook)
@@ -139,11 +145,13 @@ final class SimNetwork: WebhookTransport {
 
     /// Hands one delivery to the gateway as its HTTP route would and returns the status the route would answer.
     func receive(_ webhook: SignedWebhook) async -> Int {
-        let headers = WebhookHeaders(id: webhook.messageID, timestamp: String(webhook.timestampSeconds),
-                                     signature: webhook.signature)
+        let headers = WebhookHeaders(
+            id: webhook.messageID, timestamp: String(webhook.timestampSeconds),
+            signature: webhook.signature)
         do {
-            let outcome = try await gateway.receiveWebhook(Gateway.WebhookDelivery(
-                headers: headers, body: webhook.body, sourceAddress: "192.0.2.1", receivedAtMicros: clock.nowMicros()))
+            let outcome = try await gateway.receiveWebhook(
+                Gateway.WebhookDelivery(
+                    headers: headers, body: webhook.body, sourceAddress: "192.0.2.1", receivedAtMicros: clock.nowMicros()))
             state.withLock { $0.trace.append("  receive \(webhook.messageID): 200 \(outcome.code)") }
             return 200
         } catch let error as GatewayError {
@@ -204,8 +212,10 @@ final class Simulation {
     private var trace: [String] = []
     private var step = 0
 
-    private init(seed: UInt64, stepCount: Int, random: SimRandom, clock: SimClock, gateway: Gateway, provider: SimProvider,
-                 network: SimNetwork, dispatcher: WebhookDispatcher) {
+    private init(
+        seed: UInt64, stepCount: Int, random: SimRandom, clock: SimClock, gateway: Gateway, provider: SimProvider,
+        network: SimNetwork, dispatcher: WebhookDispatcher
+    ) {
         self.seed = seed
         self.stepCount = stepCount
         self.random = random
@@ -219,22 +229,26 @@ final class Simulation {
     static func make(seed: UInt64, stepCount: Int) async throws -> Simulation {
         let random = SimRandom(seed: seed)
         let clock = SimClock(startMicros: startMicros)
-        let config = try await testConfig(engine: .sqlite, [
-            "PKR_WEBHOOK_PUSH": "1",
-            "MAX_SINGLE_MINT_PKR": Money.formatPaisa(mintCeilingPaisa),
-            "PKR_WEBHOOK_RETRY_SCHEDULE_MS": retryScheduleMillis.map(String.init).joined(separator: ","),
-        ])
+        let config = try await testConfig(
+            engine: .sqlite,
+            [
+                "PKR_WEBHOOK_PUSH": "1",
+                "MAX_SINGLE_MINT_PKR": Money.formatPaisa(mintCeilingPaisa),
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": retryScheduleMillis.map(String.init).joined(separator: ","),
+            ])
         let built = try await buildGateway(config: config, clock: clock, logger: testLogger())
         let provider = SimProvider(inner: built.provider, random: random)
-        let gateway = Gateway(config: config, store: built.store, provider: provider, walletStub: built.walletStub,
-                              outbox: built.outbox, clock: clock, logger: built.logger, dispatchSignal: built.dispatchSignal)
+        let gateway = Gateway(
+            config: config, store: built.store, provider: provider, walletStub: built.walletStub,
+            outbox: built.outbox, clock: clock, logger: built.logger, dispatchSignal: built.dispatchSignal)
         _ = try await gateway.seedDemo()
         let network = SimNetwork(random: random, clock: clock, gateway: gateway)
         let dispatcher = WebhookDispatcher(
             outbox: built.outbox, signal: WakeSignal(), secret: devSecret, scheduleMillis: retryScheduleMillis, clock: clock,
             transport: network, jitter: { millis in millis * random.int(80...120) / 100 }, logger: testLogger())
-        return Simulation(seed: seed, stepCount: stepCount, random: random, clock: clock, gateway: gateway,
-                          provider: provider, network: network, dispatcher: dispatcher)
+        return Simulation(
+            seed: seed, stepCount: stepCount, random: random, clock: clock, gateway: gateway,
+            provider: provider, network: network, dispatcher: dispatcher)
     }
 
     enum Action: String, CaseIterable {
@@ -275,8 +289,10 @@ final class Simulation {
         case .deliverDelayed:
             return await network.deliverDelayed()
         case .advanceClock:
-            let micros = random.weighted([(6, random.int(1...999) * 1000), (3, random.int(1...60) * 1_000_000),
-                                          (1, random.int(5...20) * 60 * 1_000_000)])
+            let micros = random.weighted([
+                (6, random.int(1...999) * 1000), (3, random.int(1...60) * 1_000_000),
+                (1, random.int(5...20) * 60 * 1_000_000),
+            ])
             clock.advance(byMicros: micros)
             return "+\(micros / 1000) ms"
         case .reconcile:
@@ -299,15 +315,18 @@ final class Simulation {
             return "\(tx.providerTxID): \(await sendSigned(WebhookEvent.encode(tx)))"
         case .forged:
             let key = Crypto.randomBytes(32)
-            let tx = ProviderTransaction(providerTxID: "TX-forged-\(step)", account: Demo.walletAccount, direction: .credit,
-                                         amountPaisa: 100_000, status: .settled, occurredAtMicros: clock.nowMicros(), memo: "forged")
+            let tx = ProviderTransaction(
+                providerTxID: "TX-forged-\(step)", account: Demo.walletAccount, direction: .credit,
+                amountPaisa: 100_000, status: .settled, occurredAtMicros: clock.nowMicros(), memo: "forged")
             let status = await sendSigned(WebhookEvent.encode(tx), secret: try WebhookSecret(keyBytes: key))
             guard status == 401 else { throw failure("a webhook signed with a foreign key got \(status), not 401") }
             return "refused"
         case .staleReplay:
             return try await staleReplay()
         case .providerOutage:
-            let down = provider.state.withLock { $0.down.toggle(); return $0.down }
+            let down = provider.state.withLock {
+                $0.down.toggle(); return $0.down
+            }
             return down ? "provider down" : "provider up"
         case .operatorRetry:
             guard let dead = try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first else { return "none dead" }
@@ -345,8 +364,9 @@ final class Simulation {
         let first = redeemKeys[random.index(redeemKeys.count)]
         if random.percent(25) {
             do {
-                _ = try await gateway.redeem(amountUnits: first.amountUnits + Money.unitsPerPaisa, memo: first.memo,
-                                             idempotencyKey: first.key)
+                _ = try await gateway.redeem(
+                    amountUnits: first.amountUnits + Money.unitsPerPaisa, memo: first.memo,
+                    idempotencyKey: first.key)
                 throw failure("key \(first.key) reused for a different amount was accepted")
             } catch GatewayError.idempotencyKeyReused {
                 return "\(first.key) reused with another body: refused"
@@ -390,9 +410,10 @@ final class Simulation {
     private func sendSigned(_ body: [UInt8], secret: WebhookSecret = devSecret) async -> Int {
         let timestamp = clock.nowMicros() / Timestamp.microsPerSecond
         let id = "msg_sim_\(seed)_\(step)"
-        return await network.receive(SignedWebhook(
-            messageID: id, timestampSeconds: timestamp,
-            signature: WebhookSigner.signature(secret: secret, id: id, timestampSeconds: timestamp, body: body), body: body))
+        return await network.receive(
+            SignedWebhook(
+                messageID: id, timestampSeconds: timestamp,
+                signature: WebhookSigner.signature(secret: secret, id: id, timestampSeconds: timestamp, body: body), body: body))
     }
 
     // MARK: - Invariants
@@ -432,8 +453,9 @@ final class Simulation {
         let gap = report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
         let paidButRequestedUnits = try await paidPayoutsStillRequestedUnits()
         guard gap == unrecordedCreditUnits - paidButRequestedUnits else {
-            throw failure("reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits) and paid payouts still "
-                          + "counted as requested to \(paidButRequestedUnits)")
+            throw failure(
+                "reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits) and paid payouts still "
+                    + "counted as requested to \(paidButRequestedUnits)")
         }
     }
 
@@ -488,7 +510,9 @@ final class Simulation {
             }
         }
         let report = try await gateway.reconciliation()
-        throw failure("no convergence: \(report.failed.map { "\($0.name): \($0.detail)" }); burns awaiting their debit: \(report.snapshot.burnsAwaitingDebit)")
+        throw failure(
+            "no convergence: \(report.failed.map { "\($0.name): \($0.detail)" }); burns awaiting their debit: \(report.snapshot.burnsAwaitingDebit)"
+        )
     }
 
     var traceText: String { "seed \(seed):\n" + trace.joined(separator: "\n") }

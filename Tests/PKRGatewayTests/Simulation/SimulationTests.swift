@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PKRApplication
 @testable import PKRBench
 @testable import PKRFuzz
