@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "PKRSQLite",
             dependencies: [
-                "PKRCore", "PKRApplication", "SQLiteSupport", "ChainStub",
+                "PKRCore", "PKRApplication", "SQLiteSupport", "ChainStub", "WalletStub",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]),

@@ -17,7 +17,7 @@ import Synchronization
 /// ledger. Every caller still waits for the commit that holds its own mint.
 ///
 /// Usually even that is one round trip: a batch chained after the ledger head this process's previous batch left
-/// is a single call of the `pkr_mint_batch` function (migration v3, redefined by v5), which writes all of it or,
+/// is a single call of the `pkr_mint_batch` function (migration v1-fast-paths), which writes all of it or,
 /// when a credit is not new or another writer moved the head, nothing; then the transaction above runs instead.
 ///
 /// The batch is only a fast path. A credit it does not handle (already recorded, no linked user, a repeat within
@@ -372,7 +372,7 @@ private struct RecordCredits: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> String { try row.decode(String.self) }
 }
 
-/// The whole batch in one call of `pkr_mint_batch` (migrations v3 and v5); returns how many credits it recorded.
+/// The whole batch in one call of `pkr_mint_batch` (migration v1-fast-paths); returns how many credits it recorded.
 private struct MintBatchCall: PostgresPreparedStatement {
     static let sql = "SELECT pkr_mint_batch(" + (1...47).map { "$\($0)" }.joined(separator: ", ") + ")"
     /// What the function answers, having written nothing, when another writer has moved the head past the expected one.

@@ -2,17 +2,21 @@ import Foundation
 import Logging
 import PKRApplication
 import PostgresNIO
-import PostgresSupport
+
+// Migrations are never edited once merged: change the schema by appending a step, with the same name on both
+// engines. The names, in order, are `SchemaSteps.names`; SQLiteSchema holds the other engine's steps.
 
 /// Versioned migrations for PostgreSQL, the same tables and rules as the SQLite schema. Money is BIGINT minor
-/// units; `balance_pkr` and `amount_pkr` are exact NUMERIC(20,2) generated columns. Applied migrations are
-/// never edited; each runs once, in a transaction, under an advisory lock so instances starting together agree.
+/// units; `balance_pkr` and `amount_pkr` are exact NUMERIC(20,2) generated columns. Each step runs once, in a
+/// transaction, under an advisory lock so instances starting together agree.
 enum PostgresSchema {
     static let advisoryLockKey: Int64 = 0x706b_725f_6d69_67  // "pkr_mig"
 
     static let migrations: [(String, String)] = [
+        // The wallet stub's and the chain stub's tables (on SQLite, WalletStubSchema and ChainStub create them). The
+        // receipt keys a mint writes compare as bytes, as the gateway's do (see v1-gateway-tables).
         (
-            "v1-stubs",
+            "v1-stub-tables",
             """
             CREATE TABLE wallet_stub_walletstubaccount (
               id BIGSERIAL PRIMARY KEY,
@@ -63,17 +67,28 @@ enum PostgresSchema {
               balance_units BIGINT NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
             );
             CREATE TABLE chain_stub_chainstubreceipt (
-              tx_hash TEXT PRIMARY KEY,
+              tx_hash TEXT COLLATE "C" PRIMARY KEY,
               op TEXT NOT NULL CHECK (op IN ('mint', 'burn')),
               address TEXT NOT NULL,
               amount_units BIGINT NOT NULL CHECK (amount_units > 0),
-              reference TEXT NOT NULL UNIQUE,
+              reference TEXT COLLATE "C" NOT NULL UNIQUE,
               created_at TEXT NOT NULL
             );
             """
         ),
+        // The gateway's tables, with SQLite's rules (see SQLiteSchema.gatewayTables). Their keys:
+        // - The burn-only uniqueness rules are partial indexes, so a mint writes no NULL keys, and no index covers the
+        //   random `entry_hash` (the chain's own rules keep entries unique; see SQLiteSchema).
+        // - The random keys every mint indexes (provider ids, job ids, transaction hashes) compare as bytes: in a
+        //   database created with a libc locale (C.UTF-8 included) each B-tree comparison would go through strcoll.
+        //   ASCII ids sort the same either way.
+        // - SQLite's keys that grow with time in place of `core_chainjob`'s random unique keys, and its single index
+        //   over a redeem's idempotency key, are SQLite's alone: here `tx_hash` and `external_tx_id` are unique keys
+        //   of `core_chainjob`, and a burn's idempotency key has a partial unique index of its own.
+        // - The four references every mint writes (a credit's user, a job's user, a ledger entry's user and job) are
+        //   not foreign keys: v1-guards checks them.
         (
-            "v1-gateway",
+            "v1-gateway-tables",
             """
             CREATE TABLE core_user (
               id TEXT PRIMARY KEY,
@@ -88,31 +103,35 @@ enum PostgresSchema {
               balance_units BIGINT NOT NULL DEFAULT 0 CHECK (balance_units >= 0)
             );
             CREATE TABLE core_chainjob (
-              id TEXT PRIMARY KEY,
+              id TEXT COLLATE "C" PRIMARY KEY,
               job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
-              user_id TEXT NOT NULL REFERENCES core_user(id),
+              user_id TEXT NOT NULL,
               amount_units BIGINT NOT NULL CHECK (amount_units > 0),
               status TEXT NOT NULL CHECK (status IN ('confirmed')),
-              tx_hash TEXT NOT NULL UNIQUE,
-              external_tx_id TEXT UNIQUE,
+              tx_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+              external_tx_id TEXT COLLATE "C" UNIQUE,
               idempotency_key TEXT,
               memo TEXT NOT NULL DEFAULT '',
               payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
-              payout_provider_tx_id TEXT UNIQUE,
+              payout_provider_tx_id TEXT,
               created_at TEXT NOT NULL,
               CHECK ((job_type = 'mint') = (external_tx_id IS NOT NULL)),
               CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
               CHECK (job_type = 'burn' OR idempotency_key IS NULL),
               CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
-              UNIQUE (user_id, idempotency_key)
+              CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL)
             );
-            CREATE INDEX core_chainjob_created ON core_chainjob (created_at);
+            CREATE UNIQUE INDEX core_chainjob_payout_provider_tx ON core_chainjob (payout_provider_tx_id)
+              WHERE payout_provider_tx_id IS NOT NULL;
+            CREATE UNIQUE INDEX core_chainjob_idempotency ON core_chainjob (user_id, idempotency_key)
+              WHERE idempotency_key IS NOT NULL;
+            CREATE INDEX core_chainjob_created ON core_chainjob (created_at) WHERE job_type = 'burn';
             CREATE INDEX core_chainjob_payout ON core_chainjob (payout_state) WHERE job_type = 'burn';
             CREATE TABLE core_externaltransaction (
               id BIGSERIAL PRIMARY KEY,
-              provider_tx_id TEXT NOT NULL UNIQUE,
+              provider_tx_id TEXT COLLATE "C" NOT NULL UNIQUE,
               account TEXT NOT NULL,
-              user_id TEXT REFERENCES core_user(id),
+              user_id TEXT,
               direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
               amount_paisa BIGINT NOT NULL CHECK (amount_paisa > 0),
               amount_pkr NUMERIC(20, 2) GENERATED ALWAYS AS ((amount_paisa::numeric / 100)::numeric(20, 2)) STORED,
@@ -126,22 +145,25 @@ enum PostgresSchema {
               first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
               seen_via_webhook BOOLEAN NOT NULL DEFAULT FALSE,
               seen_via_poll BOOLEAN NOT NULL DEFAULT FALSE,
-              matched_job_id TEXT UNIQUE REFERENCES core_chainjob(id),
+              matched_job_id TEXT COLLATE "C" REFERENCES core_chainjob(id),
               flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
               CHECK (direction = 'debit' OR matched_job_id IS NULL)
             );
+            CREATE UNIQUE INDEX core_externaltransaction_matched_job ON core_externaltransaction (matched_job_id)
+              WHERE matched_job_id IS NOT NULL;
             CREATE TABLE core_ledgerentry (
               id BIGINT PRIMARY KEY,
-              user_id TEXT REFERENCES core_user(id),
+              user_id TEXT,
               side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
-              account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+              account TEXT COLLATE "C" NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
               amount_units BIGINT NOT NULL CHECK (amount_units > 0),
               ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
-              ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
+              ref_id TEXT COLLATE "C" NOT NULL,
               created_at TEXT NOT NULL,
               prev_hash TEXT NOT NULL,
-              entry_hash TEXT NOT NULL UNIQUE,
-              UNIQUE (ref_id, account)
+              entry_hash TEXT NOT NULL,
+              UNIQUE (ref_id, account),
+              CHECK (length(prev_hash) = 64 AND length(entry_hash) = 64)
             );
             CREATE TABLE core_ledgerhead (
               singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -190,225 +212,86 @@ enum PostgresSchema {
             );
             """
         ),
-        // As SQLite's v2: the burn-only unique rules become partial indexes, so a mint writes no NULL keys, and the
-        // random-keyed `entry_hash` index goes (the chain's own rules keep entries unique; see SQLiteSchema).
+        // The four references every mint writes (a credit's user, a job's user, a ledger entry's user and job) are
+        // checked once per statement, against all of its new rows: as foreign keys, checked row by row, they cost
+        // five probes per credit, each through an executor start-up of its own, a third of the backend's work in a
+        // 100k backlog. The rows they refer to stay: users and jobs are never deleted, nor their ids changed (the
+        // remaining foreign keys to both tables already forbid TRUNCATE). Violations raise a foreign key's SQLSTATEs.
         (
-            "v2-fewer-index-entries",
+            "v1-guards",
             """
-            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_payout_provider_tx_id_key;
-            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_idempotency_key_key;
-            ALTER TABLE core_chainjob ADD CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL);
-            CREATE UNIQUE INDEX core_chainjob_payout_provider_tx ON core_chainjob (payout_provider_tx_id)
-              WHERE payout_provider_tx_id IS NOT NULL;
-            CREATE UNIQUE INDEX core_chainjob_idempotency ON core_chainjob (user_id, idempotency_key)
-              WHERE idempotency_key IS NOT NULL;
-            DROP INDEX core_chainjob_created;
-            CREATE INDEX core_chainjob_created ON core_chainjob (created_at) WHERE job_type = 'burn';
-            ALTER TABLE core_externaltransaction DROP CONSTRAINT core_externaltransaction_matched_job_id_key;
-            CREATE UNIQUE INDEX core_externaltransaction_matched_job ON core_externaltransaction (matched_job_id)
-              WHERE matched_job_id IS NOT NULL;
-            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_entry_hash_key;
-            ALTER TABLE core_ledgerentry ADD CHECK (length(prev_hash) = 64 AND length(entry_hash) = 64)
+            CREATE FUNCTION pkr_keep_referenced_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              RAISE EXCEPTION '% rows are referred to: never deleted, nor their ids changed', TG_TABLE_NAME
+                USING ERRCODE = 'restrict_violation';
+            END
+            $$;
+            CREATE TRIGGER core_user_kept BEFORE DELETE ON core_user
+              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_user_id_kept BEFORE UPDATE OF id ON core_user
+              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_chainjob_kept BEFORE DELETE ON core_chainjob
+              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE TRIGGER core_chainjob_id_kept BEFORE UPDATE OF id ON core_chainjob
+              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
+            CREATE FUNCTION pkr_check_user_references() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              -- Scalar subqueries, one index probe per new row: as an anti-join the planner, knowing nothing of the
+              -- transition table, hashes the whole referenced table every statement.
+              IF EXISTS (SELECT 1 FROM new_rows n
+                         WHERE n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL) THEN
+                RAISE EXCEPTION 'a % row refers to a user that does not exist', TG_TABLE_NAME
+                  USING ERRCODE = 'foreign_key_violation';
+              END IF;
+              RETURN NULL;
+            END
+            $$;
+            CREATE FUNCTION pkr_check_ledger_references() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF EXISTS (SELECT 1 FROM new_rows n
+                         WHERE (SELECT j.id FROM core_chainjob j WHERE j.id = n.ref_id) IS NULL
+                            OR (n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL)) THEN
+                RAISE EXCEPTION 'a ledger entry refers to a job or user that does not exist'
+                  USING ERRCODE = 'foreign_key_violation';
+              END IF;
+              RETURN NULL;
+            END
+            $$;
+            CREATE TRIGGER core_externaltransaction_user_inserted AFTER INSERT ON core_externaltransaction
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_externaltransaction_user_updated AFTER UPDATE ON core_externaltransaction
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_chainjob_user_inserted AFTER INSERT ON core_chainjob
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_chainjob_user_updated AFTER UPDATE ON core_chainjob
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
+            CREATE TRIGGER core_ledgerentry_references_inserted AFTER INSERT ON core_ledgerentry
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references();
+            CREATE TRIGGER core_ledgerentry_references_updated AFTER UPDATE ON core_ledgerentry
+              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references()
             """
         ),
-        // A whole mint batch in one call, so one round trip instead of six (see PostgresMintBatch). It takes the
-        // batch's rows and its ledger entries, hashed by the caller after the head it last saw, and writes nothing
-        // (answers -1, or raises once it has written) unless every credit is new and that head is still the ledger's. The locks are taken in the one
-        // order every mint and burn uses: token balances in user order, chain-stub balances, ledger head.
+        // The hot paths' writes, each in one call instead of a round trip per statement.
+        // - `pkr_mint_batch`: a whole mint batch, one round trip instead of six (see PostgresMintBatch). It takes the
+        //   batch's rows and its ledger entries, hashed by the caller after the head it last saw, and writes nothing
+        //   (answers -1, or raises once it has written) unless every credit is new and that head is still the
+        //   ledger's. The locks are taken in the one order every mint and burn uses: token balances in user order,
+        //   chain-stub balances, ledger head. Two batches may be in flight at once (see `PostgresStore.applyPolled`):
+        //   each takes an advisory lock on the head id it will leave as it starts, and a batch chained after it, once
+        //   its own uncontended rows are written, waits for that one to end before it takes the balance and head
+        //   locks. Advisory keys are head ids, far below the migrations' key.
+        // - `pkr_burn`: a whole burn (see `PostgresStore.redeem`). Its contended rows (token balance, chain-stub
+        //   balance, ledger head, in the order every writer takes them) are then held only while the server runs the
+        //   call and commits, not across the client's round trips. The ledger entries are chained here, after the
+        //   locked head, with `pkr_ledger_hash`: the same rendering as `LedgerEntry.computedHash`, which a contract
+        //   test holds the two to. The postings come from the caller, so the posting rules stay in one place.
+        //   Answers 1 (burned), 0 (the idempotency key is taken: the caller replays it), -1 (insufficient token
+        //   balance, with the balance), -2 (the chain refused), -3 (no such user); it writes nothing unless it
+        //   answers 1.
         (
-            "v3-mint-batch-function",
+            "v1-fast-paths",
             """
             CREATE FUNCTION pkr_mint_batch(
-              p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
-              p_status text[], p_memo text[], p_reference text[], p_occurred_at text[], p_occurred_at_micros bigint[],
-              p_created_at text[], p_now_micros bigint[], p_path text[], p_job_id text[], p_tx_hash text[],
-              p_address text[], p_amount_units bigint[],
-              i_received_at text[], i_message_id text[], i_webhook_timestamp text[], i_source_address text[],
-              i_scheme text[], i_verification text[], i_outcome text[], i_error text[], i_provider_tx_id text[],
-              i_job_id text[], i_body_bytes bigint[], i_body bytea[],
-              t_user_id text[], t_units bigint[], c_address text[], c_units bigint[],
-              expected_head_id bigint, expected_head_hash text,
-              l_id bigint[], l_user_id text[], l_side text[], l_account text[], l_amount_units bigint[],
-              l_ref_type text[], l_ref_id text[], l_created_at text[], l_prev_hash text[], l_entry_hash text[],
-              new_head_id bigint, new_head_hash text
-            ) RETURNS bigint LANGUAGE plpgsql AS $$
-            DECLARE
-              recorded_count bigint;
-              updated_count bigint;
-              head_id bigint;
-              head_hash text;
-            BEGIN
-              -- A head already past the expected one (another writer, a redeem) makes the caller's hashes useless:
-              -- answer -1 before writing anything, an expected outcome, not an error for the server's log. A head
-              -- short of it may be this process's previous batch still in flight, which the lock below waits for.
-              SELECT last_id INTO head_id FROM core_ledgerhead WHERE singleton = 1;
-              IF head_id IS NULL OR head_id > expected_head_id THEN
-                RETURN -1;
-              END IF;
-              WITH v AS (
-                SELECT * FROM unnest(p_provider_tx_id, p_account, p_user_id, p_direction, p_amount_paisa, p_status, p_memo,
-                                     p_reference, p_occurred_at, p_occurred_at_micros, p_created_at, p_now_micros, p_path,
-                                     p_job_id, p_tx_hash, p_address, p_amount_units)
-                  AS v(provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                       occurred_at_micros, created_at, now_micros, path, job_id, tx_hash, address, amount_units)
-              ), recorded AS (
-                INSERT INTO core_externaltransaction
-                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
-                SELECT provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                       occurred_at_micros, created_at, now_micros, path, path = 'webhook', path = 'poll'
-                FROM v
-                ON CONFLICT (provider_tx_id) DO NOTHING RETURNING provider_tx_id
-              ), receipts AS (
-                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                SELECT tx_hash, 'mint', address, amount_units, job_id, created_at FROM v
-              ), jobs AS (
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-                SELECT job_id, 'mint', user_id, amount_units, 'confirmed', tx_hash, provider_tx_id, memo, created_at FROM v
-              ), inbound AS (
-                INSERT INTO core_webhookinbound
-                  (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-                   provider_tx_id, job_id, body_bytes, body)
-                SELECT * FROM unnest(i_received_at, i_message_id, i_webhook_timestamp, i_source_address, i_scheme,
-                                     i_verification, i_outcome, i_error, i_provider_tx_id, i_job_id, i_body_bytes, i_body)
-              )
-              SELECT count(*) INTO recorded_count FROM recorded;
-              IF recorded_count <> cardinality(p_provider_tx_id) THEN
-                RAISE EXCEPTION 'pkr_mint_batch: % of % credits were already recorded',
-                  cardinality(p_provider_tx_id) - recorded_count, cardinality(p_provider_tx_id) USING ERRCODE = 'PKR02';
-              END IF;
-              PERFORM 1 FROM core_tokenbalance WHERE user_id = ANY (t_user_id) ORDER BY user_id FOR UPDATE;
-              UPDATE core_tokenbalance t SET balance_units = t.balance_units + v.units
-              FROM unnest(t_user_id, t_units) AS v(user_id, units) WHERE t.user_id = v.user_id;
-              GET DIAGNOSTICS updated_count = ROW_COUNT;
-              IF updated_count <> cardinality(t_user_id) THEN
-                RAISE EXCEPTION 'pkr_mint_batch: a token balance row is missing' USING ERRCODE = 'PKR03';
-              END IF;
-              UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units + v.units
-              FROM unnest(c_address, c_units) AS v(address, units) WHERE b.address = v.address;
-              GET DIAGNOSTICS updated_count = ROW_COUNT;
-              IF updated_count <> cardinality(c_address) THEN
-                RAISE EXCEPTION 'pkr_mint_batch: a chain-stub balance row is missing' USING ERRCODE = 'PKR03';
-              END IF;
-              SELECT last_id, last_hash INTO head_id, head_hash FROM core_ledgerhead WHERE singleton = 1 FOR UPDATE;
-              IF head_id IS DISTINCT FROM expected_head_id OR head_hash IS DISTINCT FROM expected_head_hash THEN
-                RAISE EXCEPTION 'pkr_mint_batch: stale ledger head' USING ERRCODE = 'PKR01';
-              END IF;
-              INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-              SELECT * FROM unnest(l_id, l_user_id, l_side, l_account, l_amount_units, l_ref_type, l_ref_id, l_created_at,
-                                   l_prev_hash, l_entry_hash);
-              UPDATE core_ledgerhead SET last_id = new_head_id, last_hash = new_head_hash WHERE singleton = 1;
-              RETURN recorded_count;
-            END
-            $$
-            """
-        ),
-        // A whole burn in one call (see `PostgresStore.redeem`). Its contended rows (token balance, chain-stub
-        // balance, ledger head, in the order every writer takes them) are then held only while the server runs the
-        // call and commits, not across the client's round trips. The ledger entries are chained here, after the
-        // locked head, with `pkr_ledger_hash`: the same rendering as `LedgerEntry.computedHash`, which a contract
-        // test holds the two to. The postings come from the caller, so the posting rules stay in one place.
-        // Answers 1 (burned), 0 (the idempotency key is taken: the caller replays it), -1 (insufficient token
-        // balance, with the balance), -2 (the chain refused), -3 (no such user); it writes nothing unless it answers 1.
-        (
-            "v4-burn-function",
-            """
-            CREATE FUNCTION pkr_ledger_hash(
-              p_id bigint, p_user_id text, p_side text, p_account text, p_amount_units bigint, p_ref_type text,
-              p_ref_id text, p_created_at text, p_prev_hash text
-            ) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-              SELECT encode(sha256(convert_to(
-                'pkr-ledger-v2'
-                || '|' || octet_length(p_id::text) || ':' || p_id::text
-                || '|' || COALESCE(octet_length(p_user_id) || ':' || p_user_id, '~')
-                || '|' || octet_length(p_side) || ':' || p_side
-                || '|' || octet_length(p_account) || ':' || p_account
-                || '|' || octet_length(p_amount_units::text) || ':' || p_amount_units::text
-                || '|' || octet_length(p_ref_type) || ':' || p_ref_type
-                || '|' || octet_length(p_ref_id) || ':' || p_ref_id
-                || '|' || octet_length(p_created_at) || ':' || p_created_at
-                || '|' || octet_length(p_prev_hash) || ':' || p_prev_hash, 'UTF8')), 'hex')
-            $$;
-            CREATE FUNCTION pkr_burn(
-              p_user_id text, p_amount_units bigint, p_job_id text, p_tx_hash text, p_idempotency_key text,
-              p_endpoint text, p_fingerprint text, p_response_body text, p_memo text, p_created_at text,
-              l_user_id text[], l_side text[], l_account text[], l_amount_units bigint[],
-              OUT outcome integer, OUT available_units bigint, OUT wallet_account text
-            ) LANGUAGE plpgsql AS $$
-            DECLARE
-              chain_address text;
-              head_id bigint;
-              head_hash text;
-              new_hash text;
-            BEGIN
-              SELECT u.chain_address, u.wallet_account INTO chain_address, wallet_account FROM core_user u WHERE u.id = p_user_id;
-              IF NOT FOUND THEN
-                outcome := -3;
-                RETURN;
-              END IF;
-              BEGIN
-                IF p_idempotency_key IS NOT NULL THEN
-                  -- A concurrent request with the same key waits here until that one ends, then finds it taken.
-                  INSERT INTO core_idempotencyrecord
-                    (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
-                  VALUES (p_user_id, p_endpoint, p_idempotency_key, p_fingerprint, 201, p_response_body, p_created_at)
-                  ON CONFLICT DO NOTHING;
-                  IF NOT FOUND THEN
-                    outcome := 0;
-                    RETURN;
-                  END IF;
-                END IF;
-                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                VALUES (p_tx_hash, 'burn', chain_address, p_amount_units, p_job_id, p_created_at);
-                INSERT INTO core_chainjob
-                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
-                VALUES (p_job_id, 'burn', p_user_id, p_amount_units, 'confirmed', p_tx_hash, p_idempotency_key, p_memo,
-                        'requested', p_created_at);
-                UPDATE core_tokenbalance SET balance_units = balance_units - p_amount_units
-                WHERE user_id = p_user_id AND balance_units >= p_amount_units;
-                IF NOT FOUND THEN
-                  RAISE EXCEPTION 'pkr_burn: insufficient balance' USING ERRCODE = 'PKR11';
-                END IF;
-                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units - p_amount_units
-                WHERE address = chain_address AND balance_units >= p_amount_units;
-                IF NOT FOUND THEN
-                  RAISE EXCEPTION 'pkr_burn: the chain refused' USING ERRCODE = 'PKR12';
-                END IF;
-                SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
-                IF NOT FOUND THEN
-                  RAISE EXCEPTION 'pkr_burn: ledger head row missing' USING ERRCODE = 'PKR03';
-                END IF;
-                FOR i IN 1 .. cardinality(l_side) LOOP
-                  new_hash := pkr_ledger_hash(head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn',
-                                                p_job_id, p_created_at, head_hash);
-                  INSERT INTO core_ledgerentry
-                    (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                  VALUES (head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn', p_job_id, p_created_at,
-                          head_hash, new_hash);
-                  head_id := head_id + 1;
-                  head_hash := new_hash;
-                END LOOP;
-                UPDATE core_ledgerhead SET last_id = head_id, last_hash = head_hash WHERE singleton = 1;
-                outcome := 1;
-              EXCEPTION
-                WHEN SQLSTATE 'PKR11' THEN
-                  outcome := -1;
-                  SELECT t.balance_units INTO available_units FROM core_tokenbalance t WHERE t.user_id = p_user_id;
-                WHEN SQLSTATE 'PKR12' THEN
-                  outcome := -2;
-              END;
-            END
-            $$
-            """
-        ),
-        // Two mint batches may be in flight at once (see `PostgresStore.applyPolled`): each takes an advisory lock on
-        // the head id it will leave as it starts, and a batch chained after it, once its own uncontended rows are
-        // written, waits for that one to end before it takes the balance and head locks. Advisory keys are head
-        // ids, far below the migrations' key. Otherwise as v3.
-        (
-            "v5-mint-batch-baton",
-            """
-            CREATE OR REPLACE FUNCTION pkr_mint_batch(
               p_provider_tx_id text[], p_account text[], p_user_id text[], p_direction text[], p_amount_paisa bigint[],
               p_status text[], p_memo text[], p_reference text[], p_occurred_at text[], p_occurred_at_micros bigint[],
               p_created_at text[], p_now_micros bigint[], p_path text[], p_job_id text[], p_tx_hash text[],
@@ -507,85 +390,93 @@ enum PostgresSchema {
               UPDATE core_ledgerhead SET last_id = new_head_id, last_hash = new_head_hash WHERE singleton = 1;
               RETURN recorded_count;
             END
+            $$;
+            CREATE FUNCTION pkr_ledger_hash(
+              p_id bigint, p_user_id text, p_side text, p_account text, p_amount_units bigint, p_ref_type text,
+              p_ref_id text, p_created_at text, p_prev_hash text
+            ) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+              SELECT encode(sha256(convert_to(
+                'pkr-ledger-v2'
+                || '|' || octet_length(p_id::text) || ':' || p_id::text
+                || '|' || COALESCE(octet_length(p_user_id) || ':' || p_user_id, '~')
+                || '|' || octet_length(p_side) || ':' || p_side
+                || '|' || octet_length(p_account) || ':' || p_account
+                || '|' || octet_length(p_amount_units::text) || ':' || p_amount_units::text
+                || '|' || octet_length(p_ref_type) || ':' || p_ref_type
+                || '|' || octet_length(p_ref_id) || ':' || p_ref_id
+                || '|' || octet_length(p_created_at) || ':' || p_created_at
+                || '|' || octet_length(p_prev_hash) || ':' || p_prev_hash, 'UTF8')), 'hex')
+            $$;
+            CREATE FUNCTION pkr_burn(
+              p_user_id text, p_amount_units bigint, p_job_id text, p_tx_hash text, p_idempotency_key text,
+              p_endpoint text, p_fingerprint text, p_response_body text, p_memo text, p_created_at text,
+              l_user_id text[], l_side text[], l_account text[], l_amount_units bigint[],
+              OUT outcome integer, OUT available_units bigint, OUT wallet_account text
+            ) LANGUAGE plpgsql AS $$
+            DECLARE
+              chain_address text;
+              head_id bigint;
+              head_hash text;
+              new_hash text;
+            BEGIN
+              SELECT u.chain_address, u.wallet_account INTO chain_address, wallet_account FROM core_user u WHERE u.id = p_user_id;
+              IF NOT FOUND THEN
+                outcome := -3;
+                RETURN;
+              END IF;
+              BEGIN
+                IF p_idempotency_key IS NOT NULL THEN
+                  -- A concurrent request with the same key waits here until that one ends, then finds it taken.
+                  INSERT INTO core_idempotencyrecord
+                    (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+                  VALUES (p_user_id, p_endpoint, p_idempotency_key, p_fingerprint, 201, p_response_body, p_created_at)
+                  ON CONFLICT DO NOTHING;
+                  IF NOT FOUND THEN
+                    outcome := 0;
+                    RETURN;
+                  END IF;
+                END IF;
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES (p_tx_hash, 'burn', chain_address, p_amount_units, p_job_id, p_created_at);
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+                VALUES (p_job_id, 'burn', p_user_id, p_amount_units, 'confirmed', p_tx_hash, p_idempotency_key, p_memo,
+                        'requested', p_created_at);
+                UPDATE core_tokenbalance SET balance_units = balance_units - p_amount_units
+                WHERE user_id = p_user_id AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: insufficient balance' USING ERRCODE = 'PKR11';
+                END IF;
+                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units - p_amount_units
+                WHERE address = chain_address AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: the chain refused' USING ERRCODE = 'PKR12';
+                END IF;
+                SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_burn: ledger head row missing' USING ERRCODE = 'PKR03';
+                END IF;
+                FOR i IN 1 .. cardinality(l_side) LOOP
+                  new_hash := pkr_ledger_hash(head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn',
+                                                p_job_id, p_created_at, head_hash);
+                  INSERT INTO core_ledgerentry
+                    (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                  VALUES (head_id + 1, l_user_id[i], l_side[i], l_account[i], l_amount_units[i], 'burn', p_job_id, p_created_at,
+                          head_hash, new_hash);
+                  head_id := head_id + 1;
+                  head_hash := new_hash;
+                END LOOP;
+                UPDATE core_ledgerhead SET last_id = head_id, last_hash = head_hash WHERE singleton = 1;
+                outcome := 1;
+              EXCEPTION
+                WHEN SQLSTATE 'PKR11' THEN
+                  outcome := -1;
+                  SELECT t.balance_units INTO available_units FROM core_tokenbalance t WHERE t.user_id = p_user_id;
+                WHEN SQLSTATE 'PKR12' THEN
+                  outcome := -2;
+              END;
+            END
             $$
-            """
-        ),
-        // The random keys every mint indexes (provider ids, job ids, transaction hashes) compare as bytes: in a
-        // database created with a libc locale (C.UTF-8 included) each B-tree comparison went through strcoll. ASCII
-        // ids sort the same either way. Before v7, whose triggers depend on these columns.
-        (
-            "v6-byte-order-keys",
-            """
-            ALTER TABLE core_externaltransaction ALTER COLUMN provider_tx_id TYPE text COLLATE "C",
-              ALTER COLUMN matched_job_id TYPE text COLLATE "C";
-            ALTER TABLE chain_stub_chainstubreceipt ALTER COLUMN tx_hash TYPE text COLLATE "C",
-              ALTER COLUMN reference TYPE text COLLATE "C";
-            ALTER TABLE core_chainjob ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN tx_hash TYPE text COLLATE "C",
-              ALTER COLUMN external_tx_id TYPE text COLLATE "C";
-            ALTER TABLE core_ledgerentry ALTER COLUMN ref_id TYPE text COLLATE "C", ALTER COLUMN account TYPE text COLLATE "C"
-            """
-        ),
-        // The four references every mint writes (a credit's user, a job's user, a ledger entry's user and job) were
-        // foreign keys, checked row by row: five probes per credit, each through an executor start-up of its own,
-        // a third of the backend's work in a 100k backlog. They are checked once per statement instead, against all
-        // of its new rows, and the rows they refer to stay: users and jobs are never deleted, nor their ids changed
-        // (the remaining foreign keys to both tables already forbid TRUNCATE). Violations raise the same SQLSTATEs.
-        (
-            "v7-statement-references",
-            """
-            ALTER TABLE core_externaltransaction DROP CONSTRAINT core_externaltransaction_user_id_fkey;
-            ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_user_id_fkey;
-            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_user_id_fkey;
-            ALTER TABLE core_ledgerentry DROP CONSTRAINT core_ledgerentry_ref_id_fkey;
-            CREATE FUNCTION pkr_keep_referenced_row() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              RAISE EXCEPTION '% rows are referred to: never deleted, nor their ids changed', TG_TABLE_NAME
-                USING ERRCODE = 'restrict_violation';
-            END
-            $$;
-            CREATE TRIGGER core_user_kept BEFORE DELETE ON core_user
-              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
-            CREATE TRIGGER core_user_id_kept BEFORE UPDATE OF id ON core_user
-              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
-            CREATE TRIGGER core_chainjob_kept BEFORE DELETE ON core_chainjob
-              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
-            CREATE TRIGGER core_chainjob_id_kept BEFORE UPDATE OF id ON core_chainjob
-              FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION pkr_keep_referenced_row();
-            CREATE FUNCTION pkr_check_user_references() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              -- Scalar subqueries, one index probe per new row: as an anti-join the planner, knowing nothing of the
-              -- transition table, hashes the whole referenced table every statement.
-              IF EXISTS (SELECT 1 FROM new_rows n
-                         WHERE n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL) THEN
-                RAISE EXCEPTION 'a % row refers to a user that does not exist', TG_TABLE_NAME
-                  USING ERRCODE = 'foreign_key_violation';
-              END IF;
-              RETURN NULL;
-            END
-            $$;
-            CREATE FUNCTION pkr_check_ledger_references() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF EXISTS (SELECT 1 FROM new_rows n
-                         WHERE (SELECT j.id FROM core_chainjob j WHERE j.id = n.ref_id) IS NULL
-                            OR (n.user_id IS NOT NULL AND (SELECT u.id FROM core_user u WHERE u.id = n.user_id) IS NULL)) THEN
-                RAISE EXCEPTION 'a ledger entry refers to a job or user that does not exist'
-                  USING ERRCODE = 'foreign_key_violation';
-              END IF;
-              RETURN NULL;
-            END
-            $$;
-            CREATE TRIGGER core_externaltransaction_user_inserted AFTER INSERT ON core_externaltransaction
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
-            CREATE TRIGGER core_externaltransaction_user_updated AFTER UPDATE ON core_externaltransaction
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
-            CREATE TRIGGER core_chainjob_user_inserted AFTER INSERT ON core_chainjob
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
-            CREATE TRIGGER core_chainjob_user_updated AFTER UPDATE ON core_chainjob
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_user_references();
-            CREATE TRIGGER core_ledgerentry_references_inserted AFTER INSERT ON core_ledgerentry
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references();
-            CREATE TRIGGER core_ledgerentry_references_updated AFTER UPDATE ON core_ledgerentry
-              REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_check_ledger_references()
             """
         ),
     ]
@@ -605,7 +496,10 @@ enum PostgresSchema {
         return statements.filter { !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }
     }
 
+    /// Runs the steps the database has not run yet. A database that ran steps of another history is refused
+    /// before anything is written.
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        precondition(migrations.map(\.0) == SchemaSteps.names, "PostgreSQL's migration steps are not SchemaSteps.names")
         try await client.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(advisoryLockKey))", logger: logger)
             try await connection.query(
@@ -618,6 +512,8 @@ enum PostgresSchema {
             {
                 applied.insert(version)
             }
+            let unknown = SchemaSteps.unknown(applied)
+            guard unknown.isEmpty else { throw UnknownSchemaStepsError(steps: unknown) }
             for (version, sql) in migrations where !applied.contains(version) {
                 // Statements go one by one (none contains a semicolon inside a literal).
                 for statement in statements(sql) {

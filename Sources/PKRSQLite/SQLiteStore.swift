@@ -60,7 +60,7 @@ public final class SQLiteStore: GatewayStore {
     }
 
     public func migrate() async throws {
-        try SQLiteSchema.migrator().migrate(database)
+        try SQLiteSchema.migrate(database)
     }
 
     // MARK: - Customers
@@ -344,7 +344,10 @@ public final class SQLiteStore: GatewayStore {
                     """),
                 unmatchedDebits: try strings(
                     """
-                    SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
+                    SELECT provider_tx_id FROM core_externaltransaction
+                    WHERE flag IN ('unmatched_debit', 'failed_payout')
+                       OR (direction = 'debit' AND status = 'settled' AND matched_job_id IS NULL)
+                    ORDER BY id
                     """),
                 ledgerUserNetUnits: try int(
                     """

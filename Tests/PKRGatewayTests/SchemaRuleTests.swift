@@ -14,7 +14,7 @@ import Testing
 @testable import WalletStub
 
 /// The references between money rows are rules of the schema on both engines, whatever enforces them: foreign
-/// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v7).
+/// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v1-guards).
 @Suite("Schema rules", .serialized)
 struct SchemaRuleTests {
     @Test(
@@ -98,6 +98,96 @@ struct SchemaRuleTests {
         }
     }
 
+    @Test(
+        "a redeem's idempotency key has one stored answer, a payout transaction pays one burn, and a mint is never paid out",
+        arguments: TestEngine.all)
+    func burnKeys(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            let user = try await gateway.seedDemo()
+            _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
+            #expect(try await gateway.reconcileOnce().minted == 1)
+            #expect(
+                try await gateway.redeem(amountUnits: 1_000 * Money.unitsPerPaisa, memo: "out", idempotencyKey: "key-1").isReplay == false)
+            try await executeRawSQL(
+                gateway,
+                """
+                UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = 'TX-payout' WHERE job_type = 'burn'
+                """)
+            // Each burn written below has a chain receipt of its own, so a refused one is refused for its payout alone.
+            try await executeRawSQL(
+                gateway,
+                """
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
+                """)
+
+            let refused = [
+                // A second answer, and so a second burn, for the same user, endpoint and key.
+                """
+                INSERT INTO core_idempotencyrecord (user_id, endpoint, idempotency_key, request_fingerprint, response_status,
+                  response_body, created_at)
+                SELECT user_id, endpoint, idempotency_key, 'other', response_status, '{}', created_at FROM core_idempotencyrecord
+                """,
+                """
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
+                  payout_provider_tx_id, created_at)
+                VALUES ('j3', 'burn', '\(user.id)', 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
+                """,
+                "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'",
+            ]
+            for sql in refused { await Self.expectRefused(gateway, sql) }
+
+            // With a payout transaction and a key of its own, a burn passes.
+            try await executeRawSQL(
+                gateway,
+                """
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, payout_state,
+                  created_at)
+                VALUES ('j2', 'burn', '\(user.id)', 10000, 'confirmed', '0xother2', 'key-2', 'requested', 'now')
+                """)
+        }
+    }
+
+    @Test(
+        "both engines migrate through the same steps, by the same names and in the same order, and refuse another history's",
+        arguments: TestEngine.all)
+    func migrationSteps(engine: TestEngine) async throws {
+        #expect(SQLiteSchema.migrator().migrations == SchemaSteps.names)
+        #expect(PostgresSchema.migrations.map(\.0) == SchemaSteps.names)
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            #expect(try await Self.appliedSteps(gateway) == Set(SchemaSteps.names))
+            // Migrating again runs nothing.
+            try await gateway.store.migrate()
+            // A database that ran a step this history does not have (one migrated before the steps started again at
+            // v1) is refused, not migrated on top of.
+            try await executeRawSQL(
+                gateway,
+                engine == .sqlite
+                    ? "INSERT INTO grdb_migrations (identifier) VALUES ('v2-fewer-index-entries')"
+                    : "INSERT INTO pkr_schema_migrations (version) VALUES ('v2-fewer-index-entries')")
+            await #expect(throws: UnknownSchemaStepsError.self) { try await gateway.store.migrate() }
+        }
+    }
+
+    /// The steps the database records as run.
+    static func appliedSteps(_ gateway: Gateway) async throws -> Set<String> {
+        switch gateway.store {
+        case let sqlite as SQLiteStore:
+            return try await sqlite.database.read { try String.fetchSet($0, sql: "SELECT identifier FROM grdb_migrations") }
+        case let postgres as PostgresStore:
+            var steps = Set<String>()
+            for try await step in try await postgres.client.query("SELECT version FROM pkr_schema_migrations", logger: testLogger())
+                .decode(String.self)
+            {
+                steps.insert(step)
+            }
+            return steps
+        default:
+            Issue.record("unknown store \(type(of: gateway.store))")
+            return []
+        }
+    }
+
     /// The statement must fail, and fail on a rule of the schema (not, say, on a typo).
     static func expectRefused(_ gateway: Gateway, _ sql: String) async {
         do {
@@ -118,8 +208,10 @@ struct SchemaRuleTests {
 
     static func isConstraintViolation(_ error: any Error) -> Bool {
         if let error = error as? DatabaseError { return error.resultCode == .SQLITE_CONSTRAINT }
-        // foreign_key_violation, restrict_violation and unique_violation.
-        if let error = error as? PSQLError { return ["23503", "23001", "23505"].contains(error.serverInfo?[.sqlState] ?? "") }
+        // foreign_key_violation, restrict_violation, unique_violation and check_violation.
+        if let error = error as? PSQLError {
+            return ["23503", "23001", "23505", "23514"].contains(error.serverInfo?[.sqlState] ?? "")
+        }
         return false
     }
 }
