@@ -229,10 +229,13 @@ enum PostgresPrimitives {
         return nil
     }
 
+    /// A credit's mint job is read as the first of its jobs: were the unique rule ever gone and a credit minted
+    /// twice, a listing (the reconciliation's among them) must still show it, and the reconciliation name it,
+    /// rather than fail on a scalar subquery returning two rows.
     static let externalColumns = """
         e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
         e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
-        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+        (SELECT min(j.id) FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
         """
 
     static func decodeExternal(_ row: PostgresRow) throws -> ExternalTransactionRecord {

@@ -490,7 +490,10 @@ public final class PostgresStore: GatewayStore {
                     """),
                 unmatchedDebits: try await strings(
                     """
-                    SELECT provider_tx_id FROM core_externaltransaction WHERE flag IN ('unmatched_debit', 'failed_payout')
+                    SELECT provider_tx_id FROM core_externaltransaction
+                    WHERE flag IN ('unmatched_debit', 'failed_payout')
+                       OR (direction = 'debit' AND status = 'settled' AND matched_job_id IS NULL)
+                    ORDER BY id
                     """),
                 ledgerUserNetUnits: try await int(
                     """

@@ -1,0 +1,553 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import PKRCore
+import Testing
+
+@testable import PKRApplication
+@testable import PKRGateway
+@testable import PKRPostgres
+@testable import PKRSQLite
+
+/// Every checker is itself checked: each reconciliation check, each half of a check with two, and each kind of
+/// break `pkr ledger verify` reports is broken on purpose here, on a healthy gateway, and must be reported by name.
+/// A check nothing breaks could be deleted, or its query emptied, with every other test still passing.
+@Suite("Invariant checks catch what they guard")
+struct InvariantCheckTests {
+    /// The report's checks, in its order. Each one has a test below that makes it fail.
+    static let checkNames = [
+        "mints_minus_burns_equal_token_balances",
+        "token_balances_equal_chain_stub",
+        "ledger_matches_token_balances",
+        "supply_equals_reserve",
+        "every_settled_credit_minted_once",
+        "every_burn_paired_with_one_debit",
+        "no_unmatched_debits",
+        "ledger_debits_equal_credits",
+        "ledger_hash_chain_intact",
+    ]
+
+    /// The check of the report a ledger break fails. Exhaustive on purpose: a new kind of break does not compile
+    /// here until it is given a test in this file.
+    static func check(failedBy ledgerBreak: LedgerBreak) -> String {
+        switch ledgerBreak {
+        case .missingEntry, .hashMismatch, .prevHashMismatch, .headMismatch: return "ledger_hash_chain_intact"
+        case .unbalanced: return "ledger_debits_equal_credits"
+        }
+    }
+
+    /// What the healthy gateway holds: 1,000.00 PKR deposited and delivered by webhook, 500.00 PKR deposited and
+    /// found by the reconciler's poll, and 200.00 PKR redeemed with its payout debit matched. The ledger is six
+    /// entries: mint of the webhook credit (1 issuer credit, 2 user debit), mint of the polled credit (3, 4), and
+    /// the burn (5 user credit, 6 issuer debit).
+    struct Healthy {
+        var user: Customer
+        var webhookCreditID: String
+        var polledCreditID: String
+        var mintJobID: String
+        var burnJobID: String
+        /// In id order.
+        var entries: [LedgerEntry]
+        var verifier: LedgerChainVerifier
+        var snapshot: ReconciliationSnapshot
+        var reservePaisa: Int64
+
+        func entry(_ id: Int64) throws -> LedgerEntry { try #require(entries.first { $0.id == id }) }
+    }
+
+    static let tokenUnits: Int64 = 1_300 * 100 * Money.unitsPerPaisa
+
+    /// Builds the healthy state through the gateway's own use cases and requires every check to pass on it.
+    static func healthy(_ client: any TestClientProtocol, _ gateway: Gateway) async throws -> Healthy {
+        let user = try await gateway.seedDemo()
+        let deposit = try await gateway.demoCredit(amountPaisa: 100_000, memo: "by webhook")
+        let delivered = try await client.webhook(WebhookEvent.encode(deposit))
+        try #require(delivered.status == .ok && delivered.string("outcome") == "minted", "\(delivered.text)")
+        let polled = try await gateway.demoCredit(amountPaisa: 50_000, memo: "by poll")
+        try #require(try await gateway.reconcileOnce().mintedProviderTxIDs == [polled.providerTxID])
+        let redeemed = try await gateway.redeem(amountUnits: 200 * 100 * Money.unitsPerPaisa, memo: "cash out", idempotencyKey: nil)
+        try #require(!redeemed.isReplay, "\(redeemed)")
+        // The payout's debit comes back by poll and confirms the burn.
+        _ = try await gateway.reconcileOnce()
+
+        let entries = Array(try await gateway.store.ledgerEntries(limit: 100, beforeID: nil).reversed())
+        try #require(entries.map(\.id) == Array(1...6))
+        try #require(entries.map(\.refType) == [.mint, .mint, .mint, .mint, .burn, .burn])
+        try #require(entries.map(\.account) == [.issuerToken, .userToken, .issuerToken, .userToken, .userToken, .issuerToken])
+        let report = try await gateway.reconciliation()
+        #expect(report.checks.map(\.name) == checkNames, "a check was added or renamed: it needs a test here that breaks it")
+        try #require(report.ok, "the healthy state must pass every check first: \(report.text)")
+        try #require(report.snapshot.burnsAwaitingDebit.isEmpty && report.snapshot.payoutRequestedUnits == 0)
+        try #require(report.snapshot.tokenBalanceUnits == tokenUnits)
+        let verifier = try await gateway.store.verifyLedger()
+        try #require(verifier.firstBreak == nil && verifier.entriesChecked == 6)
+        return Healthy(
+            user: user, webhookCreditID: deposit.providerTxID, polledCreditID: polled.providerTxID,
+            mintJobID: entries[0].refID, burnJobID: entries[4].refID, entries: entries, verifier: verifier,
+            snapshot: report.snapshot, reservePaisa: try await gateway.walletStub.reservePaisa())
+    }
+
+    /// The report must fail exactly `names`, each by name, and pass every other check.
+    static func expectFailed(
+        _ report: ReconciliationReport, _ names: Set<String>,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(!report.ok, "\(report.text)", sourceLocation: sourceLocation)
+        #expect(Set(report.failed.map(\.name)) == names, "\(report.text)", sourceLocation: sourceLocation)
+        #expect(report.text.contains("reconciliation: FAILED: "), sourceLocation: sourceLocation)
+    }
+
+    static func detail(_ report: ReconciliationReport, _ name: String) -> String {
+        report.checks.first { $0.name == name }?.detail ?? "<no check \(name)>"
+    }
+
+    /// Rewrites the stored chain to hold `entries`, each linked to and hashed after the one before it, and moves
+    /// the head to the last: a forger who knows the hashing rule and leaves no broken link behind.
+    static func forgeChain(_ gateway: Gateway, _ entries: [LedgerEntry]) async throws {
+        var head = LedgerHead.genesis
+        for var entry in entries {
+            entry.prevHash = head.lastHash
+            entry.entryHash = entry.computedHash()
+            try await executeRawSQL(
+                gateway,
+                """
+                UPDATE core_ledgerentry SET amount_units = \(entry.amountUnits), prev_hash = '\(entry.prevHash)',
+                  entry_hash = '\(entry.entryHash)' WHERE id = \(entry.id)
+                """)
+            head = LedgerHead(entry)
+        }
+        try await executeRawSQL(
+            gateway,
+            """
+            UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = '\(head.lastHash)' WHERE singleton = 1
+            """)
+    }
+
+    static func insertExternal(
+        providerTxID: String, userID: String, direction: String, amountPaisa: Int64,
+        status: String, matchedJobID: String? = nil
+    ) -> String {
+        """
+        INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, occurred_at,
+          occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, matched_job_id)
+        VALUES ('\(providerTxID)', '\(Demo.walletAccount)', '\(userID)', '\(direction)', \(amountPaisa), '\(status)', '',
+          '2025-01-01T00:00:00.000000Z', 0, '2025-01-01T00:00:00.000000Z', 0, 'poll', \(matchedJobID.map { "'\($0)'" } ?? "NULL"))
+        """
+    }
+
+    // MARK: - Supply and balances
+
+    @Test("mints_minus_burns_equal_token_balances: a mint job's amount raised, the balances left alone", arguments: TestEngine.all)
+    func mintsMinusBurns(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            try await executeRawSQL(
+                gateway, "UPDATE core_chainjob SET amount_units = amount_units + 10000 WHERE id = '\(healthy.mintJobID)'")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["mints_minus_burns_equal_token_balances"])
+            #expect(
+                Self.detail(report, "mints_minus_burns_equal_token_balances").hasSuffix(
+                    "= \(Self.tokenUnits + 10_000); token balances \(Self.tokenUnits)"))
+        }
+    }
+
+    @Test(
+        "token_balances_equal_chain_stub: tokens appear on the chain (with money behind them) that the books never minted",
+        arguments: TestEngine.all)
+    func tokenBalancesEqualChainStub(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            // One paisa's worth on the chain, and one paisa in the reserve, so that only the books disagree.
+            try await executeRawSQL(
+                gateway,
+                """
+                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + 10000 WHERE address = '\(healthy.user.chainAddress)'
+                """)
+            try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + 1")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["token_balances_equal_chain_stub"])
+            #expect(
+                Self.detail(report, "token_balances_equal_chain_stub")
+                    == "token balances \(Self.tokenUnits); chain stub \(Self.tokenUnits + 10_000)")
+        }
+    }
+
+    @Test(
+        "ledger_matches_token_balances: a mint's two entries raised alike and the chain re-hashed, so it still verifies",
+        arguments: TestEngine.all)
+    func ledgerMatchesTokenBalances(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            var forged = healthy.entries
+            forged[2].amountUnits += 10_000
+            forged[3].amountUnits += 10_000
+            try await Self.forgeChain(gateway, forged)
+            let verified = try await gateway.store.verifyLedger()
+            #expect(verified.firstBreak == nil && verified.entriesChecked == 6, "the forgery keeps the chain whole and balanced")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["ledger_matches_token_balances"])
+            #expect(
+                Self.detail(report, "ledger_matches_token_balances")
+                    == "ledger user positions \(Self.tokenUnits + 10_000); token balances \(Self.tokenUnits)")
+        }
+    }
+
+    @Test("supply_equals_reserve: the reserve holds money no token stands for", arguments: TestEngine.all)
+    func reserveExceedsSupply(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + 1")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["supply_equals_reserve"])
+            #expect(
+                Self.detail(report, "supply_equals_reserve").contains("exceeds supply and in-flight amounts by 10000 units"),
+                "\(report.text)")
+            #expect(report.reserveUnits == Int128(Self.tokenUnits) + 10_000)
+        }
+    }
+
+    @Test("supply_equals_reserve: tokens stand for money the reserve does not hold", arguments: TestEngine.all)
+    func supplyExceedsReserve(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - 1")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["supply_equals_reserve"])
+            #expect(
+                Self.detail(report, "supply_equals_reserve").contains(
+                    "exceed the reserve \(Self.tokenUnits - 10_000) by 10000 units: tokens without money"),
+                "\(report.text)")
+        }
+    }
+
+    // MARK: - Credits, burns and debits
+
+    @Test("every_settled_credit_minted_once: a settled credit recorded with no mint", arguments: TestEngine.all)
+    func settledCreditUnminted(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            try await executeRawSQL(
+                gateway,
+                Self.insertExternal(
+                    providerTxID: "TX-never-minted", userID: healthy.user.id,
+                    direction: "credit", amountPaisa: 10_000, status: "settled"))
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["every_settled_credit_minted_once"])
+            #expect(report.snapshot.settledCreditsUnminted == ["TX-never-minted"])
+            #expect(Self.detail(report, "every_settled_credit_minted_once").contains(#"unminted: ["TX-never-minted"]"#))
+        }
+    }
+
+    @Test(
+        "every_settled_credit_minted_once: a credit minted twice is refused by the schema, and reported when the guard is gone",
+        arguments: TestEngine.all)
+    func creditMintedTwice(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            let credit = healthy.webhookCreditID
+            // A second mint job for the webhook's credit, with a chain receipt of its own where the schema asks one.
+            let secondMint: String
+            let dropGuard: String
+            switch engine {
+            case .sqlite:
+                secondMint = """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                    VALUES ('0xsecond', 'mint', '\(healthy.user.chainAddress)', 10000, 'job-second-mint', 'now');
+                    INSERT INTO core_chainjob
+                      (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, memo, created_at)
+                    SELECT 'job-second-mint', 'mint', user_id, 10000, 'confirmed', '0xsecond', id, provider_tx_id, '', 'now'
+                    FROM core_externaltransaction WHERE provider_tx_id = '\(credit)'
+                    """
+                dropGuard = "DROP INDEX core_chainjob_external_tx_row"
+            case .postgres:
+                secondMint = """
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
+                    VALUES ('job-second-mint', 'mint', '\(healthy.user.id)', 10000, 'confirmed', '0xsecond', '\(credit)', '', 'now')
+                    """
+                dropGuard = "ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_external_tx_id_key"
+            }
+            await SchemaRuleTests.expectRefused(gateway, secondMint)
+            #expect(try await gateway.reconciliation().ok, "nothing refused was written")
+
+            // The check itself, on the figures a store would read if the rule ever let a second mint through.
+            var snapshot = healthy.snapshot
+            snapshot.creditsMintedMoreThanOnce = [credit]
+            let byHand = ReconciliationReport(snapshot: snapshot, ledger: healthy.verifier, reservePaisa: healthy.reservePaisa)
+            Self.expectFailed(byHand, ["every_settled_credit_minted_once"])
+            #expect(Self.detail(byHand, "every_settled_credit_minted_once").contains("minted more than once: [\"\(credit)\"]"))
+
+            // And the store's own query: with the unique rule dropped, the same statement goes through (so it was
+            // the rule that refused it) and the snapshot names the credit. Its extra amount unbalances the mints too.
+            try await executeRawSQL(gateway, dropGuard)
+            try await executeRawSQL(gateway, secondMint)
+            let report = try await gateway.reconciliation()
+            #expect(report.snapshot.creditsMintedMoreThanOnce == [credit])
+            Self.expectFailed(report, ["every_settled_credit_minted_once", "mints_minus_burns_equal_token_balances"])
+            #expect(Self.detail(report, "every_settled_credit_minted_once").contains("minted more than once: [\"\(credit)\"]"))
+        }
+    }
+
+    @Test(
+        "every_burn_paired_with_one_debit: a second debit matched to a burn is refused by the schema, and reported when the guard is gone",
+        arguments: TestEngine.all)
+    func burnWithTwoDebits(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            let secondDebit = Self.insertExternal(
+                providerTxID: "TX-second-debit", userID: healthy.user.id, direction: "debit",
+                amountPaisa: 20_000, status: "settled", matchedJobID: healthy.burnJobID)
+            await SchemaRuleTests.expectRefused(gateway, secondDebit)
+            #expect(try await gateway.reconciliation().ok, "nothing refused was written")
+
+            var snapshot = healthy.snapshot
+            snapshot.burnsWithSeveralDebits = [healthy.burnJobID]
+            let byHand = ReconciliationReport(snapshot: snapshot, ledger: healthy.verifier, reservePaisa: healthy.reservePaisa)
+            Self.expectFailed(byHand, ["every_burn_paired_with_one_debit"])
+            #expect(Self.detail(byHand, "every_burn_paired_with_one_debit").contains(healthy.burnJobID))
+
+            // The partial unique index has the same name on both engines.
+            try await executeRawSQL(gateway, "DROP INDEX core_externaltransaction_matched_job")
+            try await executeRawSQL(gateway, secondDebit)
+            let report = try await gateway.reconciliation()
+            #expect(report.snapshot.burnsWithSeveralDebits == [healthy.burnJobID])
+            Self.expectFailed(report, ["every_burn_paired_with_one_debit"])
+            #expect(Self.detail(report, "every_burn_paired_with_one_debit") == "burns with several debits: [\"\(healthy.burnJobID)\"]")
+        }
+    }
+
+    @Test("no_unmatched_debits: the provider reports a debit no burn asked for", arguments: TestEngine.all)
+    func unmatchedDebit(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            let debitID = "TX-nobody-asked"
+            let delivered = try await client.webhook(creditEvent(debitID, amountPKR: "5.00", direction: .debit))
+            #expect(delivered.status == .ok && delivered.string("outcome") == "recorded", "\(delivered.text)")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["no_unmatched_debits"])
+            #expect(report.snapshot.unmatchedDebits == [debitID])
+            #expect(Self.detail(report, "no_unmatched_debits").contains(debitID))
+        }
+    }
+
+    @Test("no_unmatched_debits: a settled debit paired with no burn is seen even without its flag", arguments: TestEngine.all)
+    func unflaggedUnmatchedDebit(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            let debitID = "TX-flag-cleared"
+            let delivered = try await client.webhook(creditEvent(debitID, amountPKR: "5.00", direction: .debit))
+            #expect(delivered.status == .ok && delivered.string("outcome") == "recorded", "\(delivered.text)")
+            // Someone clears the flag by hand: the debit still pairs with no burn.
+            try await executeRawSQL(gateway, "UPDATE core_externaltransaction SET flag = NULL WHERE provider_tx_id = '\(debitID)'")
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["no_unmatched_debits"])
+            #expect(report.snapshot.unmatchedDebits == [debitID])
+        }
+    }
+
+    @Test("no_unmatched_debits: the provider reports a burn's payout as failed", arguments: TestEngine.all)
+    func failedPayout(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            let debitID = "TX-payout-failed"
+            let delivered = try await client.webhook(
+                creditEvent(
+                    debitID, amountPKR: "200.00", direction: .debit, status: .failed,
+                    reference: healthy.burnJobID))
+            #expect(delivered.status == .ok && delivered.string("outcome") == "recorded", "\(delivered.text)")
+            let flags = try await gateway.store.externalTransactions(limit: 10, beforeID: nil).filter { $0.tx.providerTxID == debitID }.map(
+                \.flag)
+            #expect(flags == ["failed_payout"])
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["no_unmatched_debits"])
+            #expect(report.snapshot.unmatchedDebits == [debitID])
+            #expect(Self.detail(report, "no_unmatched_debits").contains(debitID))
+        }
+    }
+
+    // MARK: - The ledger (each kind of break `pkr ledger verify` reports)
+
+    /// Verifies the ledger after tampering: the break must be `expected`, and the report must fail the check that
+    /// break belongs to, plus `alsoFailed` (what else the tampering truly changed), and nothing more.
+    static func expectLedgerBreak(
+        _ gateway: Gateway, _ expected: LedgerBreak, alsoFailed: Set<String> = [],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let verified = try await gateway.store.verifyLedger()
+        #expect(verified.firstBreak == expected, sourceLocation: sourceLocation)
+        let report = try await gateway.reconciliation()
+        expectFailed(report, alsoFailed.union([check(failedBy: expected)]), sourceLocation: sourceLocation)
+        #expect(
+            detail(report, check(failedBy: expected)).contains(expected.description) || expected.isUnbalanced,
+            "\(report.text)", sourceLocation: sourceLocation)
+    }
+
+    @Test("ledger verify, hashMismatch: an entry's amount altered in place", arguments: TestEngine.all)
+    func hashMismatch(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = amount_units + 10000 WHERE id = 3")
+            try await Self.expectLedgerBreak(gateway, .hashMismatch(id: 3))
+        }
+    }
+
+    @Test(
+        "ledger verify, prevHashMismatch: an entry relinked past its predecessor, its own hash made to match",
+        arguments: TestEngine.all)
+    func prevHashMismatch(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            var relinked = try healthy.entry(3)
+            relinked.prevHash = try healthy.entry(1).entryHash
+            relinked.entryHash = relinked.computedHash()
+            try await executeRawSQL(
+                gateway,
+                """
+                UPDATE core_ledgerentry SET prev_hash = '\(relinked.prevHash)', entry_hash = '\(relinked.entryHash)' WHERE id = 3
+                """)
+            try await Self.expectLedgerBreak(gateway, .prevHashMismatch(id: 3))
+        }
+    }
+
+    @Test("ledger verify, missingEntry: an entry deleted from the middle leaves a gap in the ids", arguments: TestEngine.all)
+    func missingEntry(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id = 3")
+            try await Self.expectLedgerBreak(gateway, .missingEntry(expectedID: 3, foundID: 4))
+        }
+    }
+
+    @Test(
+        "ledger verify, headMismatch: the stored head names another hash, then the chain's tail is cut off",
+        arguments: TestEngine.all)
+    func headMismatch(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            try await executeRawSQL(
+                gateway, "UPDATE core_ledgerhead SET last_hash = '\(try healthy.entry(5).entryHash)' WHERE singleton = 1")
+            try await Self.expectLedgerBreak(gateway, .headMismatch(headID: 6, lastID: 6))
+
+            try await executeRawSQL(
+                gateway, "UPDATE core_ledgerhead SET last_hash = '\(healthy.verifier.head.lastHash)' WHERE singleton = 1")
+            #expect(try await gateway.reconciliation().ok)
+            // The burn's two entries removed: every remaining link holds, only the head remembers them. Their
+            // user-side credit goes with them, so the ledger's user positions no longer match the balances either.
+            try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id >= 5")
+            try await Self.expectLedgerBreak(gateway, .headMismatch(headID: 6, lastID: 4), alsoFailed: ["ledger_matches_token_balances"])
+        }
+    }
+
+    @Test(
+        "ledger verify, unbalanced: one side of a mint raised and the chain re-hashed; ledger_debits_equal_credits fails",
+        arguments: TestEngine.all)
+    func unbalanced(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            var forged = healthy.entries
+            forged[2].amountUnits += 10_000  // the issuer's credit for the polled deposit; the user's side is untouched
+            try await Self.forgeChain(gateway, forged)
+            let debits = healthy.verifier.debitUnits
+            try await Self.expectLedgerBreak(gateway, .unbalanced(debitUnits: debits, creditUnits: debits + 10_000))
+            #expect(try await gateway.store.verifyLedger().entriesChecked == 6, "every link and hash holds")
+            let report = try await gateway.reconciliation()
+            #expect(Self.detail(report, "ledger_debits_equal_credits").hasPrefix("debits \(debits); credits \(debits + 10_000)"))
+        }
+    }
+
+    @Test("ledger verify: an entry hashed correctly but with a non-positive amount is reported as altered")
+    func nonPositiveAmount() {
+        // The schema refuses such a row on both engines, so the rule is shown on the verifier alone.
+        var entry = LedgerEntry(
+            id: 1, userID: nil, side: .credit, account: .issuerToken, amountUnits: -5, refType: .mint,
+            refID: "job", createdAt: "now", prevHash: LedgerHead.genesisHash, entryHash: "")
+        entry.entryHash = entry.computedHash()
+        var verifier = LedgerChainVerifier()
+        let accepted = verifier.check(entry)
+        #expect(!accepted)
+        #expect(verifier.firstBreak == .hashMismatch(id: 1))
+        #expect(verifier.entriesChecked == 0)
+    }
+
+    // MARK: - The commands an operator runs
+
+    @Test("pkr reconcile and pkr ledger verify exit 0 on a healthy gateway and 1 naming what broke", arguments: TestEngine.all)
+    func commandExitStatus(engine: TestEngine) async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ServerProcess.binary.path), "build the pkr executable first")
+        let config = try await testConfig(engine: engine)
+        try await withApp(config) { client, gateway in
+            let healthy = try await Self.healthy(client, gateway)
+            let clean = try await Self.runPKR(["reconcile", "--check-only"], config)
+            #expect(clean.status == 0, "\(clean.output)")
+            #expect(clean.output.contains("reconciliation: all checks passed"), "\(clean.output)")
+            #expect(try await Self.runPKR(["ledger", "verify"], config).status == 0)
+
+            try await executeRawSQL(
+                gateway,
+                Self.insertExternal(
+                    providerTxID: "TX-never-minted", userID: healthy.user.id,
+                    direction: "credit", amountPaisa: 10_000, status: "settled"))
+            try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id = 3")
+            let reconcile = try await Self.runPKR(["reconcile", "--check-only"], config)
+            #expect(reconcile.status == 1, "\(reconcile.output)")
+            #expect(reconcile.output.contains("FAIL every_settled_credit_minted_once: "), "\(reconcile.output)")
+            #expect(
+                reconcile.output.contains("reconciliation: FAILED: every_settled_credit_minted_once, ledger_hash_chain_intact"),
+                "\(reconcile.output)")
+            let verify = try await Self.runPKR(["ledger", "verify"], config)
+            #expect(verify.status == 1, "\(verify.output)")
+            #expect(
+                verify.output.contains(
+                    "ledger verify: FAILED after 2 good entries: \(LedgerBreak.missingEntry(expectedID: 3, foundID: 4))"),
+                "\(verify.output)")
+        }
+    }
+
+    /// Runs the built `pkr` against the config's database and returns its exit status and standard output.
+    static func runPKR(_ arguments: [String], _ config: GatewayConfig) async throws -> (status: Int32, output: String) {
+        let outputURL = try temporaryDirectory().appendingPathComponent("out.txt")
+        try #require(FileManager.default.createFile(atPath: outputURL.path, contents: nil))
+        let output = try FileHandle(forWritingTo: outputURL)
+        defer { try? output.close() }
+        var env = ProcessInfo.processInfo.environment
+        env["DB_ENGINE"] = config.databaseEngine.rawValue
+        env["SQLITE_PATH"] = config.sqlitePath
+        env["POSTGRES_HOST"] = config.postgres.host
+        env["POSTGRES_PORT"] = String(config.postgres.port)
+        env["POSTGRES_USER"] = config.postgres.user
+        env["POSTGRES_PASSWORD"] = config.postgres.password
+        env["POSTGRES_DB"] = config.postgres.database
+        env["LOG_LEVEL"] = "error"
+        let process = Process()
+        process.executableURL = ServerProcess.binary
+        process.arguments = arguments
+        process.environment = env
+        process.currentDirectoryURL = outputURL.deletingLastPathComponent()
+        // Its log lines (errors only) land in the same file, to explain an unexpected status.
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        // Reaped with waitpid, falling back to Foundation's status should it reap the child first (as PrivateCluster).
+        var status: Int32 = 0
+        for _ in 0..<1200 {
+            let reaped = waitpid(process.processIdentifier, &status, WNOHANG)
+            if reaped == process.processIdentifier {
+                guard status & 0x7f == 0 else { throw POSIXError(.EINTR) }
+                return ((status >> 8) & 0xff, try String(contentsOf: outputURL, encoding: .utf8))
+            }
+            if reaped == -1, !process.isRunning {
+                return (process.terminationStatus, try String(contentsOf: outputURL, encoding: .utf8))
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.terminate()
+        throw POSIXError(.ETIMEDOUT)
+    }
+}
+
+extension LedgerBreak {
+    /// An unbalanced ledger is reported by the debits-and-credits check, whose detail gives the two sums.
+    fileprivate var isUnbalanced: Bool {
+        if case .unbalanced = self { return true }
+        return false
+    }
+}
