@@ -156,7 +156,7 @@ enum PostgresPrimitives {
                occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(unescaped: seenColumn))
             VALUES (\(tx.providerTxID), \(tx.account), \(draft.customerID), \(tx.direction.rawValue), \(tx.amountPaisa),
                     \(tx.status.rawValue), \(tx.memo), \(tx.reference), \(Timestamp.format(micros: tx.occurredAtMicros)),
-                    \(tx.occurredAtMicros), \(Timestamp.format(micros: draft.recordedAtMicros)), \(draft.recordedAtMicros),
+                    \(tx.occurredAtMicros), \(draft.recordedAt), \(draft.recordedAtMicros),
                     \(draft.path.rawValue), TRUE)
             ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id
             """, logger: logger

@@ -112,7 +112,7 @@ enum SQLitePrimitives {
         ).run(
             tx.providerTxID, tx.account, draft.customerID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
             tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-            Timestamp.format(micros: draft.recordedAtMicros), draft.recordedAtMicros, draft.path.rawValue)
+            draft.recordedAt, draft.recordedAtMicros, draft.path.rawValue)
         return db.changesCount == 1 ? db.lastInsertedRowID : nil
     }
 

@@ -10,6 +10,7 @@ public enum Flow<Outcome> {
     case done(Outcome)
 
     /// This flow, then the flow `next` makes of its outcome.
+    @inlinable
     public func then<Next>(_ next: @escaping (Outcome) throws -> Flow<Next>) throws -> Flow<Next> {
         switch self {
         case .done(let outcome): return try next(outcome)
@@ -17,11 +18,13 @@ public enum Flow<Outcome> {
         }
     }
 
+    @inlinable
     public func map<Next>(_ transform: @escaping (Outcome) -> Next) throws -> Flow<Next> {
         try then { .done(transform($0)) }
     }
 
     /// Runs the flow with a synchronous executor (SQLite's writer).
+    @inlinable
     public func runSynchronously(_ execute: (Primitive) throws -> PrimitiveAnswer) throws -> Outcome {
         var flow = self
         var steps = 0
@@ -37,6 +40,7 @@ public enum Flow<Outcome> {
     }
 
     /// Runs the flow with an asynchronous executor (a PostgreSQL connection in a transaction).
+    @inlinable
     public func run(_ execute: (Primitive) async throws -> PrimitiveAnswer) async throws -> Outcome {
         var flow = self
         var steps = 0
@@ -52,7 +56,7 @@ public enum Flow<Outcome> {
     }
 
     /// No flow takes more primitives than this; a longer one is a loop in the rules.
-    static var stepsMax: Int { 32 }
+    @usableFromInline static var stepsMax: Int { 32 }
 }
 
 /// One small store operation inside a business transaction. The flow decides which and in what order; the order

@@ -6,11 +6,13 @@ public struct TransactionDraft: Sendable {
     public var customerID: String
     public var path: ArrivalPath
     public var recordedAtMicros: Int64
+    /// `recordedAtMicros` as text, formatted once.
+    public var recordedAt: String
 
     /// The record the row holds once written under `id`.
     func record(id: Int64) -> ExternalTransactionRecord {
         ExternalTransactionRecord(
-            id: id, tx: tx, recordedAt: Timestamp.format(micros: recordedAtMicros), firstSeenVia: path,
+            id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
             seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
             lagMicros: recordedAtMicros - tx.occurredAtMicros, mintJobID: nil, matchedJobID: nil, flag: nil)
     }
@@ -128,13 +130,14 @@ public struct QuarantineRow: Sendable {
 
 /// What the flows need besides their input: the time of the change and the money ceilings.
 public struct SettlementContext: Sendable {
-    public var nowMicros: Int64
-    public var limits: MoneyLimits
+    public let nowMicros: Int64
+    public let limits: MoneyLimits
+    /// `nowMicros` as text, the time every row of the change is stamped with.
+    public let createdAt: String
 
     public init(nowMicros: Int64, limits: MoneyLimits) {
         self.nowMicros = nowMicros
         self.limits = limits
+        self.createdAt = Timestamp.format(micros: nowMicros)
     }
-
-    var createdAt: String { Timestamp.format(micros: nowMicros) }
 }

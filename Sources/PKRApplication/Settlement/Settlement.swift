@@ -23,7 +23,9 @@ public enum Settlement {
     static func arrive(_ tx: ProviderTransaction, via path: ArrivalPath, _ context: SettlementContext) -> Flow<ApplyOutcome> {
         .findCustomer(walletAccount: tx.account) { customer in
             guard let customer else { return known(tx, via: path, customer: nil, context) }
-            let draft = TransactionDraft(tx: tx, customerID: customer.id, path: path, recordedAtMicros: context.nowMicros)
+            let draft = TransactionDraft(
+                tx: tx, customerID: customer.id, path: path, recordedAtMicros: context.nowMicros,
+                recordedAt: context.createdAt)
             return .recordTransaction(draft) { rowID in
                 guard let rowID else { return known(tx, via: path, customer: customer, context) }
                 return try settle(draft.record(id: rowID), customer: customer, context)
