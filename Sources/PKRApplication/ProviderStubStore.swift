@@ -7,7 +7,8 @@ public protocol WalletStubStore: WalletProvider {
     /// A deposit arrives at the provider; with push on, its webhook is queued in the same transaction.
     func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction
     /// Deposits whose webhooks are lost: recorded in one transaction and never pushed, so that only the polling
-    /// reconciler finds them. For bulk loads (`pkr bench`) and tests of the fallback.
+    /// reconciler finds them; they happened a millisecond apart, ending now. For bulk loads (`pkr bench`) and tests
+    /// of the fallback.
     func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws
     func balancePaisa(account: String) async throws -> Int64?
     /// The sum of all wallet balances: the PKR reserve backing the token supply.

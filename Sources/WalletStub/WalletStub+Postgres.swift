@@ -54,8 +54,9 @@ public final class PostgresWalletStub: WalletStubStore {
     public func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws {
         guard !amountsPaisa.isEmpty else { return }
         precondition(amountsPaisa.allSatisfy { $0 > 0 }, "deposits are positive")
-        let now = nowMicros()
-        let ids = amountsPaisa.map { _ in Identifiers.providerTxID(unixMillis: now / 1000) }
+        let times = UnannouncedDeposits.occurredAtMicros(count: amountsPaisa.count, endingAt: nowMicros())
+        let ids = times.map { Identifiers.providerTxID(unixMillis: $0 / 1000) }
+        let occurredAt = times.map { Timestamp.format(micros: $0) }
         let logger = self.logger
         try await pg.transaction(logger: logger) { connection in
             let updated = try await connection.query(
@@ -69,8 +70,8 @@ public final class PostgresWalletStub: WalletStubStore {
             try await connection.query(
                 """
                 INSERT INTO wallet_stub_walletstubtx (provider_tx_id, account_id, direction, amount_paisa, status, memo, occurred_at)
-                SELECT id, \(accountID), 'credit', amount, 'settled', \(memo), \(Timestamp.format(micros: now))
-                FROM unnest(\(ids)::TEXT[], \(amountsPaisa)::BIGINT[]) AS t(id, amount)
+                SELECT id, \(accountID), 'credit', amount, 'settled', \(memo), occurred
+                FROM unnest(\(ids)::TEXT[], \(amountsPaisa)::BIGINT[], \(occurredAt)::TEXT[]) AS t(id, amount, occurred)
                 """, logger: logger)
         }
     }

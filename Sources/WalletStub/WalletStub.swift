@@ -52,13 +52,13 @@ public final class SQLiteWalletStub: WalletStubStore {
     }
 
     public func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws {
-        let now = nowMicros()
+        let times = UnannouncedDeposits.occurredAtMicros(count: amountsPaisa.count, endingAt: nowMicros())
         try await transactions.write { db in
-            for amountPaisa in amountsPaisa {
+            for (amountPaisa, occurred) in zip(amountsPaisa, times) {
                 let tx = ProviderTransaction(
-                    providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
+                    providerTxID: Identifiers.providerTxID(unixMillis: occurred / 1000), account: account,
                     direction: .credit, amountPaisa: amountPaisa, status: .settled,
-                    occurredAtMicros: now, memo: memo)
+                    occurredAtMicros: occurred, memo: memo)
                 try Self.append(db, tx, push: false)
             }
         }
@@ -180,5 +180,13 @@ public final class SQLiteWalletStub: WalletStubStore {
             providerTxID: row[offset], account: row[offset + 1], direction: direction,
             amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
             memo: row[offset + 6], reference: row[offset + 7])
+    }
+}
+
+/// When unannounced deposits happened: a millisecond apart, ending now, as deposits made during an outage would
+/// be, so that their ids grow with time like a provider's.
+enum UnannouncedDeposits {
+    static func occurredAtMicros(count: Int, endingAt now: Int64) -> [Int64] {
+        (0..<count).map { now - Int64(count - 1 - $0) * 1000 }
     }
 }

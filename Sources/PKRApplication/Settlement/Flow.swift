@@ -62,7 +62,8 @@ public enum Flow<Outcome> {
 /// One small store operation inside a business transaction. The flow decides which and in what order; the order
 /// is also the lock order on PostgreSQL (token balance, chain balance, ledger head), so every flow takes the
 /// contended rows in one order and as late as it can.
-public enum Primitive {
+// Indirect: a flow step then holds a reference, not the largest payload, so moving steps copies a few bytes.
+public indirect enum Primitive {
     /// The customer bound to a provider account. Answers `.customer`.
     case findCustomer(walletAccount: String)
     /// The customer with an id. Answers `.customer`.
