@@ -110,10 +110,8 @@ let package = Package(
         .target(
             name: "PKRBench",
             dependencies: [
-                "PKRCore", "PKRApplication", "PKRGateway", "PKRSQLite", "PKRPostgres", "WalletStub",
-                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                "PKRCore", "PKRApplication", "PKRGateway",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
         .target(name: "PKRFuzz", dependencies: ["PKRCore"]),
         // The command line: serve, migrate, reconcile, ledger verify, keys, webhook tools, bench, fuzz.

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -7,8 +6,6 @@ import NIOPosix
 import PKRApplication
 import PKRCore
 import PKRGateway
-import PostgresNIO
-import WalletStub
 
 /// The load generator and bulk loaders behind `pkr bench`. It builds nothing: it starts the `pkr` binary it
 /// runs from (build it with `swift build -c release` first), drives it over loopback with keep-alive, and
