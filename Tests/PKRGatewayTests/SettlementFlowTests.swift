@@ -1,0 +1,111 @@
+import PKRCore
+import Testing
+
+@testable import PKRApplication
+
+/// The settlement flows on their own, against a scripted executor: which primitives they ask for, in which order
+/// (the order is PostgreSQL's lock order), and what they make of the answers. No database.
+@Suite("Settlement flows, primitive by primitive")
+struct SettlementFlowTests {
+    static let context = SettlementContext(
+        nowMicros: 1_800_000_000_000_000, limits: MoneyLimits(maxMintUnits: 1_000_000_000_000, maxPayoutUnits: 1_000_000_000_000))
+    static let customer = Customer(
+        id: "c-1", email: "c@example.com", displayName: "C", walletAccount: "WALLET-9", chainAddress: "0xabc")
+
+    /// Runs a flow, answering each primitive with `answer` and recording its name.
+    static func run<T>(_ flow: Flow<T>, answer: (Primitive) throws -> PrimitiveAnswer) throws -> (T, [String]) {
+        var asked: [String] = []
+        let outcome = try flow.runSynchronously { primitive in
+            asked.append(String(describing: primitive).prefix { $0 != "(" }.description)
+            return try answer(primitive)
+        }
+        return (outcome, asked)
+    }
+
+    static func credit(status: TransactionStatus = .settled) -> ProviderTransaction {
+        ProviderTransaction(
+            providerTxID: "TX-flow-1", account: customer.walletAccount, direction: .credit, amountPaisa: 12_345,
+            status: status, occurredAtMicros: context.nowMicros - 1_000, memo: "flow")
+    }
+
+    @Test("a new settled credit: customer, record, balance, chain, job, ledger, inbound log, in that order")
+    func newCreditMints() throws {
+        let inbound = InboundDraft(
+            receivedAtMicros: Self.context.nowMicros, messageID: "msg_1", webhookTimestamp: "1800000000", sourceAddress: nil,
+            scheme: .standardV1, verification: "verified", errorCode: nil, providerTxID: "TX-flow-1", body: [1, 2, 3])
+        var movedUnits: Int64?
+        let (outcome, asked) = try Self.run(Settlement.apply(Self.credit(), via: .webhook, inbound: inbound, Self.context)) {
+            switch $0 {
+            case .findCustomer: return .customer(Self.customer)
+            case .recordTransaction: return .rowID(7)
+            case .moveTokenBalance(_, let delta):
+                movedUnits = delta
+                return .moved(true)
+            case .chainTransfer(let transfer):
+                #expect(transfer.op == .mint && transfer.address == Self.customer.chainAddress)
+                return .txHash("0xhash")
+            case .logInbound(let row):
+                #expect(row.outcome == "minted" && row.jobID != nil && row.errorCode == nil)
+                return .rowID(1)
+            default: return .none
+            }
+        }
+        #expect(
+            asked == [
+                "findCustomer", "recordTransaction", "moveTokenBalance", "chainTransfer", "insertJob", "appendLedger",
+                "logInbound",
+            ])
+        #expect(movedUnits == 12_345 * Money.unitsPerPaisa)
+        guard case .minted(let job) = outcome else {
+            Issue.record("expected a mint, got \(outcome)")
+            return
+        }
+        #expect(job.amountUnits == 12_345 * Money.unitsPerPaisa && job.txHash == "0xhash" && job.jobType == .mint)
+    }
+
+    @Test("a polled id already recorded with other content is a conflict, quarantined, nothing minted")
+    func knownIDWithOtherContentConflicts() throws {
+        var recorded = Self.credit()
+        recorded.amountPaisa = 99
+        let record = ExternalTransactionRecord(
+            id: 7, tx: recorded, recordedAt: "", firstSeenVia: .webhook, seenViaWebhook: true, seenViaPoll: false, lagMicros: 0,
+            mintJobID: "job-1", matchedJobID: nil, flag: nil)
+        let (outcome, asked) = try Self.run(Settlement.apply(Self.credit(), via: .poll, inbound: nil, Self.context)) {
+            switch $0 {
+            case .findCustomer: return .customer(Self.customer)
+            case .recordTransaction: return .rowID(nil)
+            case .findTransaction: return .transaction(record)
+            default: return .none
+            }
+        }
+        #expect(outcome == .conflict(fields: ["amount_pkr"]))
+        #expect(asked == ["findCustomer", "recordTransaction", "findTransaction", "quarantine"])
+    }
+
+    @Test("a redeem the balance does not cover reads the balance, refuses, and writes nothing else")
+    func refusedRedeemWritesNothing() throws {
+        let command = RedeemCommand(
+            customerID: Self.customer.id, amountUnits: 50 * Money.unitsPerPaisa, memo: "", idempotencyKey: "k",
+            requestFingerprint: "f")
+        #expect(throws: GatewayError.insufficientBalance(availableUnits: 10, requestedUnits: 50 * Money.unitsPerPaisa)) {
+            _ = try Self.run(Settlement.burn(command, Self.context)) {
+                switch $0 {
+                case .claimIdempotencyKey: return .claim(.claimed)
+                case .findCustomerByID: return .customer(Self.customer)
+                case .moveTokenBalance: return .moved(false)
+                case .tokenBalance: return .units(10)
+                default:
+                    Issue.record("a refused redeem asked for \($0)")
+                    return .none
+                }
+            }
+        }
+    }
+
+    @Test("an engine answering the wrong kind for a primitive fails the change, naming both")
+    func wrongAnswerIsAnError() throws {
+        #expect(throws: PrimitiveAnswer.Mismatch.self) {
+            _ = try Self.run(Settlement.apply(Self.credit(), via: .poll, inbound: nil, Self.context)) { _ in .units(1) }
+        }
+    }
+}
