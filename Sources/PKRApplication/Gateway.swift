@@ -59,7 +59,8 @@ public final class Gateway: Sendable {
 
     /// Whether a customer exists for the background passes to act for.
     public func hasCustomer() async throws -> Bool {
-        try await store.customer(email: Demo.email) != nil
+        if cachedCustomer.withLock({ $0 }) != nil { return true }
+        return try await store.customer(email: Demo.email) != nil
     }
 
     // MARK: - Deposits

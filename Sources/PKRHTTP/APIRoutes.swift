@@ -138,12 +138,16 @@ struct APIRoutes {
         let result = try await gateway.redeem(amountUnits: units, memo: try Self.memo(body.memo), idempotencyKey: key)
         var headers = HTTPFields()
         if case .replayed = result { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
-        // The stored form is the seed's answer, so a replay answers the same bytes as the first response.
-        return JSONResponse.make(.created, text: result.receipt.storedForm, headers: headers)
+        let receipt = result.receipt
+        return JSONResponse.make(
+            .created, Self.jobJSON(id: receipt.jobID, txHash: receipt.txHash, amountUnits: receipt.amountUnits), headers: headers)
     }
 
-    static func jobJSON(_ job: ChainJob) -> JSONValue {
-        .object([("job_id", .string(job.id)), ("tx_hash", .string(job.txHash)), ("amount_units", .string(String(job.amountUnits)))])
+    /// The seed's answer for a mint or a redeem; a replay renders the same receipt, so the same bytes.
+    static func jobJSON(_ job: ChainJob) -> JSONValue { jobJSON(id: job.id, txHash: job.txHash, amountUnits: job.amountUnits) }
+
+    static func jobJSON(id: String, txHash: String, amountUnits: Int64) -> JSONValue {
+        .object([("job_id", .string(id)), ("tx_hash", .string(txHash)), ("amount_units", .string(String(amountUnits)))])
     }
 
     static func memo(_ memo: String?) throws -> String {

@@ -64,7 +64,7 @@ extension Request {
     }
 
     /// `?limit=` (1...max, default) and `?before_id=` for newest-first paging.
-    func page(defaultLimit: Int = 100, maxLimit: Int = 500) throws -> Page {
+    func page(defaultLimit: Int = 100, maxLimit: Int = Page.limitMax) throws -> Page {
         let query = uri.queryParameters
         var limit = defaultLimit
         if let text = query["limit"] {

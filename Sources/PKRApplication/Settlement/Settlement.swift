@@ -144,7 +144,10 @@ public enum Settlement {
         if case .minted(let job) = outcome { jobID = job.id }
         if case .duplicate(let id) = outcome { jobID = id }
         var errorCode = inbound.errorCode
-        if case .conflict = outcome { errorCode = errorCode ?? GatewayError.webhookConflict(providerTxID: "", fields: []).code }
+        // A conflict is logged with the code its sender is answered.
+        if case .conflict(let fields) = outcome {
+            errorCode = errorCode ?? GatewayError.webhookConflict(providerTxID: tx.providerTxID, fields: fields).code
+        }
         let row = InboundRow(draft: inbound, outcome: outcome.code, errorCode: errorCode, jobID: jobID)
         return .logInbound(row) { inboundID in quarantined(inboundID, body: { inbound.body }) }
     }
