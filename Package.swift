@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // OpenSSL's libcrypto: HMAC-SHA256, SHA-256 and constant-time comparison.
@@ -33,6 +35,7 @@ let package = Package(
             dependencies: [
                 "PKRCore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // SQLite's process-wide options, which only C can set (sqlite3_config is variadic).
@@ -94,13 +97,16 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
-            ], resources: [.copy("Resources/openapi.yaml")]),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ], resources: [.copy("Resources/openapi.yaml"), .copy("Resources/console")]),
         // The composition root: opens the engine, wires the stubs, the routes and the background services.
         .target(
             name: "PKRGateway",
             dependencies: [
                 "PKRCore", "PKRApplication", "PKRSQLite", "PKRPostgres", "PKRHTTP", "WalletStub", "ChainStub",
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

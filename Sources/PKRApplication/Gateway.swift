@@ -24,6 +24,7 @@ public final class Gateway: Sendable {
     public let outbox: any OutboxStore
     public let verifier: WebhookVerifier
     public let clock: any GatewayClock
+    public let metrics: GatewayMetrics
     package let logger: Logger
     package let dispatchSignal: WakeSignal
     private let cachedCustomer = Mutex<Customer?>(nil)
@@ -31,9 +32,11 @@ public final class Gateway: Sendable {
 
     package init(
         config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
-        outbox: any OutboxStore, clock: any GatewayClock, logger: Logger, dispatchSignal: WakeSignal
+        outbox: any OutboxStore, clock: any GatewayClock, metrics: GatewayMetrics = GatewayMetrics(), logger: Logger,
+        dispatchSignal: WakeSignal
     ) {
         self.dispatchSignal = dispatchSignal
+        self.metrics = metrics
         self.config = config
         self.store = store
         self.provider = provider
@@ -81,7 +84,7 @@ public final class Gateway: Sendable {
 
     /// Pulls the provider's transactions since a time and applies each one. With `sinceMicros` nil it continues
     /// from the stored cursor, so a periodic pass reads only what is new.
-    public func ingest(sinceMicros: Int64?) async throws -> IngestResult {
+    public func ingest(sinceMicros: Int64?, progress: (IngestResult) -> Void = { _ in }) async throws -> IngestResult {
         var result = IngestResult()
         var cursor = sinceMicros == nil ? try await store.cursor(named: Self.pollCursorName) : 0
         let since = sinceMicros ?? 0
@@ -100,10 +103,11 @@ public final class Gateway: Sendable {
             let outcomes = try await store.applyPolled(page.transactions)
             for (tx, outcome) in zip(page.transactions, outcomes) {
                 switch outcome {
-                case .minted:
+                case .minted(let job):
                     result.ingested += 1
                     result.minted += 1
                     result.mintedProviderTxIDs.append(tx.providerTxID)
+                    metrics.minted(job, via: .poll)
                 case .recorded: result.ingested += 1
                 case .duplicate: result.duplicates += 1
                 case .conflict(let fields):
@@ -117,6 +121,7 @@ public final class Gateway: Sendable {
             if sinceMicros == nil, page.nextCursor > cursor {
                 try await store.setCursor(named: Self.pollCursorName, to: page.nextCursor)
             }
+            progress(result)
             // A pass over a long backlog stops between pages when the server is shutting down; the cursor
             // already records how far it got.
             guard let nextPage, !Task.isShuttingDownGracefully else { break }
@@ -127,8 +132,15 @@ public final class Gateway: Sendable {
     }
 
     /// One fallback pass: heal lost webhooks from the provider's listing and resubmit stuck payouts.
-    public func reconcileOnce() async throws -> IngestResult {
-        let result = try await ingest(sinceMicros: nil)
+    public func reconcileOnce(progress: (IngestResult) -> Void = { _ in }) async throws -> IngestResult {
+        let result: IngestResult
+        do {
+            result = try await ingest(sinceMicros: nil, progress: progress)
+        } catch {
+            metrics.reconcilePass(healed: nil, nowMicros: clock.nowMicros())
+            throw error
+        }
+        metrics.reconcilePass(healed: result.minted, nowMicros: clock.nowMicros())
         if result.minted > 0 {
             logger.warning(
                 "reconciler minted credits whose webhooks never arrived",
@@ -147,7 +159,9 @@ public final class Gateway: Sendable {
 
     public func mint(providerTxID: String) async throws -> ChainJob {
         _ = try await currentCustomer()
-        return try await store.mint(providerTxID: providerTxID)
+        let job = try await store.mint(providerTxID: providerTxID)
+        metrics.minted(job, via: .manual)
+        return job
     }
 
     /// Burns and pays out. A key seen before replays its first receipt; a key still being served is refused.
@@ -172,6 +186,7 @@ public final class Gateway: Sendable {
             requestFingerprint: fingerprint)
         let result = try await store.redeem(command)
         if case .burned(let receipt, let account) = result {
+            metrics.redeemed(receipt)
             await submitPayout(jobID: receipt.jobID, account: account, amountUnits: receipt.amountUnits, memo: memo)
         }
         return result
@@ -218,6 +233,7 @@ public final class Gateway: Sendable {
                 InboundDraft.unverified(
                     delivery.headers, body: delivery.body, sourceAddress: delivery.sourceAddress,
                     receivedAtMicros: delivery.receivedAtMicros, verification: rejection.rawValue, errorCode: rejection.rawValue))
+            metrics.webhookRejected(reason: GatewayError.webhookRejected(rejection).code)
             throw GatewayError.webhookRejected(rejection)
         }
         draft.scheme = scheme
@@ -226,6 +242,7 @@ public final class Gateway: Sendable {
             let tx = try WebhookEvent.parse(delivery.body)
             draft.providerTxID = tx.providerTxID
             let outcome = try await store.apply(tx, via: .webhook, inbound: draft)
+            metrics.webhookApplied(outcome, lagMicros: clock.nowMicros() - tx.occurredAtMicros)
             if case .conflict(let fields) = outcome {
                 logger.warning(
                     "conflicting webhook quarantined", metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
@@ -234,6 +251,7 @@ public final class Gateway: Sendable {
             return outcome
         } catch let error as GatewayError {
             if case .webhookConflict = error { throw error }
+            metrics.webhookRejected(reason: error.code)
             draft.errorCode = error.code
             try await store.logRejectedInbound(draft)
             throw error
@@ -245,6 +263,7 @@ public final class Gateway: Sendable {
         _ headers: WebhookHeaders, sourceAddress: String?, receivedAtMicros: Int64,
         error: GatewayError
     ) async throws {
+        metrics.webhookRejected(reason: error.code)
         try await store.logRejectedInbound(
             InboundDraft.unverified(
                 headers, body: [], sourceAddress: sourceAddress, receivedAtMicros: receivedAtMicros, verification: "unverified",
@@ -276,8 +295,8 @@ public final class Gateway: Sendable {
         try await store.quarantine(limit: page.limit, beforeID: page.beforeID)
     }
 
-    public func verifyLedger() async throws -> LedgerChainVerifier {
-        try await store.verifyLedger()
+    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> LedgerChainVerifier {
+        try await store.verifyLedger(progress: progress)
     }
 
     // MARK: - The provider stub's outbox, for operators
@@ -307,7 +326,17 @@ public final class Gateway: Sendable {
         let snapshot = try await store.reconciliationSnapshot()
         let chain = try await store.verifyLedger()
         let reserve = try await walletStub.reservePaisa()
-        return ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
+        let report = ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
+        metrics.invariants(report)
+        return report
+    }
+
+    /// Reads the figures the metrics show from the store (the outbox by state, the quarantine), for a scrape.
+    /// A store that cannot answer is reported as unavailable, not as an error.
+    public func refreshStoredMetrics() async {
+        let outboxCounts = try? await outbox.countByState()
+        let quarantined = try? await store.quarantineCount()
+        metrics.stored(outbox: outboxCounts, quarantineEntries: quarantined)
     }
 }
 

@@ -34,11 +34,19 @@ public protocol GatewayStore: Sendable {
     func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord]
     func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord]
     func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord]
+    func quarantineCount() async throws -> Int
+
+    /// Retention, one small transaction each: deletes up to `rowsMax` inbound-log rows received before `cutoff`
+    /// (never one a quarantine entry points at), answering how many went.
+    func pruneInbound(receivedBefore cutoff: String, rowsMax: Int) async throws -> Int
+    /// Deletes up to `rowsMax` idempotency records made before `cutoff`, and forgets their keys on the burns they
+    /// answered, so that the key is new again on every engine. Answers how many records went.
+    func pruneIdempotencyRecords(createdBefore cutoff: String, rowsMax: Int) async throws -> Int
 
     /// A consistent snapshot of every figure the reconciliation needs.
     func reconciliationSnapshot() async throws -> ReconciliationSnapshot
-    /// Walks the whole hash chain in id order.
-    func verifyLedger() async throws -> LedgerChainVerifier
+    /// Walks the whole hash chain in id order, telling `progress` how many entries it has read.
+    func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier
 
     /// Moves everything written so far into the main database file where the engine keeps a log beside it, so
     /// that a timed figure after a bulk load does not share the machine with the load's own checkpoint.
@@ -46,6 +54,10 @@ public protocol GatewayStore: Sendable {
 
     func cursor(named name: String) async throws -> Int64
     func setCursor(named name: String, to value: Int64) async throws
+}
+
+extension GatewayStore {
+    public func verifyLedger() async throws -> LedgerChainVerifier { try await verifyLedger(progress: { _ in }) }
 }
 
 /// A customer: bound to one provider account (where their PKR is) and one chain address (where their tokens are).

@@ -29,6 +29,9 @@ public protocol OutboxStore: Sendable {
     func list(limit: Int, beforeID: Int64?, state: String?) async throws -> [DeliveryView]
     func attempts(deliveryID: Int64) async throws -> [AttemptView]?
     func countByState() async throws -> [String: Int]
+    /// Retention: deletes up to `rowsMax` deliveries delivered before `cutoff`, with their attempts, in one
+    /// transaction. Pending and dead deliveries are kept whatever their age.
+    func pruneDelivered(deliveredBefore cutoff: String, rowsMax: Int) async throws -> (deliveries: Int, attempts: Int)
 }
 
 public enum OutboxLimits {

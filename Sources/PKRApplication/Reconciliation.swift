@@ -121,9 +121,7 @@ public struct ReconciliationReport: Sendable {
         ])
     }
 
-    private func millis(_ micros: Int64) -> String {
-        "\(micros / 1000).\(String(String(micros % 1000 + 1000).dropFirst()))"
-    }
+    private func millis(_ micros: Int64) -> String { Timestamp.millisText(micros: micros) }
 
     /// The report as printed by `pkr reconcile`.
     public var text: String {

@@ -3,6 +3,12 @@
 public enum Timestamp {
     public static let microsPerSecond: Int64 = 1_000_000
 
+    /// A non-negative duration in microseconds as milliseconds with three decimals ("12.345"), without floating point.
+    public static func millisText(micros: Int64) -> String {
+        precondition(micros >= 0, "a duration is not negative")
+        return "\(micros / 1000)." + String(String(micros % 1000 + 1000).dropFirst())
+    }
+
     /// "2026-11-26T12:00:00.123456Z"
     public static func format(micros: Int64) -> String {
         let seconds = floorDiv(micros, microsPerSecond)

@@ -7,6 +7,7 @@ import PKRCore
 import PKRHTTP
 import PKRPostgres
 import PKRSQLite
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 import WalletStub
@@ -17,11 +18,13 @@ public typealias GatewayApplication = Application<RouterResponder<AppRequestCont
 public struct BuiltApplication: Sendable {
     public let application: GatewayApplication
     public let gateway: Gateway
+    /// What `/metrics` exposes.
+    public let metrics: PrometheusCollectorRegistry
 }
 
 /// Opens and migrates the store and wires the gateway's parts together. Used by every command.
 public func buildGateway(
-    config: GatewayConfig, clock: any GatewayClock = SystemClock(),
+    config: GatewayConfig, clock: any GatewayClock = SystemClock(), metrics: GatewayMetrics = GatewayMetrics(),
     logger: Logger = Logger(label: "pkr")
 ) async throws -> Gateway {
     let signal = WakeSignal()
@@ -52,7 +55,7 @@ public func buildGateway(
     try await store.migrate()
     return Gateway(
         config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,
-        logger: logger, dispatchSignal: signal)
+        metrics: metrics, logger: logger, dispatchSignal: signal)
 }
 
 /// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.
@@ -61,11 +64,14 @@ public func buildApplication(
     logger: Logger = Logger(label: "pkr")
 ) async throws -> BuiltApplication {
     try config.validateForServing()
-    let gateway = try await buildGateway(config: config, clock: clock, logger: logger)
+    // One registry per application, so that two in one process (the tests) count apart.
+    let registry = PrometheusCollectorRegistry()
+    let metrics = config.metricsEnabled ? GatewayMetrics(factory: PrometheusMetricsFactory.gateway(registry)) : GatewayMetrics()
+    let gateway = try await buildGateway(config: config, clock: clock, metrics: metrics, logger: logger)
     if config.demoMode && config.seedDemoOnStart {
         _ = try await gateway.seedDemo()
     }
-    let router = GatewayRouter.build(gateway: gateway)
+    let router = GatewayRouter.build(gateway: gateway, metrics: config.metricsEnabled ? registry : nil)
 
     // The bound address is known only once the server runs (port 0 in tests); the dispatcher reads it then.
     let ownHost = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
@@ -85,6 +91,11 @@ public func buildApplication(
     if config.reconcileIntervalSeconds > 0 {
         services.append(ReconcilerService(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
     }
+    if let olderThanSeconds = config.pruneOlderThanSeconds {
+        services.append(
+            PruneService(gateway: gateway, olderThanSeconds: olderThanSeconds, intervalSeconds: config.pruneIntervalSeconds, logger: logger)
+        )
+    }
     let application = Application(
         router: router,
         server: .http1(configuration: .init(idleTimeout: .seconds(config.idleTimeoutSeconds))),
@@ -96,5 +107,5 @@ public func buildApplication(
             ownBaseURL.withLock { $0 = "http://\(host):\(port)" }
         },
         logger: logger)
-    return BuiltApplication(application: application, gateway: gateway)
+    return BuiltApplication(application: application, gateway: gateway, metrics: registry)
 }

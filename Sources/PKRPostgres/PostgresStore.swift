@@ -401,6 +401,50 @@ public final class PostgresStore: GatewayStore {
         return out
     }
 
+    public func pruneInbound(receivedBefore cutoff: String, rowsMax: Int) async throws -> Int {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        let rows = try await pg.query(
+            """
+            WITH gone AS (
+              DELETE FROM core_webhookinbound WHERE id IN (
+                SELECT i.id FROM core_webhookinbound i
+                WHERE i.received_at < \(cutoff)
+                  AND NOT EXISTS (SELECT 1 FROM core_webhookquarantine q WHERE q.inbound_id = i.id)
+                ORDER BY i.id LIMIT \(rowsMax))
+              RETURNING 1)
+            SELECT count(*) FROM gone
+            """, logger: logger)
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
+    public func pruneIdempotencyRecords(createdBefore cutoff: String, rowsMax: Int) async throws -> Int {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        // The burn's key is unique here, so it is forgotten with its record; else a key past the window could not
+        // be used again.
+        let rows = try await pg.query(
+            """
+            WITH gone AS (
+              DELETE FROM core_idempotencyrecord WHERE (user_id, endpoint, idempotency_key) IN (
+                SELECT user_id, endpoint, idempotency_key FROM core_idempotencyrecord WHERE created_at < \(cutoff)
+                LIMIT \(rowsMax))
+              RETURNING user_id, idempotency_key),
+            cleared AS (
+              UPDATE core_chainjob j SET idempotency_key = NULL FROM gone
+              WHERE j.user_id = gone.user_id AND j.idempotency_key = gone.idempotency_key AND j.job_type = 'burn'
+              RETURNING 1)
+            SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM cleared)
+            """, logger: logger)
+        for try await (count, _) in rows.decode((Int64, Int64).self) { return Int(count) }
+        return 0
+    }
+
+    public func quarantineCount() async throws -> Int {
+        let rows = try await pg.query("SELECT COUNT(*) FROM core_webhookquarantine", logger: logger)
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
         let rows = try await pg.query(
             """
@@ -529,10 +573,11 @@ public final class PostgresStore: GatewayStore {
         }
     }
 
-    public func verifyLedger() async throws -> LedgerChainVerifier {
+    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier {
         let logger = self.logger
         return try await readOnlySnapshot { connection in
             var verifier = LedgerChainVerifier()
+            var read = 0
             var batch: [LedgerEntry] = []
             // Rows stream from the server and are checked a batch at a time; memory stays flat however long the
             // ledger is.
@@ -545,6 +590,8 @@ public final class PostgresStore: GatewayStore {
                 guard verifier.firstBreak == nil else { continue }
                 batch.append(try Self.decodeLedger(row))
                 if batch.count == LedgerChainVerifier.batchSize {
+                    read += batch.count
+                    progress(read)
                     _ = verifier.check(batch)
                     batch.removeAll(keepingCapacity: true)
                 }

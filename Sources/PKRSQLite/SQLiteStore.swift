@@ -268,6 +268,47 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
+    public func pruneInbound(receivedBefore cutoff: String, rowsMax: Int) async throws -> Int {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        return try await database.write { db in
+            // Oldest first by id, which grows with time, so a batch reads only the rows it deletes.
+            try db.cachedStatement(
+                sql: """
+                    DELETE FROM core_webhookinbound WHERE id IN (
+                      SELECT i.id FROM core_webhookinbound i
+                      WHERE i.received_at < ? AND NOT EXISTS (SELECT 1 FROM core_webhookquarantine q WHERE q.inbound_id = i.id)
+                      ORDER BY i.id LIMIT ?)
+                    """
+            ).execute(arguments: [cutoff, rowsMax])
+            return db.changesCount
+        }
+    }
+
+    public func pruneIdempotencyRecords(createdBefore cutoff: String, rowsMax: Int) async throws -> Int {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        return try await database.write { db in
+            let keys = try Row.fetchAll(
+                db.cachedStatement(
+                    sql: "SELECT user_id, endpoint, idempotency_key FROM core_idempotencyrecord WHERE created_at < ? LIMIT ?"),
+                arguments: [cutoff, rowsMax])
+            for key in keys {
+                let userID: String = key[0]
+                let idempotencyKey: String = key[2]
+                try db.cachedStatement(
+                    sql: "DELETE FROM core_idempotencyrecord WHERE user_id = ? AND endpoint = ? AND idempotency_key = ?"
+                ).execute(arguments: [userID, key[1] as String, idempotencyKey])
+                try db.cachedStatement(
+                    sql: "UPDATE core_chainjob SET idempotency_key = NULL WHERE user_id = ? AND idempotency_key = ? AND job_type = 'burn'"
+                ).execute(arguments: [userID, idempotencyKey])
+            }
+            return keys.count
+        }
+    }
+
+    public func quarantineCount() async throws -> Int {
+        try await database.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM core_webhookquarantine")) ?? 0 }
+    }
+
     public func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord] {
         try await database.read { db in
             try Row.fetchAll(
@@ -365,8 +406,9 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
-    public func verifyLedger() async throws -> LedgerChainVerifier {
+    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier {
         try await database.read { db in
+            var read = 0
             // The read runs on GRDB's reader queue, so it can hand each batch to the pipeline and decode the next.
             let pipeline = PipelinedLedgerVerifier()
             var batch: [LedgerEntry] = []
@@ -380,6 +422,8 @@ public final class SQLiteStore: GatewayStore {
             ).forEach { row in
                 batch.append(try Self.decodeLedger(row))
                 guard batch.count == LedgerChainVerifier.batchSize else { return true }
+                read += batch.count
+                progress(read)
                 guard pipeline.add(batch) else { return false }
                 batch.removeAll(keepingCapacity: true)
                 return true

@@ -318,6 +318,20 @@ public final class PostgresWebhookOutbox: OutboxStore {
         }
     }
 
+    public func pruneDelivered(deliveredBefore cutoff: String, rowsMax: Int) async throws -> (deliveries: Int, attempts: Int) {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        let rows = try await pg.query(
+            """
+            WITH ids AS (
+              SELECT id FROM wallet_stub_webhookdelivery WHERE state = 'delivered' AND delivered_at < \(cutoff) LIMIT \(rowsMax)),
+            attempts AS (DELETE FROM wallet_stub_webhookattempt WHERE delivery_id IN (SELECT id FROM ids) RETURNING 1),
+            deliveries AS (DELETE FROM wallet_stub_webhookdelivery WHERE id IN (SELECT id FROM ids) RETURNING 1)
+            SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM attempts)
+            """, logger: logger)
+        for try await (deliveries, attempts) in rows.decode((Int64, Int64).self) { return (Int(deliveries), Int(attempts)) }
+        return (0, 0)
+    }
+
     public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
         let rows = try await pg.query(
             """
@@ -373,7 +387,7 @@ public final class PostgresWebhookOutbox: OutboxStore {
             out.append(
                 AttemptView(
                     attempt_no: number, attempted_at: at, http_status: status, error: error,
-                    duration_ms: format3(micros)))
+                    duration_ms: Timestamp.millisText(micros: micros)))
         }
         return out
     }

@@ -89,6 +89,23 @@ public final class SQLiteWebhookOutbox: OutboxStore {
         }
     }
 
+    public func pruneDelivered(deliveredBefore cutoff: String, rowsMax: Int) async throws -> (deliveries: Int, attempts: Int) {
+        precondition(rowsMax > 0, "a prune batch is bounded")
+        return try await database.write { db in
+            let ids = try Int64.fetchAll(
+                db.cachedStatement(
+                    sql: "SELECT id FROM wallet_stub_webhookdelivery WHERE state = 'delivered' AND delivered_at < ? LIMIT ?"),
+                arguments: [cutoff, rowsMax])
+            var attempts = 0
+            for id in ids {
+                try db.cachedStatement(sql: "DELETE FROM wallet_stub_webhookattempt WHERE delivery_id = ?").execute(arguments: [id])
+                attempts += db.changesCount
+                try db.cachedStatement(sql: "DELETE FROM wallet_stub_webhookdelivery WHERE id = ?").execute(arguments: [id])
+            }
+            return (ids.count, attempts)
+        }
+    }
+
     public func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool {
         try await database.write { db in
             try db.cachedStatement(
@@ -147,7 +164,7 @@ public final class SQLiteWebhookOutbox: OutboxStore {
                 let micros: Int64 = row[4]
                 return AttemptView(
                     attempt_no: row[0], attempted_at: row[1], http_status: row[2], error: row[3],
-                    duration_ms: String(format3(micros)))
+                    duration_ms: Timestamp.millisText(micros: micros))
             }
         }
     }
@@ -161,11 +178,4 @@ public final class SQLiteWebhookOutbox: OutboxStore {
             return out
         }
     }
-}
-
-/// Microseconds as milliseconds with three decimals, without floating point.
-func format3(_ micros: Int64) -> String {
-    let ms = micros / 1000
-    let rest = micros % 1000
-    return "\(ms)." + String(String(rest + 1000).dropFirst())
 }

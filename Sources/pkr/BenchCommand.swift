@@ -25,6 +25,14 @@ struct Bench: AsyncParsableCommand {
     var backlog = 100_000
     @Option(help: "Ledger entries for the verify figure (0 skips).")
     var ledger = 1_000_000
+    @Option(
+        name: .customLong("server-env"),
+        help: "KEY=VALUE for the server under test, after the bench's own settings (repeatable), e.g. PKR_METRICS=0.")
+    var serverEnvironment: [String] = []
+
+    func validate() throws {
+        for pair in serverEnvironment where !pair.contains("=") { throw ValidationError("--server-env needs KEY=VALUE, got \(pair)") }
+    }
 
     func run() async throws {
         // The bulk figures run the gateway in this process: with the same allocator settings as `pkr serve`.
@@ -57,14 +65,21 @@ struct Bench: AsyncParsableCommand {
         var peakRSS: Int64 = 0
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
-            let server = try BenchServer(binary: binary, environment: env)
+            var serverEnv = env
+            for pair in serverEnvironment {
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                serverEnv[String(parts[0])] = String(parts[1])
+            }
+            let server = try BenchServer(binary: binary, environment: serverEnv)
             defer { server.stop() }
             guard try await server.waitUntilUp() else { throw ValidationError("the server did not start") }
             // This process plays the provider (deposits into the stub's reserve) and, at the end, the auditor.
             let provider = try await buildGateway(config: try GatewayConfig(values: env), logger: quietLogger())
             var mintedOK = 0
+            let line = ProgressLine("bench \(engine.rawValue)")
             for c in concurrencies {
                 let tag = "r\(run)c\(c)"
+                line.update("run \(run + 1)/\(runs), concurrency \(c): health, webhook mint, redeem, balance")
                 let health = try await Benchmark.drive(
                     port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
                 let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret())
@@ -78,6 +93,7 @@ struct Bench: AsyncParsableCommand {
                     samples["\(name)|\(c)", default: []].append(sample)
                 }
             }
+            line.finish()
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
             // A 2xx means a committed mint: the database must hold exactly as many as were acknowledged.
             let mintedUnits = try await provider.store.reconciliationSnapshot().mintedUnits

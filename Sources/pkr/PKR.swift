@@ -14,7 +14,10 @@ struct PKR: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pkr",
         abstract: "The PKR stablecoin gateway: signed wallet webhooks in, tokens minted 1:1, redemptions paid out.",
-        subcommands: [Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Keys.self, WebhookCommand.self, Bench.self, Fuzz.self])
+        subcommands: [
+            Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Prune.self, Keys.self, WebhookCommand.self, Bench.self,
+            Fuzz.self,
+        ])
 }
 
 func loadConfig() throws -> GatewayConfig {
@@ -38,9 +41,7 @@ func limitMallocArenas() {
 }
 
 func makeLogger(_ config: GatewayConfig) -> Logger {
-    var logger = Logger(label: "pkr", factory: { DeferredStreamLogHandler(label: $0) })
-    logger.logLevel = Logger.Level(rawValue: config.logLevel.lowercased()) ?? .info
-    return logger
+    makeLogger(format: config.logFormat, level: config.logLevel)
 }
 
 struct Serve: AsyncParsableCommand {
@@ -58,8 +59,11 @@ struct Serve: AsyncParsableCommand {
                 "sqlite_path": "\(config.sqlitePath)", "demo_mode": "\(config.demoMode)", "webhook_push": "\(config.webhookPush)",
                 "webhook_secrets": "\(config.webhookSecrets.map(\.fingerprint))", "dev_secret": "\(config.usesDevSecret)",
                 "reconcile_interval_s": "\(config.reconcileIntervalSeconds)",
+                "prune_older_than_s": "\(config.pruneOlderThanSeconds.map(String.init) ?? "off")",
+                "log_format": "\(config.logFormat.rawValue)",
             ])
         try await built.application.runService()
+        logger.info("pkr gateway stopped")
     }
 }
 
@@ -84,7 +88,13 @@ struct Reconcile: AsyncParsableCommand {
         let config = try loadConfig()
         let gateway = try await buildGateway(config: config, logger: makeLogger(config))
         if !checkOnly, try await gateway.hasCustomer() {
-            let pass = try await gateway.reconcileOnce()
+            let line = ProgressLine("reconciler pass")
+            let pass = try await gateway.reconcileOnce { result in
+                line.update(
+                    "\(ProgressLine.count(result.ingested + result.duplicates)) transactions read, \(ProgressLine.count(result.minted)) minted"
+                )
+            }
+            line.finish()
             print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
         }
         let report = try await gateway.reconciliation()
@@ -104,7 +114,9 @@ struct LedgerCommand: AsyncParsableCommand {
             let config = try loadConfig()
             let gateway = try await buildGateway(config: config, logger: makeLogger(config))
             let started = ContinuousClock.now
-            let result = try await gateway.verifyLedger()
+            let line = ProgressLine("ledger verify")
+            let result = try await gateway.verifyLedger { read in line.update("\(ProgressLine.count(read)) entries checked") }
+            line.finish()
             let elapsed = ContinuousClock.now - started
             if let failure = result.firstBreak {
                 print("ledger verify: FAILED after \(result.entriesChecked) good entries: \(failure)")
@@ -114,6 +126,38 @@ struct LedgerCommand: AsyncParsableCommand {
                 "ledger verify: ok, \(result.entriesChecked) entries, debits = credits = \(result.debitUnits) units, head \(result.head.lastHash) (\(elapsed))"
             )
         }
+    }
+}
+
+struct Prune: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Delete delivered outbox rows, inbound-log rows and idempotency records older than a window.",
+        discussion: """
+            Deletes in small batches, each its own transaction, so it can run beside live traffic. The ledger, the \
+            provider transactions, the chain jobs and the quarantine are never pruned. A redeem replayed with an \
+            idempotency key whose record was pruned is treated as a new request.
+            """)
+
+    @Option(help: "The retention window, such as 30d, 12h or 90m (at least 60s).")
+    var olderThan: String
+
+    @Option(help: "Rows per transaction (1 to 10000).")
+    var batchRows = Gateway.pruneBatchRowsMax
+
+    func validate() throws {
+        guard RetentionWindow.seconds(olderThan) != nil else { throw ValidationError("--older-than: \(RetentionWindow.expected)") }
+        guard (1...10_000).contains(batchRows) else { throw ValidationError("--batch-rows must be between 1 and 10000") }
+    }
+
+    func run() async throws {
+        let config = try loadConfig()
+        let gateway = try await buildGateway(config: config, logger: makeLogger(config))
+        let line = ProgressLine("prune")
+        let result = try await gateway.prune(olderThanSeconds: RetentionWindow.seconds(olderThan)!, batchRows: batchRows) { sofar in
+            line.update("\(ProgressLine.count(sofar.rows)) rows deleted in \(sofar.batches) batches")
+        }
+        line.finish()
+        print("prune: \(result.summary)")
     }
 }
 

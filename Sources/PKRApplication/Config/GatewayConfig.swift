@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PKRCore
 
 /// Per-transaction ceilings in token units.
@@ -54,7 +55,14 @@ public struct GatewayConfig: Sendable {
     public var requestBodyTimeoutMillis: Int64 = 10_000
     /// How long a keep-alive connection may sit without a request before it is closed.
     public var idleTimeoutSeconds: Int64 = 60
-    public var logLevel = "info"
+    public var logLevel = Logger.Level.info
+    public var logFormat = LogFormat.text
+    /// `/metrics` and the counting behind it; off only to measure what they cost.
+    public var metricsEnabled = true
+    /// Retention: delivered outbox rows, inbound-log rows and idempotency records older than this are pruned in the
+    /// background every `pruneIntervalSeconds`; nil keeps them forever.
+    public var pruneOlderThanSeconds: Int64?
+    public var pruneIntervalSeconds: Int64 = 3600
 
     public init() {}
 
@@ -180,7 +188,24 @@ public struct GatewayConfig: Sendable {
         if let max = try integer("PKR_WEBHOOK_BODY_BYTES_MAX", 1024...16_777_216) { webhookBodyBytesMax = Int(max) }
         if let millis = try integer("PKR_REQUEST_BODY_TIMEOUT_MS", 100...600_000) { requestBodyTimeoutMillis = millis }
         if let seconds = try integer("PKR_IDLE_TIMEOUT_S", 1...3600) { idleTimeoutSeconds = seconds }
-        if let level = value("LOG_LEVEL") { logLevel = level }
+        if let level = value("LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigError.invalid("LOG_LEVEL", "one of trace, debug, info, notice, warning, error, critical")
+            }
+            logLevel = parsed
+        }
+        if let enabled = try flag("PKR_METRICS") { metricsEnabled = enabled }
+        if let format = value("LOG_FORMAT") {
+            guard let parsed = LogFormat(rawValue: format.lowercased()) else { throw ConfigError.invalid("LOG_FORMAT", "text or json") }
+            logFormat = parsed
+        }
+        if let window = value("PKR_PRUNE_OLDER_THAN") {
+            guard let seconds = RetentionWindow.seconds(window) else {
+                throw ConfigError.invalid("PKR_PRUNE_OLDER_THAN", RetentionWindow.expected)
+            }
+            pruneOlderThanSeconds = seconds
+        }
+        if let seconds = try integer("PKR_PRUNE_INTERVAL_S", 60...604_800) { pruneIntervalSeconds = seconds }
     }
 
     /// Checks that only make sense once everything is read: production refuses demo shortcuts.
@@ -189,6 +214,34 @@ public struct GatewayConfig: Sendable {
             if usesDevSecret { throw ConfigError.refused("the dev webhook secret is for demo mode only; set PKR_WEBHOOK_SECRETS") }
             if adminToken == nil { throw ConfigError.refused("PKR_ADMIN_TOKEN is required outside demo mode") }
         }
+    }
+}
+
+public enum LogFormat: String, Sendable {
+    /// swift-log's readable lines.
+    case text
+    /// One JSON object a line: time, level, message and the metadata as fields.
+    case json
+}
+
+/// A retention window such as `30d`, `12h`, `90m` or `3600s`: at least a minute, at most ten years.
+public enum RetentionWindow {
+    public static let expected = "a duration such as 30d, 12h, 90m or 3600s (at least 60s)"
+    static let secondsMax: Int64 = 10 * 366 * 86_400
+
+    public static func seconds(_ text: String) -> Int64? {
+        guard let unit = text.last, let count = Int64(text.dropLast()), count > 0 else { return nil }
+        let unitSeconds: Int64
+        switch unit {
+        case "s": unitSeconds = 1
+        case "m": unitSeconds = 60
+        case "h": unitSeconds = 3600
+        case "d": unitSeconds = 86_400
+        default: return nil
+        }
+        let (seconds, overflow) = count.multipliedReportingOverflow(by: unitSeconds)
+        guard !overflow, seconds >= 60, seconds <= secondsMax else { return nil }
+        return seconds
     }
 }
 

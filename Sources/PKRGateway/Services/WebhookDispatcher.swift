@@ -153,7 +153,14 @@ final class WebhookDispatcher: Service, Sendable {
         } else {
             outcome = .dead
         }
-        if !delivered {
+        if case .dead = outcome {
+            logger.warning(
+                "webhook delivery is dead after its last attempt; an operator can redeliver it",
+                metadata: [
+                    "delivery_id": "\(delivery.id)", "message_id": "\(delivery.messageID)", "provider_tx_id": "\(delivery.providerTxID)",
+                    "attempts": "\(delivery.roundAttempts + 1)", "status": "\(result.httpStatus.map(String.init) ?? "none")",
+                ])
+        } else if !delivered {
             logger.notice(
                 "webhook delivery attempt failed",
                 metadata: [
@@ -214,14 +221,53 @@ final class ReconcilerService: Service, Sendable {
             guard (try? await gateway.hasCustomer()) == true else { continue }
             do {
                 let result = try await gateway.reconcileOnce()
-                logger.info(
-                    "reconciler pass",
+                // A pass that found nothing is routine; one that healed something is what an operator looks for.
+                logger.log(
+                    level: result.ingested > 0 || result.conflicts > 0 ? .info : .debug, "reconciler pass",
                     metadata: [
                         "ingested": "\(result.ingested)", "healed_mints": "\(result.minted)",
                         "conflicts": "\(result.conflicts)",
                     ])
+                // The invariants after each pass: the metrics show them, and a broken one is an error in the log.
+                let report = try await gateway.reconciliation()
+                if !report.ok {
+                    logger.error(
+                        "reconciliation check failed",
+                        metadata: ["failed": "\(report.failed.map(\.name))", "detail": "\(report.failed.map(\.detail).prefix(3))"])
+                }
             } catch {
                 logger.error("reconciler pass failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Retention on a schedule (`PKR_PRUNE_OLDER_THAN`): a prune every interval, in small batches.
+final class PruneService: Service, Sendable {
+    private let gateway: Gateway
+    private let olderThanSeconds: Int64
+    private let intervalSeconds: Int64
+    private let logger: Logger
+
+    init(gateway: Gateway, olderThanSeconds: Int64, intervalSeconds: Int64, logger: Logger) {
+        precondition(olderThanSeconds > 0 && intervalSeconds > 0, "retention needs a positive window and interval")
+        self.gateway = gateway
+        self.olderThanSeconds = olderThanSeconds
+        self.intervalSeconds = intervalSeconds
+        self.logger = logger
+    }
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(self.intervalSeconds)) }
+            } catch {
+                return
+            }
+            do {
+                _ = try await gateway.prune(olderThanSeconds: olderThanSeconds)
+            } catch {
+                logger.error("scheduled prune failed", metadata: ["error": "\(error)"])
             }
         }
     }

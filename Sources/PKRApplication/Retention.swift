@@ -1,0 +1,71 @@
+import PKRCore
+
+/// Retention: what `pkr prune` and the background schedule delete. Only rows kept for diagnosis go (delivered
+/// outbox rows and their attempts, inbound-log rows, idempotency records); the ledger, transactions, jobs and the
+/// quarantine are the books and are never pruned.
+public struct PruneResult: Sendable, Equatable {
+    public var deliveries = 0
+    public var attempts = 0
+    public var inboundRows = 0
+    public var idempotencyRecords = 0
+    public var batches = 0
+
+    public init() {}
+
+    public var rows: Int { deliveries + attempts + inboundRows + idempotencyRecords }
+
+    public var summary: String {
+        "pruned \(deliveries) delivered outbox rows with \(attempts) attempts, \(inboundRows) inbound-log rows and "
+            + "\(idempotencyRecords) idempotency records in \(batches) batches"
+    }
+}
+
+extension Gateway {
+    /// How many rows one prune transaction deletes at most: small, so a webhook waits behind one briefly.
+    public static let pruneBatchRowsMax = 500
+
+    /// Deletes what is older than the window, a batch at a time, calling `progress` after each batch. Safe to run
+    /// beside live traffic and to interrupt: each batch is its own transaction.
+    public func prune(
+        olderThanSeconds: Int64, batchRows: Int = Gateway.pruneBatchRowsMax,
+        progress: (PruneResult) -> Void = { _ in }
+    ) async throws -> PruneResult {
+        precondition(olderThanSeconds > 0 && batchRows > 0 && batchRows <= 10_000, "a prune is bounded")
+        let cutoff = Timestamp.format(micros: clock.nowMicros() - olderThanSeconds * Timestamp.microsPerSecond)
+        var result = PruneResult()
+        while true {
+            let (deliveries, attempts) = try await outbox.pruneDelivered(deliveredBefore: cutoff, rowsMax: batchRows)
+            result.deliveries += deliveries
+            result.attempts += attempts
+            result.batches += 1
+            progress(result)
+            if deliveries < batchRows { break }
+            await Task.yield()
+        }
+        while true {
+            let rows = try await store.pruneInbound(receivedBefore: cutoff, rowsMax: batchRows)
+            result.inboundRows += rows
+            result.batches += 1
+            progress(result)
+            if rows < batchRows { break }
+            await Task.yield()
+        }
+        while true {
+            let rows = try await store.pruneIdempotencyRecords(createdBefore: cutoff, rowsMax: batchRows)
+            result.idempotencyRecords += rows
+            result.batches += 1
+            progress(result)
+            if rows < batchRows { break }
+            await Task.yield()
+        }
+        if result.rows > 0 {
+            logger.info(
+                "pruned rows past the retention window",
+                metadata: [
+                    "deliveries": "\(result.deliveries)", "attempts": "\(result.attempts)", "inbound_rows": "\(result.inboundRows)",
+                    "idempotency_records": "\(result.idempotencyRecords)", "cutoff": "\(cutoff)",
+                ])
+        }
+        return result
+    }
+}
