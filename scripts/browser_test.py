@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Browser test of the operator console, run by scripts/operator-test against a live `pkr serve` in demo mode.
+
+The server's wallet stub pushes its webhooks to a relay in this process (PKR_WEBHOOK_URL), which forwards them
+to the real receiver or, while switched to failing, answers 500, so a delivery can be made dead on purpose.
+
+Checks, through the page as an operator sees it (headless Chromium, Selenium):
+  - the console loads under its CSP and shows the store healthy and the invariant checks;
+  - a deposit made at the provider shows up in the inbound log and the transactions, and the balance shows it;
+  - a deposit whose webhook cannot be delivered goes dead, is listed under the "dead" filter with a Redeliver
+    button, is not minted; after Redeliver (relay forwarding again) it is delivered and the balance includes it;
+  - every invariant check holds, the error area stays empty and the browser logged no SEVERE message.
+
+Environment: PKR_BASE_URL, PKR_RELAY_PORT, PKR_ARTIFACTS (temp dir for the screenshot), PKR_REPO,
+PKR_SCREENSHOT=1 to also write docs/console.png. Exit status 0 when every check passes, 1 otherwise.
+"""
+
+import base64
+import hashlib
+import hmac
+import http.cookiejar
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+BASE = os.environ["PKR_BASE_URL"].rstrip("/")
+RELAY_PORT = int(os.environ["PKR_RELAY_PORT"])
+ARTIFACTS = os.environ.get("PKR_ARTIFACTS") or "/tmp"
+REPO = os.environ.get("PKR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WAIT_S = 15
+# The dev secret, which demo mode accepts (keys/dev-webhook-secret.txt).
+DEV_SECRET = open(os.path.join(REPO, "keys", "dev-webhook-secret.txt")).read().strip()
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append((name, bool(ok)))
+    print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok or not detail else f': {detail}'}", flush=True)
+    return bool(ok)
+
+
+# ---- the relay between the wallet stub and the receiver ------------------------------------------------------
+
+class Relay(http.server.BaseHTTPRequestHandler):
+    failing = False
+    lock = threading.Lock()
+    seen = {"forwarded": 0, "failed": 0}
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_POST(self):
+        body = self.read_body()
+        with Relay.lock:
+            failing = Relay.failing
+            Relay.seen["failed" if failing else "forwarded"] += 1
+        if failing:
+            self.answer(500, b'{"error": "relay switched to failing"}')
+            return
+        headers = {name: self.headers[name] for name in ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
+                   if self.headers.get(name)}
+        request = urllib.request.Request(BASE + "/api/webhooks/wallet", data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, answer = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, answer = error.code, error.read()
+        except OSError:
+            status, answer = 502, b'{"error": "receiver unreachable"}'
+        self.answer(status, answer)
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def set_relay_failing(failing):
+    with Relay.lock:
+        Relay.failing = failing
+
+
+# ---- the API as a script uses it (CSRF cookie and header) ----------------------------------------------------
+
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+
+def api(path, method="GET", body=None, headers=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(BASE + path, data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with opener.open(request, timeout=10) as response:
+            status, raw, headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        status, raw, headers = error.code, error.read(), error.headers
+    is_json = (headers.get("Content-Type") or "").startswith("application/json")
+    return status, json.loads(raw or b"null") if is_json else raw.decode("utf-8", "replace"), headers
+
+
+def deposit(amount_pkr, memo):
+    _, csrf, _ = api("/api/csrf")
+    status, body, _ = api("/api/demo/wallet/credit", "POST", {"amount_pkr": amount_pkr, "memo": memo},
+                          {"X-CSRFToken": csrf["csrftoken"]})
+    return status, body
+
+
+def send_signed_webhook(event):
+    """Plays the provider: a Standard Webhooks delivery signed with the dev secret, straight to the receiver."""
+    body = json.dumps(event, separators=(",", ":")).encode()
+    message_id, timestamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
+    key = base64.b64decode(DEV_SECRET.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    request = urllib.request.Request(BASE + "/api/webhooks/wallet", data=body, method="POST", headers={
+        "Content-Type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def delivery_of(provider_tx_id):
+    _, rows, _ = api("/api/webhooks/deliveries?limit=50")
+    return next((row for row in rows if row["provider_tx_id"] == provider_tx_id), None)
+
+
+# ---- the page ------------------------------------------------------------------------------------------------
+
+def start_browser():
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     "--hide-scrollbars", "--force-device-scale-factor=1"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_window_size(1400, 1000)
+    return driver
+
+
+def text(driver, element_id):
+    try:
+        return driver.find_element(By.ID, element_id).get_attribute("textContent") or ""
+    except WebDriverException:
+        return ""
+
+
+def wait_until(predicate, timeout=WAIT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except WebDriverException:
+            value = None
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.25)
+
+
+def balance(driver):
+    return text(driver, "balance").replace(",", "").strip()
+
+
+def row_with(driver, container_id, needle):
+    for row in driver.find_elements(By.CSS_SELECTOR, f"#{container_id} tbody tr"):
+        if needle in (row.get_attribute("textContent") or ""):
+            return row
+    return None
+
+
+def click(driver, element):
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    element.click()
+
+
+def run(driver):
+    status, _, headers = api("/console")
+    csp = headers.get("Content-Security-Policy") or ""
+    check("GET /console answers 200 with a script-src 'self' CSP", status == 200 and "script-src 'self'" in csp, csp)
+
+    driver.get(BASE + "/console")
+    check("console shows the store as healthy", wait_until(lambda: text(driver, "store") == "store ok"),
+          text(driver, "store"))
+    check("console lists the invariant checks",
+          wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#checks li")), text(driver, "errors"))
+
+    # 1. A deposit through the wallet stub; its webhook goes through the relay to the receiver and mints.
+    status, body = deposit("1234.56", "browser test")
+    tx1 = (body or {}).get("provider_tx_id", "")
+    check("deposit of 1234.56 PKR accepted (201)", status == 201 and tx1.startswith("TX-"), f"{status} {body}")
+    check(f"{tx1} appears in the inbound log", wait_until(lambda: tx1 in text(driver, "inbound")))
+    row = row_with(driver, "inbound", tx1)
+    check("its inbound row says verified and minted",
+          row is not None and "verified" in row.text and "minted" in row.text, row.text if row else "no row")
+    check(f"{tx1} appears in the transactions", wait_until(lambda: tx1 in text(driver, "transactions")))
+    check("balance shows 1234.56 PKR", wait_until(lambda: balance(driver) == "1234.56 PKR"), balance(driver))
+    check("balance shows 1234560000 units", "1234560000 units" in text(driver, "customer"), text(driver, "customer"))
+
+    # 2. A conflicting redelivery of the same provider transaction (another amount) is quarantined, not minted.
+    status, body = send_signed_webhook({
+        "type": "wallet.credit", "provider_tx_id": tx1, "account": "WALLET-001", "direction": "credit",
+        "amount_pkr": "9999.00", "status": "settled", "occurred_at": "2026-01-01T00:00:00Z", "memo": "conflict"})
+    check("a conflicting webhook for the same transaction is refused (409)", status == 409, f"{status} {body}")
+    check(f"{tx1} appears in the quarantine with its differing field",
+          wait_until(lambda: tx1 in text(driver, "quarantine") and "amount" in text(driver, "quarantine")),
+          text(driver, "quarantine"))
+    check("the conflict is not minted: balance still 1234.56 PKR", balance(driver) == "1234.56 PKR", balance(driver))
+
+    # 3. A deposit whose webhook the relay refuses: with the short retry schedule the delivery goes dead.
+    set_relay_failing(True)
+    status, body = deposit("100.00", "dead letter")
+    tx2 = (body or {}).get("provider_tx_id", "")
+    check("deposit of 100.00 PKR accepted (201)", status == 201 and tx2.startswith("TX-"), f"{status} {body}")
+    dead = wait_until(lambda: (d := delivery_of(tx2)) and d["state"] == "dead" and d)
+    check(f"delivery of {tx2} goes dead after its retries", dead, str(delivery_of(tx2)))
+    if not dead:
+        return
+    Select(driver.find_element(By.ID, "delivery-state")).select_by_value("dead")
+    button_css = f"#deliveries button.redeliver[data-id='{dead['id']}']"
+    button = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, button_css))
+    check("the 'dead' filter lists it with a Redeliver button", button, text(driver, "deliveries"))
+    check("only dead deliveries are listed under 'dead'",
+          all("dead" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")))
+    check("the dead deposit is not minted: balance still 1234.56 PKR", balance(driver) == "1234.56 PKR", balance(driver))
+    click(driver, row_with(driver, "deliveries", tx2).find_element(By.CSS_SELECTOR, "td"))
+    detail = wait_until(lambda: "500" in text(driver, "delivery-detail") and text(driver, "delivery-detail"))
+    check("its detail lists the failed attempts (HTTP 500)",
+          detail and len(driver.find_elements(By.CSS_SELECTOR, "#delivery-detail tbody tr")) == dead["attempts"],
+          text(driver, "delivery-detail"))
+    if not button:
+        return
+
+    # 4. Redeliver from the console with the relay forwarding again.
+    set_relay_failing(False)
+    click(driver, driver.find_element(By.CSS_SELECTOR, button_css))
+    check("Redeliver confirms the request", wait_until(lambda: "queued for redelivery" in text(driver, "notice")),
+          text(driver, "errors"))
+    check("the delivery leaves the 'dead' list", wait_until(lambda: tx2 not in text(driver, "deliveries")))
+    Select(driver.find_element(By.ID, "delivery-state")).select_by_value("delivered")
+    check("the 'delivered' filter lists it",
+          wait_until(lambda: (r := row_with(driver, "deliveries", tx2)) and "delivered" in r.text))
+    check("balance shows 1334.56 PKR after the redelivery", wait_until(lambda: balance(driver) == "1334.56 PKR"),
+          balance(driver))
+    check(f"{tx2} appears in the inbound log as minted",
+          wait_until(lambda: (r := row_with(driver, "inbound", tx2)) and "minted" in r.text))
+
+    # 5. The whole picture is consistent and nothing went wrong in the page.
+    Select(driver.find_element(By.ID, "delivery-state")).select_by_value("")
+    click(driver, driver.find_element(By.ID, "refresh"))
+    wait_until(lambda: "1,334.56" in text(driver, "health"))
+    checks = driver.find_elements(By.CSS_SELECTOR, "#checks li")
+    failing = [c.text for c in checks if "ok" not in (c.get_attribute("class") or "").split()]
+    check(f"all {len(checks)} invariant checks hold", checks and not failing, "; ".join(failing))
+    check("reserve and supply are both 1,334.56 PKR", text(driver, "health").count("1,334.56 PKR") >= 2,
+          text(driver, "health"))
+    check("the error area is empty", driver.find_element(By.ID, "errors").get_attribute("hidden") is not None,
+          text(driver, "errors"))
+
+    # For the screenshot: the redelivered delivery opened, the page at the top.
+    row = wait_until(lambda: row_with(driver, "deliveries", tx2))
+    if row:
+        click(driver, row.find_element(By.CSS_SELECTOR, "td"))
+        wait_until(lambda: "200" in text(driver, "delivery-detail"))
+    driver.execute_script("window.scrollTo(0, 0);")
+    time.sleep(0.5)
+
+
+def main():
+    relay = http.server.ThreadingHTTPServer(("127.0.0.1", RELAY_PORT), Relay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    driver = start_browser()
+    try:
+        try:
+            run(driver)
+        except Exception as error:  # a broken page or harness must fail the run, not hide behind a traceback
+            check("test ran to the end", False, f"{type(error).__name__}: {error}")
+        severe = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+        check("no SEVERE browser console messages", not severe, "; ".join(e.get("message", "") for e in severe))
+        # The whole page in one picture: the window grows to the document's height (1400 px wide as tested).
+        try:
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            chrome = driver.execute_script("return window.outerHeight - window.innerHeight")
+            driver.set_window_size(1400, min(int(height) + int(chrome), 6000))
+            time.sleep(0.3)
+        except WebDriverException:
+            pass
+        shot = os.path.join(ARTIFACTS, "console.png")
+        driver.save_screenshot(shot)
+        print(f"screenshot: {shot}")
+        if os.environ.get("PKR_SCREENSHOT") == "1":
+            os.makedirs(os.path.join(REPO, "docs"), exist_ok=True)
+            target = os.path.join(REPO, "docs", "console.png")
+            driver.save_screenshot(target)
+            print(f"screenshot: {target}")
+    finally:
+        driver.quit()
+        relay.shutdown()
+    print(f"relay: {Relay.seen['forwarded']} forwarded, {Relay.seen['failed']} refused")
+    passed = sum(1 for _, ok in results if ok)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
