@@ -116,8 +116,9 @@ let package = Package(
         .target(
             name: "PKRBench",
             dependencies: [
-                "PKRCore", "PKRApplication", "PKRGateway",
+                "PKRCore", "PKRApplication", "PKRGateway", "PKRHTTP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]),
         .target(name: "PKRFuzz", dependencies: ["PKRCore"]),
         // The command line: serve, migrate, reconcile, ledger verify, keys, webhook tools, bench, fuzz.

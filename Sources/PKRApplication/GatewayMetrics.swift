@@ -60,7 +60,7 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// A delivery that reached the settlement rules, and what it did. `lagMicros`: from the provider's time to now.
-    func webhookApplied(_ outcome: ApplyOutcome, lagMicros: Int64) {
+    package func webhookApplied(_ outcome: ApplyOutcome, lagMicros: Int64) {
         deliveries[outcome.code]?.increment()
         if case .minted(let job) = outcome {
             minted(job, via: .webhook)

@@ -33,30 +33,32 @@ extension Gateway {
         precondition(olderThanSeconds > 0 && batchRows > 0 && batchRows <= 10_000, "a prune is bounded")
         let cutoff = Timestamp.format(micros: clock.nowMicros() - olderThanSeconds * Timestamp.microsPerSecond)
         var result = PruneResult()
-        while true {
+        // Runs one kind of batch until a batch comes back short; `batch` adds what it deleted to the result and
+        // answers how many of its rows counted against the batch size.
+        func drain(_ batch: (inout PruneResult) async throws -> Int) async throws {
+            while true {
+                let rows = try await batch(&result)
+                result.batches += 1
+                progress(result)
+                if rows < batchRows { return }
+                await Task.yield()
+            }
+        }
+        try await drain { result in
             let (deliveries, attempts) = try await outbox.pruneDelivered(deliveredBefore: cutoff, rowsMax: batchRows)
             result.deliveries += deliveries
             result.attempts += attempts
-            result.batches += 1
-            progress(result)
-            if deliveries < batchRows { break }
-            await Task.yield()
+            return deliveries
         }
-        while true {
+        try await drain { result in
             let rows = try await store.pruneInbound(receivedBefore: cutoff, rowsMax: batchRows)
             result.inboundRows += rows
-            result.batches += 1
-            progress(result)
-            if rows < batchRows { break }
-            await Task.yield()
+            return rows
         }
-        while true {
+        try await drain { result in
             let rows = try await store.pruneIdempotencyRecords(createdBefore: cutoff, rowsMax: batchRows)
             result.idempotencyRecords += rows
-            result.batches += 1
-            progress(result)
-            if rows < batchRows { break }
-            await Task.yield()
+            return rows
         }
         if result.rows > 0 {
             logger.info(

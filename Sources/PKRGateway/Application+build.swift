@@ -89,12 +89,13 @@ public func buildApplication(
                 logger: logger))
     }
     if config.reconcileIntervalSeconds > 0 {
-        services.append(ReconcilerService(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
+        services.append(
+            PeriodicService.reconciler(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
     }
     if let olderThanSeconds = config.pruneOlderThanSeconds {
         services.append(
-            PruneService(gateway: gateway, olderThanSeconds: olderThanSeconds, intervalSeconds: config.pruneIntervalSeconds, logger: logger)
-        )
+            PeriodicService.retention(
+                gateway: gateway, olderThanSeconds: olderThanSeconds, intervalSeconds: config.pruneIntervalSeconds, logger: logger))
     }
     let application = Application(
         router: router,

@@ -15,13 +15,13 @@ extension HTTPField.Name {
 
 /// The outermost middleware: gives each request an id (the client's `X-Request-Id` when it is a sane token, else a
 /// new one), echoes it, counts and times the request by route template, and writes one access-log line.
-struct ObservabilityMiddleware: RouterMiddleware {
-    typealias Context = AppRequestContext
+package struct ObservabilityMiddleware: RouterMiddleware {
+    package typealias Context = AppRequestContext
     static let requestIDBytesMax = 128
 
     let metrics: HTTPMetrics?
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         let requestID = request.headers[.requestID].flatMap(Self.acceptedRequestID) ?? Self.newRequestID()
         var context = context
@@ -55,11 +55,14 @@ struct ObservabilityMiddleware: RouterMiddleware {
         return value
     }
 
-    static func newRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        return String(high, radix: 16).leftPadded(16) + String(low, radix: 16).leftPadded(16)
+    /// A random prefix drawn once per process and a counter: unique, unguessable across restarts, and with no
+    /// system call per request.
+    private static let requestIDPrefix = String(UInt64.random(in: .min ... .max), radix: 16).leftPadded(16)
+    private static let requestCounter = Atomic<UInt64>(0)
+
+    package static func newRequestID() -> String {
+        let count = requestCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        return requestIDPrefix + String(count, radix: 16).leftPadded(16)
     }
 }
 
@@ -69,42 +72,42 @@ extension String {
 
 /// `pkr_http_requests_total{method,route,status}` and `pkr_http_request_duration_seconds{method,route}`, with the
 /// handles cached per series so that a request costs a dictionary lookup.
-final class HTTPMetrics: Sendable {
+package final class HTTPMetrics: Sendable {
     private struct Key: Hashable {
         var method: String
         var route: String
         var status: Int
     }
 
-    private let factory: any MetricsFactory
-    private let counters = Mutex<[Key: CoreMetrics.Counter]>([:])
-    private let timers = Mutex<[Key: CoreMetrics.Timer]>([:])
+    private struct Series {
+        var requests: CoreMetrics.Counter
+        var duration: CoreMetrics.Timer
+    }
 
-    init(factory: any MetricsFactory) {
+    private let factory: any MetricsFactory
+    private let series = Mutex<[Key: Series]>([:])
+
+    package init(factory: any MetricsFactory) {
         self.factory = factory
     }
 
-    func record(method: String, route: String, status: Int, elapsed: Duration) {
+    package func record(method: String, route: String, status: Int, elapsed: Duration) {
         let key = Key(method: method, route: route, status: status)
-        let counter = counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(
-                label: "pkr_http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status))],
-                factory: factory)
-            counters[key] = counter
-            return counter
+        let series = self.series.withLock { all in
+            if let series = all[key] { return series }
+            let series = Series(
+                requests: CoreMetrics.Counter(
+                    label: "pkr_http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status))],
+                    factory: factory),
+                // The registry hands every status of a route the same histogram.
+                duration: CoreMetrics.Timer(
+                    label: "pkr_http_request_duration_seconds", dimensions: [("method", method), ("route", route)], factory: factory))
+            all[key] = series
+            return series
         }
-        counter.increment()
-        let timerKey = Key(method: method, route: route, status: 0)
-        let timer = timers.withLock { timers in
-            if let timer = timers[timerKey] { return timer }
-            let timer = CoreMetrics.Timer(
-                label: "pkr_http_request_duration_seconds", dimensions: [("method", method), ("route", route)], factory: factory)
-            timers[timerKey] = timer
-            return timer
-        }
+        series.requests.increment()
         let (seconds, attoseconds) = elapsed.components
-        timer.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        series.duration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
 
