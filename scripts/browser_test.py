@@ -201,9 +201,32 @@ def row_with(driver, container_id, needle):
     return None
 
 
+def first_cell(driver, container_id, needle):
+    row = row_with(driver, container_id, needle)
+    return row.find_element(By.CSS_SELECTOR, "td") if row is not None else None
+
+
+def rows_of(driver, css):
+    """[class, textContent] of every element matching css, read in one script: the page re-renders its sections on
+    every refresh (auto-refresh included), so elements found earlier can go stale between two WebDriver calls."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), (e) => [e.className, e.textContent]);", css)
+
+
 def click(driver, element):
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     element.click()
+
+
+def click_found(driver, find):
+    """Clicks what find() returns, finding it again while the page re-renders it in between (stale element)."""
+    def attempt():
+        element = find()
+        if element is None:
+            return False
+        click(driver, element)
+        return True
+    return wait_until(attempt)
 
 
 def run(driver):
@@ -222,9 +245,9 @@ def run(driver):
     tx1 = (body or {}).get("provider_tx_id", "")
     check("deposit of 1234.56 PKR accepted (201)", status == 201 and tx1.startswith("TX-"), f"{status} {body}")
     check(f"{tx1} appears in the inbound log", wait_until(lambda: tx1 in text(driver, "inbound")))
-    row = row_with(driver, "inbound", tx1)
-    check("its inbound row says verified and minted",
-          row is not None and "verified" in row.text and "minted" in row.text, row.text if row else "no row")
+    row_text = wait_until(lambda: (r := row_with(driver, "inbound", tx1)) and r.text) or ""
+    check("its inbound row says verified and minted", "verified" in row_text and "minted" in row_text,
+          row_text or "no row")
     check(f"{tx1} appears in the transactions", wait_until(lambda: tx1 in text(driver, "transactions")))
     check("balance shows 1234.56 PKR", wait_until(lambda: balance(driver) == "1234.56 PKR"), balance(driver))
     check("balance shows 1234560000 units", "1234560000 units" in text(driver, "customer"), text(driver, "customer"))
@@ -253,9 +276,9 @@ def run(driver):
     button = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, button_css))
     check("the 'dead' filter lists it with a Redeliver button", button, text(driver, "deliveries"))
     check("only dead deliveries are listed under 'dead'",
-          all("dead" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")))
+          all("dead" in row_text for _, row_text in rows_of(driver, "#deliveries tbody tr")))
     check("the dead deposit is not minted: balance still 1234.56 PKR", balance(driver) == "1234.56 PKR", balance(driver))
-    click(driver, row_with(driver, "deliveries", tx2).find_element(By.CSS_SELECTOR, "td"))
+    click_found(driver, lambda: first_cell(driver, "deliveries", tx2))
     detail = wait_until(lambda: "500" in text(driver, "delivery-detail") and text(driver, "delivery-detail"))
     check("its detail lists the failed attempts (HTTP 500)",
           detail and len(driver.find_elements(By.CSS_SELECTOR, "#delivery-detail tbody tr")) == dead["attempts"],
@@ -265,7 +288,7 @@ def run(driver):
 
     # 4. Redeliver from the console with the relay forwarding again.
     set_relay_failing(False)
-    click(driver, driver.find_element(By.CSS_SELECTOR, button_css))
+    click_found(driver, lambda: driver.find_element(By.CSS_SELECTOR, button_css))
     check("Redeliver confirms the request", wait_until(lambda: "queued for redelivery" in text(driver, "notice")),
           text(driver, "errors"))
     check("the delivery leaves the 'dead' list", wait_until(lambda: tx2 not in text(driver, "deliveries")))
@@ -281,8 +304,8 @@ def run(driver):
     Select(driver.find_element(By.ID, "delivery-state")).select_by_value("")
     click(driver, driver.find_element(By.ID, "refresh"))
     wait_until(lambda: "1,334.56" in text(driver, "health"))
-    checks = driver.find_elements(By.CSS_SELECTOR, "#checks li")
-    failing = [c.text for c in checks if "ok" not in (c.get_attribute("class") or "").split()]
+    checks = rows_of(driver, "#checks li")
+    failing = [check_text for cls, check_text in checks if "ok" not in cls.split()]
     check(f"all {len(checks)} invariant checks hold", checks and not failing, "; ".join(failing))
     check("reserve and supply are both 1,334.56 PKR", text(driver, "health").count("1,334.56 PKR") >= 2,
           text(driver, "health"))
@@ -290,9 +313,7 @@ def run(driver):
           text(driver, "errors"))
 
     # For the screenshot: the redelivered delivery opened, the page at the top.
-    row = wait_until(lambda: row_with(driver, "deliveries", tx2))
-    if row:
-        click(driver, row.find_element(By.CSS_SELECTOR, "td"))
+    if click_found(driver, lambda: first_cell(driver, "deliveries", tx2)):
         wait_until(lambda: "200" in text(driver, "delivery-detail"))
     driver.execute_script("window.scrollTo(0, 0);")
     time.sleep(0.5)
