@@ -60,6 +60,38 @@ public final class Gateway: Sendable {
         return customer
     }
 
+    /// The customer an operator's server-to-server call names, or the seed's current one when it names none.
+    public func customer(id: String?) async throws -> Customer {
+        guard let id else { return try await currentCustomer() }
+        guard let customer = try await store.customer(id: id) else { throw GatewayError.unknownCustomer(id) }
+        return customer
+    }
+
+    public struct CustomerCreation: Sendable {
+        public var customer: Customer
+        /// False when the same email and account were already bound: the request was a replay.
+        public var created: Bool
+    }
+
+    /// Binds a provider account to a new customer: the provider opens the account (idempotently) and the gateway
+    /// gives the customer a chain address and an empty balance. Asking again with the same email and account
+    /// answers the same customer; an email or an account already bound otherwise is a conflict.
+    public func createCustomer(_ draft: CustomerDraft) async throws -> CustomerCreation {
+        if let byEmail = try await store.customer(email: draft.email) {
+            guard byEmail.walletAccount == draft.walletAccount else {
+                throw GatewayError.customerConflict("email '\(draft.email)' is already bound to another wallet account")
+            }
+            return CustomerCreation(customer: byEmail, created: false)
+        }
+        try await walletStub.openAccount(draft.walletAccount)
+        let customer = try await store.createCustomer(draft)
+        guard customer.email == draft.email else {
+            throw GatewayError.customerConflict("wallet account '\(draft.walletAccount)' is already bound to another customer")
+        }
+        logger.info("customer created", metadata: ["user_id": "\(customer.id)", "wallet_account": "\(customer.walletAccount)"])
+        return CustomerCreation(customer: customer, created: true)
+    }
+
     /// Whether a customer exists for the background passes to act for.
     public func hasCustomer() async throws -> Bool {
         if cachedCustomer.withLock({ $0 }) != nil { return true }
@@ -115,7 +147,6 @@ public final class Gateway: Sendable {
                     logger.error(
                         "provider listing conflicts with a recorded transaction; quarantined",
                         metadata: ["provider_tx_id": "\(tx.providerTxID)", "fields": "\(fields)"])
-                case .ignoredUnknownAccount: break
                 }
             }
             if sinceMicros == nil, page.nextCursor > cursor {
@@ -164,15 +195,16 @@ public final class Gateway: Sendable {
         return job
     }
 
-    /// Burns and pays out. A key seen before replays its first receipt; a key still being served is refused.
-    public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?) async throws -> RedeemResult {
+    /// Burns and pays out for a customer (the seed's current one when `customerID` is nil). A key seen before
+    /// replays its first receipt; a key still being served is refused.
+    public func redeem(amountUnits: Int64, memo: String, idempotencyKey: String?, customerID: String? = nil) async throws -> RedeemResult {
         guard amountUnits % Money.unitsPerPaisa == 0 else { throw GatewayError.invalidAmount(field: "amount_units", .notWholePaisa) }
         guard amountUnits <= config.limits.maxPayoutUnits else {
             throw GatewayError.amountAboveLimit(
                 field: "amount_units",
                 limit: Money.formatPaisa(config.limits.maxPayoutUnits / Money.unitsPerPaisa))
         }
-        let customer = try await currentCustomer()
+        let customer = try await customer(id: customerID)
         let fingerprint = IdempotencyKey.fingerprint([String(amountUnits), memo])
         if let key = idempotencyKey {
             let inserted = redeemsInFlight.withLock { $0.insert(customer.id + "\u{1f}" + key).inserted }
@@ -275,12 +307,14 @@ public final class Gateway: Sendable {
 
     // MARK: - Reads
 
-    public func tokenBalanceUnits() async throws -> Int64 {
-        try await store.tokenBalanceUnits(customerID: try await currentCustomer().id)
+    public func tokenBalanceUnits(customerID: String? = nil) async throws -> Int64 {
+        try await store.tokenBalanceUnits(customerID: try await customer(id: customerID).id)
     }
 
-    public func ledgerEntries(_ page: Page) async throws -> [LedgerEntry] {
-        try await store.ledgerEntries(limit: page.limit, beforeID: page.beforeID)
+    /// The whole ledger, or both sides of one customer's jobs.
+    public func ledgerEntries(_ page: Page, customerID: String? = nil) async throws -> [LedgerEntry] {
+        if let customerID { _ = try await customer(id: customerID) }
+        return try await store.ledgerEntries(customerID: customerID, limit: page.limit, beforeID: page.beforeID)
     }
 
     public func externalTransactions(_ page: Page) async throws -> [ExternalTransactionRecord] {

@@ -6,7 +6,7 @@ import PKRCore
 /// lookup in a small table and the exposition lists every series from the start (at zero).
 public final class GatewayMetrics: Sendable {
     /// The outcomes an accepted webhook delivery can have (`ApplyOutcome.code`).
-    static let acceptedOutcomes = ["minted", "recorded", "duplicate", "conflict", "ignored"]
+    static let acceptedOutcomes = ["minted", "recorded", "duplicate", "conflict"]
     static let outboxStates = ["pending", "delivered", "dead"]
 
     private let factory: any MetricsFactory

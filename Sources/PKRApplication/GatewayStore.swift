@@ -8,6 +8,7 @@ public protocol GatewayStore: Sendable {
     /// per account: the customer already bound to it is returned.
     func createCustomer(_ draft: CustomerDraft) async throws -> Customer
     func customer(email: String) async throws -> Customer?
+    func customer(id: String) async throws -> Customer?
 
     /// Records a provider transaction that arrived by webhook or poll and, for a settled credit, mints it —
     /// all in one transaction. A webhook's inbound-log row is written in the same transaction.
@@ -30,7 +31,8 @@ public protocol GatewayStore: Sendable {
     func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
 
     func tokenBalanceUnits(customerID: String) async throws -> Int64
-    func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry]
+    /// Newest first; with `customerID`, both sides of that customer's jobs only.
+    func ledgerEntries(customerID: String?, limit: Int, beforeID: Int64?) async throws -> [LedgerEntry]
     func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord]
     func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord]
     func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord]
@@ -135,8 +137,9 @@ public enum ApplyOutcome: Sendable, Equatable {
     case duplicate(jobID: String?)
     /// Known with different content; quarantined, nothing changed.
     case conflict(fields: [String])
-    /// A polled transaction for an account no user is linked to; skipped.
-    case ignoredUnknownAccount
+    static func unboundNote(_ account: String) -> String {
+        "recorded, not minted: no customer is bound to account \(account); bind it (POST /api/users) and mint it"
+    }
 
     static let heldNote = "held: above the single-mint limit; an operator must review it"
     static let failedPayoutNote = "payout failed at the provider; flagged for an operator"
@@ -149,7 +152,6 @@ public enum ApplyOutcome: Sendable, Equatable {
         case .recorded: return "recorded"
         case .duplicate: return "duplicate"
         case .conflict: return "conflict"
-        case .ignoredUnknownAccount: return "ignored"
         }
     }
 }
@@ -243,6 +245,8 @@ public struct QuarantineRecord: Sendable, Codable {
 public struct ExternalTransactionRecord: Sendable {
     public var id: Int64
     public var tx: ProviderTransaction
+    /// The customer bound to the account when the transaction was recorded (or later, by a manual mint).
+    public var customerID: String?
     public var recordedAt: String
     public var firstSeenVia: ArrivalPath
     public var seenViaWebhook: Bool
@@ -253,11 +257,12 @@ public struct ExternalTransactionRecord: Sendable {
     public var flag: String?
 
     public init(
-        id: Int64, tx: ProviderTransaction, recordedAt: String, firstSeenVia: ArrivalPath, seenViaWebhook: Bool, seenViaPoll: Bool,
-        lagMicros: Int64, mintJobID: String?, matchedJobID: String?, flag: String?
+        id: Int64, tx: ProviderTransaction, customerID: String?, recordedAt: String, firstSeenVia: ArrivalPath, seenViaWebhook: Bool,
+        seenViaPoll: Bool, lagMicros: Int64, mintJobID: String?, matchedJobID: String?, flag: String?
     ) {
         self.id = id
         self.tx = tx
+        self.customerID = customerID
         self.recordedAt = recordedAt
         self.firstSeenVia = firstSeenVia
         self.seenViaWebhook = seenViaWebhook
@@ -363,6 +368,8 @@ public struct ReconciliationSnapshot: Sendable {
     public var settledCreditsUnminted: [String]
     /// Summed in paisa: in units, a few extreme held credits could pass Int64.
     public var heldCreditPaisa: Int64
+    /// Settled credits on accounts no customer is bound to: money in the reserve that waits for an operator.
+    public var unboundCreditPaisa: Int64
     public var creditsMintedMoreThanOnce: [String]
     public var payoutRequestedUnits: Int64
     public var burnsAwaitingDebit: [String]
@@ -374,7 +381,8 @@ public struct ReconciliationSnapshot: Sendable {
 
     public init(
         mintedUnits: Int64, burnedUnits: Int64, tokenBalanceUnits: Int64, chainStubUnits: Int64, settledCreditsUnminted: [String],
-        heldCreditPaisa: Int64, creditsMintedMoreThanOnce: [String], payoutRequestedUnits: Int64, burnsAwaitingDebit: [String],
+        heldCreditPaisa: Int64, unboundCreditPaisa: Int64, creditsMintedMoreThanOnce: [String], payoutRequestedUnits: Int64,
+        burnsAwaitingDebit: [String],
         burnsWithSeveralDebits: [String], unmatchedDebits: [String], ledgerUserNetUnits: Int64, latest: [ExternalTransactionRecord],
         arrivals: ArrivalStats
     ) {
@@ -384,6 +392,7 @@ public struct ReconciliationSnapshot: Sendable {
         self.chainStubUnits = chainStubUnits
         self.settledCreditsUnminted = settledCreditsUnminted
         self.heldCreditPaisa = heldCreditPaisa
+        self.unboundCreditPaisa = unboundCreditPaisa
         self.creditsMintedMoreThanOnce = creditsMintedMoreThanOnce
         self.payoutRequestedUnits = payoutRequestedUnits
         self.burnsAwaitingDebit = burnsAwaitingDebit

@@ -13,6 +13,7 @@ public struct ReconciliationReport: Sendable {
     /// Reconciliation adds up whole-system figures, so it works in Int128: extreme amounts cannot overflow it.
     public let reserveUnits: Int128
     public let heldCreditUnits: Int128
+    public let unboundCreditUnits: Int128
 
     public var ok: Bool { checks.allSatisfy(\.ok) }
     public var failed: [Check] { checks.filter { !$0.ok } }
@@ -22,8 +23,10 @@ public struct ReconciliationReport: Sendable {
         self.snapshot = s
         let reserveUnits = Int128(reservePaisa) * Int128(Money.unitsPerPaisa)
         let heldCreditUnits = Int128(s.heldCreditPaisa) * Int128(Money.unitsPerPaisa)
+        let unboundCreditUnits = Int128(s.unboundCreditPaisa) * Int128(Money.unitsPerPaisa)
         self.reserveUnits = reserveUnits
         self.heldCreditUnits = heldCreditUnits
+        self.unboundCreditUnits = unboundCreditUnits
         var checks: [Check] = []
         func check(_ name: String, _ ok: Bool, _ detail: String) { checks.append(Check(name: name, ok: ok, detail: detail)) }
 
@@ -37,14 +40,16 @@ public struct ReconciliationReport: Sendable {
         check(
             "ledger_matches_token_balances", s.ledgerUserNetUnits == s.tokenBalanceUnits,
             "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
-        // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out and
-        // credits held for an operator. Anything else is money without a token (or the reverse).
-        let explained = Int128(s.chainStubUnits) + Int128(s.payoutRequestedUnits) + heldCreditUnits
+        // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out, credits
+        // held for an operator and credits on unbound accounts. Anything else is money without a token (or the
+        // reverse).
+        let explained = Int128(s.chainStubUnits) + Int128(s.payoutRequestedUnits) + heldCreditUnits + unboundCreditUnits
         let gap = reserveUnits - explained
         check(
             "supply_equals_reserve", gap == 0,
             gap == 0
-                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) = reserve \(reserveUnits)"
+                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) "
+                    + "+ unbound credits \(unboundCreditUnits) = reserve \(reserveUnits)"
                 : gap > 0
                     ? "reserve \(reserveUnits) exceeds supply and in-flight amounts by \(gap) units: credits not yet ingested (webhook in flight or lost; run the reconciler)"
                     : "supply and in-flight amounts exceed the reserve \(reserveUnits) by \(-gap) units: tokens without money")
@@ -86,6 +91,7 @@ public struct ReconciliationReport: Sendable {
                     ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
                     ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
                     ("held_credit_units", .string(String(heldCreditUnits))),
+                    ("unbound_credit_units", .string(String(unboundCreditUnits))),
                 ])
             ),
             ("reserve_units", .string(String(reserveUnits))),

@@ -15,6 +15,8 @@ public enum GatewayError: Error, Equatable, Sendable {
     case csrfFailed(String)
     case webhookRejected(WebhookRejection)
     case unknownAccount(String)
+    case unknownCustomer(String)
+    case customerConflict(String)
     case webhookConflict(providerTxID: String, fields: [String])
     case payloadTooLarge(bytesMax: Int)
     case notFound(String)
@@ -45,6 +47,8 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .csrfFailed: return "csrf_failed"
         case .webhookRejected(let reason): return reason.rawValue
         case .unknownAccount: return "unknown_account"
+        case .unknownCustomer: return "unknown_customer"
+        case .customerConflict: return "customer_conflict"
         case .webhookConflict: return "webhook_conflict"
         case .payloadTooLarge: return "payload_too_large"
         case .notFound: return "not_found"
@@ -87,7 +91,9 @@ public enum GatewayError: Error, Equatable, Sendable {
             case .malformedSignature: return "webhook-signature has no well-formed v1 signature"
             case .signatureMismatch: return "no signature matches any active secret"
             }
-        case .unknownAccount(let account): return "unknown wallet account '\(account)'"
+        case .unknownAccount(let account): return "no customer is bound to wallet account '\(account)'"
+        case .unknownCustomer(let id): return "no customer '\(id)'"
+        case .customerConflict(let why): return why
         case .webhookConflict(let id, let fields):
             return
                 "provider transaction '\(id)' was already received with different \(fields.joined(separator: ", ")); quarantined for an operator"

@@ -5,6 +5,8 @@ public struct RedeemRequest: Equatable, Sendable {
     /// The amount, or why it is not one; the caller maps a failure to 422 with the field's name.
     public var amountUnits: Result<Int64, MoneyError>
     public var memo: String?
+    /// The customer an operator redeems for (server to server); nil for the seed's current customer.
+    public var userID: String?
 
     /// `amount_units` is a string of digits or a JSON integer. A number with a fraction or an exponent is not
     /// an integer amount, even when its value is whole: money is never read through a floating-point number.
@@ -22,7 +24,9 @@ public struct RedeemRequest: Equatable, Sendable {
         default:
             throw .invalidField("amount_units", "expected a string or an integer")
         }
-        return RedeemRequest(amountUnits: amountUnits, memo: try JSONBody.text(root, "memo"))
+        let userID = try JSONBody.text(root, "user_id")
+        if let userID, !CustomerFields.isUserID(userID) { throw .invalidField("user_id", CustomerFields.userIDRule) }
+        return RedeemRequest(amountUnits: amountUnits, memo: try JSONBody.text(root, "memo"), userID: userID)
     }
 
     /// A JSON number's text as an integer: digits with an optional minus sign, and nothing else.

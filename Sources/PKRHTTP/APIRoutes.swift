@@ -23,6 +23,7 @@ struct APIRoutes {
         api.post("ingest/wallet-transactions", use: ingest)
         api.post("mint", use: mint)
         api.post("redeem", use: redeem)
+        api.post("users", use: createUser)
         api.get("balance", use: balance)
         api.get("ledger", use: ledger)
         api.get("external-transactions", use: externalTransactions)
@@ -46,15 +47,47 @@ struct APIRoutes {
     }
 
     @Sendable func me(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let customer = try await gateway.currentCustomer()
-        return JSONResponse.make(
-            .ok,
-            .object([
-                ("user_id", .string(customer.id)), ("email", .string(customer.email)),
-                ("display_name", .string(customer.displayName)),
-                ("wallet_account", .string(customer.walletAccount)),
-                ("chain_address", .string(customer.chainAddress)),
-            ]))
+        JSONResponse.make(.ok, Self.customerJSON(try await gateway.currentCustomer()))
+    }
+
+    // MARK: - Customers
+
+    /// `POST /api/users` (operator): binds a provider account to a new customer; the same email and account again
+    /// answer the same customer (200 instead of 201).
+    @Sendable func createUser(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try operatorAuth.require(request)
+        let root = try JSONBody.object(try await request.bodyBytes(bodyLimits))
+        guard let email = try JSONBody.text(root, "email") else { throw GatewayError.missingField("email") }
+        guard CustomerFields.isEmail(email) else { throw GatewayError.invalidField("email", CustomerFields.emailRule) }
+        guard let account = try JSONBody.text(root, "wallet_account") else { throw GatewayError.missingField("wallet_account") }
+        guard CustomerFields.isWalletAccount(account) else {
+            throw GatewayError.invalidField("wallet_account", "1 to \(WebhookEvent.accountBytesMax) characters of A-Z a-z 0-9 _ . : -")
+        }
+        let displayName = try JSONBody.text(root, "display_name") ?? String(email.prefix { $0 != "@" })
+        guard CustomerFields.isDisplayName(displayName) else {
+            throw GatewayError.invalidField("display_name", CustomerFields.displayNameRule)
+        }
+        let creation = try await gateway.createCustomer(
+            CustomerDraft(email: email, displayName: displayName, walletAccount: account))
+        return JSONResponse.make(creation.created ? .created : .ok, Self.customerJSON(creation.customer))
+    }
+
+    static func customerJSON(_ customer: Customer) -> JSONValue {
+        .object([
+            ("user_id", .string(customer.id)), ("email", .string(customer.email)),
+            ("display_name", .string(customer.displayName)),
+            ("wallet_account", .string(customer.walletAccount)),
+            ("chain_address", .string(customer.chainAddress)),
+        ])
+    }
+
+    /// The customer a read acts for: `?user_id=` from an operator (server to server), else the seed's current one.
+    func actingCustomerID(_ request: Request) throws -> String? {
+        guard let text = request.uri.queryParameters["user_id"] else { return nil }
+        try operatorAuth.require(request)
+        let id = String(text)
+        guard CustomerFields.isUserID(id) else { throw GatewayError.invalidField("user_id", CustomerFields.userIDRule) }
+        return id
     }
 
     // MARK: - Deposits
@@ -135,7 +168,9 @@ struct APIRoutes {
         case .success(let value): units = value
         case .failure(let error): throw GatewayError.invalidAmount(field: "amount_units", error)
         }
-        let result = try await gateway.redeem(amountUnits: units, memo: try Self.memo(body.memo), idempotencyKey: key)
+        if body.userID != nil { try operatorAuth.require(request) }
+        let result = try await gateway.redeem(
+            amountUnits: units, memo: try Self.memo(body.memo), idempotencyKey: key, customerID: body.userID)
         var headers = HTTPFields()
         if case .replayed = result { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
         let receipt = result.receipt
@@ -159,7 +194,7 @@ struct APIRoutes {
     // MARK: - Reads
 
     @Sendable func balance(_ request: Request, context: AppRequestContext) async throws -> Response {
-        let units = try await gateway.tokenBalanceUnits()
+        let units = try await gateway.tokenBalanceUnits(customerID: try actingCustomerID(request))
         return JSONResponse.make(
             .ok,
             .object([
@@ -170,7 +205,7 @@ struct APIRoutes {
 
     @Sendable func ledger(_ request: Request, context: AppRequestContext) async throws -> Response {
         let page = try request.page()
-        let entries = try await gateway.ledgerEntries(page)
+        let entries = try await gateway.ledgerEntries(page, customerID: try actingCustomerID(request))
         return JSONResponse.make(
             .ok,
             .array(
@@ -201,7 +236,8 @@ struct APIRoutes {
             ("status", .string(record.tx.status.rawValue)), ("account", .string(record.tx.account)),
             ("arrived_via", .string(via)), ("first_seen_via", .string(record.firstSeenVia.rawValue)),
             ("mint_job_id", .optional(record.mintJobID)), ("matched_burn_job_id", .optional(record.matchedJobID)),
-            ("flag", .optional(record.flag)),
+            // Unbound: recorded on an account no customer held; an operator binds it and mints the credit.
+            ("flag", .optional(record.flag ?? (record.customerID == nil ? "unbound_account" : nil))),
         ])
     }
 

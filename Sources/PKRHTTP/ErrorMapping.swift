@@ -14,8 +14,8 @@ enum ErrorMapping {
             return .badRequest
         case .invalidAmount, .amountAboveLimit, .notMintable, .idempotencyKeyReused, .unknownAccount:
             return .unprocessableContent
-        case .unknownProviderTransaction, .notFound: return .notFound
-        case .demoNotSeeded, .idempotencyRequestInFlight, .webhookConflict: return .conflict
+        case .unknownProviderTransaction, .notFound, .unknownCustomer: return .notFound
+        case .demoNotSeeded, .idempotencyRequestInFlight, .webhookConflict, .customerConflict: return .conflict
         case .csrfFailed, .forbidden: return .forbidden
         case .webhookRejected, .unauthorized: return .unauthorized
         case .payloadTooLarge: return .contentTooLarge

@@ -69,7 +69,7 @@ struct WebhookRoutes {
             fields += [("duplicate", .bool(true)), ("job_id", .optional(jobID))]
         case .recorded(let note):
             fields += [("duplicate", .bool(false)), ("note", .string(note))]
-        case .conflict, .ignoredUnknownAccount:
+        case .conflict:
             break
         }
         return JSONResponse.make(.ok, .object(fields))

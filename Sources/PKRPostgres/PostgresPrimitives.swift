@@ -44,6 +44,9 @@ enum PostgresPrimitives {
                 """
                 UPDATE core_externaltransaction SET flag = NULL WHERE id = \(rowID) AND flag = 'above_mint_limit'
                 """, logger: logger)
+        case .bindCustomer(let rowID, let customerID):
+            try await connection.query(
+                "UPDATE core_externaltransaction SET user_id = \(customerID) WHERE id = \(rowID) AND user_id IS NULL", logger: logger)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
             let rows = try await connection.query(
                 """
@@ -235,18 +238,18 @@ enum PostgresPrimitives {
     static let externalColumns = """
         e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
         e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
-        (SELECT min(j.id) FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
+        (SELECT min(j.id) FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id), e.user_id
         """
 
     static func decodeExternal(_ row: PostgresRow) throws -> ExternalTransactionRecord {
         let (
             id, txID, account, direction, amount, status, occurred, memo, reference, recordedAt, firstSeen, viaWebhook, viaPoll,
-            recordedMicros, matched, flag, mintJob
+            recordedMicros, matched, flag, mintJob, customerID
         ) =
             try row.decode(
                 (
                     Int64, String, String, String, Int64, String, Int64, String, String?, String, String, Bool, Bool,
-                    Int64, String?, String?, String?
+                    Int64, String?, String?, String?, String?
                 ).self)
         guard let direction = TransactionDirection(rawValue: direction), let status = TransactionStatus(rawValue: status),
             let path = ArrivalPath(rawValue: firstSeen), amount > 0
@@ -257,7 +260,7 @@ enum PostgresPrimitives {
             providerTxID: txID, account: account, direction: direction, amountPaisa: amount,
             status: status, occurredAtMicros: occurred, memo: memo, reference: reference)
         return ExternalTransactionRecord(
-            id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path, seenViaWebhook: viaWebhook,
+            id: id, tx: tx, customerID: customerID, recordedAt: recordedAt, firstSeenVia: path, seenViaWebhook: viaWebhook,
             seenViaPoll: viaPoll, lagMicros: recordedMicros - occurred, mintJobID: mintJob,
             matchedJobID: matched, flag: flag)
     }

@@ -153,6 +153,11 @@ public final class PostgresStore: GatewayStore {
         return try await pg.withConnection { try await PostgresPrimitives.customer($0, email: email, logger: logger) }
     }
 
+    public func customer(id: String) async throws -> Customer? {
+        let logger = self.logger
+        return try await pg.withConnection { try await PostgresPrimitives.customer($0, id: id, logger: logger) }
+    }
+
     // MARK: - Settlement (the flows decide; `PostgresPrimitives` executes)
 
     /// Runs a settlement flow in one transaction.
@@ -346,11 +351,14 @@ public final class PostgresStore: GatewayStore {
         return 0
     }
 
-    public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
+    public func ledgerEntries(customerID: String?, limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
         let rows = try await pg.query(
             """
             SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-            FROM core_ledgerentry WHERE id < \(beforeID ?? Int64.max) ORDER BY id DESC LIMIT \(limit)
+            FROM core_ledgerentry
+            WHERE id < \(beforeID ?? Int64.max)
+              AND (\(customerID)::TEXT IS NULL OR ref_id IN (SELECT id FROM core_chainjob WHERE user_id = \(customerID)))
+            ORDER BY id DESC LIMIT \(limit)
             """, logger: logger)
         var out: [LedgerEntry] = []
         for try await row in rows { out.append(try Self.decodeLedger(row)) }
@@ -508,12 +516,18 @@ public final class PostgresStore: GatewayStore {
                 settledCreditsUnminted: try await strings(
                     """
                     SELECT e.provider_tx_id FROM core_externaltransaction e
-                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
+                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL AND e.user_id IS NOT NULL
                       AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
                     """),
                 heldCreditPaisa: try await int(
                     """
                     SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                    """),
+                unboundCreditPaisa: try await int(
+                    """
+                    SELECT COALESCE(SUM(e.amount_paisa), 0)::BIGINT FROM core_externaltransaction e
+                    WHERE e.user_id IS NULL AND e.direction = 'credit' AND e.status = 'settled'
+                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
                     """),
                 creditsMintedMoreThanOnce: try await strings(
                     """

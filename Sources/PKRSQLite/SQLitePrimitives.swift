@@ -40,6 +40,9 @@ enum SQLitePrimitives {
                     UPDATE core_externaltransaction SET flag = NULL WHERE id = ? AND flag = 'above_mint_limit'
                     """
             ).run(rowID)
+        case .bindCustomer(let rowID, let customerID):
+            try db.cachedStatement(sql: "UPDATE core_externaltransaction SET user_id = ? WHERE id = ? AND user_id IS NULL").run(
+                customerID, rowID)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
             return .jobID(
                 try db.cachedStatement(

@@ -93,6 +93,10 @@ public final class SQLiteStore: GatewayStore {
         try await database.read { db in try Self.customer(db, where: "email = ?", email) }
     }
 
+    public func customer(id: String) async throws -> Customer? {
+        try await database.read { db in try Self.customer(db, where: "id = ?", id) }
+    }
+
     static func customer(_ db: Database, where condition: String, _ value: String) throws -> Customer? {
         try db.cachedStatement(
             sql: """
@@ -155,7 +159,7 @@ public final class SQLiteStore: GatewayStore {
     static let externalColumns = """
         e.id, e.provider_tx_id, e.account, e.direction, e.amount_paisa, e.status, e.occurred_at_micros, e.memo, e.reference,
         e.recorded_at, e.first_seen_via, e.seen_via_webhook, e.seen_via_poll, e.recorded_at_micros, e.matched_job_id, e.flag,
-        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
+        (SELECT j.id FROM core_chainjob j WHERE j.external_tx_row_id = e.id), e.user_id
         """
 
     static func decodeExternal(_ row: some ColumnReader) throws -> ExternalTransactionRecord {
@@ -173,7 +177,7 @@ public final class SQLiteStore: GatewayStore {
             amountPaisa: amountPaisa, status: status, occurredAtMicros: occurred, memo: row.string(7),
             reference: row.optionalString(8))
         return ExternalTransactionRecord(
-            id: row.int64(0), tx: tx, recordedAt: row.string(9), firstSeenVia: path,
+            id: row.int64(0), tx: tx, customerID: row.optionalString(17), recordedAt: row.string(9), firstSeenVia: path,
             seenViaWebhook: row.bool(11), seenViaPoll: row.bool(12), lagMicros: recorded - occurred,
             mintJobID: row.optionalString(16), matchedJobID: row.optionalString(14),
             flag: row.optionalString(15))
@@ -215,14 +219,24 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
-    public func ledgerEntries(limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
+    public func ledgerEntries(customerID: String?, limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
         try await database.read { db in
-            try Row.fetchAll(
+            guard let customerID else {
+                return try Row.fetchAll(
+                    db.cachedStatement(
+                        sql: """
+                            SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                            FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
+                            """), arguments: [beforeID ?? Int64.max, limit]
+                ).map(Self.decodeLedger)
+            }
+            return try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
                         SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                        FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
-                        """), arguments: [beforeID ?? Int64.max, limit]
+                        FROM core_ledgerentry
+                        WHERE id < ? AND ref_id IN (SELECT id FROM core_chainjob WHERE user_id = ?) ORDER BY id DESC LIMIT ?
+                        """), arguments: [beforeID ?? Int64.max, customerID, limit]
             ).map(Self.decodeLedger)
         }
     }
@@ -359,12 +373,18 @@ public final class SQLiteStore: GatewayStore {
                 settledCreditsUnminted: try strings(
                     """
                     SELECT e.provider_tx_id FROM core_externaltransaction e
-                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL
+                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL AND e.user_id IS NOT NULL
                       AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
                     """),
                 heldCreditPaisa: try int(
                     """
                     SELECT COALESCE(SUM(amount_paisa), 0) FROM core_externaltransaction WHERE flag = 'above_mint_limit'
+                    """),
+                unboundCreditPaisa: try int(
+                    """
+                    SELECT COALESCE(SUM(e.amount_paisa), 0) FROM core_externaltransaction e
+                    WHERE e.user_id IS NULL AND e.direction = 'credit' AND e.status = 'settled'
+                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
                     """),
                 creditsMintedMoreThanOnce: try strings(
                     """

@@ -182,7 +182,7 @@ struct LostWebhookTests {
     static func endState(_ gateway: Gateway) async throws -> EndState {
         let report = try await gateway.reconciliation()
         let user = try await gateway.currentCustomer()
-        let entries = try await gateway.store.ledgerEntries(limit: 500, beforeID: nil)
+        let entries = try await gateway.store.ledgerEntries(customerID: nil, limit: 500, beforeID: nil)
         let mints = Set(entries.filter { $0.refType == .mint }.map(\.refID)).count
         return EndState(
             balanceUnits: try await gateway.store.tokenBalanceUnits(customerID: user.id), mints: mints,

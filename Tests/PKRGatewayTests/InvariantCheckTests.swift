@@ -70,7 +70,7 @@ struct InvariantCheckTests {
         // The payout's debit comes back by poll and confirms the burn.
         _ = try await gateway.reconcileOnce()
 
-        let entries = Array(try await gateway.store.ledgerEntries(limit: 100, beforeID: nil).reversed())
+        let entries = Array(try await gateway.store.ledgerEntries(customerID: nil, limit: 100, beforeID: nil).reversed())
         try #require(entries.map(\.id) == Array(1...6))
         try #require(entries.map(\.refType) == [.mint, .mint, .mint, .mint, .burn, .burn])
         try #require(entries.map(\.account) == [.issuerToken, .userToken, .issuerToken, .userToken, .userToken, .issuerToken])

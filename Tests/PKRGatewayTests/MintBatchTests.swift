@@ -92,11 +92,12 @@ struct MintBatchTests {
                 }
                 #expect(jobID == mintedRepeat.id)
             }
-            guard case .failure(let strangerError) = answers[fresh.count + 6] else {
-                Issue.record("a credit for an unknown account answered \(answers[fresh.count + 6])")
+            // An account no customer is bound to: recorded, not minted, waiting for an operator.
+            guard case .outcome(.recorded(let strangerNote)) = answers[fresh.count + 6] else {
+                Issue.record("a credit for an unbound account answered \(answers[fresh.count + 6])")
                 return
             }
-            #expect(strangerError.contains("WALLET-NOBODY"))
+            #expect(strangerNote.contains("WALLET-NOBODY"))
             let refusedAnswer = answers[fresh.count + 7]
             var mintedPaisa = fresh.map(\.amountPaisa).reduce(0, +) + repeated.amountPaisa
             switch engine {
@@ -130,7 +131,8 @@ struct MintBatchTests {
                 #expect(row.body_bytes == WebhookEvent.encode(fresh[index]).count)
             }
             #expect(logged.filter { $0.provider_tx_id == repeated.providerTxID }.count == 6)
-            #expect(!logged.contains { $0.provider_tx_id == stranger.providerTxID }, "a refused change leaves nothing behind")
+            let strangerRow = try #require(logged.first { $0.provider_tx_id == stranger.providerTxID })
+            #expect(strangerRow.outcome == "recorded" && strangerRow.job_id == nil, "an unbound credit is logged, not minted")
         }
     }
 
@@ -239,12 +241,12 @@ struct MintBatchTests {
             ]
             let batchedBefore = (gateway.store as? PostgresStore)?.mintBatch.mintedCount.load(ordering: .relaxed)
             let outcomes = try await gateway.store.applyPolled(page)
-            #expect(outcomes.map(\.code) == ["minted", "duplicate", "minted", "ignored", "minted", "recorded"])
+            #expect(outcomes.map(\.code) == ["minted", "duplicate", "minted", "recorded", "minted", "recorded"])
             if let batch = (gateway.store as? PostgresStore)?.mintBatch, let batchedBefore {
                 #expect(batch.mintedCount.load(ordering: .relaxed) - batchedBefore == 2, "the two new settled credits were batched")
             }
             let again = try await gateway.store.applyPolled(page)
-            #expect(again.map(\.code) == ["duplicate", "duplicate", "duplicate", "ignored", "duplicate", "duplicate"])
+            #expect(again.map(\.code) == ["duplicate", "duplicate", "duplicate", "duplicate", "duplicate", "duplicate"])
             let report = try await gateway.reconciliation()
             Self.expectConsistent(report)
             #expect(report.snapshot.mintedUnits == (300 + 400 + 101 + 102) * Money.unitsPerPaisa)

@@ -144,13 +144,19 @@ import Testing
         let (store, user) = try await Self.storeWithCustomer()
         let batchesBefore = store.groupCommit.committedBatchCount.load(ordering: .relaxed)
         let isolatedBefore = store.groupCommit.isolatedBatchCount.load(ordering: .relaxed)
-        let (before, unknown, after) = try await Self.whileTheWriterIsBusy(store) {
+        let (before, refused, after) = try await Self.whileTheWriterIsBusy(store) {
             let before = Task { try await store.apply(Self.credit("TX-before", account: "WALLET-001"), via: .webhook, inbound: nil) }
             try await Task.sleep(for: .milliseconds(50))
-            let unknown = Task { try await store.apply(Self.credit("TX-unknown", account: "WALLET-NOBODY"), via: .webhook, inbound: nil) }
+            // A redeem for a customer who does not exist is refused before it writes anything.
+            let refused = Task {
+                try await store.redeem(
+                    RedeemCommand(
+                        customerID: "nobody", amountUnits: 100 * Money.unitsPerPaisa, memo: "", idempotencyKey: nil,
+                        requestFingerprint: "f"))
+            }
             try await Task.sleep(for: .milliseconds(50))
             let after = Task { try await store.apply(Self.credit("TX-after", account: "WALLET-001"), via: .webhook, inbound: nil) }
-            return (before, unknown, after)
+            return (before, refused, after)
         }
         for task in [before, after] {
             guard case .minted = try await task.value else {
@@ -158,7 +164,7 @@ import Testing
                 return
             }
         }
-        await #expect(throws: GatewayError.unknownAccount("WALLET-NOBODY")) { try await unknown.value }
+        await #expect(throws: GatewayError.unknownCustomer("nobody")) { try await refused.value }
         #expect(store.groupCommit.committedBatchCount.load(ordering: .relaxed) == batchesBefore + 1, "one batch held all three")
         #expect(store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore, "it was written once")
         #expect(try await store.tokenBalanceUnits(customerID: user.id) == 2_000 * Money.unitsPerPaisa)

@@ -25,7 +25,7 @@ struct SchemaRuleTests {
             let user = try await gateway.seedDemo()
             _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
             #expect(try await gateway.reconcileOnce().minted == 1)
-            let jobID = try #require(try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).first?.refID)
+            let jobID = try #require(try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).first?.refID)
             let hash = String(repeating: "0", count: 64)
 
             let refused = [
@@ -70,7 +70,7 @@ struct SchemaRuleTests {
                 _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: amountPaisa, memo: "deposit")
             }
             #expect(try await gateway.reconcileOnce().minted == 2)
-            let jobIDs = try await gateway.store.ledgerEntries(limit: 10, beforeID: nil).map(\.refID)
+            let jobIDs = try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).map(\.refID)
             let first = try #require(jobIDs.last), second = try #require(jobIDs.first)
             try #require(first != second)
             func other(_ column: String) -> String { "(SELECT \(column) FROM core_chainjob WHERE id = '\(second)')" }

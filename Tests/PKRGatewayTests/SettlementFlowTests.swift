@@ -63,12 +63,61 @@ struct SettlementFlowTests {
         #expect(job.amountUnits == 12_345 * Money.unitsPerPaisa && job.txHash == "0xhash" && job.jobType == .mint)
     }
 
+    @Test("a credit on an account no customer holds is recorded without one, and nothing moves")
+    func unboundCreditIsRecorded() throws {
+        var recordedCustomer: String?? = .none
+        let (outcome, asked) = try Self.run(Settlement.apply(Self.credit(), via: .poll, inbound: nil, Self.context)) {
+            switch $0 {
+            case .findCustomer: return .customer(nil)
+            case .recordTransaction(let draft):
+                recordedCustomer = .some(draft.customerID)
+                return .rowID(3)
+            default: return .none
+            }
+        }
+        #expect(asked == ["findCustomer", "recordTransaction"])
+        #expect(recordedCustomer == .some(nil))
+        guard case .recorded(let note) = outcome else {
+            Issue.record("expected a recorded credit, got \(outcome)")
+            return
+        }
+        #expect(note.contains(Self.customer.walletAccount))
+    }
+
+    @Test("an operator's mint of a credit recorded unbound binds it to the customer first, then mints")
+    func manualMintBindsAnUnboundCredit() throws {
+        let record = ExternalTransactionRecord(
+            id: 3, tx: Self.credit(), customerID: nil, recordedAt: "", firstSeenVia: .poll, seenViaWebhook: false,
+            seenViaPoll: true, lagMicros: 0, mintJobID: nil, matchedJobID: nil, flag: nil)
+        var bound: (Int64, String)?
+        let (job, asked) = try Self.run(Settlement.manualMint(providerTxID: "TX-flow-1", Self.context)) {
+            switch $0 {
+            case .findTransaction: return .transaction(record)
+            case .findCustomer: return .customer(Self.customer)
+            case .bindCustomer(let rowID, let customerID):
+                bound = (rowID, customerID)
+                return .none
+            case .moveTokenBalance: return .moved(true)
+            case .chainTransfer: return .txHash("0xhash")
+            default: return .none
+            }
+        }
+        #expect(
+            asked == [
+                "findTransaction", "findCustomer", "clearHold", "bindCustomer", "moveTokenBalance", "chainTransfer", "insertJob",
+                "appendLedger",
+            ])
+        #expect(bound?.0 == 3 && bound?.1 == Self.customer.id)
+        #expect(job.amountUnits == 12_345 * Money.unitsPerPaisa)
+    }
+
     @Test("a polled id already recorded with other content is a conflict, quarantined, nothing minted")
     func knownIDWithOtherContentConflicts() throws {
         var recorded = Self.credit()
         recorded.amountPaisa = 99
         let record = ExternalTransactionRecord(
-            id: 7, tx: recorded, recordedAt: "", firstSeenVia: .webhook, seenViaWebhook: true, seenViaPoll: false, lagMicros: 0,
+            id: 7, tx: recorded, customerID: Self.customer.id, recordedAt: "", firstSeenVia: .webhook, seenViaWebhook: true,
+            seenViaPoll: false, lagMicros: 0,
             mintJobID: "job-1", matchedJobID: nil, flag: nil)
         let (outcome, asked) = try Self.run(Settlement.apply(Self.credit(), via: .poll, inbound: nil, Self.context)) {
             switch $0 {

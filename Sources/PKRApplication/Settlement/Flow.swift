@@ -81,6 +81,8 @@ public indirect enum Primitive {
     case flag(rowID: Int64, TransactionFlag)
     /// Takes back the hold of a credit above the mint ceiling, for an operator's manual mint. Answers `.none`.
     case clearHold(rowID: Int64)
+    /// Names the customer of a transaction recorded while its account was unbound. Answers `.none`.
+    case bindCustomer(rowID: Int64, customerID: String)
     /// A burn no provider debit has been matched to yet, paid out under `reference` (its job id) or as the provider
     /// transaction, for exactly `amountUnits`. Answers `.jobID`, locked where the engine has row locks.
     case findUnmatchedBurn(reference: String?, providerTxID: String, amountUnits: Int64)

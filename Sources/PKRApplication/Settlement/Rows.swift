@@ -3,7 +3,8 @@ import PKRCore
 /// A provider transaction to record, as the gateway first saw it.
 public struct TransactionDraft: Sendable {
     public var tx: ProviderTransaction
-    public var customerID: String
+    /// Nil when no customer is bound to the account.
+    public var customerID: String?
     public var path: ArrivalPath
     public var recordedAtMicros: Int64
     /// `recordedAtMicros` as text, formatted once.
@@ -12,7 +13,7 @@ public struct TransactionDraft: Sendable {
     /// The record the row holds once written under `id`.
     func record(id: Int64) -> ExternalTransactionRecord {
         ExternalTransactionRecord(
-            id: id, tx: tx, recordedAt: recordedAt, firstSeenVia: path,
+            id: id, tx: tx, customerID: customerID, recordedAt: recordedAt, firstSeenVia: path,
             seenViaWebhook: path == .webhook, seenViaPoll: path == .poll,
             lagMicros: recordedAtMicros - tx.occurredAtMicros, mintJobID: nil, matchedJobID: nil, flag: nil)
     }

@@ -19,12 +19,11 @@ public enum Settlement {
 
     /// Most arrivals are new: they are recorded at once, and the provider id's unique key turns a known one away
     /// without writing, to be classified against what is recorded. The customer is looked up first because the row
-    /// names them.
+    /// names them; a transaction on an account no customer is bound to is recorded without one (unbound).
     static func arrive(_ tx: ProviderTransaction, via path: ArrivalPath, _ context: SettlementContext) -> Flow<ApplyOutcome> {
         .findCustomer(walletAccount: tx.account) { customer in
-            guard let customer else { return known(tx, via: path, customer: nil, context) }
             let draft = TransactionDraft(
-                tx: tx, customerID: customer.id, path: path, recordedAtMicros: context.nowMicros,
+                tx: tx, customerID: customer?.id, path: path, recordedAtMicros: context.nowMicros,
                 recordedAt: context.createdAt)
             return .recordTransaction(draft) { rowID in
                 guard let rowID else { return known(tx, via: path, customer: customer, context) }
@@ -33,7 +32,7 @@ public enum Settlement {
         }
     }
 
-    /// A transaction whose id is already recorded, or whose account no customer holds.
+    /// A transaction whose id is already recorded.
     static func known(
         _ tx: ProviderTransaction, via path: ArrivalPath, customer: Customer?,
         _ context: SettlementContext
@@ -42,10 +41,6 @@ public enum Settlement {
             let arrival = SettlementPolicy.classify(recorded: existing?.tx, incoming: tx)
             // A known id with different content is a conflict whatever account it names.
             if case .conflict(let fields) = arrival { return .done(.conflict(fields: fields)) }
-            guard let customer else {
-                if path == .poll { return .done(.ignoredUnknownAccount) }
-                throw GatewayError.unknownAccount(tx.account)
-            }
             guard let existing else {
                 // The insert was turned away by a row that a concurrent writer then rolled back.
                 throw GatewayError.storeUnavailable("provider transaction \(tx.providerTxID) vanished; retry")
@@ -63,15 +58,18 @@ public enum Settlement {
         }
     }
 
-    /// Carries out what the transaction's current status asks for.
+    /// Carries out what the transaction's current status asks for. A credit on an unbound account waits, recorded,
+    /// until an operator binds the account to a customer and mints it.
     static func settle(
-        _ record: ExternalTransactionRecord, customer: Customer,
+        _ record: ExternalTransactionRecord, customer: Customer?,
         _ context: SettlementContext
     ) throws -> Flow<ApplyOutcome> {
         switch try SettlementPolicy.action(for: record.tx, maxMintUnits: context.limits.maxMintUnits) {
         case .mint(let units):
+            guard let customer else { return .done(.recorded(note: ApplyOutcome.unboundNote(record.tx.account))) }
             return try mint(record, customer: customer, amountUnits: units, context).map { .minted($0) }
         case .holdAboveLimit:
+            guard customer != nil else { return .done(.recorded(note: ApplyOutcome.unboundNote(record.tx.account))) }
             return .write(.flag(rowID: record.id, .aboveMintLimit)) { .done(.recorded(note: ApplyOutcome.heldNote)) }
         case .matchPayout:
             return try matchDebit(record)
@@ -171,7 +169,13 @@ public enum Settlement {
         let units = try SettlementPolicy.manualMintUnits(for: record.tx, maxMintUnits: context.limits.maxMintUnits)
         return .findCustomer(walletAccount: record.tx.account) { customer in
             guard let customer else { throw GatewayError.unknownAccount(record.tx.account) }
-            return .write(.clearHold(rowID: record.id)) { try mint(record, customer: customer, amountUnits: units, context) }
+            // A credit recorded while its account was unbound is the customer's now that it is bound.
+            let bind: Flow<ChainJob> =
+                record.customerID == nil
+                ? .write(.bindCustomer(rowID: record.id, customerID: customer.id)) {
+                    try mint(record, customer: customer, amountUnits: units, context)
+                } : try mint(record, customer: customer, amountUnits: units, context)
+            return .write(.clearHold(rowID: record.id)) { bind }
         }
     }
 
@@ -202,7 +206,7 @@ public enum Settlement {
         let createdAt = context.createdAt
         let jobID = Identifiers.timeOrderedUUID(unixMillis: context.nowMicros / 1000)
         return .findCustomer(id: command.customerID) { customer in
-            guard let customer else { throw GatewayError.demoNotSeeded }
+            guard let customer else { throw GatewayError.unknownCustomer(command.customerID) }
             return .moveTokenBalance(customerID: customer.id, deltaUnits: -units) { moved in
                 guard moved else {
                     return .tokenBalance(customerID: customer.id) { available in
