@@ -29,6 +29,12 @@ public final class PostgresWalletStub: WalletStubStore {
 
     private var pg: PostgresClient { get throws { try availability.checked(client) } }
 
+    /// Every write of a provider transaction takes this transaction-scoped lock before its row takes an id, so ids
+    /// are handed out in commit order: a listing read after a cursor never meets, later, a row whose id is at or
+    /// before that cursor (a sequence alone allows it: a transaction that took id 10 may commit after one that took
+    /// id 11 and was already listed). It serializes the provider's writes, as a real provider's ordered log does.
+    static let listingOrderLockKey: Int64 = 0x706b_725f_7374_7562  // "pkr_stub"
+
     public func openAccount(_ accountNo: String) async throws {
         let createdAt = Timestamp.format(micros: nowMicros())
         try await pg.query(
@@ -59,6 +65,7 @@ public final class PostgresWalletStub: WalletStubStore {
         let occurredAt = times.map { Timestamp.format(micros: $0) }
         let logger = self.logger
         try await pg.transaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))", logger: logger)
             let updated = try await connection.query(
                 """
                 UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(amountsPaisa.reduce(0, +))
@@ -92,12 +99,15 @@ public final class PostgresWalletStub: WalletStubStore {
         do {
             for try await count in try await pg.query(
                 """
-                WITH claimed AS (
+                WITH ordered AS (
+                  SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))
+                ), claimed AS (
                   INSERT INTO wallet_stub_walletstubtx
                     (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
                   SELECT \(candidate.providerTxID), a.id, 'debit', \(amountPaisa), \(candidate.status.rawValue), \(memo),
                          \(reference), \(occurredAt)
-                  FROM wallet_stub_walletstubaccount a WHERE a.account_no = \(account) AND a.balance_paisa >= \(amountPaisa)
+                  FROM ordered, wallet_stub_walletstubaccount a
+                  WHERE a.account_no = \(account) AND a.balance_paisa >= \(amountPaisa)
                   ON CONFLICT (reference) DO NOTHING RETURNING account_id, provider_tx_id
                 ), debited AS (
                   UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(amountPaisa)
@@ -175,7 +185,9 @@ public final class PostgresWalletStub: WalletStubStore {
         return 0
     }
 
-    private func append(_ connection: PostgresConnection, _ tx: ProviderTransaction) async throws {
+    /// Writes one transaction (and its outbox row) inside the caller's database transaction.
+    func append(_ connection: PostgresConnection, _ tx: ProviderTransaction) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))", logger: logger)
         let delta = tx.direction == .credit ? tx.amountPaisa : -tx.amountPaisa
         let updated = try await connection.query(
             """
