@@ -206,9 +206,15 @@ final class Simulation {
     let network: SimNetwork
     let dispatcher: WebhookDispatcher
 
+    /// Besides the demo customer's account: one bound from the start, and one nobody holds until an operator binds it.
+    static let boundAccount = "WALLET-S1"
+    static let laterAccount = "WALLET-S2"
+
     /// What the provider really holds, in the order it happened.
     private var credits: [ProviderTransaction] = []
-    private var redeemKeys: [(key: String, amountUnits: Int64, memo: String, receipt: BurnReceipt)] = []
+    private var redeemKeys: [(key: String, customerID: String, amountUnits: Int64, memo: String, receipt: BurnReceipt)] = []
+    /// Provider account → the customer bound to it, as the operator set them up.
+    private var customers: [String: String] = [:]
     private var trace: [String] = []
     private var step = 0
 
@@ -241,20 +247,26 @@ final class Simulation {
         let gateway = Gateway(
             config: config, store: built.store, provider: provider, walletStub: built.walletStub,
             outbox: built.outbox, clock: clock, logger: built.logger, dispatchSignal: built.dispatchSignal)
-        _ = try await gateway.seedDemo()
+        let demo = try await gateway.seedDemo()
+        let bound = try await gateway.createCustomer(
+            CustomerDraft(email: "s1@sim.example", displayName: "S1", walletAccount: boundAccount))
+        try await gateway.walletStub.openAccount(laterAccount)
         let network = SimNetwork(random: random, clock: clock, gateway: gateway)
         let dispatcher = WebhookDispatcher(
             outbox: built.outbox, signal: WakeSignal(), secret: devSecret, scheduleMillis: retryScheduleMillis, clock: clock,
             transport: network, jitter: { millis in millis * random.int(80...120) / 100 }, logger: testLogger())
-        return Simulation(
+        let simulation = Simulation(
             seed: seed, stepCount: stepCount, random: random, clock: clock, gateway: gateway,
             provider: provider, network: network, dispatcher: dispatcher)
+        simulation.customers = [Demo.walletAccount: demo.id, boundAccount: bound.customer.id]
+        return simulation
     }
 
     enum Action: String, CaseIterable {
         case deposit, dispatch, deliverDelayed = "deliver delayed", advanceClock = "advance clock", reconcile, redeem
         case replayRedeem = "replay redeem", conflictingReplay = "conflicting replay", pendingCopy = "pending copy"
         case forged, staleReplay = "stale replay", providerOutage = "provider outage", operatorRetry = "operator retry"
+        case bindAccount = "bind account", mintUnbound = "mint unbound"
     }
 
     func run() async throws {
@@ -263,7 +275,7 @@ final class Simulation {
             let action = random.weighted([
                 (16, Action.deposit), (20, .dispatch), (6, .deliverDelayed), (12, .advanceClock), (6, .reconcile),
                 (10, .redeem), (4, .replayRedeem), (4, .conflictingReplay), (4, .pendingCopy), (3, .forged),
-                (4, .staleReplay), (3, .providerOutage), (2, .operatorRetry),
+                (4, .staleReplay), (3, .providerOutage), (2, .operatorRetry), (1, .bindAccount), (2, .mintUnbound),
             ])
             let outcome = try await perform(action)
             note("#\(index) \(action.rawValue): \(outcome)")
@@ -277,7 +289,14 @@ final class Simulation {
     private func perform(_ action: Action) async throws -> String {
         switch action {
         case .deposit:
-            // Mostly ordinary deposits; now and then one above the mint ceiling, which must be held, not minted.
+            // Mostly ordinary deposits to the demo customer; now and then one above the mint ceiling, which must be
+            // held, not minted; some to the other accounts, bound or not yet.
+            let account = random.weighted([(6, Demo.walletAccount), (3, Self.boundAccount), (2, Self.laterAccount)])
+            if account != Demo.walletAccount {
+                let tx = try await gateway.walletStub.credit(account: account, amountPaisa: random.int(1...2_000_000), memo: "sim")
+                credits.append(tx)
+                return "\(tx.providerTxID) \(Money.formatPaisa(tx.amountPaisa)) to \(account)"
+            }
             let paisa = random.percent(8) ? Self.mintCeilingPaisa + random.int(1...1_000_000) : random.int(1...2_000_000)
             let tx = try await gateway.demoCredit(amountPaisa: paisa, memo: "sim")
             credits.append(tx)
@@ -332,12 +351,48 @@ final class Simulation {
             guard let dead = try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first else { return "none dead" }
             _ = try await gateway.outbox.redeliver(id: dead.id, nowMicros: clock.nowMicros())
             return "redeliver \(dead.id)"
+        case .bindAccount:
+            return try await bindLaterAccount()
+        case .mintUnbound:
+            return try await mintUnbound(all: false)
         }
     }
 
+    /// The operator binds the account nobody held to a new customer.
+    private func bindLaterAccount() async throws -> String {
+        guard customers[Self.laterAccount] == nil else { return "already bound" }
+        let creation = try await gateway.createCustomer(
+            CustomerDraft(email: "s2@sim.example", displayName: "S2", walletAccount: Self.laterAccount))
+        guard creation.created else { throw failure("binding \(Self.laterAccount) found a customer already") }
+        customers[Self.laterAccount] = creation.customer.id
+        return "bound \(Self.laterAccount)"
+    }
+
+    /// The operator mints credits recorded while their account was unbound: refused while it still is, minted once
+    /// it is bound.
+    private func mintUnbound(all: Bool) async throws -> String {
+        let waiting = try await recordedTransactions().values.filter {
+            $0.customerID == nil && $0.tx.direction == .credit && $0.tx.status == .settled && $0.mintJobID == nil
+        }.sorted { $0.id < $1.id }
+        guard !waiting.isEmpty else { return "none unbound" }
+        var minted = 0
+        for record in all ? waiting : [waiting[random.index(waiting.count)]] {
+            do {
+                let job = try await gateway.mint(providerTxID: record.tx.providerTxID)
+                guard customers[record.tx.account] != nil else { throw failure("minted a credit on an unbound account") }
+                guard job.amountUnits == record.tx.amountPaisa * Money.unitsPerPaisa else { throw failure("minted \(job)") }
+                minted += 1
+            } catch GatewayError.unknownAccount {
+                guard customers[record.tx.account] == nil else { throw failure("a bound account's credit was refused") }
+            }
+        }
+        return "\(minted) of \(waiting.count) minted"
+    }
+
     private func redeem() async throws -> String {
-        let user = try await gateway.currentCustomer()
-        let balance = try await gateway.store.tokenBalanceUnits(customerID: user.id)
+        let accounts = customers.keys.sorted()
+        let customerID = customers[accounts[random.index(accounts.count)]]!
+        let balance = try await gateway.store.tokenBalanceUnits(customerID: customerID)
         let paisaMax = max(1, balance / Money.unitsPerPaisa * 11 / 10)
         var units = random.int(1...paisaMax) * Money.unitsPerPaisa
         let wholePaisa = !random.percent(5)
@@ -345,10 +400,10 @@ final class Simulation {
         let key = random.percent(80) ? "sim-\(seed)-\(step)" : nil
         let memo = "sim redeem \(step)"
         do {
-            let answer = try await gateway.redeem(amountUnits: units, memo: memo, idempotencyKey: key)
+            let answer = try await gateway.redeem(amountUnits: units, memo: memo, idempotencyKey: key, customerID: customerID)
             guard !answer.isReplay, answer.receipt.amountUnits == units else { throw failure("a new redeem answered \(answer)") }
             guard units <= balance, wholePaisa else { throw failure("redeem of \(units) succeeded with balance \(balance)") }
-            if let key { redeemKeys.append((key, units, memo, answer.receipt)) }
+            if let key { redeemKeys.append((key, customerID, units, memo, answer.receipt)) }
             return "burned \(units)"
         } catch GatewayError.insufficientBalance {
             guard units > balance else { throw failure("redeem of \(units) refused with balance \(balance)") }
@@ -366,13 +421,14 @@ final class Simulation {
             do {
                 _ = try await gateway.redeem(
                     amountUnits: first.amountUnits + Money.unitsPerPaisa, memo: first.memo,
-                    idempotencyKey: first.key)
+                    idempotencyKey: first.key, customerID: first.customerID)
                 throw failure("key \(first.key) reused for a different amount was accepted")
             } catch GatewayError.idempotencyKeyReused {
                 return "\(first.key) reused with another body: refused"
             }
         }
-        let answer = try await gateway.redeem(amountUnits: first.amountUnits, memo: first.memo, idempotencyKey: first.key)
+        let answer = try await gateway.redeem(
+            amountUnits: first.amountUnits, memo: first.memo, idempotencyKey: first.key, customerID: first.customerID)
         guard answer.isReplay, answer.receipt == first.receipt else {
             throw failure("replay of \(first.key) answered \(answer), first answer \(first.receipt)")
         }
@@ -450,7 +506,9 @@ final class Simulation {
         }
         // The reserve exceeds what the gateway accounts for by exactly the credits it has not heard of yet, less
         // the payouts the provider made but whose answer was lost while the gateway still counts them as requested.
-        let gap = report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
+        let gap =
+            report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
+            - report.unboundCreditUnits
         let paidButRequestedUnits = try await paidPayoutsStillRequestedUnits()
         guard gap == unrecordedCreditUnits - paidButRequestedUnits else {
             throw failure(
@@ -486,7 +544,7 @@ final class Simulation {
     private func converge() async throws {
         provider.state.withLock { $0.down = false }
         network.state.withLock { $0.healthy = true }
-        note("converge: network healthy, provider up")
+        note("converge: network healthy, provider up, \(try await bindLaterAccount())")
         for round in 1...8 {
             step = stepCount + round
             clock.advance(byMicros: 10 * 60 * Timestamp.microsPerSecond)
@@ -497,11 +555,11 @@ final class Simulation {
                 for delivery in due { await dispatcher.deliver(delivery) }
             }
             let result = try await gateway.reconcileOnce()
-            note("converge round \(round): reconciler minted \(result.minted)")
+            note("converge round \(round): reconciler minted \(result.minted), operator \(try await mintUnbound(all: true))")
             try await checkSafety()
             let report = try await gateway.reconciliation()
             let pending = try await gateway.outbox.countByState()["pending"] ?? 0
-            if report.ok && report.snapshot.burnsAwaitingDebit.isEmpty && pending == 0 {
+            if report.ok && report.snapshot.burnsAwaitingDebit.isEmpty && pending == 0 && report.snapshot.unboundCreditPaisa == 0 {
                 let recorded = try await recordedTransactions()
                 for credit in credits where recorded[credit.providerTxID]?.tx.status != .settled {
                     throw failure("\(credit.providerTxID) never settled at the gateway")
