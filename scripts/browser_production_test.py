@@ -8,13 +8,16 @@ Checks:
   - a wrong token is reported as refused and not kept;
   - the right token shows the health section with every invariant check holding; the token is in the tab's
     sessionStorage under 'pkr-operator-token' and nowhere else (no localStorage entry, no cookie holds it);
+  - there is no demo customer outside demo mode, and the page does not ask for one: the customer section asks
+    for a customer id, and no request goes to GET /api/me or to GET /api/balance without a user_id, before or
+    after the token is accepted (checked over HTTP that those two would answer 409 demo_not_seeded);
+  - with the token, the New customer form creates a customer (the bearer token, no CSRF token) and the page then
+    shows that customer's balance and ledger; the server agrees;
   - reloading the tab keeps it; a new tab and a new browser session ask for it again;
   - "Forget token" clears it and brings the form back;
   - the browser logged no SEVERE message other than Chrome's own "Failed to load resource" network lines for the
-    answers this server is expected to give (Chrome logs every non-2xx response so; page code cannot prevent it):
-    401 from the operator endpoints, and 409 demo_not_seeded from GET /api/me and /api/balance, because outside
-    demo mode nothing creates the customer (the test checks those two answers over HTTP, and the page's "No
-    customer yet"). Anything else SEVERE, a JavaScript error above all, fails the run.
+    401 answers of the operator endpoints without the token (Chrome logs every non-2xx response so; page code
+    cannot prevent it). Anything else SEVERE, a 409 or a JavaScript error above all, fails the run.
 
 Environment: PKR_BASE_URL, PKR_ADMIN_TOKEN, PKR_ARTIFACTS (temp dir for the screenshots).
 Exit status 0 when every check passes, 1 otherwise.
@@ -47,8 +50,8 @@ WAIT_S = 15
 # (Unauthorized)".
 NETWORK_ERROR = re.compile(r"^(?P<url>\S+) - Failed to load resource: the server responded with a status of "
                            r"(?P<status>\d{3}) \([^)]*\)\s*$")
-# Outside demo mode no customer exists (only the demo seed creates one), so the customer endpoints answer
-# 409 demo_not_seeded; check_customer_endpoints() checks that they do, and only then are their lines expected.
+# Outside demo mode there is no demo customer (only the demo seed creates one), so these answer 409
+# demo_not_seeded (check_customer_endpoints); the page must not ask for them there.
 UNSEEDED_PATHS = ("/api/me", "/api/balance")
 
 results = []
@@ -92,8 +95,8 @@ def check_metrics():
 
 
 def check_customer_endpoints():
-    """The customer endpoints on an unseeded production gateway: 409 demo_not_seeded, whose network lines the
-    browser log may then hold."""
+    """The demo customer's endpoints on an unseeded production gateway: 409 demo_not_seeded, which is why the page
+    must not poll them there."""
     for path in UNSEEDED_PATHS:
         status, _, raw = get(path)
         try:
@@ -204,14 +207,38 @@ def unlocked(driver):
 
 
 def expected_network_line(entry):
-    """Chrome's network line for a 401 answer (any URL), or for the 409 of an unseeded customer endpoint."""
+    """Chrome's network line for a 401 answer from this server."""
     match = NETWORK_ERROR.match(entry.get("message") or "")
     if entry.get("source") != "network" or not match:
         return False
-    if match["status"] == "401":
-        return True
-    path = urllib.parse.urlsplit(match["url"]).path
-    return match["status"] == "409" and match["url"].startswith(BASE + "/") and path in UNSEEDED_PATHS
+    return match["status"] == "401" and match["url"].startswith(BASE + "/")
+
+
+def requests_made(driver):
+    """The URLs the page requested (Resource Timing) since the last clear_requests, as (path, query) pairs."""
+    return [(u.path, u.query) for u in map(urllib.parse.urlsplit, driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name);")) if u.path.startswith("/api/")]
+
+
+def clear_requests(driver):
+    driver.execute_script("performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();")
+
+
+def demo_customer_asks(requests):
+    """The requests for the demo customer: GET /api/me, or /api/balance without a user_id."""
+    return [(path, query) for path, query in requests
+            if path == "/api/me" or (path == "/api/balance" and "user_id" not in urllib.parse.parse_qs(query))]
+
+
+def fill(driver, element_id, content):
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    if content:
+        field.send_keys(content)
+
+
+def balance(driver):
+    return text(driver, "balance").replace(",", "").strip()
 
 
 class BrowserLog:
@@ -232,8 +259,8 @@ class BrowserLog:
         return [e for e in self.entries if e.get("level") == "SEVERE" and not expected_network_line(e)]
 
     def network(self, status):
-        return [e for e in self.entries if e.get("level") == "SEVERE" and expected_network_line(e)
-                and NETWORK_ERROR.match(e["message"])["status"] == status]
+        return [e for e in self.entries if e.get("level") == "SEVERE" and (m := NETWORK_ERROR.match(e.get("message") or ""))
+                and m["status"] == status]
 
 
 def describe(entries):
@@ -260,8 +287,11 @@ def run(driver, log):
           text(driver, "store"))
     check("the 'forget token' control is hidden while no token is set", not visible(driver, "forget-token"))
     check("no token is stored before one is entered", session_token(driver) is None, repr(session_token(driver)))
-    check("the customer section says there is no customer yet",
-          wait_until(lambda: "No customer yet" in text(driver, "customer")), text(driver, "customer"))
+    check("the customer section asks for a customer id (there is no demo customer here)",
+          wait_until(lambda: "Enter a customer id" in text(driver, "customer")), text(driver, "customer"))
+    check("the page did not ask for the demo customer (GET /api/me, /api/balance without user_id)",
+          not demo_customer_asks(requests_made(driver)), str(demo_customer_asks(requests_made(driver))))
+    check("the 'demo customer' choice is hidden", not visible(driver, "customer-demo"))
     log.collect(driver, "first")
     unexpected = log.unexpected()
     check("the page logged no SEVERE message but the expected network lines", not unexpected, describe(unexpected))
@@ -301,7 +331,60 @@ def run(driver, log):
           str(holding(storage_entries(driver, "sessionStorage"), TOKEN)))
     check("no cookie holds the token", not cookies_holding(driver, TOKEN),
           f"cookies {[c.get('name') for c in driver.get_cookies()]}")
+
+    # With the token the page still does not poll the demo customer: over at least one auto-refresh (5 s) it asks
+    # for the operator sections and not for /api/me or /api/balance without a user_id (each would be a 409).
+    log.collect(driver, "first")
+    conflicts_before = len(log.network("409"))
+    clear_requests(driver)
+    time.sleep(6)
+    made = requests_made(driver)
+    check("with the token the page keeps refreshing (GET /api/debug/summary again)",
+          ("/api/debug/summary", "") in made, str(made))
+    check("with the token the page does not poll /api/me or /api/balance without a user_id",
+          not demo_customer_asks(made), str(demo_customer_asks(made)))
+    check("the customer section still asks for a customer id", "Enter a customer id" in text(driver, "customer"),
+          text(driver, "customer"))
+    log.collect(driver, "first")
+    check("the browser log has no 409 line after the token was accepted", len(log.network("409")) == conflicts_before,
+          describe(log.network("409")))
     screenshot(driver, "console-production.png")
+
+    # A customer created through the form with the token (a bearer token needs no CSRF token), then looked up.
+    clear_requests(driver)
+    fill(driver, "new-customer-email", "carol@example.com")
+    fill(driver, "new-customer-account", "WALLET-C")
+    fill(driver, "new-customer-name", "Carol")
+    driver.find_element(By.ID, "new-customer-create").click()
+    carol = wait_until(lambda: text(driver, "new-customer-id"))
+    check("the New customer form creates carol@example.com with the token",
+          carol and "created" in text(driver, "new-customer-result"),
+          text(driver, "errors") or text(driver, "new-customer-result"))
+    check("the create sent no CSRF request (the bearer token is enough)",
+          not [r for r in requests_made(driver) if r[0] == "/api/csrf"], str(requests_made(driver)))
+    check("the new customer is looked up: her balance shows 0.00 PKR",
+          wait_until(lambda: text(driver, "customer-user-id") == carol and balance(driver) == "0.00 PKR"),
+          text(driver, "customer"))
+    check("and her ledger (empty) in the ledger section",
+          wait_until(lambda: carol in text(driver, "ledger-scope") and "No ledger entries" in text(driver, "ledger")),
+          f"{text(driver, 'ledger-scope')}: {text(driver, 'ledger')[:200]}")
+    status, _, raw = get(f"/api/balance?user_id={carol}", {"Authorization": f"Bearer {TOKEN}"})
+    check("the server agrees: GET /api/balance?user_id= with the token answers 0 units",
+          status == 200 and json.loads(raw).get("token_balance_units") == "0", f"{status} {raw[:200]!r}")
+    status, _, raw = get(f"/api/balance?user_id={carol}")
+    check("and answers 401 without the token", status == 401, f"{status} {raw[:200]!r}")
+    fill(driver, "customer-id", "")
+    driver.find_element(By.ID, "customer-lookup").click()
+    check("an empty lookup asks for a customer id again (no demo customer)",
+          wait_until(lambda: "Enter a customer id" in text(driver, "customer")), text(driver, "customer"))
+    fill(driver, "customer-id", carol)
+    driver.find_element(By.ID, "customer-lookup").click()
+    check("looking carol up by id shows her balance again",
+          wait_until(lambda: text(driver, "customer-user-id") == carol and balance(driver) == "0.00 PKR"),
+          text(driver, "customer"))
+    check("no error is shown", not visible(driver, "errors"), text(driver, "errors"))
+    check("every request of the page went without a demo customer ask",
+          not demo_customer_asks(requests_made(driver)), str(demo_customer_asks(requests_made(driver))))
 
     # 4. Reloading the same tab keeps the token (sessionStorage survives a reload).
     driver.refresh()
@@ -361,8 +444,8 @@ def main():
         unexpected = log.unexpected()
         check("no SEVERE browser console messages but the expected network lines (all sessions)", not unexpected,
               describe(unexpected))
-        print(f"browser log: {len(log.entries)} entries; expected network lines: {len(log.network('401'))} for 401, "
-              f"{len(log.network('409'))} for 409 demo_not_seeded")
+        print(f"browser log: {len(log.entries)} entries; network lines: {len(log.network('401'))} for 401 (expected), "
+              f"{len(log.network('409'))} for 409")
     finally:
         driver.quit()
     passed = sum(1 for _, ok in results if ok)

@@ -73,23 +73,51 @@ public final class Gateway: Sendable {
         public var created: Bool
     }
 
-    /// Binds a provider account to a new customer: the provider opens the account (idempotently) and the gateway
-    /// gives the customer a chain address and an empty balance. Asking again with the same email and account
-    /// answers the same customer; an email or an account already bound otherwise is a conflict.
+    /// Binds a provider account to a new customer with a chain address and an empty balance, then has the provider
+    /// open the account (idempotently, on a replay too, so a request that failed after the binding is completed by
+    /// its retry). Asking again with the same email and account answers the same customer; an email or an account
+    /// already bound otherwise is a conflict, and nothing is opened for it.
     public func createCustomer(_ draft: CustomerDraft) async throws -> CustomerCreation {
-        if let byEmail = try await store.customer(email: draft.email) {
-            guard byEmail.walletAccount == draft.walletAccount else {
-                throw GatewayError.customerConflict("email '\(draft.email)' is already bound to another wallet account")
+        let creation: CustomerCreation
+        if let existing = try await store.customer(email: draft.email) {
+            creation = CustomerCreation(customer: try Self.sameBinding(existing, draft), created: false)
+        } else {
+            do {
+                creation = CustomerCreation(customer: try await bindAccount(draft), created: true)
+            } catch let error as GatewayError {
+                throw error
+            } catch {
+                // A concurrent request took the email or the account first: its row decides, as if this request had
+                // come second.
+                if let winner = try await store.customer(email: draft.email) {
+                    creation = CustomerCreation(customer: try Self.sameBinding(winner, draft), created: false)
+                } else {
+                    creation = CustomerCreation(customer: try await bindAccount(draft), created: true)
+                }
             }
-            return CustomerCreation(customer: byEmail, created: false)
         }
         try await walletStub.openAccount(draft.walletAccount)
+        if creation.created {
+            logger.info(
+                "customer created", metadata: ["user_id": "\(creation.customer.id)", "wallet_account": "\(draft.walletAccount)"])
+        }
+        return creation
+    }
+
+    /// The customer bound to the draft's account: a new one, or a conflict when another email holds it.
+    private func bindAccount(_ draft: CustomerDraft) async throws -> Customer {
         let customer = try await store.createCustomer(draft)
         guard customer.email == draft.email else {
             throw GatewayError.customerConflict("wallet account '\(draft.walletAccount)' is already bound to another customer")
         }
-        logger.info("customer created", metadata: ["user_id": "\(customer.id)", "wallet_account": "\(customer.walletAccount)"])
-        return CustomerCreation(customer: customer, created: true)
+        return customer
+    }
+
+    private static func sameBinding(_ existing: Customer, _ draft: CustomerDraft) throws -> Customer {
+        guard existing.walletAccount == draft.walletAccount else {
+            throw GatewayError.customerConflict("email '\(draft.email)' is already bound to another wallet account")
+        }
+        return existing
     }
 
     /// Whether a customer exists for the background passes to act for.

@@ -91,6 +91,41 @@ struct CustomerTests {
         }
     }
 
+    @Test(
+        "concurrent creations with one email: one customer, every other answer a 409, no account opened for them", arguments: TestEngine.all
+    )
+    func concurrentCreations(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        let body = #"{"email": "race@example.com", "wallet_account": "WALLET-R\#(index)"}"#
+                        return Int(try await client.call(.post, "/api/users", json: body).status.code)
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 201 }.count == 1, "\(statuses)")
+            #expect(statuses.filter { $0 == 409 }.count == 7, "\(statuses)")
+            let winner = try #require(try await gateway.store.customer(email: "race@example.com"))
+            for index in 0..<8 {
+                let opened = try await gateway.walletStub.balancePaisa(account: "WALLET-R\(index)") != nil
+                #expect(opened == (winner.walletAccount == "WALLET-R\(index)"), "WALLET-R\(index)")
+            }
+            // And one account raced by several emails: one customer holds it, the others are told so.
+            let accountStatuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        let body = #"{"email": "racer\#(index)@example.com", "wallet_account": "WALLET-ONE"}"#
+                        return Int(try await client.call(.post, "/api/users", json: body).status.code)
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(accountStatuses.sorted() == [201, 409, 409, 409, 409, 409, 409, 409], "\(accountStatuses)")
+        }
+    }
+
     @Test("outside demo mode, creating customers and acting for one needs the operator token")
     func operatorTokenRequired() async throws {
         try await withApp(try await ProductionModeTests.productionConfig()) { client, _ in

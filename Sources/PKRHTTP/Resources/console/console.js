@@ -4,6 +4,7 @@
 (() => {
   const TOKEN_KEY = 'pkr-operator-token';
   const REFRESH_MS = 5000;
+  const USER_ID = /^[A-Za-z0-9-]{1,64}$/; // the server's rule for a customer id
   const $ = (id) => document.getElementById(id);
 
   const errors = new Map(); // source -> message; each loader sets or clears its own entry
@@ -13,6 +14,12 @@
   let again = false; // a refresh was asked for while one was running
   let locked = false; // an operator endpoint answered 401 and no token is set
   let timer = null;
+  let selectedCustomer = null; // the user_id looked up, or null for the demo customer
+  let lookupFailed = null; // {id, message} when the looked-up customer does not exist: it is not asked again
+  // Whether this gateway has a demo customer: null until known, false once /api/me answered 409 demo_not_seeded.
+  // Outside demo mode (the page is locked or holds a token) /api/me is not asked at all: it could only answer 409.
+  let demoCustomer = null;
+  const createdCustomers = new Map(); // user_id -> the customer as POST /api/users answered (email, account, …)
 
   // ---- small helpers ------------------------------------------------------------------------------
 
@@ -105,7 +112,8 @@
     }
   }
 
-  async function request(path, method = 'GET', body) {
+  // Answers {status, json}; an HTTP error or a network failure throws an ApiError.
+  async function send(path, method = 'GET', body) {
     const headers = { Accept: 'application/json' };
     const token = storage('get');
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -128,7 +136,11 @@
       const detail = json && typeof json.detail === 'string' ? json.detail : '';
       throw new ApiError(response.status, code, detail);
     }
-    return json;
+    return { status: response.status, json };
+  }
+
+  async function request(path, method = 'GET', body) {
+    return (await send(path, method, body)).json;
   }
 
   async function csrf() {
@@ -136,14 +148,20 @@
     return csrfToken;
   }
 
+  // A POST with the CSRF header (none needed with the operator token); answers {status, json}.
   async function post(path, body) {
     try {
-      return await request(path, 'POST', body);
+      return await send(path, 'POST', body);
     } catch (e) {
       if (e.code !== 'csrf_failed' || storage('get')) throw e;
       csrfToken = null; // the cookie changed or expired: fetch a fresh one and try once more
-      return request(path, 'POST', body);
+      return send(path, 'POST', body);
     }
+  }
+
+  // Outside demo mode: the page was refused (401) or holds the operator token.
+  function tokenMode() {
+    return locked || Boolean(storage('get'));
   }
 
   // ---- messages and auth --------------------------------------------------------------------------
@@ -223,6 +241,7 @@
         facts([
           ['payouts requested', pkr(flight.payouts_requested_units)], ['burns awaiting debit', flight.burns_awaiting_debit],
           ['held credits', pkr(flight.held_credit_units)],
+          ['unbound credits', unboundCredits(flight.unbound_credit_units)],
           ['arrivals', `webhook only ${conv.webhook_only ?? '—'} · poll only ${conv.poll_only ?? '—'} · both ${conv.both ?? '—'}`],
           ['lag (ms)', lagText],
           ['found by poll first', (conv.found_by_poll_first || []).length ? el('span', { cls: 'mono' }, conv.found_by_poll_first.join(', ')) : 'none'],
@@ -231,24 +250,152 @@
       el('span', {}, badge(c.ok ? 'ok' : 'FAIL', Boolean(c.ok))), el('span', { cls: 'mono name' }, c.name), el('span', { cls: 'check-detail' }, c.detail))));
   }
 
-  async function loadCustomer() {
-    let me, balance;
-    try {
-      [me, balance] = await Promise.all([request('/api/me'), request('/api/balance')]);
-    } catch (e) {
-      if (e.code !== 'demo_not_seeded') throw e;
-      $('customer').replaceChildren(el('p', { cls: 'empty' }, 'No customer yet: the demo user is not seeded.'));
-      return;
-    }
+  // Credits recorded on accounts no customer is bound to: in the reserve, not minted until an operator binds them.
+  function unboundCredits(units) {
+    const amount = el('span', { id: 'unbound-credits' }, pkr(units));
+    if (units === undefined || units === null || /^0*$/.test(String(units))) return amount;
+    return el('span', {}, amount, ' ', el('span', { cls: 'badge warn', title: 'deposits on accounts no customer is bound to: create the customer, then mint them' }, 'awaiting a customer'));
+  }
+
+  function customerMessage(scope, text) {
+    $('customer-scope').textContent = scope;
+    $('customer').replaceChildren(el('p', { cls: 'empty' }, text));
+  }
+
+  // The balance of a customer and what is known of it: the demo customer's /api/me, or what POST /api/users
+  // answered in this page; a customer only looked up is shown by its id.
+  function renderCustomer(customer, balance) {
+    const known = [
+      ['name', customer.display_name], ['email', customer.email],
+      ['user', el('span', { id: 'customer-user-id', cls: 'mono selectable' }, customer.user_id)],
+      ['wallet', customer.wallet_account ? el('span', { cls: 'mono' }, customer.wallet_account) : undefined],
+      ['chain address', customer.chain_address ? shortId(customer.chain_address) : undefined],
+    ].filter(([, value]) => value !== undefined);
     $('customer').replaceChildren(
       el('div', { cls: 'balance' }, el('div', { cls: 'label' }, 'token balance'),
         el('div', { id: 'balance', cls: 'amount big' }, pkr(balance.token_balance_units)),
         el('div', { cls: 'muted mono' }, `${balance.token_balance_units} units · ${balance.token_decimals} decimals`)),
-      facts([
-        ['name', me.display_name], ['email', me.email], ['user', shortId(me.user_id)],
-        ['wallet', me.wallet_account ? el('span', { cls: 'mono' }, me.wallet_account) : null],
-        ['chain address', me.chain_address ? shortId(me.chain_address) : null],
-      ]));
+      facts(known));
+  }
+
+  async function loadCustomer() {
+    const id = selectedCustomer;
+    if (id !== null) {
+      await loadLookedUpCustomer(id);
+      return;
+    }
+    // No customer named: the demo customer's, in demo mode only. Outside it nothing is asked every 5 s.
+    if (tokenMode() || demoCustomer === false) {
+      customerMessage('', demoCustomer === false && !tokenMode()
+        ? 'No demo customer here: enter a customer id.'
+        : 'Enter a customer id to see its balance and ledger.');
+      return;
+    }
+    let me;
+    try {
+      me = await request('/api/me');
+    } catch (e) {
+      if (e.code !== 'demo_not_seeded') throw e;
+      demoCustomer = false; // asked once: every later ask would be the same 409
+      customerMessage('', 'No demo customer here: enter a customer id.');
+      return;
+    }
+    const balance = await request('/api/balance');
+    demoCustomer = true;
+    if (selectedCustomer !== id) return; // another customer was chosen meanwhile
+    $('customer-scope').textContent = 'demo customer';
+    renderCustomer(me, balance);
+  }
+
+  async function loadLookedUpCustomer(id) {
+    if (lookupFailed && lookupFailed.id === id) {
+      customerMessage('', lookupFailed.message);
+      return;
+    }
+    if (locked && !storage('get')) {
+      customerMessage('', 'Needs the operator token.');
+      return;
+    }
+    let balance;
+    try {
+      balance = await request(`/api/balance?user_id=${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (selectedCustomer !== id) return;
+      if (e.code === 'unknown_customer' || e.code === 'invalid_field') {
+        lookupFailed = { id, message: `No customer ${id}.` };
+        errors.set('lookup', e.message);
+        customerMessage('', lookupFailed.message);
+        return;
+      }
+      if (e.status === 401) customerMessage('', 'Needs the operator token.');
+      throw e;
+    }
+    if (selectedCustomer !== id) return;
+    $('customer-scope').textContent = 'looked up';
+    renderCustomer({ ...(createdCustomers.get(id) || {}), user_id: id }, balance);
+  }
+
+  // Shows the customer with this id (null: the demo customer) in the Customer and Ledger sections.
+  function selectCustomer(id) {
+    errors.delete('lookup');
+    if (id !== null && !USER_ID.test(id)) {
+      errors.set('lookup', 'invalid_field: a customer id is 1 to 64 characters of A-Z a-z 0-9 -');
+      showErrors();
+      return;
+    }
+    if (id !== selectedCustomer || lookupFailed) {
+      selectedCustomer = id;
+      lookupFailed = null;
+      customerMessage('', 'Loading…');
+      $('ledger').replaceChildren(el('p', { cls: 'empty' }, 'Loading…'));
+    }
+    refresh();
+  }
+
+  async function createCustomer() {
+    const button = $('new-customer-create');
+    const body = { email: $('new-customer-email').value.trim(), wallet_account: $('new-customer-account').value.trim() };
+    const name = $('new-customer-name').value.trim();
+    if (name) body.display_name = name;
+    button.disabled = true;
+    errors.delete('new customer');
+    try {
+      const { status, json: customer } = await post('/api/users', body);
+      createdCustomers.set(customer.user_id, customer);
+      showCreated(customer, status === 201);
+      $('new-customer-form').reset();
+      notice(status === 201
+        ? `Customer ${customer.email} created on ${customer.wallet_account}.`
+        : `${customer.email} was already bound to ${customer.wallet_account}: the same customer.`);
+      $('customer-id').value = customer.user_id;
+      selectCustomer(customer.user_id);
+    } catch (e) {
+      errors.set('new customer', e instanceof ApiError ? e.message : 'unexpected error in the console');
+      showErrors();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function showCreated(customer, created) {
+    const id = el('code', { id: 'new-customer-id', cls: 'mono selectable', title: 'the new customer\'s user_id' }, customer.user_id);
+    const copy = el('button', { cls: 'link' }, 'copy');
+    copy.type = 'button';
+    copy.addEventListener('click', () => {
+      const selectIt = () => {
+        window.getSelection().selectAllChildren(id);
+        notice('The user_id is selected: copy it with Ctrl+C.');
+      };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(customer.user_id).then(() => notice('user_id copied.'), selectIt);
+      } else {
+        selectIt();
+      }
+    });
+    $('new-customer-result').replaceChildren(el('div', { cls: 'created' },
+      el('div', {}, badge(created ? 'created' : 'already bound', true), ' ', customer.display_name, ' ',
+        el('span', { cls: 'muted' }, customer.email), ' · ', el('span', { cls: 'mono' }, customer.wallet_account)),
+      el('div', { cls: 'created-id' }, el('span', { cls: 'label' }, 'user_id'), id, copy)));
   }
 
   async function loadDeliveries() {
@@ -347,26 +494,56 @@
   }
 
   async function loadLedger() {
-    const rows = await request('/api/ledger?limit=50');
+    const id = selectedCustomer;
+    const scope = $('ledger-scope');
+    scope.replaceChildren(id === null ? 'all customers' : 'customer ', id === null ? '' : el('span', { cls: 'mono' }, id));
+    if (id !== null && ((lookupFailed && lookupFailed.id === id) || (locked && !storage('get')))) {
+      $('ledger').replaceChildren(el('p', { cls: 'empty' }, locked ? 'Needs the operator token.' : 'No such customer.'));
+      return;
+    }
+    let rows;
+    try {
+      rows = await request(`/api/ledger?limit=50${id === null ? '' : `&user_id=${encodeURIComponent(id)}`}`);
+    } catch (e) {
+      if (e.status === 401 && selectedCustomer === id) $('ledger').replaceChildren(el('p', { cls: 'empty' }, 'Needs the operator token.'));
+      throw e;
+    }
+    if (selectedCustomer !== id) return;
     table($('ledger'), [
       { label: 'id', cls: 'num', get: (e) => e.id },
       { label: 'created', get: (e) => when(e.created_at) },
+      { label: 'user', get: (e) => shortId(e.user_id) },
       { label: 'side', get: (e) => e.side },
       { label: 'account', cls: 'mono', get: (e) => e.account },
       { label: 'amount', cls: 'num mono', get: (e) => pkr(e.amount_units) },
       { label: 'units', cls: 'num mono', get: (e) => e.amount_units },
       { label: 'ref', get: (e) => e.ref_type },
       { label: 'ref id', get: (e) => shortId(e.ref_id) },
-    ], rows, 'The ledger is empty.');
+    ], rows, id === null ? 'The ledger is empty.' : 'No ledger entries for this customer yet.');
+  }
+
+  const flagNotes = {
+    unbound_account: ['warn', 'recorded, not minted: no customer is bound to this account; create the customer, then mint it'],
+    above_mint_limit: ['warn', 'held for an operator: above the mint limit'],
+    unmatched_debit: ['bad', 'a debit that matches no burn'],
+    failed_payout: ['bad', 'the provider failed this payout'],
+  };
+
+  function flagBadge(flag) {
+    if (!flag) return null;
+    const [kind, note] = flagNotes[flag] || ['bad', flag];
+    return el('span', { cls: `badge ${kind}`, title: note, data: { flag: String(flag) } }, String(flag).replace(/_/g, ' '));
   }
 
   async function loadTransactions() {
     const rows = await request('/api/external-transactions?limit=50');
     table($('transactions'), [
       { label: 'provider tx', cls: 'mono', get: (t) => t.provider_tx_id },
+      { label: 'account', cls: 'mono', get: (t) => t.account },
       { label: 'direction', get: (t) => t.direction },
       { label: 'amount', cls: 'num mono', get: (t) => pkrText(t.amount_pkr) },
       { label: 'status', get: (t) => t.status },
+      { label: 'flag', blank: true, get: (t) => flagBadge(t.flag) },
       { label: 'via', get: (t) => t.arrived_via },
       { label: 'memo', get: (t) => t.memo },
       { label: 'occurred', get: (t) => when(t.occurred_at) },
@@ -382,10 +559,7 @@
     ['summary', () => loadSummary(), ['health', 'checks']], ['deliveries', () => loadDeliveries(), ['deliveries']],
     ['inbound', () => loadInbound(), ['inbound']], ['quarantine', () => loadQuarantine(), ['quarantine']],
   ];
-  const openSections = [
-    ['health', () => loadStore()], ['customer', () => loadCustomer()],
-    ['ledger', () => loadLedger()], ['transactions', () => loadTransactions()],
-  ];
+  const openSections = [['health', () => loadStore()], ['transactions', () => loadTransactions()]];
 
   function lock() {
     locked = true;
@@ -407,6 +581,11 @@
         ...openSections.map(([source, fn]) => load(source, fn)),
         ...(operator ? operatorSections.map(([source, fn]) => load(source, fn)) : []),
       ]);
+      // The customer sections come after: what they ask depends on whether the page is locked (outside demo mode
+      // no demo customer is asked for), and the ledger on whether the looked-up customer exists.
+      if (results.some(Boolean)) lock();
+      results.push(await load('customer', () => loadCustomer()));
+      results.push(await load('ledger', () => loadLedger()));
       if (results.some(Boolean)) {
         lock();
         if (token) {
@@ -419,6 +598,7 @@
       }
       $('token-form').hidden = !(locked && !storage('get'));
       $('forget-token').hidden = !storage('get');
+      $('customer-demo').hidden = !(demoCustomer === true && !tokenMode());
       $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
       showErrors();
     } finally {
@@ -433,7 +613,22 @@
   }
 
   function start() {
-    $('refresh').addEventListener('click', () => { errors.delete('redeliver'); errors.delete('delivery'); refresh(); });
+    $('refresh').addEventListener('click', () => {
+      for (const source of ['redeliver', 'delivery', 'new customer']) errors.delete(source);
+      refresh();
+    });
+    $('customer-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      selectCustomer($('customer-id').value.trim() || null);
+    });
+    $('customer-demo').addEventListener('click', () => {
+      $('customer-id').value = '';
+      selectCustomer(null);
+    });
+    $('new-customer-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      createCustomer();
+    });
     $('auto-refresh').addEventListener('change', schedule);
     $('delivery-state').addEventListener('change', () => { selectedDelivery = null; $('delivery-detail').hidden = true; refresh(); });
     $('deliveries').addEventListener('click', (event) => {
@@ -459,6 +654,12 @@
     $('forget-token').addEventListener('click', () => {
       storage('clear');
       csrfToken = null;
+      selectedCustomer = null; // the operator's lookups go with the token
+      lookupFailed = null;
+      errors.delete('lookup');
+      errors.delete('new customer');
+      $('customer-id').value = '';
+      $('new-customer-result').replaceChildren();
       notice('Operator token forgotten.');
       refresh();
     });
