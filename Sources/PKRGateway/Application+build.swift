@@ -92,6 +92,10 @@ public func buildApplication(
         services.append(
             PeriodicService.reconciler(gateway: gateway, intervalSeconds: config.reconcileIntervalSeconds, logger: logger))
     }
+    if config.invariantCheckIntervalSeconds > 0 {
+        services.append(
+            PeriodicService.invariantChecks(gateway: gateway, intervalSeconds: config.invariantCheckIntervalSeconds, logger: logger))
+    }
     if let olderThanSeconds = config.pruneOlderThanSeconds {
         services.append(
             PeriodicService.retention(

@@ -193,7 +193,8 @@ struct Bench: AsyncParsableCommand {
     /// when the bench ends.
     func freshDatabase(_ engine: DatabaseEngine, scratch: BenchScratch) async throws -> [String: String] {
         var env = [
-            "PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0", "LOG_LEVEL": "error", "PKR_DEMO_SEED_ON_START": "1",
+            "PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0", "PKR_INVARIANT_CHECK_INTERVAL_S": "0", "LOG_LEVEL": "error",
+            "PKR_DEMO_SEED_ON_START": "1",
             "DB_ENGINE": engine.rawValue, "MAX_SINGLE_MINT_PKR": "5000000.00",
         ]
         switch engine {

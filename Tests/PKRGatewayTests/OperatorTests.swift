@@ -72,6 +72,19 @@ struct OperatorTests {
         }
     }
 
+    @Test("the server runs every check on its own schedule, so pkr_invariant_ok needs no one to ask for a summary")
+    func invariantChecksRunOnSchedule() async throws {
+        try await withApp(try await testConfig(["PKR_INVARIANT_CHECK_INTERVAL_S": "1"])) { client, _ in
+            _ = try await client.seed()
+            let exported = try await eventually(timeoutSeconds: 10) {
+                let samples = prometheusSamples(try await client.call(.get, "/metrics").text)
+                return samples.keys.filter { $0.hasPrefix("pkr_invariant_ok{") }.count == 9
+                    && samples.filter { $0.key.hasPrefix("pkr_invariant_ok{") }.allSatisfy { Double($0.value) == 1 }
+            }
+            #expect(exported, "every check exported as 1 without a summary being asked for")
+        }
+    }
+
     @Test("outside demo mode /metrics needs the operator token")
     func metricsNeedTheOperatorToken() async throws {
         try await withApp(try await ProductionModeTests.productionConfig()) { client, _ in

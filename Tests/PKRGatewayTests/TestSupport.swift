@@ -51,6 +51,7 @@ func testConfig(
         "PORT": "0",
         "PKR_WEBHOOK_PUSH": "0",
         "PKR_RECONCILE_INTERVAL_S": "0",
+        "PKR_INVARIANT_CHECK_INTERVAL_S": "0",
         "PKR_DEMO_SEED_ON_START": "0",
     ]
     switch engine {

@@ -45,6 +45,9 @@ public struct GatewayConfig: Sendable {
     public var webhookRetryScheduleMillis: [Int64] = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]
     public var webhookTimeoutMillis: Int64 = 10_000
     public var reconcileIntervalSeconds: Int64 = 60
+    /// How often the server runs every reconciliation check for the metrics and the log; 0 = only when asked
+    /// (summary, `pkr reconcile`). The checks read the whole history, so this is slower than the reconciler.
+    public var invariantCheckIntervalSeconds: Int64 = 300
     public var limits = MoneyLimits(maxMintUnits: 5_000_000 * Money.unitsPerPKR, maxPayoutUnits: 5_000_000 * Money.unitsPerPKR)
     public var adminToken: String?
     public var webhookRateLimitPerSecond: Int?
@@ -167,6 +170,7 @@ public struct GatewayConfig: Sendable {
         }
         if let timeout = try integer("PKR_WEBHOOK_TIMEOUT_MS", 10...120_000) { webhookTimeoutMillis = timeout }
         if let interval = try integer("PKR_RECONCILE_INTERVAL_S", 0...86_400) { reconcileIntervalSeconds = interval }
+        if let interval = try integer("PKR_INVARIANT_CHECK_INTERVAL_S", 0...86_400) { invariantCheckIntervalSeconds = interval }
         let maxMint = try pkr("MAX_SINGLE_MINT_PKR") ?? limits.maxMintUnits
         let maxPayout = try pkr("MAX_SINGLE_PAYOUT_PKR") ?? limits.maxPayoutUnits
         limits = MoneyLimits(maxMintUnits: maxMint, maxPayoutUnits: maxPayout)

@@ -33,7 +33,7 @@ struct PeriodicService: Service {
         }
     }
 
-    /// The fallback reconciler: pulls what the provider has that webhooks did not bring, then runs the checks.
+    /// The fallback reconciler: pulls what the provider has that webhooks did not bring.
     static func reconciler(gateway: Gateway, intervalSeconds: Int64, logger: Logger) -> PeriodicService {
         PeriodicService(name: "reconciler", intervalSeconds: intervalSeconds, logger: logger) {
             guard (try? await gateway.hasCustomer()) == true else { return }
@@ -44,7 +44,14 @@ struct PeriodicService: Service {
                 metadata: [
                     "ingested": "\(result.ingested)", "healed_mints": "\(result.minted)", "conflicts": "\(result.conflicts)",
                 ])
-            // The invariants after each pass: the metrics show them, and a broken one is an error in the log.
+        }
+    }
+
+    /// Every reconciliation check, for `pkr_invariant_ok` and the log: a broken one is an error line. Kept apart
+    /// from the reconciler because the checks read the whole history while a reconciler pass reads only what is new.
+    static func invariantChecks(gateway: Gateway, intervalSeconds: Int64, logger: Logger) -> PeriodicService {
+        PeriodicService(name: "invariant check", intervalSeconds: intervalSeconds, logger: logger) {
+            guard (try? await gateway.hasCustomer()) == true else { return }
             let report = try await gateway.reconciliation()
             if !report.ok {
                 logger.error(
