@@ -33,18 +33,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from console_browser import balance, check, clear_requests, fill, results, start_browser, text, wait_until
 
 BASE = os.environ["PKR_BASE_URL"].rstrip("/")
 TOKEN = os.environ["PKR_ADMIN_TOKEN"]
 ARTIFACTS = os.environ.get("PKR_ARTIFACTS") or "/tmp"
 TOKEN_KEY = "pkr-operator-token"
 INVARIANT_CHECKS = 9
-WAIT_S = 15
 # Chrome's own console line for an HTTP error answer, e.g.
 # "http://127.0.0.1:1234/api/debug/summary - Failed to load resource: the server responded with a status of 401
 # (Unauthorized)".
@@ -54,13 +52,6 @@ NETWORK_ERROR = re.compile(r"^(?P<url>\S+) - Failed to load resource: the server
 # demo_not_seeded (check_customer_endpoints); the page must not ask for them there.
 UNSEEDED_PATHS = ("/api/me", "/api/balance")
 
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok or not detail else f': {detail}'}", flush=True)
-    return bool(ok)
 
 
 # ---- /metrics without a browser ------------------------------------------------------------------------------
@@ -110,42 +101,11 @@ def check_customer_endpoints():
 
 # ---- the page ------------------------------------------------------------------------------------------------
 
-def start_browser():
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--hide-scrollbars", "--force-device-scale-factor=1"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_window_size(1400, 1000)
-    return driver
-
-
-def text(driver, element_id):
-    try:
-        return driver.find_element(By.ID, element_id).get_attribute("textContent") or ""
-    except WebDriverException:
-        return ""
-
-
 def visible(driver, element_id):
     try:
         return driver.find_element(By.ID, element_id).is_displayed()
     except WebDriverException:
         return False
-
-
-def wait_until(predicate, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except WebDriverException:
-            value = None
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.25)
 
 
 def session_token(driver):
@@ -220,25 +180,10 @@ def requests_made(driver):
         "return performance.getEntriesByType('resource').map((e) => e.name);")) if u.path.startswith("/api/")]
 
 
-def clear_requests(driver):
-    driver.execute_script("performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();")
-
-
 def demo_customer_asks(requests):
     """The requests for the demo customer: GET /api/me, or /api/balance without a user_id."""
     return [(path, query) for path, query in requests
             if path == "/api/me" or (path == "/api/balance" and "user_id" not in urllib.parse.parse_qs(query))]
-
-
-def fill(driver, element_id, content):
-    field = driver.find_element(By.ID, element_id)
-    field.clear()
-    if content:
-        field.send_keys(content)
-
-
-def balance(driver):
-    return text(driver, "balance").replace(",", "").strip()
 
 
 class BrowserLog:

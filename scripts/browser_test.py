@@ -38,28 +38,19 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from console_browser import balance, check, clear_requests, fill, results, start_browser, text, wait_until
 from selenium.webdriver.support.ui import Select
 
 BASE = os.environ["PKR_BASE_URL"].rstrip("/")
 RELAY_PORT = int(os.environ["PKR_RELAY_PORT"])
 ARTIFACTS = os.environ.get("PKR_ARTIFACTS") or "/tmp"
 REPO = os.environ.get("PKR_REPO") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WAIT_S = 15
 # The dev secret, which demo mode accepts (keys/dev-webhook-secret.txt).
 DEV_SECRET = open(os.path.join(REPO, "keys", "dev-webhook-secret.txt")).read().strip()
 
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{'' if ok or not detail else f': {detail}'}", flush=True)
-    return bool(ok)
 
 
 # ---- the relay between the wallet stub and the receiver ------------------------------------------------------
@@ -167,41 +158,6 @@ def delivery_of(provider_tx_id):
 
 
 # ---- the page ------------------------------------------------------------------------------------------------
-
-def start_browser():
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--hide-scrollbars", "--force-device-scale-factor=1"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_window_size(1400, 1000)
-    return driver
-
-
-def text(driver, element_id):
-    try:
-        return driver.find_element(By.ID, element_id).get_attribute("textContent") or ""
-    except WebDriverException:
-        return ""
-
-
-def wait_until(predicate, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except WebDriverException:
-            value = None
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.25)
-
-
-def balance(driver):
-    return text(driver, "balance").replace(",", "").strip()
-
 
 def value(driver, element_id):
     try:
@@ -356,22 +312,11 @@ def requested(driver, needle):
         needle)
 
 
-def clear_requests(driver):
-    driver.execute_script("performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();")
-
-
 def flags_by_row(driver, container_id):
     """{first cell's text: [data-flag of each badge in that row]} for the rows of a table, read in one script."""
     return dict(driver.execute_script(
         "return Array.from(document.querySelectorAll(`#${arguments[0]} tbody tr`), (tr) => [tr.cells[0].textContent,"
         " Array.from(tr.querySelectorAll('span.badge[data-flag]'), (b) => b.dataset.flag)]);", container_id))
-
-
-def fill(driver, element_id, content):
-    field = driver.find_element(By.ID, element_id)
-    field.clear()
-    if content:
-        field.send_keys(content)
 
 
 def create_customer(driver, email, account, name=""):
