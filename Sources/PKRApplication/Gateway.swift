@@ -28,6 +28,8 @@ public final class Gateway: Sendable {
     package let logger: Logger
     package let dispatchSignal: WakeSignal
     private let cachedCustomer = Mutex<Customer?>(nil)
+    /// Set once a customer is known to exist; customers are never deleted.
+    private let customersExist = Atomic<Bool>(false)
     private let redeemsInFlight = Mutex<Set<String>>([])
 
     package init(
@@ -120,10 +122,20 @@ public final class Gateway: Sendable {
         return existing
     }
 
-    /// Whether a customer exists for the background passes to act for.
+    /// Whether any customer exists (the demo one or one an operator created) for deposits to be applied to.
     public func hasCustomer() async throws -> Bool {
-        if cachedCustomer.withLock({ $0 }) != nil { return true }
-        return try await store.customer(email: Demo.email) != nil
+        if customersExist.load(ordering: .relaxed) { return true }
+        guard try await store.hasCustomers() else { return false }
+        customersExist.store(true, ordering: .relaxed)
+        return true
+    }
+
+    /// Refuses work that needs a customer to act for before there is one: in demo mode before the seed, otherwise
+    /// before an operator created the first customer.
+    public func requireCustomers() async throws {
+        guard try await hasCustomer() else {
+            throw config.demoMode ? GatewayError.demoNotSeeded : GatewayError.unknownCustomer("none yet: POST /api/users first")
+        }
     }
 
     // MARK: - Deposits
@@ -217,7 +229,7 @@ public final class Gateway: Sendable {
     // MARK: - Mint and redeem
 
     public func mint(providerTxID: String) async throws -> ChainJob {
-        _ = try await currentCustomer()
+        try await requireCustomers()
         let job = try await store.mint(providerTxID: providerTxID)
         metrics.minted(job, via: .manual)
         return job

@@ -9,6 +9,7 @@ public protocol GatewayStore: Sendable {
     func createCustomer(_ draft: CustomerDraft) async throws -> Customer
     func customer(email: String) async throws -> Customer?
     func customer(id: String) async throws -> Customer?
+    func hasCustomers() async throws -> Bool
 
     /// Records a provider transaction that arrived by webhook or poll and, for a settled credit, mints it —
     /// all in one transaction. A webhook's inbound-log row is written in the same transaction.

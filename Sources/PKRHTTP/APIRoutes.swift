@@ -132,7 +132,7 @@ struct APIRoutes {
                 sinceMicros = micros
             }
         }
-        _ = try await gateway.currentCustomer()
+        try await gateway.requireCustomers()
         let result = try await gateway.ingest(sinceMicros: sinceMicros)
         return JSONResponse.make(
             .ok,

@@ -153,6 +153,13 @@ public final class PostgresStore: GatewayStore {
         return try await pg.withConnection { try await PostgresPrimitives.customer($0, email: email, logger: logger) }
     }
 
+    public func hasCustomers() async throws -> Bool {
+        for try await exists in try await pg.query("SELECT EXISTS (SELECT 1 FROM core_user)", logger: logger).decode(Bool.self) {
+            return exists
+        }
+        return false
+    }
+
     public func customer(id: String) async throws -> Customer? {
         let logger = self.logger
         return try await pg.withConnection { try await PostgresPrimitives.customer($0, id: id, logger: logger) }

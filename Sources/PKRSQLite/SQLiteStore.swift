@@ -93,6 +93,10 @@ public final class SQLiteStore: GatewayStore {
         try await database.read { db in try Self.customer(db, where: "email = ?", email) }
     }
 
+    public func hasCustomers() async throws -> Bool {
+        try await database.read { db in try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM core_user)")) ?? false }
+    }
+
     public func customer(id: String) async throws -> Customer? {
         try await database.read { db in try Self.customer(db, where: "id = ?", id) }
     }

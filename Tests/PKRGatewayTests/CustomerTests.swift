@@ -128,10 +128,13 @@ struct CustomerTests {
 
     @Test("outside demo mode, creating customers and acting for one needs the operator token")
     func operatorTokenRequired() async throws {
-        try await withApp(try await ProductionModeTests.productionConfig()) { client, _ in
+        try await withApp(try await ProductionModeTests.productionConfig()) { client, gateway in
             let body = #"{"email": "carol@example.com", "wallet_account": "WALLET-C"}"#
             #expect(try await client.call(.post, "/api/users", json: body).status == .unauthorized)
             let auth: HTTPFields = [.authorization: "Bearer \(ProductionModeTests.adminToken)"]
+            // No demo customer exists outside demo mode: before the first customer the operator is told to make one.
+            let early = try await client.call(.post, "/api/ingest/wallet-transactions", json: "{}", headers: auth, csrf: false)
+            #expect(early.status == .notFound && early.error == "unknown_customer")
             let carol = try await client.call(.post, "/api/users", json: body, headers: auth, csrf: false)
             #expect(carol.status == .created)
             let carolID = try #require(carol.string("user_id"))
@@ -143,6 +146,12 @@ struct CustomerTests {
             #expect(try await client.call(.post, "/api/redeem", json: redeem).status == .unauthorized)
             let refused = try await client.call(.post, "/api/redeem", json: redeem, headers: auth, csrf: false)
             #expect(refused.status == .badRequest && refused.error == "insufficient_balance")
+            // With a customer, the fallback ingest and the manual mint work without any demo customer.
+            let ingest = try await client.call(.post, "/api/ingest/wallet-transactions", json: "{}", headers: auth, csrf: false)
+            #expect(ingest.status == .ok, "\(ingest.text)")
+            let mint = try await client.call(.post, "/api/mint", json: #"{"provider_tx_id": "TX-none"}"#, headers: auth, csrf: false)
+            #expect(mint.status == .notFound && mint.error == "unknown_provider_tx")
+            #expect(try await gateway.hasCustomer())
         }
     }
 }
