@@ -243,6 +243,12 @@ public struct QuarantineRecord: Sendable, Codable {
     }
 }
 
+extension ExternalTransactionRecord {
+    /// Why an operator should look at the transaction: its stored flag, or `unbound_account` for one recorded on an
+    /// account no customer held (derived from the missing customer, never stored).
+    public var operatorFlag: String? { flag ?? (customerID == nil ? "unbound_account" : nil) }
+}
+
 public struct ExternalTransactionRecord: Sendable {
     public var id: Int64
     public var tx: ProviderTransaction

@@ -236,8 +236,7 @@ struct APIRoutes {
             ("status", .string(record.tx.status.rawValue)), ("account", .string(record.tx.account)),
             ("arrived_via", .string(via)), ("first_seen_via", .string(record.firstSeenVia.rawValue)),
             ("mint_job_id", .optional(record.mintJobID)), ("matched_burn_job_id", .optional(record.matchedJobID)),
-            // Unbound: recorded on an account no customer held; an operator binds it and mints the credit.
-            ("flag", .optional(record.flag ?? (record.customerID == nil ? "unbound_account" : nil))),
+            ("flag", .optional(record.operatorFlag)),
         ])
     }
 
