@@ -89,6 +89,14 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The gateway's side of the provider boundary: the provider's HTTP API as a `WalletProvider`.
+        .target(
+            name: "ProviderClient",
+            dependencies: [
+                "PKRCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // HTTP: routes, middleware, the one place errors become status codes, the OpenAPI document.
         .target(
             name: "PKRHTTP",
@@ -104,7 +112,7 @@ let package = Package(
         .target(
             name: "PKRGateway",
             dependencies: [
-                "PKRCore", "PKRApplication", "PKRSQLite", "PKRPostgres", "PKRHTTP", "WalletStub", "ChainStub",
+                "PKRCore", "PKRApplication", "PKRSQLite", "PKRPostgres", "PKRHTTP", "WalletStub", "ChainStub", "ProviderClient",
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -127,6 +135,7 @@ let package = Package(
             dependencies: [
                 "PKRCore", "PKRApplication", "PKRGateway", "PKRPostgres", "PKRBench", "PKRFuzz",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
@@ -135,7 +144,7 @@ let package = Package(
             name: "PKRGatewayTests",
             dependencies: [
                 "PKRCore", "PKRApplication", "PKRSQLite", "PKRPostgres", "PKRHTTP", "PKRGateway", "PKRBench", "PKRFuzz",
-                "WalletStub", "ChainStub",
+                "WalletStub", "ChainStub", "ProviderClient",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -11,7 +11,13 @@ public enum Demo {
 extension Gateway {
     /// Opens the demo wallet at the provider and creates the demo customer bound to it (both idempotent).
     public func seedDemo() async throws -> Customer {
-        try await walletStub.openAccount(Demo.walletAccount)
-        return try await store.createCustomer(Demo.customer)
+        try await provider.openAccount(Demo.walletAccount)
+        return try await bindDemoCustomer()
+    }
+
+    /// Creates the demo customer alone: at start-up, before this process answers HTTP, when the provider mounted here
+    /// has opened the demo wallet itself.
+    package func bindDemoCustomer() async throws -> Customer {
+        try await store.createCustomer(Demo.customer)
     }
 }

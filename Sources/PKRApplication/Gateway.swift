@@ -18,32 +18,29 @@ public final class Gateway: Sendable {
 
     public let config: GatewayConfig
     public let store: any GatewayStore
+    /// The wallet provider, reached over HTTP (`HTTPWalletProvider`) in every configuration the server runs.
     public let provider: any WalletProvider
-    /// The simulated provider itself, for the demo endpoints that play the provider's part.
-    public let walletStub: any WalletStubStore
-    public let outbox: any OutboxStore
+    /// The provider stub when demo mode mounts it in this process: operators see its webhook outbox through the
+    /// gateway, and tests and benchmarks act as the provider through it. Money paths never use it.
+    public let localProvider: LocalProvider?
     public let verifier: WebhookVerifier
     public let clock: any GatewayClock
     public let metrics: GatewayMetrics
     package let logger: Logger
-    package let dispatchSignal: WakeSignal
     private let cachedCustomer = Mutex<Customer?>(nil)
     /// Set once a customer is known to exist; customers are never deleted.
     private let customersExist = Atomic<Bool>(false)
     private let redeemsInFlight = Mutex<Set<String>>([])
 
     package init(
-        config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, walletStub: any WalletStubStore,
-        outbox: any OutboxStore, clock: any GatewayClock, metrics: GatewayMetrics = GatewayMetrics(), logger: Logger,
-        dispatchSignal: WakeSignal
+        config: GatewayConfig, store: any GatewayStore, provider: any WalletProvider, localProvider: LocalProvider?,
+        clock: any GatewayClock, metrics: GatewayMetrics = GatewayMetrics(), logger: Logger
     ) {
-        self.dispatchSignal = dispatchSignal
         self.metrics = metrics
         self.config = config
         self.store = store
         self.provider = provider
-        self.walletStub = walletStub
-        self.outbox = outbox
+        self.localProvider = localProvider
         self.clock = clock
         self.logger = logger
         self.verifier = WebhookVerifier(
@@ -98,7 +95,7 @@ public final class Gateway: Sendable {
                 }
             }
         }
-        try await walletStub.openAccount(draft.walletAccount)
+        try await provider.openAccount(draft.walletAccount)
         if creation.created {
             logger.info(
                 "customer created", metadata: ["user_id": "\(creation.customer.id)", "wallet_account": "\(draft.walletAccount)"])
@@ -143,7 +140,7 @@ public final class Gateway: Sendable {
     /// The demo's "a customer deposits PKR": the provider records it and (with push on) queues its webhook.
     public func demoCredit(amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         let customer = try await currentCustomer()
-        return try await walletStub.credit(account: customer.walletAccount, amountPaisa: amountPaisa, memo: memo)
+        return try await provider.deposit(account: customer.walletAccount, amountPaisa: amountPaisa, memo: memo)
     }
 
     public struct IngestResult: Sendable, Equatable {
@@ -264,12 +261,17 @@ public final class Gateway: Sendable {
         return result
     }
 
-    /// Asks the provider to pay out a burn. Failure leaves the payout requested; the reconciler retries it.
+    /// Asks the provider to pay out a burn, under the key derived from the burn's job (stored with the burn before
+    /// the first attempt), so that every retry by anyone is the same request. Failure leaves the payout requested;
+    /// the reconciler retries it.
     func submitPayout(jobID: String, account: String, amountUnits: Int64, memo: String) async {
         do {
             let paisa = try Money.unitsToPaisa(amountUnits)
-            let tx = try await provider.payout(account: account, amountPaisa: paisa, memo: memo, reference: jobID)
-            try await store.markPayoutSubmitted(jobID: jobID, providerTxID: tx.providerTxID)
+            let payout = try await provider.payout(
+                PayoutRequest(
+                    account: account, amountPaisa: paisa, memo: memo, reference: jobID,
+                    idempotencyKey: PayoutRequest.idempotencyKey(reference: jobID)))
+            try await store.markPayoutSubmitted(jobID: jobID, providerTxID: payout.providerTxID ?? payout.id)
         } catch {
             logger.error("payout not submitted; the reconciler will retry", metadata: ["job_id": "\(jobID)", "error": "\(error)"])
         }
@@ -343,7 +345,7 @@ public final class Gateway: Sendable {
     }
 
     /// Makes the webhook dispatcher look at the outbox now rather than at its next timer.
-    public func wakeDispatcher() { dispatchSignal.signal() }
+    public func wakeDispatcher() { localProvider?.dispatchSignal.signal() }
 
     // MARK: - Reads
 
@@ -375,6 +377,16 @@ public final class Gateway: Sendable {
 
     // MARK: - The provider stub's outbox, for operators
 
+    /// The provider's outbox, when the provider runs in this process; a remote provider keeps its own.
+    private var outbox: any OutboxStore {
+        get throws {
+            guard let outbox = localProvider?.outbox else {
+                throw GatewayError.notFound("the provider runs as its own service; its webhook deliveries are there")
+            }
+            return outbox
+        }
+    }
+
     public func deliveries(_ page: Page, state: String?) async throws -> [DeliveryView] {
         try await outbox.list(limit: page.limit, beforeID: page.beforeID, state: state)
     }
@@ -399,7 +411,7 @@ public final class Gateway: Sendable {
     public func reconciliation() async throws -> ReconciliationReport {
         let snapshot = try await store.reconciliationSnapshot()
         let chain = try await store.verifyLedger()
-        let reserve = try await walletStub.reservePaisa()
+        let reserve = try await provider.reservePaisa()
         let report = ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
         metrics.invariants(report)
         return report
@@ -408,7 +420,8 @@ public final class Gateway: Sendable {
     /// Reads the figures the metrics show from the store (the outbox by state, the quarantine), for a scrape.
     /// A store that cannot answer is reported as unavailable, not as an error.
     public func refreshStoredMetrics() async {
-        let outboxCounts = try? await outbox.countByState()
+        var outboxCounts: [String: Int]?? = .none
+        if let outbox = localProvider?.outbox { outboxCounts = .some(try? await outbox.countByState()) }
         let quarantined = try? await store.quarantineCount()
         metrics.stored(outbox: outboxCounts, quarantineEntries: quarantined)
     }

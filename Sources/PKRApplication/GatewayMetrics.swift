@@ -103,10 +103,11 @@ public final class GatewayMetrics: Sendable {
         }
     }
 
-    /// The figures read from the store when the metrics are scraped.
-    func stored(outbox counts: [String: Int]?, quarantineEntries entries: Int?) {
-        storeAvailable.record(counts != nil && entries != nil ? 1 : 0)
-        if let counts {
+    /// The figures read from the store when the metrics are scraped. `outbox` is nil when it could not be read, and
+    /// absent when the provider runs elsewhere and keeps its own.
+    func stored(outbox counts: [String: Int]??, quarantineEntries entries: Int?) {
+        storeAvailable.record(counts != .some(nil) && entries != nil ? 1 : 0)
+        if case .some(.some(let counts)) = counts {
             for state in Self.outboxStates { outbox[state]?.record(counts[state] ?? 0) }
         }
         if let entries { quarantineEntries.record(entries) }

@@ -1,18 +1,69 @@
 import PKRCore
+import ServiceLifecycle
 
-/// The simulated provider's side of the house: what the demo endpoints and the reconciliation need beyond the
-/// `WalletProvider` interface the gateway uses. One implementation per database engine.
-public protocol WalletStubStore: WalletProvider {
-    func openAccount(_ accountNo: String) async throws
+/// The simulated provider's own store, behind its HTTP API (`ProviderRouter`) and never called by the gateway: the
+/// gateway reaches the provider only through `WalletProvider` over HTTP. One implementation per database engine.
+public protocol WalletStubStore: Sendable {
+    /// Opens an account; false when it was already open.
+    @discardableResult func openAccount(_ accountNo: String) async throws -> Bool
+    func account(_ accountNo: String) async throws -> ProviderAccount?
     /// A deposit arrives at the provider; with push on, its webhook is queued in the same transaction.
     func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction
     /// Deposits whose webhooks are lost: recorded in one transaction and never pushed, so that only the polling
     /// reconciler finds them; they happened a millisecond apart, ending now. For bulk loads (`pkr bench`) and tests
     /// of the fallback.
     func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws
+    /// The listing, oldest first; `limit` may be one more than a page to learn whether more follow.
+    func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage
+    /// Makes a payout once per idempotency key, in one transaction with its debit and webhook. A replay of the same
+    /// request answers the first payout (`replayed`); the key with another request, or the reference under another
+    /// key, is refused.
+    func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool)
+    func payout(id: String) async throws -> Payout?
+    func payout(reference: String) async throws -> Payout?
     func balancePaisa(account: String) async throws -> Int64?
     /// The sum of all wallet balances: the PKR reserve backing the token supply.
     func reservePaisa() async throws -> Int64
+}
+
+/// The provider stub run in this process (demo mode): its store, its webhook outbox, its test controls, and the
+/// loopback listener through which the gateway reaches it.
+public struct LocalProvider: Sendable {
+    public let store: any WalletStubStore
+    public let outbox: any OutboxStore
+    public let controls: ProviderControls
+    /// Wakes its webhook dispatcher when a write queued a delivery.
+    package let dispatchSignal: WakeSignal
+    /// Its HTTP listener, to run beside whatever uses the gateway.
+    public let listener: any Service
+
+    package init(
+        store: any WalletStubStore, outbox: any OutboxStore, controls: ProviderControls, dispatchSignal: WakeSignal,
+        listener: any Service
+    ) {
+        self.store = store
+        self.outbox = outbox
+        self.controls = controls
+        self.dispatchSignal = dispatchSignal
+        self.listener = listener
+    }
+}
+
+public struct ProviderAccount: Sendable, Equatable {
+    public var accountNo: String
+    public var balancePaisa: Int64
+    public var createdAtMicros: Int64
+
+    public init(accountNo: String, balancePaisa: Int64, createdAtMicros: Int64) {
+        self.accountNo = accountNo
+        self.balancePaisa = balancePaisa
+        self.createdAtMicros = createdAtMicros
+    }
+}
+
+public enum ProviderLimits {
+    /// The largest page of the transaction listing.
+    public static let pageSizeMax = 1000
 }
 
 /// The wallet stub's webhook outbox, drained by the dispatcher.

@@ -45,7 +45,8 @@ extension Gateway {
             }
         }
         try await drain { result in
-            let (deliveries, attempts) = try await outbox.pruneDelivered(deliveredBefore: cutoff, rowsMax: batchRows)
+            let (deliveries, attempts) =
+                try await localProvider?.outbox.pruneDelivered(deliveredBefore: cutoff, rowsMax: batchRows) ?? (0, 0)
             result.deliveries += deliveries
             result.attempts += attempts
             return deliveries

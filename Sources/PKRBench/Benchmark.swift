@@ -62,7 +62,7 @@ public enum Benchmark {
         var deposits: [ProviderTransaction] = []
         var cursor = cursorBefore
         while deposits.count < count {
-            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            let page = try await providerStore(gateway).transactions(sinceMicros: 0, after: cursor, limit: 1000)
             guard page.nextCursor > cursor else { break }
             deposits += page.transactions
             cursor = page.nextCursor
@@ -80,7 +80,7 @@ public enum Benchmark {
     static func lastProviderCursor(_ gateway: Gateway) async throws -> Int64 {
         var cursor: Int64 = 0
         while true {
-            let page = try await gateway.provider.transactions(sinceMicros: 0, after: cursor, limit: 1000)
+            let page = try await providerStore(gateway).transactions(sinceMicros: 0, after: cursor, limit: 1000)
             guard page.nextCursor > cursor else { return cursor }
             cursor = page.nextCursor
         }
@@ -140,15 +140,27 @@ public enum Benchmark {
     public static func loadBacklog(_ gateway: Gateway, count: Int) async throws {
         // One call: its deposits are a millisecond apart, so their ids grow with time as a provider's do.
         let amounts = [Int64](repeating: 100, count: count)
-        try await gateway.walletStub.recordUnannouncedDeposits(account: Demo.walletAccount, amountsPaisa: amounts, memo: "backlog")
+        try await providerStore(gateway).recordUnannouncedDeposits(account: Demo.walletAccount, amountsPaisa: amounts, memo: "backlog")
         try await gateway.store.checkpoint()
+    }
+
+    /// The provider stub this process runs, which the benchmark plays the provider through.
+    public static func providerStore(_ gateway: Gateway) throws -> any WalletStubStore {
+        guard let store = gateway.localProvider?.store else { throw BenchmarkError.noLocalProvider }
+        return store
     }
 
     /// Grows the ledger by about `count` entries (two per mint) as the reconciler would: deposits the provider never
     /// announced, then one pass that mints them all.
     public static func loadLedger(_ gateway: Gateway, count: Int) async throws {
         try await loadBacklog(gateway, count: count / 2)
-        _ = try await gateway.ingest(sinceMicros: nil)
+        _ = try await withLocalProvider(gateway) { try await gateway.ingest(sinceMicros: nil) }
         try await gateway.store.checkpoint()
     }
+}
+
+enum BenchmarkError: Error, CustomStringConvertible {
+    case noLocalProvider
+
+    var description: String { "the benchmark plays the provider: run it in demo mode, without PKR_PROVIDER_URL" }
 }

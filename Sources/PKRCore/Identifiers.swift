@@ -13,6 +13,8 @@ public enum Identifiers {
     /// index grows at its right edge instead of dirtying a random page per receipt (a third of a mint commit's
     /// pages when the hash was random).
     public static func chainTxHash(unixMillis: Int64) -> String { "0x" + Crypto.hex(timePrefixed(byteCount: 32, unixMillis: unixMillis)) }
+    /// "po_" + 32 hex characters, time-prefixed like provider transaction ids: a provider's payout id.
+    public static func payoutID(unixMillis: Int64) -> String { "po_" + Crypto.hex(timePrefixed(byteCount: 16, unixMillis: unixMillis)) }
     /// A Standard Webhooks message id.
     public static func webhookMessageID() -> String { "msg_" + Crypto.hex(Crypto.randomIdentifierBytes(16)) }
     public static func uuid() -> String { UUID().uuidString.lowercased() }

@@ -10,6 +10,20 @@ public enum Money {
 
     /// Parses a positive PKR amount with at most two decimals ("1000", "1000.5", "1000.00") into paisa.
     public static func parsePaisa(_ text: String) throws(MoneyError) -> Int64 {
+        let paisa = try parsePaisaDigits(text)
+        guard paisa > 0 else { throw .notPositive }
+        // Every paisa amount must also be representable in token units.
+        guard paisa <= Int64.max / unitsPerPaisa else { throw .outOfRange }
+        return paisa
+    }
+
+    /// Parses a balance: like `parsePaisa`, but zero is allowed and a sum of balances may exceed what one amount
+    /// in token units can hold.
+    public static func parseBalancePaisa(_ text: String) throws(MoneyError) -> Int64 {
+        try parsePaisaDigits(text)
+    }
+
+    private static func parsePaisaDigits(_ text: String) throws(MoneyError) -> Int64 {
         let bytes = Array(text.utf8)
         guard !bytes.isEmpty, bytes.count <= amountTextBytesMax else {
             throw bytes.isEmpty ? .notANumber : .outOfRange
@@ -46,9 +60,6 @@ public enum Money {
         let (wholePaisa, o3) = whole.multipliedReportingOverflow(by: paisaPerPKR)
         let (paisa, o4) = wholePaisa.addingReportingOverflow(fraction)
         guard !o3, !o4 else { throw .outOfRange }
-        guard paisa > 0 else { throw .notPositive }
-        // Every paisa amount must also be representable in token units.
-        guard paisa <= Int64.max / unitsPerPaisa else { throw .outOfRange }
         return paisa
     }
 

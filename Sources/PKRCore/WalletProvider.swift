@@ -1,25 +1,115 @@
-/// What the gateway needs from a wallet provider. The bundled stub implements it; a real provider adapter would too.
+/// What the gateway needs from a wallet provider, which is another system: the gateway reaches it only through an
+/// implementation of this over HTTP (`HTTPWalletProvider`), never by a function call into the provider's store.
 public protocol WalletProvider: Sendable {
+    /// Opens an account (idempotent).
+    func openAccount(_ accountNo: String) async throws
+    /// A customer pays PKR in: the demo's deposit, which the provider then announces by webhook.
+    func deposit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction
     /// Transactions that occurred at or after `sinceMicros`, in provider order, after `cursor` (exclusive).
     func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage
-    /// Pays PKR out of a wallet. Idempotent per `reference`: asking twice pays once and returns the same transaction.
-    func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction
+    /// Pays PKR out of a wallet. Idempotent per `request.idempotencyKey`: asking again with the same key and request
+    /// answers the same payout.
+    func payout(_ request: PayoutRequest) async throws -> Payout
+    /// The payout made under a reference, if any: how an unknown outcome is resolved without a new key.
+    func payout(reference: String) async throws -> Payout?
+    /// The sum of all wallet balances: the PKR reserve backing the token supply.
+    func reservePaisa() async throws -> Int64
 }
 
 public struct ProviderPage: Sendable {
     public var transactions: [ProviderTransaction]
     /// Pass back as `cursor` to continue; equal to the input cursor when nothing new was found.
     public var nextCursor: Int64
+    /// Each transaction's own cursor, where the store knows them (the provider's side); empty otherwise.
+    public var cursors: [Int64]
 
-    public init(transactions: [ProviderTransaction], nextCursor: Int64) {
+    public init(transactions: [ProviderTransaction], nextCursor: Int64, cursors: [Int64] = []) {
+        precondition(cursors.isEmpty || cursors.count == transactions.count, "one cursor per transaction")
         self.transactions = transactions
         self.nextCursor = nextCursor
+        self.cursors = cursors
+    }
+}
+
+public struct PayoutRequest: Sendable, Equatable {
+    public var account: String
+    public var amountPaisa: Int64
+    public var memo: String
+    /// The gateway's redemption this pays; unique at the provider.
+    public var reference: String
+    public var idempotencyKey: String
+
+    public init(account: String, amountPaisa: Int64, memo: String, reference: String, idempotencyKey: String) {
+        precondition(amountPaisa > 0, "a payout moves a positive amount")
+        self.account = account
+        self.amountPaisa = amountPaisa
+        self.memo = memo
+        self.reference = reference
+        self.idempotencyKey = idempotencyKey
+    }
+
+    /// The key a redemption's payout is made under: derived from the redemption, so every retry, by any instance,
+    /// after any restart, sends the same one.
+    public static func idempotencyKey(reference: String) -> String { "payout-" + reference }
+
+    /// What makes two requests under one key the same request.
+    public var fingerprint: String {
+        IdempotencyKey.fingerprint([account, String(amountPaisa), memo, reference])
+    }
+}
+
+public enum PayoutStatus: String, Sendable, Codable, CaseIterable {
+    case pending
+    case processing
+    case paid
+    case returned
+    case failed
+    case canceled
+}
+
+public struct Payout: Sendable, Equatable {
+    public var id: String
+    public var status: PayoutStatus
+    public var account: String
+    public var amountPaisa: Int64
+    public var memo: String
+    public var reference: String
+    public var failureCode: String?
+    /// The debit on the account's transaction listing, once the money has left it.
+    public var providerTxID: String?
+    public var createdAtMicros: Int64
+    public var updatedAtMicros: Int64
+
+    public init(
+        id: String, status: PayoutStatus, account: String, amountPaisa: Int64, memo: String, reference: String,
+        failureCode: String?, providerTxID: String?, createdAtMicros: Int64, updatedAtMicros: Int64
+    ) {
+        precondition(amountPaisa > 0, "a payout moves a positive amount")
+        self.id = id
+        self.status = status
+        self.account = account
+        self.amountPaisa = amountPaisa
+        self.memo = memo
+        self.reference = reference
+        self.failureCode = failureCode
+        self.providerTxID = providerTxID
+        self.createdAtMicros = createdAtMicros
+        self.updatedAtMicros = updatedAtMicros
     }
 }
 
 public enum ProviderError: Error, Equatable, Sendable {
     case unknownAccount(String)
     case insufficientFunds(account: String)
+    /// The reference is already paid under another idempotency key.
     case referenceConflict(String)
+    /// The idempotency key was used before with another request.
+    case idempotencyKeyReused(String)
+    /// A request with this idempotency key is still being served.
+    case requestInFlight(String)
     case corruptRow(String)
+    /// The provider could not be reached or kept failing; what it did, if anything, is unknown.
+    case unavailable(String)
+    /// The provider refused the request as malformed: a bug on one side of the wire.
+    case rejected(status: Int, code: String)
 }

@@ -22,40 +22,29 @@ public struct BuiltApplication: Sendable {
     public let metrics: PrometheusCollectorRegistry
 }
 
-/// Opens and migrates the store and wires the gateway's parts together. Used by every command.
+/// Opens and migrates the store and wires the gateway's parts together. Used by every command. In demo mode without
+/// `PKR_PROVIDER_URL` the provider stub runs in this process behind its own loopback listener
+/// (`gateway.localProvider`), which whoever uses the gateway runs (`buildApplication` does; commands use
+/// `withLocalProvider`).
 public func buildGateway(
     config: GatewayConfig, clock: any GatewayClock = SystemClock(), metrics: GatewayMetrics = GatewayMetrics(),
     logger: Logger = Logger(label: "pkr")
 ) async throws -> Gateway {
-    let signal = WakeSignal()
     let nowMicros: @Sendable () -> Int64 = { clock.nowMicros() }
-    let onOutboxWrite: @Sendable () -> Void = { signal.signal() }
     let store: any GatewayStore
-    let walletStub: any WalletStubStore
-    let outbox: any OutboxStore
+    var postgres: PostgresStore?
     switch config.databaseEngine {
     case .sqlite:
-        let sqlite = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: nowMicros)
-        store = sqlite
-        walletStub = SQLiteWalletStub(
-            database: sqlite.database, transactions: sqlite.sharedTransactions,
-            pushEnabled: config.webhookPush, nowMicros: nowMicros, onOutboxWrite: onOutboxWrite)
-        outbox = SQLiteWebhookOutbox(database: sqlite.database)
+        store = try SQLiteStore(path: config.sqlitePath, limits: config.limits, nowMicros: nowMicros)
     case .postgres:
-        let postgres = try await PostgresStore.connect(
-            settings: config.postgres, limits: config.limits, nowMicros: nowMicros,
-            logger: logger)
-        store = postgres
-        walletStub = PostgresWalletStub(
-            client: postgres.client, availability: postgres.availability,
-            pushEnabled: config.webhookPush, nowMicros: nowMicros, logger: logger,
-            onOutboxWrite: onOutboxWrite)
-        outbox = PostgresWebhookOutbox(client: postgres.client, availability: postgres.availability, logger: logger)
+        let pg = try await PostgresStore.connect(settings: config.postgres, limits: config.limits, nowMicros: nowMicros, logger: logger)
+        store = pg
+        postgres = pg
     }
     try await store.migrate()
+    let (provider, local) = try await makeProvider(config: config, clock: clock, logger: logger, postgres: postgres)
     return Gateway(
-        config: config, store: store, provider: walletStub, walletStub: walletStub, outbox: outbox, clock: clock,
-        metrics: metrics, logger: logger, dispatchSignal: signal)
+        config: config, store: store, provider: provider, localProvider: local, clock: clock, metrics: metrics, logger: logger)
 }
 
 /// The one composition root: router, middleware and background services, used by `pkr serve` and the tests.
@@ -69,7 +58,13 @@ public func buildApplication(
     let metrics = config.metricsEnabled ? GatewayMetrics(factory: PrometheusMetricsFactory.gateway(registry)) : GatewayMetrics()
     let gateway = try await buildGateway(config: config, clock: clock, metrics: metrics, logger: logger)
     if config.demoMode && config.seedDemoOnStart {
-        _ = try await gateway.seedDemo()
+        if let local = gateway.localProvider {
+            // The provider here is not listening yet: it opens its demo wallet itself, as a remote one does.
+            try await local.store.openAccount(Demo.walletAccount)
+            _ = try await gateway.bindDemoCustomer()
+        } else {
+            _ = try await gateway.seedDemo()
+        }
     }
     let router = GatewayRouter.build(gateway: gateway, metrics: config.metricsEnabled ? registry : nil)
 
@@ -77,16 +72,19 @@ public func buildApplication(
     let ownHost = config.host == "0.0.0.0" || config.host == "::" ? "127.0.0.1" : config.host
     let ownBaseURL = Mutex<String>("http://\(ownHost):\(config.port)")
     var services: [any Service] = []
-    if config.webhookPush {
-        let configuredURL = config.webhookURL
-        services.append(
-            WebhookDispatcher(
-                outbox: gateway.outbox, signal: gateway.dispatchSignal, secret: config.webhookSecrets[0],
-                scheduleMillis: config.webhookRetryScheduleMillis, clock: clock,
-                transport: HTTPWebhookTransport(
-                    timeoutMillis: config.webhookTimeoutMillis,
-                    target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" }),
-                logger: logger))
+    if let local = gateway.localProvider {
+        services.append(local.listener)
+        if config.webhookPush {
+            let configuredURL = config.webhookURL
+            services.append(
+                WebhookDispatcher(
+                    outbox: local.outbox, signal: local.dispatchSignal, secret: config.webhookSecrets[0],
+                    scheduleMillis: config.webhookRetryScheduleMillis, clock: clock,
+                    transport: HTTPWebhookTransport(
+                        timeoutMillis: config.webhookTimeoutMillis,
+                        target: { configuredURL ?? ownBaseURL.withLock { $0 } + "/api/webhooks/wallet" }),
+                    paused: { local.controls.webhooksPaused }, logger: logger))
+        }
     }
     if config.reconcileIntervalSeconds > 0 {
         services.append(
@@ -108,8 +106,7 @@ public func buildApplication(
         services: services,
         onServerRunning: { channel in
             guard let address = channel.localAddress, let ip = address.ipAddress, let port = address.port else { return }
-            let host = ip == "0.0.0.0" ? "127.0.0.1" : (ip == "::" ? "[::1]" : (ip.contains(":") ? "[\(ip)]" : ip))
-            ownBaseURL.withLock { $0 = "http://\(host):\(port)" }
+            ownBaseURL.withLock { $0 = BoundAddress.baseURL(ip: ip, port: port) }
         },
         logger: logger)
     return BuiltApplication(application: application, gateway: gateway, metrics: registry)

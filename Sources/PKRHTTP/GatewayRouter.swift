@@ -22,6 +22,11 @@ public enum GatewayRouter {
         ConsoleRoute.register(on: router)
         if let metrics { MetricsRoute.register(on: router, gateway: gateway, registry: metrics, operatorAuth: operatorAuth) }
         APIRoutes(gateway: gateway, operatorAuth: operatorAuth).register(on: router)
+        if let local = gateway.localProvider {
+            // The in-process provider's API for people and scripts, as `pkr provider serve` would answer it.
+            ProviderRoutes(store: local.store, apiKey: config.providerAPIKey, controls: local.controls)
+                .register(on: router.group("provider"))
+        }
         WebhookRoutes(
             gateway: gateway, operatorAuth: operatorAuth,
             rateLimiter: config.webhookRateLimitPerSecond.map { RateLimiter(ratePerSecond: $0) },

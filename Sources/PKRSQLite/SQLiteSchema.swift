@@ -28,6 +28,7 @@ enum SQLiteSchema {
         // SQLite runs the fast paths in Swift on its single writer: a mint batch or a burn is one transaction of
         // in-process statements, with no round trips to save.
         ("v1-fast-paths", { _ in }),
+        ("v2-provider-payouts", { db in try WalletStubSchema.createPayoutTable(db) }),
     ]
 
     static func migrator() -> DatabaseMigrator {

@@ -54,3 +54,29 @@ public enum WalletStubSchema {
                 """)
     }
 }
+
+extension WalletStubSchema {
+    /// Payouts with their lifecycle, one per idempotency key and one per reference (migration v2-provider-payouts).
+    /// A payout that has moved money names its debit on the listing.
+    public static func createPayoutTable(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE wallet_stub_payout (
+                  id TEXT PRIMARY KEY,
+                  idempotency_key TEXT NOT NULL UNIQUE,
+                  request_fingerprint TEXT NOT NULL,
+                  account_no TEXT NOT NULL REFERENCES wallet_stub_walletstubaccount(account_no),
+                  amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+                  memo TEXT NOT NULL,
+                  reference TEXT NOT NULL UNIQUE,
+                  status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'paid', 'returned', 'failed', 'canceled')),
+                  failure_code TEXT CHECK (failure_code IN ('account_closed', 'invalid_account', 'limit_exceeded', 'rail_rejected')),
+                  provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+                  created_at TEXT NOT NULL,
+                  updated_at TEXT NOT NULL,
+                  CHECK ((status = 'failed') = (failure_code IS NOT NULL)),
+                  CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL)
+                );
+                """)
+    }
+}

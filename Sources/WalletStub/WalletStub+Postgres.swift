@@ -35,13 +35,25 @@ public final class PostgresWalletStub: WalletStubStore {
     /// id 11 and was already listed). It serializes the provider's writes, as a real provider's ordered log does.
     static let listingOrderLockKey: Int64 = 0x706b_725f_7374_7562  // "pkr_stub"
 
-    public func openAccount(_ accountNo: String) async throws {
+    @discardableResult public func openAccount(_ accountNo: String) async throws -> Bool {
         let createdAt = Timestamp.format(micros: nowMicros())
-        try await pg.query(
+        let rows = try await pg.query(
             """
             INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (\(accountNo), 0, \(createdAt))
-            ON CONFLICT (account_no) DO NOTHING
-            """, logger: logger)
+            ON CONFLICT (account_no) DO NOTHING RETURNING id
+            """, logger: logger
+        ).collect()
+        return rows.count == 1
+    }
+
+    public func account(_ accountNo: String) async throws -> ProviderAccount? {
+        for try await (balance, createdAt) in try await pg.query(
+            "SELECT balance_paisa, created_at FROM wallet_stub_walletstubaccount WHERE account_no = \(accountNo)", logger: logger
+        ).decode((Int64, String).self) {
+            guard let createdAtMicros = Timestamp.parse(createdAt) else { throw ProviderError.corruptRow(accountNo) }
+            return ProviderAccount(accountNo: accountNo, balancePaisa: balance, createdAtMicros: createdAtMicros)
+        }
+        return nil
     }
 
     public func credit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
@@ -83,40 +95,53 @@ public final class PostgresWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
+    public func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
-        let candidate = ProviderTransaction(
-            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-            direction: .debit, amountPaisa: amountPaisa, status: .settled,
-            occurredAtMicros: now, memo: memo, reference: reference)
+        let tx = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
+            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
+            occurredAtMicros: now, memo: request.memo, reference: request.reference)
+        let candidate = Payout(
+            id: Identifiers.payoutID(unixMillis: now / 1000), status: .paid, account: request.account,
+            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
+            providerTxID: tx.providerTxID, createdAtMicros: now, updatedAtMicros: now)
         // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
         // and released at the commit that follows at once, instead of being held while this process, busy on two
-        // cores, sends its next statement. The unique reference makes a payout happen once: a concurrent payout
-        // with the same reference waits on the index until this one ends, then finds it.
-        let payload = ByteBuffer(bytes: WebhookEvent.encode(candidate))
-        let occurredAt = Timestamp.format(micros: candidate.occurredAtMicros)
+        // cores, sends its next statement. The payout's unique key and reference make it happen once: a concurrent
+        // payout with either waits on the index until this one ends, then writes nothing. The payout row is written
+        // before its debit, which the foreign key checks at the end of the statement.
+        let payload = ByteBuffer(bytes: WebhookEvent.encode(tx))
+        let at = Timestamp.format(micros: now)
         var paid = false
         do {
             for try await count in try await pg.query(
                 """
                 WITH ordered AS (
                   SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))
+                ), made AS (
+                  INSERT INTO wallet_stub_payout
+                    (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
+                     failure_code, provider_tx_id, created_at, updated_at)
+                  SELECT \(candidate.id), \(request.idempotencyKey), \(request.fingerprint), a.account_no, \(request.amountPaisa),
+                         \(request.memo), \(request.reference), 'paid', NULL, \(tx.providerTxID), \(at), \(at)
+                  FROM ordered, wallet_stub_walletstubaccount a
+                  WHERE a.account_no = \(request.account) AND a.balance_paisa >= \(request.amountPaisa)
+                  ON CONFLICT DO NOTHING RETURNING provider_tx_id
                 ), claimed AS (
                   INSERT INTO wallet_stub_walletstubtx
                     (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
-                  SELECT \(candidate.providerTxID), a.id, 'debit', \(amountPaisa), \(candidate.status.rawValue), \(memo),
-                         \(reference), \(occurredAt)
-                  FROM ordered, wallet_stub_walletstubaccount a
-                  WHERE a.account_no = \(account) AND a.balance_paisa >= \(amountPaisa)
-                  ON CONFLICT (reference) DO NOTHING RETURNING account_id, provider_tx_id
+                  SELECT made.provider_tx_id, a.id, 'debit', \(request.amountPaisa), 'settled', \(request.memo),
+                         \(request.reference), \(at)
+                  FROM made, wallet_stub_walletstubaccount a
+                  WHERE a.account_no = \(request.account)
+                  RETURNING account_id, provider_tx_id
                 ), debited AS (
-                  UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(amountPaisa)
+                  UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(request.amountPaisa)
                   WHERE id IN (SELECT account_id FROM claimed) RETURNING id
                 ), queued AS (
                   INSERT INTO wallet_stub_webhookdelivery
                     (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
-                  SELECT \(Identifiers.webhookMessageID()), provider_tx_id, \(payload), 'pending', 0, 0,
-                         \(candidate.occurredAtMicros), \(occurredAt)
+                  SELECT \(Identifiers.webhookMessageID()), provider_tx_id, \(payload), 'pending', 0, 0, \(now), \(at)
                   FROM claimed WHERE \(pushEnabled)
                 )
                 SELECT count(*) FROM debited
@@ -126,29 +151,62 @@ public final class PostgresWalletStub: WalletStubStore {
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.checkViolation {
             // Another payout drained the account between this statement's snapshot and its debit.
-            throw ProviderError.insufficientFunds(account: account)
+            throw ProviderError.insufficientFunds(account: request.account)
         }
         if paid {
             if pushEnabled { onOutboxWrite() }
-            return candidate
+            return (candidate, false)
         }
-        // Nothing was written: the reference is taken, the funds are short, or the account is unknown.
-        let existing = try await pg.withConnection { try await self.transaction($0, reference: reference) }
-        if let existing {
-            guard existing.amountPaisa == amountPaisa, existing.account == account else {
-                throw ProviderError.referenceConflict(reference)
-            }
-            return existing
+        // Nothing was written: the key or the reference is taken, the funds are short, or the account is unknown.
+        if let (existing, fingerprint) = try await payout(column: "idempotency_key", request.idempotencyKey) {
+            guard fingerprint == request.fingerprint else { throw ProviderError.idempotencyKeyReused(request.idempotencyKey) }
+            return (existing, true)
         }
-        guard try await balancePaisa(account: account) != nil else { throw ProviderError.unknownAccount(account) }
-        throw ProviderError.insufficientFunds(account: account)
+        if try await payout(column: "reference", request.reference) != nil {
+            throw ProviderError.referenceConflict(request.reference)
+        }
+        guard try await balancePaisa(account: request.account) != nil else { throw ProviderError.unknownAccount(request.account) }
+        throw ProviderError.insufficientFunds(account: request.account)
+    }
+
+    public func payout(id: String) async throws -> Payout? {
+        try await payout(column: "id", id)?.0
+    }
+
+    public func payout(reference: String) async throws -> Payout? {
+        try await payout(column: "reference", reference)?.0
+    }
+
+    /// A payout and the fingerprint of the request that made it, by one of its unique columns.
+    private func payout(column: String, _ value: String) async throws -> (Payout, String)? {
+        precondition(["id", "idempotency_key", "reference"].contains(column), "payouts are found by a unique column")
+        var query = PostgresQuery(
+            unsafeSQL: """
+                SELECT id, status, account_no, amount_paisa, memo, reference, failure_code, provider_tx_id, created_at,
+                       updated_at, request_fingerprint
+                FROM wallet_stub_payout WHERE \(column) = $1
+                """)
+        query.binds.append(value)
+        for try await (id, status, account, amount, memo, reference, failureCode, providerTxID, createdAt, updatedAt, fingerprint)
+            in try await pg.query(query, logger: logger).decode(
+                (String, String, String, Int64, String, String, String?, String?, String, String, String).self)
+        {
+            guard let status = PayoutStatus(rawValue: status), amount > 0, let created = Timestamp.parse(createdAt),
+                let updated = Timestamp.parse(updatedAt)
+            else { throw ProviderError.corruptRow(id) }
+            let payout = Payout(
+                id: id, status: status, account: account, amountPaisa: amount, memo: memo, reference: reference,
+                failureCode: failureCode, providerTxID: providerTxID, createdAtMicros: created, updatedAtMicros: updated)
+            return (payout, fingerprint)
+        }
+        return nil
     }
 
     /// SQLSTATE check_violation: here, a balance below zero.
     static let checkViolation = "23514"
 
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
-        precondition(limit > 0 && limit <= SQLiteWalletStub.pageSizeMax, "page size out of range")
+        precondition(limit > 0 && limit <= ProviderLimits.pageSizeMax + 1, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
         let rows = try await pg.query(
             """
@@ -158,13 +216,15 @@ public final class PostgresWalletStub: WalletStubStore {
             """, logger: logger)
         var next = cursor
         var out: [ProviderTransaction] = []
+        var cursors: [Int64] = []
         for try await (id, txID, account, direction, amount, status, occurred, memo, reference)
             in rows.decode((Int64, String, String, String, Int64, String, String, String, String?).self)
         {
             next = id
+            cursors.append(id)
             out.append(try Self.decode(txID, account, direction, amount, status, occurred, memo, reference))
         }
-        return ProviderPage(transactions: out, nextCursor: next)
+        return ProviderPage(transactions: out, nextCursor: next, cursors: cursors)
     }
 
     public func balancePaisa(account: String) async throws -> Int64? {
@@ -213,21 +273,6 @@ public final class PostgresWalletStub: WalletStubStore {
         if pushEnabled {
             try await PostgresWebhookOutbox.enqueue(connection, tx, nowMicros: tx.occurredAtMicros, logger: logger)
         }
-    }
-
-    private func transaction(_ connection: PostgresConnection, reference: String) async throws -> ProviderTransaction? {
-        let rows = try await connection.query(
-            """
-            SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
-            FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-            WHERE t.reference = \(reference)
-            """, logger: logger)
-        for try await (txID, account, direction, amount, status, occurred, memo, ref)
-            in rows.decode((String, String, String, Int64, String, String, String, String?).self)
-        {
-            return try Self.decode(txID, account, direction, amount, status, occurred, memo, ref)
-        }
-        return nil
     }
 
     static func decode(

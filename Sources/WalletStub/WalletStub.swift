@@ -3,38 +3,49 @@ import PKRApplication
 import PKRCore
 import SQLiteSupport
 
-/// A DB-backed simulation of a PKR wallet provider: accounts, an append-only transaction log, and a webhook
-/// outbox. Every credit and debit is written with its outbox row in one transaction, so no event is lost.
+/// A DB-backed simulation of a PKR wallet provider: accounts, an append-only transaction log, payouts and a webhook
+/// outbox. Every credit and debit is written with its outbox row in one transaction, so no event is lost. It runs
+/// its own transactions on its own connection pool, never the gateway's, even on the gateway's file.
 public final class SQLiteWalletStub: WalletStubStore {
-    public static let pageSizeMax = 1000
-
     private let database: any DatabaseWriter
-    private let transactions: any SQLiteTransactions
     private let pushEnabled: Bool
     private let onOutboxWrite: @Sendable () -> Void
     private let nowMicros: @Sendable () -> Int64
 
-    /// Writes go through `transactions` when given (the gateway's group commit), else each in its own transaction.
     public init(
-        database: any DatabaseWriter, transactions: (any SQLiteTransactions)? = nil, pushEnabled: Bool,
+        database: any DatabaseWriter, pushEnabled: Bool,
         nowMicros: @escaping @Sendable () -> Int64, onOutboxWrite: @escaping @Sendable () -> Void = {}
     ) {
         self.database = database
-        self.transactions = transactions ?? OwnTransactions(database)
         self.pushEnabled = pushEnabled
         self.nowMicros = nowMicros
         self.onOutboxWrite = onOutboxWrite
     }
 
-    public func openAccount(_ accountNo: String) async throws {
+    @discardableResult public func openAccount(_ accountNo: String) async throws -> Bool {
         let createdAt = Timestamp.format(micros: nowMicros())
-        try await transactions.write { db in
+        return try await database.write { db in
             try db.cachedStatement(
                 sql: """
                     INSERT INTO wallet_stub_walletstubaccount (account_no, balance_paisa, created_at) VALUES (?, 0, ?)
                     ON CONFLICT (account_no) DO NOTHING
                     """
             ).execute(arguments: [accountNo, createdAt])
+            return db.changesCount == 1
+        }
+    }
+
+    public func account(_ accountNo: String) async throws -> ProviderAccount? {
+        try await database.read { db in
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(
+                        sql: "SELECT balance_paisa, created_at FROM wallet_stub_walletstubaccount WHERE account_no = ?"),
+                    arguments: [accountNo])
+            else { return nil }
+            let createdAt: String = row[1]
+            guard let createdAtMicros = Timestamp.parse(createdAt) else { throw ProviderError.corruptRow(accountNo) }
+            return ProviderAccount(accountNo: accountNo, balancePaisa: row[0], createdAtMicros: createdAtMicros)
         }
     }
 
@@ -44,7 +55,7 @@ public final class SQLiteWalletStub: WalletStubStore {
             providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
             direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
             memo: memo)
-        try await transactions.write { [pushEnabled] db in
+        try await database.write { [pushEnabled] db in
             try Self.append(db, tx, push: pushEnabled)
         }
         if pushEnabled { onOutboxWrite() }
@@ -53,7 +64,7 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func recordUnannouncedDeposits(account: String, amountsPaisa: [Int64], memo: String) async throws {
         let times = UnannouncedDeposits.occurredAtMicros(count: amountsPaisa.count, endingAt: nowMicros())
-        try await transactions.write { db in
+        try await database.write { db in
             for (amountPaisa, occurred) in zip(amountsPaisa, times) {
                 let tx = ProviderTransaction(
                     providerTxID: Identifiers.providerTxID(unixMillis: occurred / 1000), account: account,
@@ -64,28 +75,79 @@ public final class SQLiteWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
+    public func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
-        let candidate = ProviderTransaction(
-            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
-            direction: .debit, amountPaisa: amountPaisa, status: .settled,
-            occurredAtMicros: now, memo: memo, reference: reference)
-        let (tx, created) = try await transactions.write { [pushEnabled] db -> (ProviderTransaction, Bool) in
-            if let existing = try Self.transaction(db, reference: reference) {
-                guard existing.amountPaisa == amountPaisa, existing.account == account else {
-                    throw ProviderError.referenceConflict(reference)
-                }
-                return (existing, false)
+        let result = try await database.write { [pushEnabled] db -> (payout: Payout, replayed: Bool) in
+            if let (existing, fingerprint) = try Self.payout(db, column: "idempotency_key", request.idempotencyKey) {
+                guard fingerprint == request.fingerprint else { throw ProviderError.idempotencyKeyReused(request.idempotencyKey) }
+                return (existing, true)
             }
-            try Self.append(db, candidate, push: pushEnabled)
-            return (candidate, true)
+            if try Self.payout(db, column: "reference", request.reference) != nil {
+                throw ProviderError.referenceConflict(request.reference)
+            }
+            // Paid at once: the debit, its webhook and the payout in one transaction.
+            let tx = ProviderTransaction(
+                providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
+                direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
+                occurredAtMicros: now, memo: request.memo, reference: request.reference)
+            try Self.append(db, tx, push: pushEnabled)
+            let payout = Payout(
+                id: Identifiers.payoutID(unixMillis: now / 1000), status: .paid, account: request.account,
+                amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
+                providerTxID: tx.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+            let at = Timestamp.format(micros: now)
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO wallet_stub_payout
+                      (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
+                       failure_code, provider_tx_id, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
+                    """
+            ).execute(arguments: [
+                payout.id, request.idempotencyKey, request.fingerprint, payout.account, payout.amountPaisa, payout.memo,
+                payout.reference, payout.status.rawValue, payout.providerTxID, at, at,
+            ])
+            return (payout, false)
         }
-        if created && pushEnabled { onOutboxWrite() }
-        return tx
+        if !result.replayed && pushEnabled { onOutboxWrite() }
+        return result
+    }
+
+    public func payout(id: String) async throws -> Payout? {
+        try await database.read { db in try Self.payout(db, column: "id", id)?.0 }
+    }
+
+    public func payout(reference: String) async throws -> Payout? {
+        try await database.read { db in try Self.payout(db, column: "reference", reference)?.0 }
+    }
+
+    /// A payout and the fingerprint of the request that made it, by one of its unique columns.
+    static func payout(_ db: Database, column: String, _ value: String) throws -> (Payout, String)? {
+        precondition(["id", "idempotency_key", "reference"].contains(column), "payouts are found by a unique column")
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, status, account_no, amount_paisa, memo, reference, failure_code, provider_tx_id, created_at,
+                               updated_at, request_fingerprint
+                        FROM wallet_stub_payout WHERE \(column) = ?
+                        """), arguments: [value])
+        else { return nil }
+        let id: String = row[0]
+        let createdAt: String = row[8]
+        let updatedAt: String = row[9]
+        let amountPaisa: Int64 = row[3]
+        guard let status = PayoutStatus(rawValue: row[1]), amountPaisa > 0, let created = Timestamp.parse(createdAt),
+            let updated = Timestamp.parse(updatedAt)
+        else { throw ProviderError.corruptRow(id) }
+        let payout = Payout(
+            id: id, status: status, account: row[2], amountPaisa: amountPaisa, memo: row[4], reference: row[5],
+            failureCode: row[6], providerTxID: row[7], createdAtMicros: created, updatedAtMicros: updated)
+        return (payout, row[10])
     }
 
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
-        precondition(limit > 0 && limit <= Self.pageSizeMax, "page size out of range")
+        precondition(limit > 0 && limit <= ProviderLimits.pageSizeMax + 1, "page size out of range")
         let since = Timestamp.format(micros: sinceMicros)
         return try await database.read { db in
             let rows = try Row.fetchAll(
@@ -98,12 +160,14 @@ public final class SQLiteWalletStub: WalletStubStore {
                         """), arguments: [cursor, since, limit])
             var next = cursor
             var out: [ProviderTransaction] = []
+            var cursors: [Int64] = []
             out.reserveCapacity(rows.count)
             for row in rows {
                 next = row[0]
+                cursors.append(next)
                 out.append(try Self.decode(row, offset: 1))
             }
-            return ProviderPage(transactions: out, nextCursor: next)
+            return ProviderPage(transactions: out, nextCursor: next, cursors: cursors)
         }
     }
 
@@ -151,19 +215,6 @@ public final class SQLiteWalletStub: WalletStubStore {
         if push {
             try SQLiteWebhookOutbox.enqueue(db, tx, nowMicros: tx.occurredAtMicros)
         }
-    }
-
-    static func transaction(_ db: Database, reference: String) throws -> ProviderTransaction? {
-        guard
-            let row = try Row.fetchOne(
-                db.cachedStatement(
-                    sql: """
-                        SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
-                        FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-                        WHERE t.reference = ?
-                        """), arguments: [reference])
-        else { return nil }
-        return try decode(row, offset: 0)
     }
 
     static func decode(_ row: Row, offset: Int) throws -> ProviderTransaction {

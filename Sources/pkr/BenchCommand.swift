@@ -134,7 +134,8 @@ struct Bench: AsyncParsableCommand {
     func seededGateway(_ engine: DatabaseEngine, scratch: BenchScratch) async throws -> Gateway {
         let env = try await freshDatabase(engine, scratch: scratch)
         let gateway = try await buildGateway(config: try GatewayConfig(values: env), logger: quietLogger())
-        _ = try await gateway.seedDemo()
+        try await Benchmark.providerStore(gateway).openAccount(Demo.walletAccount)
+        _ = try await gateway.bindDemoCustomer()
         return gateway
     }
 
@@ -146,7 +147,7 @@ struct Bench: AsyncParsableCommand {
                 let gateway = try await seededGateway(engine, scratch: scratch)
                 try await Benchmark.loadBacklog(gateway, count: backlog)
                 let started = SystemClock().nowMicros()
-                let result = try await gateway.reconcileOnce()
+                let result = try await withLocalProvider(gateway) { try await gateway.reconcileOnce() }
                 times.append(SystemClock().nowMicros() - started)
                 guard result.minted == backlog else { throw ValidationError("backlog: minted \(result.minted) of \(backlog)") }
                 if let postgres = gateway.store as? PostgresStore {

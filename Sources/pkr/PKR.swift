@@ -5,6 +5,7 @@ import Logging
 import PKRApplication
 import PKRCore
 import PKRGateway
+import ServiceLifecycle
 
 #if canImport(Glibc)
 #endif
@@ -15,7 +16,8 @@ struct PKR: AsyncParsableCommand {
         commandName: "pkr",
         abstract: "The PKR stablecoin gateway: signed wallet webhooks in, tokens minted 1:1, redemptions paid out.",
         subcommands: [
-            Serve.self, Migrate.self, Reconcile.self, LedgerCommand.self, Prune.self, Keys.self, WebhookCommand.self, Bench.self,
+            Serve.self, ProviderCommand.self, Migrate.self, Reconcile.self, LedgerCommand.self, Prune.self, Keys.self, WebhookCommand.self,
+            Bench.self,
             Fuzz.self,
         ])
 }
@@ -67,6 +69,38 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
+struct ProviderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "provider", abstract: "The wallet provider stub as its own service.", subcommands: [Serve.self])
+
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the provider stub's API (PROVIDER_HOST:PROVIDER_PORT) and its webhook dispatcher.")
+
+        func run() async throws {
+            limitMallocArenas()
+            let config = try loadConfig()
+            let logger = makeLogger(config)
+            let provider = try await buildProviderService(config: config, logger: logger)
+            logger.info(
+                "pkr provider starting",
+                metadata: [
+                    "address": "\(config.providerServer.host):\(config.providerServer.port)",
+                    "db": "\(config.databaseEngine.rawValue)",
+                    "webhook_url":
+                        "\(config.webhookPush ? config.providerServer.webhookURL ?? config.providerServer.defaultWebhookURL : "off")",
+                    "demo_mode": "\(config.demoMode)",
+                ])
+            let group = ServiceGroup(
+                configuration: .init(services: provider.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            // The provider's database pool lives as long as the service runs.
+            try await group.run()
+            withExtendedLifetime(provider) {}
+            logger.info("pkr provider stopped")
+        }
+    }
+}
+
 struct Migrate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema, then exit.")
 
@@ -87,17 +121,20 @@ struct Reconcile: AsyncParsableCommand {
     func run() async throws {
         let config = try loadConfig()
         let gateway = try await buildGateway(config: config, logger: makeLogger(config))
-        if !checkOnly, try await gateway.hasCustomer() {
-            let line = ProgressLine("reconciler pass")
-            let pass = try await gateway.reconcileOnce { result in
-                line.update(
-                    "\(ProgressLine.count(result.ingested + result.duplicates)) transactions read, \(ProgressLine.count(result.minted)) minted"
-                )
+        let checkOnly = self.checkOnly
+        let report = try await withLocalProvider(gateway) {
+            if !checkOnly, try await gateway.hasCustomer() {
+                let line = ProgressLine("reconciler pass")
+                let pass = try await gateway.reconcileOnce { result in
+                    line.update(
+                        "\(ProgressLine.count(result.ingested + result.duplicates)) transactions read, \(ProgressLine.count(result.minted)) minted"
+                    )
+                }
+                line.finish()
+                print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
             }
-            line.finish()
-            print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
+            return try await gateway.reconciliation()
         }
-        let report = try await gateway.reconciliation()
         print(report.text)
         if !report.ok { throw ExitCode(1) }
     }

@@ -143,7 +143,7 @@ struct ConcurrencyTests {
             let report = try await gateway.reconciliation()
             #expect(report.snapshot.burnedUnits == 33 * 300_000_000)
             #expect(report.ok, "\(report.text)")
-            #expect(try await gateway.walletStub.balancePaisa(account: tx.account) == 1_000_000 - 33 * 30_000)
+            #expect(try await gateway.stub.balancePaisa(account: tx.account) == 1_000_000 - 33 * 30_000)
         }
     }
 
@@ -211,7 +211,7 @@ struct LostWebhookTests {
         let healed = try await withApp(lostConfig, .live) { _, gateway in
             _ = try await gateway.seedDemo()
             for amount in Self.amountsPaisa { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }
-            let allDead = try await eventually { try await gateway.outbox.countByState()["dead"] == Self.amountsPaisa.count }
+            let allDead = try await eventually { try await gateway.stubOutbox.countByState()["dead"] == Self.amountsPaisa.count }
             #expect(allDead)
             let before = try await gateway.reconciliation()
             #expect(before.failed.map(\.name) == ["supply_equals_reserve"], "money without tokens until the reconciler runs")

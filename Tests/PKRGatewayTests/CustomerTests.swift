@@ -36,9 +36,9 @@ struct CustomerTests {
             }
 
             // Deposits at the provider: one on Alice's account, one on an account nobody holds yet.
-            let toAlice = try await gateway.walletStub.credit(account: "WALLET-A", amountPaisa: 50_000, memo: "alice in")
-            try await gateway.walletStub.openAccount("WALLET-B")
-            let toBob = try await gateway.walletStub.credit(account: "WALLET-B", amountPaisa: 30_000, memo: "bob in")
+            let toAlice = try await gateway.stub.credit(account: "WALLET-A", amountPaisa: 50_000, memo: "alice in")
+            try await gateway.stub.openAccount("WALLET-B")
+            let toBob = try await gateway.stub.credit(account: "WALLET-B", amountPaisa: 30_000, memo: "bob in")
             let pass = try await gateway.ingest(sinceMicros: 0)
             #expect(pass.minted == 1 && pass.ingested == 2)
             #expect(try await client.call(.get, "/api/balance?user_id=\(aliceID)").string("token_balance_units") == "500000000")
@@ -78,7 +78,7 @@ struct CustomerTests {
             #expect(Set(aliceLedger.compactMap { $0["user_id"] as? String }) == [aliceID])
             #expect(try await client.call(.get, "/api/ledger").array.count == 6)
             _ = try await gateway.ingest(sinceMicros: nil)
-            #expect(try await gateway.walletStub.balancePaisa(account: "WALLET-A") == 30_000)
+            #expect(try await gateway.stub.balancePaisa(account: "WALLET-A") == 30_000)
             summary = try await client.call(.get, "/api/debug/summary")
             invariants = try #require(summary["invariants"] as? [String: Any])
             #expect(invariants["ok"] as? Bool == true, "\(invariants)")
@@ -109,7 +109,7 @@ struct CustomerTests {
             #expect(statuses.filter { $0 == 409 }.count == 7, "\(statuses)")
             let winner = try #require(try await gateway.store.customer(email: "race@example.com"))
             for index in 0..<8 {
-                let opened = try await gateway.walletStub.balancePaisa(account: "WALLET-R\(index)") != nil
+                let opened = try await gateway.stub.balancePaisa(account: "WALLET-R\(index)") != nil
                 #expect(opened == (winner.walletAccount == "WALLET-R\(index)"), "WALLET-R\(index)")
             }
             // And one account raced by several emails: one customer holds it, the others are told so.

@@ -84,7 +84,7 @@ struct InvariantCheckTests {
         return Healthy(
             user: user, webhookCreditID: deposit.providerTxID, polledCreditID: polled.providerTxID,
             mintJobID: entries[0].refID, burnJobID: entries[4].refID, entries: entries, verifier: verifier,
-            snapshot: report.snapshot, reservePaisa: try await gateway.walletStub.reservePaisa())
+            snapshot: report.snapshot, reservePaisa: try await gateway.stub.reservePaisa())
     }
 
     /// The report must fail exactly `names`, each by name, and pass every other check.

@@ -134,7 +134,7 @@ struct LiveServerTests {
             _ = try await gateway.seedDemo()
             let tx = try await gateway.demoCredit(amountPaisa: 50_000, memo: "while down")
             let failedOnce = try await eventually {
-                (try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first?.attempts ?? 0) >= 2
+                (try await gateway.stubOutbox.list(limit: 1, beforeID: nil, state: nil).first?.attempts ?? 0) >= 2
             }
             #expect(failedOnce, "the first attempts fail while the gateway is down")
             #expect(try await gateway.store.tokenBalanceUnits(customerID: try await gateway.currentCustomer().id) == 0)
@@ -147,12 +147,12 @@ struct LiveServerTests {
                 }
                 #expect(minted)
             }
-            let settled = try await eventually { try await gateway.outbox.list(limit: 1, beforeID: nil, state: "delivered").count == 1 }
+            let settled = try await eventually { try await gateway.stubOutbox.list(limit: 1, beforeID: nil, state: "delivered").count == 1 }
             #expect(settled, "the dispatcher records the delivery once the gateway acknowledged it")
-            let delivery = try #require(try await gateway.outbox.list(limit: 1, beforeID: nil, state: nil).first)
+            let delivery = try #require(try await gateway.stubOutbox.list(limit: 1, beforeID: nil, state: nil).first)
             #expect(delivery.state == "delivered")
             #expect(delivery.provider_tx_id == tx.providerTxID)
-            let attempts = try #require(try await gateway.outbox.attempts(deliveryID: delivery.id))
+            let attempts = try #require(try await gateway.stubOutbox.attempts(deliveryID: delivery.id))
             #expect(attempts.count >= 3)
             #expect(attempts.last?.http_status == 200)
             #expect(attempts.dropLast().allSatisfy { $0.http_status == nil })
@@ -187,7 +187,7 @@ struct LiveServerTests {
             #expect(try await http.send(.GET, "/api/webhooks/deliveries/9223372036854775807").status == .badRequest)
             #expect(try await http.send(.GET, "/api/webhooks/deliveries/abc").error == "invalid_field")
             let deadAgain = try await eventually {
-                (try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first?.attempts ?? 0) == 6
+                (try await gateway.stubOutbox.list(limit: 1, beforeID: nil, state: "dead").first?.attempts ?? 0) == 6
             }
             #expect(deadAgain, "a redelivery runs a fresh schedule")
         }

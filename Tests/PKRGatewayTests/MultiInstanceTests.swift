@@ -13,9 +13,10 @@ import Testing
 @testable import PKRSQLite
 @testable import WalletStub
 
-/// A `pkr serve` child process on its own port.
+/// A `pkr serve` (or `pkr provider serve`) child process on its own port.
 final class ServerProcess: @unchecked Sendable {
     let port: Int
+    let healthPath: String
     private let process = Process()
 
     static var binary: URL {
@@ -24,10 +25,15 @@ final class ServerProcess: @unchecked Sendable {
             .appendingPathComponent(".build/debug/pkr")
     }
 
-    init(config: GatewayConfig, extra: [String: String]) throws {
+    init(config: GatewayConfig, extra: [String: String], provider: Bool = false) throws {
         port = try freeLoopbackPort()
+        healthPath = provider ? "/health" : "/api/health"
         var env = ProcessInfo.processInfo.environment
-        env["PORT"] = String(port)
+        env[provider ? "PROVIDER_PORT" : "PORT"] = String(port)
+        if let url = config.providerURL {
+            env["PKR_PROVIDER_URL"] = url
+            env["PKR_PROVIDER_API_KEY"] = config.providerAPIKey
+        }
         env["DB_ENGINE"] = config.databaseEngine.rawValue
         env["SQLITE_PATH"] = config.sqlitePath
         env["POSTGRES_HOST"] = config.postgres.host
@@ -38,7 +44,7 @@ final class ServerProcess: @unchecked Sendable {
         env["LOG_LEVEL"] = "error"
         env.merge(extra) { _, new in new }
         process.executableURL = Self.binary
-        process.arguments = ["serve"]
+        process.arguments = provider ? ["provider", "serve"] : ["serve"]
         process.environment = env
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -46,7 +52,7 @@ final class ServerProcess: @unchecked Sendable {
 
     func waitUntilUp() async throws -> Bool {
         try await eventually(timeoutSeconds: 20) {
-            var request = HTTPClientRequest(url: "http://127.0.0.1:\(self.port)/api/health")
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(self.port)\(self.healthPath)")
             request.method = .GET
             return (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)).status.code) == 200
         }
@@ -63,12 +69,16 @@ final class ServerProcess: @unchecked Sendable {
 @Suite("Several gateway instances on one database", .serialized)
 struct MultiInstanceTests {
     @Test(
-        "two pkr serve processes share webhooks, ingests and redeems: no double mint, no lost update",
+        "two pkr serve processes share one pkr provider serve process, webhooks, ingests and redeems: no double mint, no lost update",
         arguments: TestEngine.all)
     func twoInstances(engine: TestEngine) async throws {
         #expect(FileManager.default.isExecutableFile(atPath: ServerProcess.binary.path), "build the pkr executable first")
-        let config = try await testConfig(engine: engine)
-        // This process plays the provider and the auditor; the two children are the gateway instances.
+        var config = try await testConfig(engine: engine)
+        // The provider is a third process; this one is a customer paying in, the webhook wire, and the auditor.
+        let provider = try ServerProcess(config: config, extra: ["PKR_WEBHOOK_PUSH": "0"], provider: true)
+        defer { provider.stop() }
+        #expect(try await provider.waitUntilUp())
+        config.providerURL = "http://127.0.0.1:\(provider.port)"
         let gateway = try await buildGateway(config: config, logger: testLogger())
         _ = try await gateway.seedDemo()
         let instances = try (0..<2).map { _ in
@@ -79,7 +89,7 @@ struct MultiInstanceTests {
         let clients = instances.map { LoadClient(port: $0.port) }
 
         let credits = try await concurrently(40) { index in
-            try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 100_000 + Int64(index), memo: "deposit \(index)")
+            try await gateway.provider.deposit(account: Demo.walletAccount, amountPaisa: 100_000 + Int64(index), memo: "deposit \(index)")
         }
         let ingestBody = Array(#"{"since":"2025-01-01T00:00:00Z"}"#.utf8)
         // Every credit is delivered to both instances at once, half of them twice more; both instances ingest

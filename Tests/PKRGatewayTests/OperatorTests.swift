@@ -34,7 +34,7 @@ struct OperatorTests {
             #expect(try await client.webhook(creditEvent(first, amountPKR: "1000.00")).status == .ok)  // a redelivery
             #expect(try await client.webhook(creditEvent(first, amountPKR: "999.00")).status == .conflict)
             #expect(try await client.webhook(creditEvent(), secret: WebhookSecret.generate()).status == .unauthorized)
-            _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 5_000, memo: "lost webhook")
+            _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 5_000, memo: "lost webhook")
             _ = try await gateway.reconcileOnce()
             let redeem = try await client.call(
                 .post, "/api/redeem", json: #"{"amount_units": "200000000", "memo": "out"}"#,

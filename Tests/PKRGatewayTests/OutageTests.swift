@@ -82,7 +82,7 @@ struct OutageTests {
             let port = try #require(client.port)
             let url = "http://127.0.0.1:\(port)/api/webhooks/wallet"
             let credits = try await concurrently(6) { index in
-                try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000 * Int64(index + 1), memo: "c\(index)")
+                try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 10_000 * Int64(index + 1), memo: "c\(index)")
             }.sorted { $0.amountPaisa < $1.amountPaisa }
             let acknowledged = try await WebhookSender.send(
                 body: WebhookEvent.encode(credits[0]), secret: devSecret, url: url, retries: 0,

@@ -46,14 +46,25 @@ struct ProductionModeTests {
     static func productionConfig(_ extra: [String: String] = [:]) async throws -> GatewayConfig {
         var env = [
             "DEBUG": "0", "PKR_WEBHOOK_SECRETS": secret.encoded, "PKR_ADMIN_TOKEN": adminToken,
-            "PKR_WEBHOOK_RATE_LIMIT_PER_S": "0",
+            "PKR_WEBHOOK_RATE_LIMIT_PER_S": "0", "PKR_PROVIDER_URL": try await SharedTestProvider.url(),
+            "PKR_PROVIDER_API_KEY": testProviderAPIKey,
         ]
         env.merge(extra) { _, new in new }
         return try await testConfig(env)
     }
 
-    @Test("the server refuses to start with the dev secret, a short secret or no admin token")
+    @Test("the server refuses to start with the dev secret, a short secret, no admin token, or no provider")
     func refusesUnsafeStart() async throws {
+        let url = try await SharedTestProvider.url()
+        let safe = [
+            "DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken, "PKR_WEBHOOK_SECRETS": Self.secret.encoded,
+            "PKR_PROVIDER_URL": url, "PKR_PROVIDER_API_KEY": testProviderAPIKey,
+        ]
+        for missing in ["PKR_PROVIDER_URL", "PKR_PROVIDER_API_KEY"] {
+            await #expect(throws: ConfigError.self, "without \(missing)") {
+                _ = try await buildApplication(config: try await testConfig(safe.filter { $0.key != missing }), logger: testLogger())
+            }
+        }
         await #expect(throws: ConfigError.self) {
             _ = try await buildApplication(
                 config: try await testConfig(["DEBUG": "0", "PKR_ADMIN_TOKEN": Self.adminToken]), logger: testLogger())
@@ -111,29 +122,35 @@ struct ProductionModeTests {
     func logsHoldNoSecrets() async throws {
         let logs = CapturedLogs()
         let logger = Logger(label: "pkr-test", factory: logs.handler)
-        let config = try await Self.productionConfig([
-            "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
-            "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10",
-        ])
-        let built = try await buildApplication(config: config, logger: logger)
-        let signatures = try await built.application.test(.live) { client in
-            var signatures: [String] = []
-            _ = try await built.gateway.seedDemo()
-            let bearer = HTTPFields([HTTPField(name: .authorization, value: "Bearer \(Self.adminToken)")])
-            for secret in [Self.secret, devSecret, WebhookSecret.generate()] {
-                let body = creditEvent()
-                let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: SystemClock().nowMicros() / 1_000_000)
-                signatures.append(String(signed.signature.dropFirst(3)))
-                _ = try await client.webhook(body, secret: secret, id: signed.id, timestampSeconds: signed.timestampSeconds)
+        // The provider pushes to nowhere, so a delivery goes dead and is logged, by the provider's own logger.
+        let signatures = try await withProviderService(
+            [
+                "PKR_WEBHOOK_PUSH": "1", "PROVIDER_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/x",
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "10", "PROVIDER_WEBHOOK_SECRETS": Self.secret.encoded,
+            ], logger: logger
+        ) { provider, url in
+            let config = try await Self.productionConfig(["PKR_PROVIDER_URL": url])
+            let built = try await buildApplication(config: config, logger: logger)
+            return try await built.application.test(.live) { client in
+                var signatures: [String] = []
+                _ = try await built.gateway.seedDemo()
+                let bearer = HTTPFields([HTTPField(name: .authorization, value: "Bearer \(Self.adminToken)")])
+                for secret in [Self.secret, devSecret, WebhookSecret.generate()] {
+                    let body = creditEvent()
+                    let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: SystemClock().nowMicros() / 1_000_000)
+                    signatures.append(String(signed.signature.dropFirst(3)))
+                    _ = try await client.webhook(body, secret: secret, id: signed.id, timestampSeconds: signed.timestampSeconds)
+                }
+                _ = try await client.call(.get, "/api/debug/summary", headers: bearer, csrf: false)
+                _ = try await client.call(
+                    .get, "/api/debug/summary",
+                    headers: HTTPFields([HTTPField(name: .authorization, value: "Bearer guess-\(Self.adminToken)")])
+                )
+                _ = try await built.gateway.demoCredit(amountPaisa: 100, memo: "pushed to nowhere")
+                let dead = try await eventually { try await provider.outbox.countByState()["dead"] == 1 }
+                #expect(dead)
+                return signatures
             }
-            _ = try await client.call(.get, "/api/debug/summary", headers: bearer, csrf: false)
-            _ = try await client.call(
-                .get, "/api/debug/summary", headers: HTTPFields([HTTPField(name: .authorization, value: "Bearer guess-\(Self.adminToken)")])
-            )
-            _ = try await built.gateway.demoCredit(amountPaisa: 100, memo: "pushed to nowhere")
-            let dead = try await eventually { try await built.gateway.outbox.countByState()["dead"] == 1 }
-            #expect(dead)
-            return signatures
         }
         let text = logs.lines.withLock { $0.joined(separator: "\n") }
         #expect(!text.isEmpty, "the run did log")

@@ -19,7 +19,7 @@ struct ProviderListingTests {
         .enabled(if: TestEngine.postgresAvailable))
     func lateCommitIsNotSkipped() async throws {
         let gateway = try await buildGateway(config: try await testConfig(engine: .postgres), logger: testLogger())
-        let stub = try #require(gateway.walletStub as? PostgresWalletStub)
+        let stub = try #require(gateway.stub as? PostgresWalletStub)
         let client = try #require(gateway.store as? PostgresStore).client
         try await stub.openAccount("WALLET-L1")
         try await stub.openAccount("WALLET-L2")

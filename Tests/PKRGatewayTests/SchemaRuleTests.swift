@@ -23,7 +23,7 @@ struct SchemaRuleTests {
     func references(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
-            _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
+            _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
             #expect(try await gateway.reconcileOnce().minted == 1)
             let jobID = try #require(try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).first?.refID)
             let hash = String(repeating: "0", count: 64)
@@ -67,7 +67,7 @@ struct SchemaRuleTests {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
             for amountPaisa in [10_000, 20_000] as [Int64] {
-                _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: amountPaisa, memo: "deposit")
+                _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: amountPaisa, memo: "deposit")
             }
             #expect(try await gateway.reconcileOnce().minted == 2)
             let jobIDs = try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).map(\.refID)
@@ -104,7 +104,7 @@ struct SchemaRuleTests {
     func burnKeys(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
             let user = try await gateway.seedDemo()
-            _ = try await gateway.walletStub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
+            _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
             #expect(try await gateway.reconcileOnce().minted == 1)
             #expect(
                 try await gateway.redeem(amountUnits: 1_000 * Money.unitsPerPaisa, memo: "out", idempotencyKey: "key-1").isReplay == false)

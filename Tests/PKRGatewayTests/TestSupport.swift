@@ -269,3 +269,88 @@ struct TestEnvironmentTests {
         }
     }
 }
+
+extension Gateway {
+    /// The provider stub this gateway runs in-process (demo mode without `PKR_PROVIDER_URL`): a test plays the
+    /// provider through it, as a customer paying in or a bank settling would.
+    var stub: any WalletStubStore { localProvider!.store }
+    var stubOutbox: any OutboxStore { localProvider!.outbox }
+}
+
+/// The provider's interface straight onto the stub's store, with no wire: for the deterministic simulation, which
+/// injects its own faults at this interface. Everything else reaches the provider over HTTP.
+struct DirectProvider: WalletProvider {
+    let store: any WalletStubStore
+
+    func openAccount(_ accountNo: String) async throws { try await store.openAccount(accountNo) }
+
+    func deposit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
+        try await store.credit(account: account, amountPaisa: amountPaisa, memo: memo)
+    }
+
+    func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
+        try await store.transactions(sinceMicros: sinceMicros, after: cursor, limit: limit)
+    }
+
+    func payout(_ request: PayoutRequest) async throws -> Payout { try await store.payout(request).payout }
+
+    func payout(reference: String) async throws -> Payout? { try await store.payout(reference: reference) }
+
+    func reservePaisa() async throws -> Int64 { try await store.reservePaisa() }
+}
+
+/// The provider key production-mode tests use on both sides.
+let testProviderAPIKey = "pk_test_provider_key_0123456789"
+
+/// Runs a provider service (`pkr provider serve`'s parts) in this process on its own SQLite file and a free port,
+/// and `body` with its base URL.
+func withProviderService<T: Sendable>(
+    _ overrides: [String: String] = [:], logger: Logger = testLogger(),
+    _ body: @Sendable (ProviderService, String) async throws -> T
+) async throws -> T {
+    let directory = try temporaryDirectory()
+    var env = [
+        "PROVIDER_PORT": "0", "SQLITE_PATH": directory.appendingPathComponent("provider.sqlite3").path,
+        "PROVIDER_API_KEY": testProviderAPIKey, "PKR_WEBHOOK_PUSH": "0",
+    ]
+    env.merge(overrides) { _, new in new }
+    let provider = try await buildProviderService(config: try GatewayConfig(values: env), logger: logger)
+    let group = ServiceGroup(configuration: .init(services: provider.services, logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask {
+            try await group.run()
+            withExtendedLifetime(provider) {}
+        }
+        do {
+            let value = try await body(provider, try await provider.baseURL())
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return value
+        } catch {
+            await group.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+    }
+}
+
+/// One provider service for the whole test process, started on first use and never stopped: production-mode
+/// gateways reach it over HTTP as they would a real provider.
+enum SharedTestProvider {
+    private static let started = Task<String, any Error> {
+        let directory = try temporaryDirectory()
+        let provider = try await buildProviderService(
+            config: try GatewayConfig(values: [
+                "PROVIDER_PORT": "0", "SQLITE_PATH": directory.appendingPathComponent("provider.sqlite3").path,
+                "PROVIDER_API_KEY": testProviderAPIKey, "PKR_WEBHOOK_PUSH": "0",
+            ]), logger: testLogger())
+        let group = ServiceGroup(configuration: .init(services: provider.services, logger: testLogger()))
+        Task.detached {
+            try await group.run()
+            withExtendedLifetime(provider) {}
+        }
+        return try await provider.baseURL()
+    }
+
+    static func url() async throws -> String { try await started.value }
+}

@@ -22,6 +22,26 @@ public enum DatabaseEngine: String, Sendable {
 /// The dev-only webhook secret, also in keys/dev-webhook-secret.txt. Public by design: never use it in production.
 public enum DevKeys {
     public static let webhookSecret = "whsec_/XvKwvSyKGwMVfJ/Yt14xePVF64NrDvOFSOHd8hwkGM="
+    /// The dev-only provider API key, also in keys/dev-provider-api-key.txt: demo mode's default on both sides.
+    public static let providerAPIKey = "pk_dev_not_secret_provider_key"
+}
+
+/// `pkr provider serve`: the wallet provider stub as its own service.
+public struct ProviderServerSettings: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8001
+    /// nil: the gateway's SQLite file, so the seed's inspection queries see both sides.
+    public var sqlitePath: String?
+    /// The bearer key its clients must send.
+    public var apiKey = DevKeys.providerAPIKey
+    /// Where its outbox pushes; nil: a gateway on this machine's default port.
+    public var webhookURL: String?
+    /// nil: the gateway's `PKR_WEBHOOK_SECRETS`; the first signs.
+    public var webhookSecrets: [WebhookSecret]?
+
+    public init() {}
+
+    public var defaultWebhookURL: String { "http://127.0.0.1:8000/api/webhooks/wallet" }
 }
 
 /// Everything the gateway reads from its environment, validated once at start-up.
@@ -66,6 +86,13 @@ public struct GatewayConfig: Sendable {
     /// background every `pruneIntervalSeconds`; nil keeps them forever.
     public var pruneOlderThanSeconds: Int64?
     public var pruneIntervalSeconds: Int64 = 3600
+    /// The provider's base URL (without `/v1`); nil in demo mode runs the provider stub in this process, on a
+    /// loopback port of its own.
+    public var providerURL: String?
+    public var providerAPIKey = DevKeys.providerAPIKey
+    /// Each attempt of a call to the provider.
+    public var providerTimeoutMillis: Int64 = 5_000
+    public var providerServer = ProviderServerSettings()
 
     public init() {}
 
@@ -210,13 +237,65 @@ public struct GatewayConfig: Sendable {
             pruneOlderThanSeconds = seconds
         }
         if let seconds = try integer("PKR_PRUNE_INTERVAL_S", 60...604_800) { pruneIntervalSeconds = seconds }
+
+        func httpURL(_ name: String) throws -> String? {
+            guard let url = value(name) else { return nil }
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil,
+                parsed.query == nil
+            else {
+                throw ConfigError.invalid(name, "an http:// or https:// URL")
+            }
+            return url.hasSuffix("/") ? String(url.dropLast()) : url
+        }
+        func apiKey(_ name: String) throws -> String? {
+            guard let key = value(name) else { return nil }
+            guard key.utf8.count >= 16, key.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+                throw ConfigError.invalid(name, "at least 16 printable characters without spaces")
+            }
+            return key
+        }
+        providerURL = try httpURL("PKR_PROVIDER_URL")
+        if let key = try apiKey("PKR_PROVIDER_API_KEY") { providerAPIKey = key }
+        if let millis = try integer("PKR_PROVIDER_TIMEOUT_MS", 50...120_000) { providerTimeoutMillis = millis }
+        if let host = value("PROVIDER_HOST") { providerServer.host = host }
+        if let port = try integer("PROVIDER_PORT", 0...65535) { providerServer.port = Int(port) }
+        providerServer.sqlitePath = value("PROVIDER_SQLITE_PATH")
+        if let key = try apiKey("PROVIDER_API_KEY") { providerServer.apiKey = key }
+        providerServer.webhookURL = try httpURL("PROVIDER_WEBHOOK_URL")
+        if let secrets = value("PROVIDER_WEBHOOK_SECRETS") {
+            providerServer.webhookSecrets = try secrets.split(whereSeparator: { $0 == " " || $0 == "\n" }).enumerated().map {
+                index, encoded in
+                do { return try WebhookSecret(encoded: String(encoded)) } catch {
+                    throw ConfigError.invalid("PROVIDER_WEBHOOK_SECRETS", "secret #\(index + 1): \(error)")
+                }
+            }
+        }
     }
+
+    /// The secrets the provider signs with (the first) when it runs as its own service.
+    public var providerWebhookSecrets: [WebhookSecret] { providerServer.webhookSecrets ?? webhookSecrets }
 
     /// Checks that only make sense once everything is read: production refuses demo shortcuts.
     public func validateForServing() throws {
         if !demoMode {
             if usesDevSecret { throw ConfigError.refused("the dev webhook secret is for demo mode only; set PKR_WEBHOOK_SECRETS") }
             if adminToken == nil { throw ConfigError.refused("PKR_ADMIN_TOKEN is required outside demo mode") }
+            if providerURL == nil { throw ConfigError.refused("PKR_PROVIDER_URL is required outside demo mode") }
+            if providerAPIKey == DevKeys.providerAPIKey {
+                throw ConfigError.refused("the dev provider API key is for demo mode only; set PKR_PROVIDER_API_KEY")
+            }
+        }
+    }
+
+    /// The same for `pkr provider serve`.
+    public func validateForProviderServing() throws {
+        if !demoMode {
+            if providerServer.apiKey == DevKeys.providerAPIKey {
+                throw ConfigError.refused("the dev provider API key is for demo mode only; set PROVIDER_API_KEY")
+            }
+            if providerWebhookSecrets.contains(where: { $0.encoded == DevKeys.webhookSecret }) {
+                throw ConfigError.refused("the dev webhook secret is for demo mode only; set PROVIDER_WEBHOOK_SECRETS")
+            }
         }
     }
 }

@@ -71,6 +71,7 @@ struct HTTPWebhookTransport: WebhookTransport {
 final class WebhookDispatcher: Service, Sendable {
     static let batchSizeMax = 32
     static let idleWaitMillis: Int64 = 1000
+    static let pausedWaitMillis: Int64 = 50
 
     private let outbox: any OutboxStore
     private let signal: WakeSignal
@@ -79,13 +80,17 @@ final class WebhookDispatcher: Service, Sendable {
     private let clock: any GatewayClock
     private let transport: any WebhookTransport
     private let jitter: @Sendable (Int64) -> Int64
+    /// A test control of the provider's: while true nothing is sent, and deliveries wait.
+    private let paused: @Sendable () -> Bool
     private let logger: Logger
 
     init(
         outbox: any OutboxStore, signal: WakeSignal, secret: WebhookSecret, scheduleMillis: [Int64],
         clock: any GatewayClock, transport: any WebhookTransport,
-        jitter: @escaping @Sendable (Int64) -> Int64 = WebhookDispatcher.jittered, logger: Logger
+        jitter: @escaping @Sendable (Int64) -> Int64 = WebhookDispatcher.jittered,
+        paused: @escaping @Sendable () -> Bool = { false }, logger: Logger
     ) {
+        self.paused = paused
         self.outbox = outbox
         self.signal = signal
         self.secret = secret
@@ -107,6 +112,10 @@ final class WebhookDispatcher: Service, Sendable {
         await withGracefulShutdownHandler {
             while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
                 do {
+                    if paused() {
+                        await signal.wait(timeoutMillis: Self.pausedWaitMillis)
+                        continue
+                    }
                     let due = try await outbox.claimDue(nowMicros: clock.nowMicros(), limit: Self.batchSizeMax)
                     if due.isEmpty {
                         await signal.wait(timeoutMillis: try await idleWait())

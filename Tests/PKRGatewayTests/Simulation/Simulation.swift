@@ -68,18 +68,33 @@ final class SimProvider: WalletProvider {
         return try await inner.transactions(sinceMicros: sinceMicros, after: cursor, limit: limit)
     }
 
-    func payout(account: String, amountPaisa: Int64, memo: String, reference: String) async throws -> ProviderTransaction {
+    func payout(_ request: PayoutRequest) async throws -> Payout {
         if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
-        let tx = try await inner.payout(account: account, amountPaisa: amountPaisa, memo: memo, reference: reference)
+        let payout = try await inner.payout(request)
+        guard let txID = payout.providerTxID else { throw ProviderError.corruptRow(payout.id) }
         let lost = random.percent(10)
         state.withLock {
-            if !$0.payoutTxIDs.contains(tx.providerTxID) { $0.payoutTxIDs.append(tx.providerTxID) }
-            if lost, !$0.lostPayouts.contains(where: { $0.jobID == reference }) { $0.lostPayouts.append((reference, amountPaisa)) }
+            if !$0.payoutTxIDs.contains(txID) { $0.payoutTxIDs.append(txID) }
+            if lost, !$0.lostPayouts.contains(where: { $0.jobID == request.reference }) {
+                $0.lostPayouts.append((request.reference, request.amountPaisa))
+            }
         }
         // The provider paid, but its answer never reached the gateway: the reconciler must finish the job.
         if lost { throw GatewayError.providerUnavailable("simulated lost payout answer") }
-        return tx
+        return payout
     }
+
+    /// Outages hit the listing and payouts, where the gateway must heal; opening an account is an operator's call,
+    /// retried by the operator.
+    func openAccount(_ accountNo: String) async throws { try await inner.openAccount(accountNo) }
+
+    func deposit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
+        try await inner.deposit(account: account, amountPaisa: amountPaisa, memo: memo)
+    }
+
+    func payout(reference: String) async throws -> Payout? { try await inner.payout(reference: reference) }
+
+    func reservePaisa() async throws -> Int64 { try await inner.reservePaisa() }
 }
 
 /// The wire between the wallet stub's dispatcher and the gateway's receiver: it drops, duplicates, delays
@@ -243,17 +258,17 @@ final class Simulation {
                 "PKR_WEBHOOK_RETRY_SCHEDULE_MS": retryScheduleMillis.map(String.init).joined(separator: ","),
             ])
         let built = try await buildGateway(config: config, clock: clock, logger: testLogger())
-        let provider = SimProvider(inner: built.provider, random: random)
+        guard let local = built.localProvider else { throw BenchmarkError.noLocalProvider }
+        let provider = SimProvider(inner: DirectProvider(store: local.store), random: random)
         let gateway = Gateway(
-            config: config, store: built.store, provider: provider, walletStub: built.walletStub,
-            outbox: built.outbox, clock: clock, logger: built.logger, dispatchSignal: built.dispatchSignal)
+            config: config, store: built.store, provider: provider, localProvider: local, clock: clock, logger: built.logger)
         let demo = try await gateway.seedDemo()
         let bound = try await gateway.createCustomer(
             CustomerDraft(email: "s1@sim.example", displayName: "S1", walletAccount: boundAccount))
-        try await gateway.walletStub.openAccount(laterAccount)
+        try await gateway.stub.openAccount(laterAccount)
         let network = SimNetwork(random: random, clock: clock, gateway: gateway)
         let dispatcher = WebhookDispatcher(
-            outbox: built.outbox, signal: WakeSignal(), secret: devSecret, scheduleMillis: retryScheduleMillis, clock: clock,
+            outbox: local.outbox, signal: WakeSignal(), secret: devSecret, scheduleMillis: retryScheduleMillis, clock: clock,
             transport: network, jitter: { millis in millis * random.int(80...120) / 100 }, logger: testLogger())
         let simulation = Simulation(
             seed: seed, stepCount: stepCount, random: random, clock: clock, gateway: gateway,
@@ -293,7 +308,7 @@ final class Simulation {
             // held, not minted; some to the other accounts, bound or not yet.
             let account = random.weighted([(6, Demo.walletAccount), (3, Self.boundAccount), (2, Self.laterAccount)])
             if account != Demo.walletAccount {
-                let tx = try await gateway.walletStub.credit(account: account, amountPaisa: random.int(1...2_000_000), memo: "sim")
+                let tx = try await gateway.stub.credit(account: account, amountPaisa: random.int(1...2_000_000), memo: "sim")
                 credits.append(tx)
                 return "\(tx.providerTxID) \(Money.formatPaisa(tx.amountPaisa)) to \(account)"
             }
@@ -302,7 +317,7 @@ final class Simulation {
             credits.append(tx)
             return "\(tx.providerTxID) \(Money.formatPaisa(paisa))"
         case .dispatch:
-            let due = try await gateway.outbox.claimDue(nowMicros: clock.nowMicros(), limit: Int(random.int(1...4)))
+            let due = try await gateway.stubOutbox.claimDue(nowMicros: clock.nowMicros(), limit: Int(random.int(1...4)))
             for delivery in due { await dispatcher.deliver(delivery) }
             return "\(due.count) due"
         case .deliverDelayed:
@@ -348,8 +363,8 @@ final class Simulation {
             }
             return down ? "provider down" : "provider up"
         case .operatorRetry:
-            guard let dead = try await gateway.outbox.list(limit: 1, beforeID: nil, state: "dead").first else { return "none dead" }
-            _ = try await gateway.outbox.redeliver(id: dead.id, nowMicros: clock.nowMicros())
+            guard let dead = try await gateway.stubOutbox.list(limit: 1, beforeID: nil, state: "dead").first else { return "none dead" }
+            _ = try await gateway.stubOutbox.redeliver(id: dead.id, nowMicros: clock.nowMicros())
             return "redeliver \(dead.id)"
         case .bindAccount:
             return try await bindLaterAccount()
@@ -550,7 +565,7 @@ final class Simulation {
             clock.advance(byMicros: 10 * 60 * Timestamp.microsPerSecond)
             while network.state.withLock({ !$0.delayed.isEmpty }) { _ = await network.deliverDelayed() }
             while true {
-                let due = try await gateway.outbox.claimDue(nowMicros: clock.nowMicros(), limit: 32)
+                let due = try await gateway.stubOutbox.claimDue(nowMicros: clock.nowMicros(), limit: 32)
                 if due.isEmpty { break }
                 for delivery in due { await dispatcher.deliver(delivery) }
             }
@@ -558,7 +573,7 @@ final class Simulation {
             note("converge round \(round): reconciler minted \(result.minted), operator \(try await mintUnbound(all: true))")
             try await checkSafety()
             let report = try await gateway.reconciliation()
-            let pending = try await gateway.outbox.countByState()["pending"] ?? 0
+            let pending = try await gateway.stubOutbox.countByState()["pending"] ?? 0
             if report.ok && report.snapshot.burnsAwaitingDebit.isEmpty && pending == 0 && report.snapshot.unboundCreditPaisa == 0 {
                 let recorded = try await recordedTransactions()
                 for credit in credits where recorded[credit.providerTxID]?.tx.status != .settled {

@@ -1,0 +1,66 @@
+import Synchronization
+
+/// The provider stub's test controls (demo mode only): pause its webhooks, and make its next answers fail, arrive
+/// late, or never arrive although the work was done, so that the gateway's handling of each can be shown on a real
+/// wire.
+public final class ProviderControls: Sendable {
+    public struct Faults: Sendable, Equatable {
+        /// The next this many calls answer `failStatus` without doing anything.
+        public var failNext = 0
+        public var failStatus = 500
+        /// Sent as `Retry-After` with each failure, when set.
+        public var retryAfterSeconds: Int?
+        /// Every call waits this long before it is served.
+        public var delayMillis: Int64 = 0
+        /// The next this many calls do their work and then hold their answer for `holdMillis`, past any sane client
+        /// timeout, and answer 504: the caller cannot know what happened.
+        public var dropNext = 0
+        public var holdMillis: Int64 = 3_000
+
+        public init() {}
+    }
+
+    /// What to do with one call.
+    public struct Decision: Sendable, Equatable {
+        public var failStatus: Int?
+        public var retryAfterSeconds: Int?
+        public var delayMillis: Int64
+        public var holdMillis: Int64?
+    }
+
+    private struct State {
+        var webhooksPaused = false
+        var faults = Faults()
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var webhooksPaused: Bool { state.withLock { $0.webhooksPaused } }
+
+    public func setWebhooksPaused(_ paused: Bool) { state.withLock { $0.webhooksPaused = paused } }
+
+    public var faults: Faults { state.withLock { $0.faults } }
+
+    public func setFaults(_ faults: Faults) {
+        precondition(faults.failNext >= 0 && faults.dropNext >= 0 && faults.delayMillis >= 0 && faults.holdMillis >= 0)
+        state.withLock { $0.faults = faults }
+    }
+
+    /// Takes the next call's fate: a failure is used up before a drop.
+    public func nextCall() -> Decision {
+        state.withLock { state in
+            var decision = Decision(failStatus: nil, retryAfterSeconds: nil, delayMillis: state.faults.delayMillis, holdMillis: nil)
+            if state.faults.failNext > 0 {
+                state.faults.failNext -= 1
+                decision.failStatus = state.faults.failStatus
+                decision.retryAfterSeconds = state.faults.retryAfterSeconds
+            } else if state.faults.dropNext > 0 {
+                state.faults.dropNext -= 1
+                decision.holdMillis = state.faults.holdMillis
+            }
+            return decision
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import PKRCore
+import ProviderClient
+import Testing
+
+@testable import PKRApplication
+@testable import PKRGateway
+@testable import WalletStub
+
+/// One HTTP exchange with the provider's API, as any client of it would make.
+private func exchange(
+    _ method: HTTPMethod, _ url: String, json: String? = nil, key: String? = testProviderAPIKey, headers: [(String, String)] = []
+) async throws -> (status: Int, headers: HTTPHeaders, json: [String: Any]) {
+    var request = HTTPClientRequest(url: url)
+    request.method = method
+    if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    if let json {
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: json))
+    }
+    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+    let body = try await response.body.collect(upTo: 1 << 22)
+    let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
+    return (Int(response.status.code), response.headers, object)
+}
+
+/// An adapter with short timeouts and quick retries, so that faults are shown in milliseconds.
+private func adapter(_ url: String, attemptsMax: Int = 4, timeoutMillis: Int64 = 500, breakerFailuresMax: Int = 50) -> HTTPWalletProvider {
+    var settings = HTTPWalletProvider.Settings(baseURL: { url }, apiKey: testProviderAPIKey)
+    settings.timeoutMillis = timeoutMillis
+    settings.retry = RetryPolicy(attemptsMax: attemptsMax, baseMillis: 5, capMillis: 20, retryAfterMillisMax: 1_500)
+    settings.breakerFailuresMax = breakerFailuresMax
+    settings.breakerOpenMillis = 300
+    return HTTPWalletProvider(settings: settings, nowMicros: { SystemClock().nowMicros() }, logger: testLogger())
+}
+
+@Suite("The provider's HTTP API and the gateway's adapter", .serialized)
+struct ProviderBoundaryTests {
+    @Test("every call needs the bearer key; accounts, deposits, the balance and the paged listing answer as documented")
+    func api() async throws {
+        try await withProviderService { _, base in
+            #expect(try await exchange(.GET, base + "/v1/balance", key: nil).status == 401)
+            #expect(
+                try await exchange(.GET, base + "/v1/balance", key: "pk_wrong_key_0123456789").json["error"] as? String == "unauthorized")
+            #expect(try await exchange(.GET, base + "/health", key: nil).status == 200)
+
+            let opened = try await exchange(.POST, base + "/v1/accounts", json: #"{"account_no":"WALLET-P1"}"#)
+            #expect(opened.status == 201 && opened.json["balance_pkr"] as? String == "0.00")
+            #expect(try await exchange(.POST, base + "/v1/accounts", json: #"{"account_no":"WALLET-P1"}"#).status == 200)
+            #expect(try await exchange(.POST, base + "/v1/accounts", json: #"{"account_no":"bad account"}"#).status == 400)
+            let unknown = try await exchange(.GET, base + "/v1/accounts/WALLET-NONE")
+            #expect(unknown.status == 404 && unknown.json["error"] as? String == "unknown_account")
+
+            var ids: [String] = []
+            for index in 1...5 {
+                let deposit = try await exchange(
+                    .POST, base + "/v1/accounts/WALLET-P1/deposits", json: #"{"amount_pkr":"\#(index).25","memo":"in \#(index)"}"#)
+                #expect(deposit.status == 201 && deposit.json["direction"] as? String == "credit")
+                ids.append(try #require(deposit.json["provider_tx_id"] as? String))
+            }
+            #expect(try await exchange(.POST, base + "/v1/accounts/WALLET-NONE/deposits", json: #"{"amount_pkr":"1.00"}"#).status == 422)
+            #expect(try await exchange(.POST, base + "/v1/accounts/WALLET-P1/deposits", json: #"{"amount_pkr":"1.001"}"#).status == 422)
+            #expect(try await exchange(.GET, base + "/v1/accounts/WALLET-P1").json["balance_pkr"] as? String == "16.25")
+            #expect(try await exchange(.GET, base + "/v1/balance").json["balance_pkr"] as? String == "16.25")
+
+            // Pages of two, oldest first: every deposit once, has_more false only on the last page.
+            var cursor = "0"
+            var listed: [String] = []
+            var pages = 0
+            while true {
+                let page = try await exchange(.GET, base + "/v1/transactions?after=\(cursor)&limit=2")
+                let data = try #require(page.json["data"] as? [[String: Any]])
+                listed += data.compactMap { $0["provider_tx_id"] as? String }
+                pages += 1
+                cursor = try #require(page.json["next_cursor"] as? String)
+                guard page.json["has_more"] as? Bool == true else { break }
+            }
+            #expect(listed == ids && pages == 3)
+            let after = try await exchange(.GET, base + "/v1/transactions?after=\(cursor)&limit=2")
+            #expect((after.json["data"] as? [Any])?.isEmpty == true && after.json["next_cursor"] as? String == cursor)
+            #expect(try await exchange(.GET, base + "/v1/transactions?limit=1001").status == 400)
+        }
+    }
+
+    @Test("payouts: Idempotency-Key required, a replay answers the same payout, another body is 422, lookups by id and reference")
+    func payouts() async throws {
+        try await withProviderService { provider, base in
+            _ = try await provider.store.credit(account: Demo.walletAccount, amountPaisa: 100_000, memo: "reserve")
+            let body = #"{"account":"WALLET-001","amount_pkr":"250.00","memo":"cash out","reference":"job-p1"}"#
+            #expect(try await exchange(.POST, base + "/v1/payouts", json: body).json["error"] as? String == "missing_idempotency_key")
+            let made = try await exchange(.POST, base + "/v1/payouts", json: body, headers: [("Idempotency-Key", "key-p1")])
+            #expect(made.status == 201)
+            #expect(made.json["status"] as? String == "paid" && made.json["reference"] as? String == "job-p1")
+            #expect(made.json["failure_code"] is NSNull)
+            let id = try #require(made.json["id"] as? String)
+            let replay = try await exchange(.POST, base + "/v1/payouts", json: body, headers: [("Idempotency-Key", "key-p1")])
+            #expect(replay.status == 200 && replay.headers.first(name: "Idempotent-Replayed") == "true")
+            #expect(
+                replay.json["id"] as? String == id && replay.json["provider_tx_id"] as? String == made.json["provider_tx_id"] as? String)
+            let other = try await exchange(
+                .POST, base + "/v1/payouts", json: body.replacingOccurrences(of: "250.00", with: "251.00"),
+                headers: [("Idempotency-Key", "key-p1")])
+            #expect(other.status == 422 && other.json["error"] as? String == "idempotency_key_reused")
+            let sameReference = try await exchange(.POST, base + "/v1/payouts", json: body, headers: [("Idempotency-Key", "key-p2")])
+            #expect(sameReference.status == 409 && sameReference.json["error"] as? String == "reference_conflict")
+            #expect(try await exchange(.GET, base + "/v1/payouts/\(id)").json["reference"] as? String == "job-p1")
+            #expect(try await exchange(.GET, base + "/v1/payouts/po_nothing").status == 404)
+            let found = try await exchange(.GET, base + "/v1/payouts?reference=job-p1")
+            #expect((found.json["data"] as? [[String: Any]])?.map { $0["id"] as? String } == [id])
+            let none = try await exchange(.GET, base + "/v1/payouts?reference=job-none")
+            #expect((none.json["data"] as? [Any])?.isEmpty == true)
+            #expect(try await provider.store.balancePaisa(account: Demo.walletAccount) == 75_000, "paid once")
+        }
+    }
+
+    @Test("the adapter retries 5xx and 429 (honouring Retry-After), gives up as unavailable, and never retries a refusal")
+    func retries() async throws {
+        try await withProviderService { provider, base in
+            let client = adapter(base)
+            var faults = ProviderControls.Faults()
+            faults.failNext = 3
+            provider.controls.setFaults(faults)
+            let afterThreeFailures = try await client.reservePaisa()
+            #expect(afterThreeFailures == 0, "three 500s, then an answer on the fourth attempt")
+            #expect(provider.controls.faults.failNext == 0)
+
+            faults.failNext = 4
+            provider.controls.setFaults(faults)
+            await #expect(throws: ProviderError.self) { _ = try await client.reservePaisa() }
+            #expect(provider.controls.faults.failNext == 0, "four attempts, no more")
+
+            // Too many requests, come back in a second: tried again, no sooner.
+            faults.failNext = 1
+            faults.failStatus = 429
+            faults.retryAfterSeconds = 1
+            provider.controls.setFaults(faults)
+            let started = ContinuousClock.now
+            let afterTooMany = try await client.reservePaisa()
+            #expect(afterTooMany == 0)
+            #expect(ContinuousClock.now - started >= .seconds(1), "Retry-After was honoured")
+
+            // A refusal (422) is final: no retry, and its code comes through.
+            await #expect(throws: ProviderError.unknownAccount("")) {
+                _ = try await client.deposit(account: "WALLET-NONE", amountPaisa: 100, memo: "nobody")
+            }
+        }
+    }
+
+    @Test("a payout whose answer is lost after the provider paid is resolved by lookup under its reference: paid once")
+    func lostPayoutAnswer() async throws {
+        try await withProviderService { provider, base in
+            _ = try await provider.store.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "reserve")
+            let client = adapter(base, attemptsMax: 2, timeoutMillis: 300)
+            var faults = ProviderControls.Faults()
+            faults.dropNext = 2
+            faults.holdMillis = 800
+            provider.controls.setFaults(faults)
+            let request = PayoutRequest(
+                account: Demo.walletAccount, amountPaisa: 4_000, memo: "cash out", reference: "job-lost",
+                idempotencyKey: PayoutRequest.idempotencyKey(reference: "job-lost"))
+            let payout = try await client.payout(request)
+            #expect(payout.status == .paid && payout.reference == "job-lost")
+            #expect(try await provider.store.balancePaisa(account: Demo.walletAccount) == 6_000, "paid once, not per attempt")
+            // Asked again later (the reconciler's resubmission): the same payout.
+            #expect(try await client.payout(request) == payout)
+            #expect(try await provider.store.balancePaisa(account: Demo.walletAccount) == 6_000)
+        }
+    }
+
+    @Test("the circuit opens on a dead provider, so calls fail at once, and closes when it is back")
+    func circuitBreaker() async throws {
+        let port = try freeLoopbackPort()
+        let client = adapter("http://127.0.0.1:\(port)", attemptsMax: 1, timeoutMillis: 200, breakerFailuresMax: 3)
+        for _ in 0..<3 { await #expect(throws: ProviderError.self) { _ = try await client.reservePaisa() } }
+        #expect(client.circuit != .closed(failures: 0))
+        let started = ContinuousClock.now
+        await #expect(throws: ProviderError.unavailable("circuit open after repeated failures")) { _ = try await client.reservePaisa() }
+        #expect(ContinuousClock.now - started < .milliseconds(50), "an open circuit costs no connection attempt")
+        try await withProviderService(["PROVIDER_PORT": String(port)]) { _, _ in
+            try await Task.sleep(for: .milliseconds(350))
+            #expect(try await client.reservePaisa() == 0, "the trial call after the open time succeeds")
+            #expect(client.circuit == .closed(failures: 0))
+        }
+    }
+
+    @Test("a gateway whose provider fails payouts keeps the redemption, and the reconciler pays it once when the provider recovers")
+    func gatewayResubmitsPayouts() async throws {
+        try await withProviderService { provider, base in
+            var config = try await testConfig(engine: .sqlite)
+            config.providerURL = base
+            config.providerAPIKey = testProviderAPIKey
+            config.providerTimeoutMillis = 300
+            try await withApp(config) { client, gateway in
+                _ = try await client.seed()
+                let deposit = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#)
+                #expect(deposit.status == .created)
+                #expect(
+                    try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#).status
+                        == .ok)
+                var faults = ProviderControls.Faults()
+                faults.failNext = 1000
+                provider.controls.setFaults(faults)
+                let redeem = try await client.call(
+                    .post, "/api/redeem", json: #"{"amount_units":"200000000"}"#, headers: [.init("Idempotency-Key")!: "down-1"])
+                #expect(redeem.status == .created, "the redeem is accepted while the provider is down")
+                #expect(try await provider.store.balancePaisa(account: Demo.walletAccount) == 100_000, "nothing paid yet")
+                provider.controls.setFaults(ProviderControls.Faults())
+                try await Task.sleep(for: .milliseconds(5_100))  // past the reconciler's five-second grace for stuck payouts
+                _ = try await gateway.reconcileOnce()
+                _ = try await gateway.reconcileOnce()
+                #expect(try await provider.store.balancePaisa(account: Demo.walletAccount) == 80_000, "paid once")
+                _ = try await gateway.ingest(sinceMicros: nil)
+                let report = try await gateway.reconciliation()
+                #expect(report.ok, "\(report.text)")
+            }
+        }
+    }
+}
