@@ -107,7 +107,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ], resources: [.copy("Resources/openapi.yaml"), .copy("Resources/console")]),
+            ], resources: [.copy("Resources/openapi.yaml"), .copy("Resources/provider-openapi.yaml"), .copy("Resources/console")]),
         // The composition root: opens the engine, wires the stubs, the routes and the background services.
         .target(
             name: "PKRGateway",

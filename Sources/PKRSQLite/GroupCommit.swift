@@ -143,10 +143,3 @@ final class GroupCommit: Sendable {
         return results
     }
 }
-
-extension GroupCommit: SQLiteTransactions {
-    /// A write that needs no scope (the wallet stub's) joins the next batch like any other.
-    func write<T: Sendable>(_ work: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await write { db, _ in try work(db) }
-    }
-}

@@ -12,8 +12,6 @@ public final class SQLiteStore: GatewayStore {
 
     public let database: DatabasePool
     let groupCommit: GroupCommit
-    /// Group commit, for other writers on this database (the wallet stub) to share.
-    package var sharedTransactions: any SQLiteTransactions { groupCommit }
     private let checkpointer: WALCheckpointer
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64

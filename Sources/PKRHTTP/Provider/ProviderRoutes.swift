@@ -312,6 +312,7 @@ public enum ProviderRouter {
         router.add(middleware: ErrorMiddleware())
         // Unauthenticated, like the gateway's: for load balancers and start-up checks.
         router.get("health") { _, _ in JSONResponse.make(.ok, .object([("ok", .bool(true))])) }
+        OpenAPIRoute.register(on: router, document: OpenAPIRoute.providerDocument)
         routes.register(on: router.group())
         return router
     }
