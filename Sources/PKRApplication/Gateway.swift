@@ -315,6 +315,7 @@ public final class Gateway: Sendable {
         do {
             let tx = try WebhookEvent.parse(delivery.body)
             draft.providerTxID = tx.providerTxID
+            try await confirmPayoutEvent(tx)
             let outcome = try await store.apply(tx, via: .webhook, inbound: draft)
             metrics.webhookApplied(outcome, lagMicros: clock.nowMicros() - tx.occurredAtMicros)
             if case .conflict(let fields) = outcome {
@@ -329,6 +330,26 @@ public final class Gateway: Sendable {
             draft.errorCode = error.code
             try await store.logRejectedInbound(draft)
             throw error
+        }
+    }
+
+    /// A webhook is a hint: a debit that names a payout's reference changes money only once the provider, asked
+    /// directly, confirms that payout moved exactly that money. A provider that cannot be asked now answers 502,
+    /// and the sender retries.
+    func confirmPayoutEvent(_ tx: ProviderTransaction) async throws(GatewayError) {
+        guard tx.direction == .debit, tx.status == .settled, let reference = tx.reference else { return }
+        let payout: Payout?
+        do {
+            payout = try await provider.payout(reference: reference)
+        } catch {
+            throw .providerUnavailable("the payout '\(reference)' could not be confirmed with the provider")
+        }
+        // No payout under the reference: not the gateway's, and it is applied (and flagged) as any debit is.
+        guard let payout else { return }
+        guard payout.providerTxID == tx.providerTxID, payout.amountPaisa == tx.amountPaisa, payout.account == tx.account,
+            payout.status == .paid || payout.status == .returned
+        else {
+            throw .payoutNotConfirmed(reference: reference)
         }
     }
 

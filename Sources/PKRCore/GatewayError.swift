@@ -26,6 +26,8 @@ public enum GatewayError: Error, Equatable, Sendable {
     case requestTimeout(millis: Int64)
     case disallowedHost(String)
     case providerUnavailable(String)
+    /// A debit names a payout the provider, asked directly, does not confirm.
+    case payoutNotConfirmed(reference: String)
     case storeUnavailable(String)
 
     /// The stable, machine-readable code clients branch on.
@@ -58,6 +60,7 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .requestTimeout: return "request_timeout"
         case .disallowedHost: return "disallowed_host"
         case .providerUnavailable: return "provider_unavailable"
+        case .payoutNotConfirmed: return "payout_not_confirmed"
         case .storeUnavailable: return "store_unavailable"
         }
     }
@@ -106,6 +109,8 @@ public enum GatewayError: Error, Equatable, Sendable {
         case .requestTimeout(let millis): return "the request body did not arrive within \(millis) ms"
         case .disallowedHost(let host): return "host '\(host)' is not in ALLOWED_HOSTS"
         case .providerUnavailable(let why): return "the wallet provider is unavailable: \(why)"
+        case .payoutNotConfirmed(let reference):
+            return "the provider's payout '\(reference)' does not match this debit (account, amount or transaction id)"
         case .storeUnavailable(let why): return "the database is unavailable: \(why)"
         }
     }

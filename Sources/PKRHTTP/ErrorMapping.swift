@@ -12,7 +12,7 @@ enum ErrorMapping {
         switch error {
         case .invalidJSON, .missingField, .invalidField, .invalidIdempotencyKey, .insufficientBalance, .disallowedHost:
             return .badRequest
-        case .invalidAmount, .amountAboveLimit, .notMintable, .idempotencyKeyReused, .unknownAccount:
+        case .invalidAmount, .amountAboveLimit, .notMintable, .idempotencyKeyReused, .unknownAccount, .payoutNotConfirmed:
             return .unprocessableContent
         case .unknownProviderTransaction, .notFound, .unknownCustomer: return .notFound
         case .demoNotSeeded, .idempotencyRequestInFlight, .webhookConflict, .customerConflict: return .conflict
@@ -48,6 +48,8 @@ enum ErrorMapping {
         switch error {
         case let error as GatewayError:
             return JSONResponse.make(status(for: error), .object(body(for: error)))
+        case let error as ProviderError:
+            return response(for: providerFailure(error), logger: logger)
         case let error as MoneyError:
             return response(for: GatewayError.invalidAmount(field: "amount", error), logger: logger)
         case is NIOTooManyBytesError:
@@ -84,6 +86,17 @@ enum ErrorMapping {
         default:
             logger.error("unhandled server error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
             return internalError()
+        }
+    }
+
+    /// What a provider's answer means to the gateway's client: its refusals are the client's, everything else is
+    /// the provider's failure.
+    static func providerFailure(_ error: ProviderError) -> GatewayError {
+        switch error {
+        case .unknownAccount(let account): return .unknownAccount(account)
+        case .unavailable(let why): return .providerUnavailable(why)
+        case .insufficientFunds, .referenceConflict, .idempotencyKeyReused, .requestInFlight, .corruptRow, .rejected:
+            return .providerUnavailable("the provider refused the call (\(error))")
         }
     }
 

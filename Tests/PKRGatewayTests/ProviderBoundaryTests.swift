@@ -220,4 +220,39 @@ struct ProviderBoundaryTests {
             }
         }
     }
+
+    @Test(
+        "a payout's debit webhook changes money only once the provider confirms it: a mismatch is refused, a provider that cannot answer gets a retry",
+        arguments: TestEngine.all)
+    func payoutWebhooksAreConfirmed(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await client.seed()
+            #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#).status == .created)
+            #expect(
+                try await client.call(.post, "/api/ingest/wallet-transactions", json: #"{"since":"2025-01-01T00:00:00Z"}"#).status == .ok)
+            let redeem = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#)
+            let jobID = try #require(redeem.string("job_id"))
+            let payout = try #require(try await gateway.stub.payout(reference: jobID))
+            let debit = try #require(payout.providerTxID)
+
+            let forged = try await client.webhook(
+                creditEvent("TX-not-the-payout", amountPKR: "200.00", direction: .debit, reference: jobID))
+            #expect(forged.status == .unprocessableContent && forged.error == "payout_not_confirmed", "\(forged.text)")
+            let wrongAmount = try await client.webhook(creditEvent(debit, amountPKR: "199.00", direction: .debit, reference: jobID))
+            #expect(wrongAmount.status == .unprocessableContent)
+
+            var faults = ProviderControls.Faults()
+            faults.failNext = 1_000
+            gateway.localProvider?.controls.setFaults(faults)
+            let unconfirmed = try await client.webhook(creditEvent(debit, amountPKR: "200.00", direction: .debit, reference: jobID))
+            #expect(unconfirmed.status == .badGateway && unconfirmed.error == "provider_unavailable")
+            gateway.localProvider?.controls.setFaults(ProviderControls.Faults())
+
+            let confirmed = try await client.webhook(creditEvent(debit, amountPKR: "200.00", direction: .debit, reference: jobID))
+            #expect(confirmed.status == .ok, "\(confirmed.text)")
+            let report = try await gateway.reconciliation()
+            #expect(report.ok, "\(report.text)")
+            #expect(report.snapshot.burnedUnits == 200_000_000)
+        }
+    }
 }
