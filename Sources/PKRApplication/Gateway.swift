@@ -272,6 +272,12 @@ public final class Gateway: Sendable {
                     account: account, amountPaisa: paisa, memo: memo, reference: jobID,
                     idempotencyKey: PayoutRequest.idempotencyKey(reference: jobID)))
             try await store.markPayoutSubmitted(jobID: jobID, providerTxID: payout.providerTxID ?? payout.id)
+            if payout.status == .failed {
+                // The provider credits the money back; that credit mints the tokens back to the customer.
+                logger.warning(
+                    "payout failed; its reversal releases the redemption",
+                    metadata: ["job_id": "\(jobID)", "failure_code": "\(payout.failureCode ?? "")"])
+            }
         } catch {
             logger.error("payout not submitted; the reconciler will retry", metadata: ["job_id": "\(jobID)", "error": "\(error)"])
         }
@@ -333,24 +339,39 @@ public final class Gateway: Sendable {
         }
     }
 
-    /// A webhook is a hint: a debit that names a payout's reference changes money only once the provider, asked
-    /// directly, confirms that payout moved exactly that money. A provider that cannot be asked now answers 502,
-    /// and the sender retries.
+    /// A webhook is a hint: an event about a payout changes money only once the provider, asked directly, confirms
+    /// it. A debit naming a payout's reference must be that payout's debit; a credit naming `<reference>:failed` or
+    /// `<reference>:returned` must be that payout's reversal, in that state. Account and amount must agree. A
+    /// provider that cannot be asked now answers 502, and the sender retries.
     func confirmPayoutEvent(_ tx: ProviderTransaction) async throws(GatewayError) {
-        guard tx.direction == .debit, tx.status == .settled, let reference = tx.reference else { return }
+        guard tx.status == .settled, let reference = tx.reference else { return }
+        var payoutReference = reference
+        var reversalStatus: PayoutStatus?
+        if tx.direction == .credit {
+            guard let (named, status) = PayoutReversal.parse(reference) else { return }
+            payoutReference = named
+            reversalStatus = status
+        }
         let payout: Payout?
         do {
-            payout = try await provider.payout(reference: reference)
+            payout = try await provider.payout(reference: payoutReference)
         } catch {
-            throw .providerUnavailable("the payout '\(reference)' could not be confirmed with the provider")
+            throw .providerUnavailable("the payout '\(payoutReference)' could not be confirmed with the provider")
         }
-        // No payout under the reference: not the gateway's, and it is applied (and flagged) as any debit is.
-        guard let payout else { return }
-        guard payout.providerTxID == tx.providerTxID, payout.amountPaisa == tx.amountPaisa, payout.account == tx.account,
-            payout.status == .paid || payout.status == .returned
-        else {
-            throw .payoutNotConfirmed(reference: reference)
+        guard let payout else {
+            // A debit under a reference the provider made no payout for is not the gateway's: it is applied, and
+            // flagged, as any unmatched debit is. A reversal of no payout is refused.
+            if reversalStatus == nil { return }
+            throw .payoutNotConfirmed(reference: payoutReference)
         }
+        let sameMoney = payout.amountPaisa == tx.amountPaisa && payout.account == tx.account
+        let confirmed =
+            if let reversalStatus {
+                payout.status == reversalStatus && payout.reversalProviderTxID == tx.providerTxID
+            } else {
+                payout.providerTxID == tx.providerTxID
+            }
+        guard sameMoney && confirmed else { throw .payoutNotConfirmed(reference: payoutReference) }
     }
 
     /// Logs a delivery refused before it could be verified (its body could not be read).

@@ -35,6 +35,9 @@ public protocol GatewayStore: Sendable {
     /// Newest first; with `customerID`, both sides of that customer's jobs only.
     func ledgerEntries(customerID: String?, limit: Int, beforeID: Int64?) async throws -> [LedgerEntry]
     func externalTransactions(limit: Int, beforeID: Int64?) async throws -> [ExternalTransactionRecord]
+    /// A burn and the provider transactions that settled it: its debit and any reversal credits. Nil when the id is
+    /// not a burn's.
+    func redemption(jobID: String) async throws -> RedemptionRows?
     func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord]
     func quarantine(limit: Int, beforeID: Int64?) async throws -> [QuarantineRecord]
     func quarantineCount() async throws -> Int
@@ -244,9 +247,16 @@ public struct QuarantineRecord: Sendable, Codable {
 }
 
 extension ExternalTransactionRecord {
-    /// Why an operator should look at the transaction: its stored flag, or `unbound_account` for one recorded on an
-    /// account no customer held (derived from the missing customer, never stored).
-    public var operatorFlag: String? { flag ?? (customerID == nil ? "unbound_account" : nil) }
+    /// Why an operator should look at the transaction: its stored flag, `unbound_account` for one recorded on an
+    /// account no customer held, or `payout_failed` / `payout_returned` for a payout's reversal (both derived, never
+    /// stored).
+    public var operatorFlag: String? {
+        if let flag { return flag }
+        if customerID == nil { return "unbound_account" }
+        // A failed or returned payout's money back: minted like any credit, shown to an operator.
+        if tx.direction == .credit, let (_, status) = tx.reference.flatMap(PayoutReversal.parse) { return "payout_\(status.rawValue)" }
+        return nil
+    }
 }
 
 public struct ExternalTransactionRecord: Sendable {

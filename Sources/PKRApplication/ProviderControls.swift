@@ -1,3 +1,4 @@
+import PKRCore
 import Synchronization
 
 /// The provider stub's test controls (demo mode only): pause its webhooks, and make its next answers fail, arrive
@@ -31,6 +32,7 @@ public final class ProviderControls: Sendable {
     private struct State {
         var webhooksPaused = false
         var faults = Faults()
+        var failingPayouts: (count: Int, code: PayoutFailureCode) = (0, .railRejected)
     }
 
     private let state = Mutex(State())
@@ -42,6 +44,26 @@ public final class ProviderControls: Sendable {
     public func setWebhooksPaused(_ paused: Bool) { state.withLock { $0.webhooksPaused = paused } }
 
     public var faults: Faults { state.withLock { $0.faults } }
+
+    /// The next `count` new payouts fail with `code` after their debit (their money is credited back).
+    public func failPayouts(count: Int, code: PayoutFailureCode) {
+        precondition(count >= 0)
+        state.withLock { $0.failingPayouts = (count, code) }
+    }
+
+    /// Takes the next new payout's failure, if one is due.
+    public func takePayoutFailure() -> PayoutFailureCode? {
+        state.withLock { state in
+            guard state.failingPayouts.count > 0 else { return nil }
+            state.failingPayouts.count -= 1
+            return state.failingPayouts.code
+        }
+    }
+
+    /// Puts back a failure taken for a request that turned out to be a replay.
+    public func restorePayoutFailure(_ code: PayoutFailureCode) {
+        state.withLock { $0.failingPayouts = ($0.failingPayouts.count + 1, code) }
+    }
 
     public func setFaults(_ faults: Faults) {
         precondition(faults.failNext >= 0 && faults.dropNext >= 0 && faults.delayMillis >= 0 && faults.holdMillis >= 0)

@@ -10,7 +10,7 @@ package enum SchemaSteps {
         "v1-gateway-tables",  // the gateway's tables, with their keys, checks and indexes
         "v1-guards",  // rules a table cannot state for itself: triggers
         "v1-fast-paths",  // server-side functions a hot path calls in one round trip
-        "v2-provider-payouts",  // the provider's payouts, one per idempotency key and per reference
+        "v2-payouts",  // the provider's payouts (one per idempotency key and per reference); references indexed
     ]
 
     /// Steps a database has applied that this history does not have: one migrated by a build from before the

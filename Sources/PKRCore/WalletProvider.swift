@@ -77,12 +77,15 @@ public struct Payout: Sendable, Equatable {
     public var failureCode: String?
     /// The debit on the account's transaction listing, once the money has left it.
     public var providerTxID: String?
+    /// The credit that put the money back on the account when the payout failed or was returned.
+    public var reversalProviderTxID: String?
     public var createdAtMicros: Int64
     public var updatedAtMicros: Int64
 
     public init(
         id: String, status: PayoutStatus, account: String, amountPaisa: Int64, memo: String, reference: String,
-        failureCode: String?, providerTxID: String?, createdAtMicros: Int64, updatedAtMicros: Int64
+        failureCode: String?, providerTxID: String?, reversalProviderTxID: String? = nil, createdAtMicros: Int64,
+        updatedAtMicros: Int64
     ) {
         precondition(amountPaisa > 0, "a payout moves a positive amount")
         self.id = id
@@ -93,8 +96,37 @@ public struct Payout: Sendable, Equatable {
         self.reference = reference
         self.failureCode = failureCode
         self.providerTxID = providerTxID
+        self.reversalProviderTxID = reversalProviderTxID
         self.createdAtMicros = createdAtMicros
         self.updatedAtMicros = updatedAtMicros
+    }
+}
+
+/// Why a payout failed, as providers report it.
+public enum PayoutFailureCode: String, Sendable, CaseIterable {
+    case accountClosed = "account_closed"
+    case invalidAccount = "invalid_account"
+    case limitExceeded = "limit_exceeded"
+    case railRejected = "rail_rejected"
+}
+
+/// A payout's money coming back: when a payout fails after its debit, or is returned after it was paid, the
+/// provider credits the account with a reversal whose reference is the payout's reference and the outcome
+/// (`<reference>:failed`, `<reference>:returned`), so that the gateway can tell it from a deposit.
+public enum PayoutReversal {
+    public static func reference(payoutReference: String, status: PayoutStatus) -> String {
+        precondition(status == .failed || status == .returned, "only a failed or returned payout is reversed")
+        return payoutReference + ":" + status.rawValue
+    }
+
+    /// The payout reference and outcome a reversal credit names, or nil for any other reference.
+    public static func parse(_ reference: String) -> (payoutReference: String, status: PayoutStatus)? {
+        guard let colon = reference.lastIndex(of: ":") else { return nil }
+        let payoutReference = String(reference[..<colon])
+        guard !payoutReference.isEmpty, let status = PayoutStatus(rawValue: String(reference[reference.index(after: colon)...])),
+            status == .failed || status == .returned
+        else { return nil }
+        return (payoutReference, status)
     }
 }
 
@@ -112,4 +144,7 @@ public enum ProviderError: Error, Equatable, Sendable {
     case unavailable(String)
     /// The provider refused the request as malformed: a bug on one side of the wire.
     case rejected(status: Int, code: String)
+    case unknownPayout(String)
+    /// The payout is not in a state that allows this (only a paid payout can be returned).
+    case payoutState(id: String, status: PayoutStatus)
 }

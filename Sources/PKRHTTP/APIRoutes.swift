@@ -29,6 +29,7 @@ struct APIRoutes {
         api.get("external-transactions", use: externalTransactions)
         api.get("me", use: me)
         api.get("debug/summary", use: summary)
+        api.get("redemptions/:job_id", use: redemption)
     }
 
     // MARK: - Session
@@ -70,6 +71,28 @@ struct APIRoutes {
         let creation = try await gateway.createCustomer(
             CustomerDraft(email: email, displayName: displayName, walletAccount: account))
         return JSONResponse.make(creation.created ? .created : .ok, Self.customerJSON(creation.customer))
+    }
+
+    /// `GET /api/redemptions/{job_id}` (operator): where a redemption stands, and how it got there.
+    @Sendable func redemption(_ request: Request, context: AppRequestContext) async throws -> Response {
+        try operatorAuth.require(request)
+        let jobID = try context.parameters.require("job_id")
+        guard let redemption = try await gateway.redemption(jobID: jobID) else {
+            throw GatewayError.notFound("no redemption with job id '\(jobID)'")
+        }
+        let history: [JSONValue] = redemption.history.map { event in
+            .object([
+                ("state", .string(event.state.rawValue)), ("at", .optional(event.at)),
+                ("provider_tx_id", .optional(event.providerTxID)), ("mint_job_id", .optional(event.mintJobID)),
+            ])
+        }
+        return JSONResponse.make(
+            .ok,
+            .object([
+                ("job_id", .string(redemption.jobID)), ("user_id", .string(redemption.customerID)),
+                ("amount_units", .string(String(redemption.amountUnits))), ("state", .string(redemption.state.rawValue)),
+                ("history", .array(history)),
+            ]))
     }
 
     static func customerJSON(_ customer: Customer) -> JSONValue {

@@ -95,7 +95,8 @@ enum ErrorMapping {
         switch error {
         case .unknownAccount(let account): return .unknownAccount(account)
         case .unavailable(let why): return .providerUnavailable(why)
-        case .insufficientFunds, .referenceConflict, .idempotencyKeyReused, .requestInFlight, .corruptRow, .rejected:
+        case .insufficientFunds, .referenceConflict, .idempotencyKeyReused, .requestInFlight, .corruptRow, .rejected,
+            .unknownPayout, .payoutState:
             return .providerUnavailable("the provider refused the call (\(error))")
         }
     }

@@ -15,7 +15,7 @@ struct CSRFMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let unsafe = ![.get, .head, .options, .trace].contains(request.method)
-        if unsafe, !Self.goesToSignedReceiver(request.uri.path), !operatorAuth.isOperator(request) {
+        if unsafe, !Self.isExempt(request.uri.path), !operatorAuth.isOperator(request) {
             if let origin = request.header(.origin), origin != "null" {
                 let host = request.head.authority ?? ""
                 guard trustedOrigins.contains(origin) || origin == "http://\(host)" || origin == "https://\(host)" else {
@@ -35,6 +35,16 @@ struct CSRFMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Requests that carry their own authentication, which a browser never adds by itself: the signed receivers, and
+    /// the in-process provider's API (bearer key).
+    static func isExempt(_ path: String) -> Bool {
+        goesToSignedReceiver(path) || normalised(path).hasPrefix("/provider/")
+    }
+
+    static func normalised(_ path: String) -> String {
+        "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+    }
+
     /// The router ignores empty segments ("//api/redeem" reaches redeem), so the check does too: every unsafe
     /// request needs the token unless it goes, by its normalised path, to a signed receiver.
     static func goesToSignedReceiver(_ path: String) -> Bool {
@@ -47,8 +57,7 @@ struct CSRFMiddleware: RouterMiddleware {
         {
             return false
         }
-        let normalised = "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
-        return WebhookRoutes.receiverPaths.contains(normalised)
+        return WebhookRoutes.receiverPaths.contains(normalised(path))
     }
 }
 

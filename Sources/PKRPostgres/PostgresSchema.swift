@@ -479,9 +479,10 @@ enum PostgresSchema {
             $$
             """
         ),
-        // The provider's payouts (SQLite: WalletStubSchema.createPayoutTable), with the same keys and checks.
+        // The provider's payouts (SQLite: WalletStubSchema.createPayoutTable), with the same keys and checks, and the
+        // index a redemption's payout reversals are found by.
         (
-            "v2-provider-payouts",
+            "v2-payouts",
             """
             CREATE TABLE wallet_stub_payout (
               id TEXT PRIMARY KEY,
@@ -494,11 +495,14 @@ enum PostgresSchema {
               status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'paid', 'returned', 'failed', 'canceled')),
               failure_code TEXT CHECK (failure_code IN ('account_closed', 'invalid_account', 'limit_exceeded', 'rail_rejected')),
               provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+              reversal_provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
               created_at TEXT NOT NULL,
               updated_at TEXT NOT NULL,
               CHECK ((status = 'failed') = (failure_code IS NOT NULL)),
-              CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL)
-            )
+              CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL),
+              CHECK ((reversal_provider_tx_id IS NOT NULL) = (status = 'returned' OR (status = 'failed' AND provider_tx_id IS NOT NULL)))
+            );
+            CREATE INDEX core_externaltransaction_reference ON core_externaltransaction (reference) WHERE reference IS NOT NULL
             """
         ),
     ]

@@ -396,6 +396,34 @@ public final class PostgresStore: GatewayStore {
         return out
     }
 
+    public func redemption(jobID: String) async throws -> RedemptionRows? {
+        var found: RedemptionRows?
+        for try await (id, userID, amount, createdAt, payoutState, payoutTxID, txHash) in try await pg.query(
+            """
+            SELECT id, user_id, amount_units, created_at, payout_state, payout_provider_tx_id, tx_hash
+            FROM core_chainjob WHERE id = \(jobID) AND job_type = 'burn'
+            """, logger: logger
+        ).decode((String, String, Int64, String, String, String?, String).self) {
+            found = RedemptionRows(
+                job: ChainJob(id: id, jobType: .burn, amountUnits: amount, txHash: txHash, createdAt: createdAt),
+                customerID: userID, payoutState: payoutState, payoutProviderTxID: payoutTxID, debit: nil, reversals: [])
+        }
+        guard var rows = found else { return nil }
+        let failed = PayoutReversal.reference(payoutReference: jobID, status: .failed)
+        let returned = PayoutReversal.reference(payoutReference: jobID, status: .returned)
+        for try await row in try await pg.query(
+            """
+            SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e
+            WHERE e.matched_job_id = \(jobID) OR (e.reference IN (\(failed), \(returned)) AND e.direction = 'credit')
+            ORDER BY e.id
+            """, logger: logger)
+        {
+            let record = try PostgresPrimitives.decodeExternal(row)
+            if record.matchedJobID == jobID { rows.debit = record } else { rows.reversals.append(record) }
+        }
+        return rows
+    }
+
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
         let rows = try await pg.query(
             """

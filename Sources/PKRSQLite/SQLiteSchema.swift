@@ -28,7 +28,18 @@ enum SQLiteSchema {
         // SQLite runs the fast paths in Swift on its single writer: a mint batch or a burn is one transaction of
         // in-process statements, with no round trips to save.
         ("v1-fast-paths", { _ in }),
-        ("v2-provider-payouts", { db in try WalletStubSchema.createPayoutTable(db) }),
+        (
+            "v2-payouts",
+            { db in
+                try WalletStubSchema.createPayoutTable(db)
+                // A redemption's payout reversals are found by their reference.
+                try db.execute(
+                    sql: """
+                        CREATE INDEX core_externaltransaction_reference ON core_externaltransaction (reference)
+                          WHERE reference IS NOT NULL
+                        """)
+            }
+        ),
     ]
 
     static func migrator() -> DatabaseMigrator {

@@ -266,6 +266,34 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
+    public func redemption(jobID: String) async throws -> RedemptionRows? {
+        try await database.read { db in
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(
+                        sql: """
+                            SELECT id, user_id, amount_units, created_at, payout_state, payout_provider_tx_id, tx_hash
+                            FROM core_chainjob WHERE id = ? AND job_type = 'burn'
+                            """), arguments: [jobID])
+            else { return nil }
+            func related(_ condition: String, _ value: String) throws -> [ExternalTransactionRecord] {
+                try Row.fetchAll(
+                    db.cachedStatement(
+                        sql: "SELECT \(Self.externalColumns) FROM core_externaltransaction e WHERE \(condition) ORDER BY e.id"),
+                    arguments: [value]
+                ).map(Self.decodeExternal)
+            }
+            let reversals = try [PayoutStatus.failed, .returned].flatMap { status in
+                try related(
+                    "e.reference = ? AND e.direction = 'credit'", PayoutReversal.reference(payoutReference: jobID, status: status))
+            }
+            return RedemptionRows(
+                job: ChainJob(id: row[0], jobType: .burn, amountUnits: row[2], txHash: row[6], createdAt: row[3]),
+                customerID: row[1], payoutState: row[4], payoutProviderTxID: row[5],
+                debit: try related("e.matched_job_id = ?", jobID).first, reversals: reversals)
+        }
+    }
+
     public func inboundLog(limit: Int, beforeID: Int64?) async throws -> [InboundRecord] {
         try await database.read { db in
             try Row.fetchAll(

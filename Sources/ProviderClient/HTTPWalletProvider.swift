@@ -239,6 +239,6 @@ public final class HTTPWalletProvider: WalletProvider {
         return Payout(
             id: try text("id"), status: status, account: try text("account"), amountPaisa: amountPaisa, memo: try text("memo"),
             reference: try text("reference"), failureCode: optional("failure_code"), providerTxID: optional("provider_tx_id"),
-            createdAtMicros: created, updatedAtMicros: updated)
+            reversalProviderTxID: optional("reversal_provider_tx_id"), createdAtMicros: created, updatedAtMicros: updated)
     }
 }

@@ -56,7 +56,7 @@ public enum WalletStubSchema {
 }
 
 extension WalletStubSchema {
-    /// Payouts with their lifecycle, one per idempotency key and one per reference (migration v2-provider-payouts).
+    /// Payouts with their lifecycle, one per idempotency key and one per reference (migration v2-payouts).
     /// A payout that has moved money names its debit on the listing.
     public static func createPayoutTable(_ db: Database) throws {
         try db.execute(
@@ -72,10 +72,12 @@ extension WalletStubSchema {
                   status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'paid', 'returned', 'failed', 'canceled')),
                   failure_code TEXT CHECK (failure_code IN ('account_closed', 'invalid_account', 'limit_exceeded', 'rail_rejected')),
                   provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+                  reversal_provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
                   created_at TEXT NOT NULL,
                   updated_at TEXT NOT NULL,
                   CHECK ((status = 'failed') = (failure_code IS NOT NULL)),
-                  CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL)
+                  CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL),
+                  CHECK ((reversal_provider_tx_id IS NOT NULL) = (status = 'returned' OR (status = 'failed' AND provider_tx_id IS NOT NULL)))
                 );
                 """)
     }

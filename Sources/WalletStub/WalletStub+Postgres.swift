@@ -95,7 +95,80 @@ public final class PostgresWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailureCode?) async throws -> (payout: Payout, replayed: Bool) {
+        if let failing, try await payout(column: "idempotency_key", request.idempotencyKey) == nil {
+            do {
+                return (try await failingPayout(request, failing), false)
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.uniqueViolation {
+                // A concurrent request with the key or the reference won: answered below, as any taken key is.
+            }
+            return try await takenPayout(request)
+        }
+        return try await payingPayout(request)
+    }
+
+    /// SQLSTATE unique_violation.
+    static let uniqueViolation = "23505"
+
+    /// A test control's failing payout: its debit, the reversal that puts the money back, and the failed payout, in
+    /// one transaction. Rare, so the plain path rather than the single statement a paid payout is.
+    private func failingPayout(_ request: PayoutRequest, _ failing: PayoutFailureCode) async throws -> Payout {
+        let now = nowMicros()
+        let debit = ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
+            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
+            occurredAtMicros: now, memo: request.memo, reference: request.reference)
+        var payout = Payout(
+            id: Identifiers.payoutID(unixMillis: now / 1000), status: .failed, account: request.account,
+            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: failing.rawValue,
+            providerTxID: debit.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+        let reversal = PayoutReversals.credit(for: payout, status: .failed, nowMicros: now)
+        payout.reversalProviderTxID = reversal.providerTxID
+        let at = Timestamp.format(micros: now)
+        let logger = self.logger
+        try await pg.transaction(logger: logger) { connection in
+            try await self.append(connection, debit)
+            try await self.append(connection, reversal)
+            try await connection.query(
+                """
+                INSERT INTO wallet_stub_payout
+                  (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
+                   failure_code, provider_tx_id, reversal_provider_tx_id, created_at, updated_at)
+                VALUES (\(payout.id), \(request.idempotencyKey), \(request.fingerprint), \(payout.account), \(payout.amountPaisa),
+                        \(payout.memo), \(payout.reference), 'failed', \(payout.failureCode), \(payout.providerTxID),
+                        \(payout.reversalProviderTxID), \(at), \(at))
+                """, logger: logger)
+        }
+        if pushEnabled { onOutboxWrite() }
+        return payout
+    }
+
+    public func returnPayout(id: String) async throws -> Payout {
+        let now = nowMicros()
+        let logger = self.logger
+        let payout = try await pg.transaction(logger: logger) { connection -> Payout in
+            guard var payout = try await self.payout(column: "id", id, on: connection, forUpdate: true)?.0 else {
+                throw ProviderError.unknownPayout(id)
+            }
+            guard payout.status == .paid else { throw ProviderError.payoutState(id: id, status: payout.status) }
+            let reversal = PayoutReversals.credit(for: payout, status: .returned, nowMicros: now)
+            try await self.append(connection, reversal)
+            payout.status = .returned
+            payout.reversalProviderTxID = reversal.providerTxID
+            payout.updatedAtMicros = now
+            try await connection.query(
+                """
+                UPDATE wallet_stub_payout SET status = 'returned', reversal_provider_tx_id = \(reversal.providerTxID),
+                  updated_at = \(Timestamp.format(micros: now))
+                WHERE id = \(id)
+                """, logger: logger)
+            return payout
+        }
+        if pushEnabled { onOutboxWrite() }
+        return payout
+    }
+
+    private func payingPayout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
         let tx = ProviderTransaction(
             providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
@@ -157,7 +230,12 @@ public final class PostgresWalletStub: WalletStubStore {
             if pushEnabled { onOutboxWrite() }
             return (candidate, false)
         }
-        // Nothing was written: the key or the reference is taken, the funds are short, or the account is unknown.
+        return try await takenPayout(request)
+    }
+
+    /// What a payout that wrote nothing answers: the key's payout, or why there is none.
+    private func takenPayout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
+        // The key or the reference is taken, the funds are short, or the account is unknown.
         if let (existing, fingerprint) = try await payout(column: "idempotency_key", request.idempotencyKey) {
             guard fingerprint == request.fingerprint else { throw ProviderError.idempotencyKeyReused(request.idempotencyKey) }
             return (existing, true)
@@ -178,25 +256,33 @@ public final class PostgresWalletStub: WalletStubStore {
     }
 
     /// A payout and the fingerprint of the request that made it, by one of its unique columns.
-    private func payout(column: String, _ value: String) async throws -> (Payout, String)? {
+    private func payout(
+        column: String, _ value: String, on connection: PostgresConnection? = nil, forUpdate: Bool = false
+    ) async throws -> (Payout, String)? {
         precondition(["id", "idempotency_key", "reference"].contains(column), "payouts are found by a unique column")
         var query = PostgresQuery(
             unsafeSQL: """
                 SELECT id, status, account_no, amount_paisa, memo, reference, failure_code, provider_tx_id, created_at,
-                       updated_at, request_fingerprint
-                FROM wallet_stub_payout WHERE \(column) = $1
+                       updated_at, request_fingerprint, reversal_provider_tx_id
+                FROM wallet_stub_payout WHERE \(column) = $1\(forUpdate ? " FOR UPDATE" : "")
                 """)
         query.binds.append(value)
-        for try await (id, status, account, amount, memo, reference, failureCode, providerTxID, createdAt, updatedAt, fingerprint)
-            in try await pg.query(query, logger: logger).decode(
-                (String, String, String, Int64, String, String, String?, String?, String, String, String).self)
+        let rows: PostgresRowSequence
+        if let connection {
+            rows = try await connection.query(query, logger: logger)
+        } else {
+            rows = try await pg.query(query, logger: logger)
+        }
+        for try await (id, status, account, amount, memo, reference, failureCode, providerTxID, createdAt, updatedAt, fingerprint, reversal)
+            in rows.decode((String, String, String, Int64, String, String, String?, String?, String, String, String, String?).self)
         {
             guard let status = PayoutStatus(rawValue: status), amount > 0, let created = Timestamp.parse(createdAt),
                 let updated = Timestamp.parse(updatedAt)
             else { throw ProviderError.corruptRow(id) }
             let payout = Payout(
                 id: id, status: status, account: account, amountPaisa: amount, memo: memo, reference: reference,
-                failureCode: failureCode, providerTxID: providerTxID, createdAtMicros: created, updatedAtMicros: updated)
+                failureCode: failureCode, providerTxID: providerTxID, reversalProviderTxID: reversal, createdAtMicros: created,
+                updatedAtMicros: updated)
             return (payout, fingerprint)
         }
         return nil

@@ -75,7 +75,7 @@ public final class SQLiteWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailureCode?) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
         let result = try await database.write { [pushEnabled] db -> (payout: Payout, replayed: Bool) in
             if let (existing, fingerprint) = try Self.payout(db, column: "idempotency_key", request.idempotencyKey) {
@@ -85,32 +85,59 @@ public final class SQLiteWalletStub: WalletStubStore {
             if try Self.payout(db, column: "reference", request.reference) != nil {
                 throw ProviderError.referenceConflict(request.reference)
             }
-            // Paid at once: the debit, its webhook and the payout in one transaction.
-            let tx = ProviderTransaction(
+            // The debit, its webhook and the payout in one transaction; a failing payout's reversal too.
+            let debit = ProviderTransaction(
                 providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
                 direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
                 occurredAtMicros: now, memo: request.memo, reference: request.reference)
-            try Self.append(db, tx, push: pushEnabled)
-            let payout = Payout(
+            try Self.append(db, debit, push: pushEnabled)
+            var payout = Payout(
                 id: Identifiers.payoutID(unixMillis: now / 1000), status: .paid, account: request.account,
                 amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
-                providerTxID: tx.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+                providerTxID: debit.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+            if let failing {
+                let reversal = PayoutReversals.credit(for: payout, status: .failed, nowMicros: now)
+                try Self.append(db, reversal, push: pushEnabled)
+                payout.status = .failed
+                payout.failureCode = failing.rawValue
+                payout.reversalProviderTxID = reversal.providerTxID
+            }
             let at = Timestamp.format(micros: now)
             try db.cachedStatement(
                 sql: """
                     INSERT INTO wallet_stub_payout
                       (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
-                       failure_code, provider_tx_id, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)
+                       failure_code, provider_tx_id, reversal_provider_tx_id, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """
             ).execute(arguments: [
                 payout.id, request.idempotencyKey, request.fingerprint, payout.account, payout.amountPaisa, payout.memo,
-                payout.reference, payout.status.rawValue, payout.providerTxID, at, at,
+                payout.reference, payout.status.rawValue, payout.failureCode, payout.providerTxID,
+                payout.reversalProviderTxID, at, at,
             ])
             return (payout, false)
         }
         if !result.replayed && pushEnabled { onOutboxWrite() }
         return result
+    }
+
+    public func returnPayout(id: String) async throws -> Payout {
+        let now = nowMicros()
+        let payout = try await database.write { [pushEnabled] db -> Payout in
+            guard var payout = try Self.payout(db, column: "id", id)?.0 else { throw ProviderError.unknownPayout(id) }
+            guard payout.status == .paid else { throw ProviderError.payoutState(id: id, status: payout.status) }
+            let reversal = PayoutReversals.credit(for: payout, status: .returned, nowMicros: now)
+            try Self.append(db, reversal, push: pushEnabled)
+            payout.status = .returned
+            payout.reversalProviderTxID = reversal.providerTxID
+            payout.updatedAtMicros = now
+            try db.cachedStatement(
+                sql: "UPDATE wallet_stub_payout SET status = 'returned', reversal_provider_tx_id = ?, updated_at = ? WHERE id = ?"
+            ).execute(arguments: [reversal.providerTxID, Timestamp.format(micros: now), id])
+            return payout
+        }
+        if pushEnabled { onOutboxWrite() }
+        return payout
     }
 
     public func payout(id: String) async throws -> Payout? {
@@ -129,7 +156,7 @@ public final class SQLiteWalletStub: WalletStubStore {
                 db.cachedStatement(
                     sql: """
                         SELECT id, status, account_no, amount_paisa, memo, reference, failure_code, provider_tx_id, created_at,
-                               updated_at, request_fingerprint
+                               updated_at, request_fingerprint, reversal_provider_tx_id
                         FROM wallet_stub_payout WHERE \(column) = ?
                         """), arguments: [value])
         else { return nil }
@@ -142,7 +169,8 @@ public final class SQLiteWalletStub: WalletStubStore {
         else { throw ProviderError.corruptRow(id) }
         let payout = Payout(
             id: id, status: status, account: row[2], amountPaisa: amountPaisa, memo: row[4], reference: row[5],
-            failureCode: row[6], providerTxID: row[7], createdAtMicros: created, updatedAtMicros: updated)
+            failureCode: row[6], providerTxID: row[7], reversalProviderTxID: row[11], createdAtMicros: created,
+            updatedAtMicros: updated)
         return (payout, row[10])
     }
 
@@ -231,6 +259,17 @@ public final class SQLiteWalletStub: WalletStubStore {
             providerTxID: row[offset], account: row[offset + 1], direction: direction,
             amountPaisa: amountPaisa, status: status, occurredAtMicros: occurredAtMicros,
             memo: row[offset + 6], reference: row[offset + 7])
+    }
+}
+
+/// The credit that puts a failed or returned payout's money back on its account.
+enum PayoutReversals {
+    static func credit(for payout: Payout, status: PayoutStatus, nowMicros: Int64) -> ProviderTransaction {
+        ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: nowMicros / 1000), account: payout.account, direction: .credit,
+            amountPaisa: payout.amountPaisa, status: .settled, occurredAtMicros: nowMicros,
+            memo: "payout \(payout.id) \(status.rawValue)",
+            reference: PayoutReversal.reference(payoutReference: payout.reference, status: status))
     }
 }
 

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HTTPTypes
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -253,6 +254,62 @@ struct ProviderBoundaryTests {
             let report = try await gateway.reconciliation()
             #expect(report.ok, "\(report.text)")
             #expect(report.snapshot.burnedUnits == 200_000_000)
+        }
+    }
+
+    @Test(
+        "a payout that fails after its debit releases the redemption once; a returned one re-credits once and is flagged",
+        arguments: TestEngine.all)
+    func failedAndReturnedPayouts(engine: TestEngine) async throws {
+        let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "50,100,200"])
+        try await withApp(config, .live) { client, gateway in
+            _ = try await client.seed()
+            let bearer: HTTPFields = [.authorization: "Bearer \(DevKeys.providerAPIKey)"]
+            #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#).status == .created)
+            #expect(try await eventually { try await client.balanceUnits() == "1000000000" })
+
+            // The next payout fails after its debit: the provider credits it back, and that credit mints once.
+            let failNext = try await client.call(
+                .post, "/provider/v1/test/fail-payouts", json: #"{"count":1,"failure_code":"account_closed"}"#, headers: bearer, csrf: false
+            )
+            #expect(failNext.status == .ok)
+            let first = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#)
+            let released = try #require(first.string("job_id"))
+            #expect(try await client.balanceUnits() == "800000000", "the balance drops at once")
+            #expect(try await eventually { try await client.balanceUnits() == "1000000000" }, "released")
+            let failed = try #require(try await gateway.stub.payout(reference: released))
+            #expect(failed.status == .failed && failed.failureCode == "account_closed" && failed.reversalProviderTxID != nil)
+            let releasedView = try await client.call(.get, "/api/redemptions/\(released)")
+            #expect(releasedView.string("state") == "released", "\(releasedView.text)")
+            let states = (releasedView["history"] as? [[String: Any]])?.compactMap { $0["state"] as? String }
+            #expect(states == ["held", "submitted", "paid", "released"])
+
+            // The next one is paid, then returned by the receiving bank.
+            let second = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"300000000"}"#)
+            let returned = try #require(second.string("job_id"))
+            #expect(try await eventually { try await client.call(.get, "/api/redemptions/\(returned)").string("state") == "paid" })
+            let paid = try #require(try await gateway.stub.payout(reference: returned))
+            let giveBack = try await client.call(
+                .post, "/provider/v1/test/return-payout", json: #"{"id":"\#(paid.id)"}"#, headers: bearer, csrf: false)
+            #expect(giveBack.status == .ok && giveBack.string("status") == "returned")
+            #expect(try await eventually { try await client.balanceUnits() == "1000000000" }, "re-credited")
+            #expect(try await client.call(.get, "/api/redemptions/\(returned)").string("state") == "returned")
+            let again = try await client.call(
+                .post, "/provider/v1/test/return-payout", json: #"{"id":"\#(paid.id)"}"#, headers: bearer, csrf: false)
+            #expect(again.status == .conflict && again.error == "payout_state")
+            let flags = try await client.call(.get, "/api/external-transactions").array.compactMap { $0["flag"] as? String }
+            #expect(flags.filter { $0 == "payout_returned" }.count == 1 && flags.filter { $0 == "payout_failed" }.count == 1, "\(flags)")
+
+            // A reversal the provider did not make is refused; the listing's own are not minted twice.
+            let forged = try await client.webhook(
+                creditEvent(amountPKR: "300.00", reference: PayoutReversal.reference(payoutReference: returned, status: .failed)))
+            #expect(forged.status == .unprocessableContent && forged.error == "payout_not_confirmed", "\(forged.text)")
+            _ = try await gateway.ingest(sinceMicros: 0)
+            #expect(try await client.balanceUnits() == "1000000000")
+            #expect(try await gateway.stub.balancePaisa(account: Demo.walletAccount) == 100_000)
+            let report = try await gateway.reconciliation()
+            #expect(report.ok, "\(report.text)")
+            #expect(try await client.call(.get, "/api/redemptions/no-such-job").status == .notFound)
         }
     }
 }

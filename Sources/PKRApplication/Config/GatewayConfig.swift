@@ -293,7 +293,7 @@ public struct GatewayConfig: Sendable {
             if providerServer.apiKey == DevKeys.providerAPIKey {
                 throw ConfigError.refused("the dev provider API key is for demo mode only; set PROVIDER_API_KEY")
             }
-            if providerWebhookSecrets.contains(where: { $0.encoded == DevKeys.webhookSecret }) {
+            if webhookPush && providerWebhookSecrets.contains(where: { $0.encoded == DevKeys.webhookSecret }) {
                 throw ConfigError.refused("the dev webhook secret is for demo mode only; set PROVIDER_WEBHOOK_SECRETS")
             }
         }

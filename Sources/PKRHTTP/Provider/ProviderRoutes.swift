@@ -16,8 +16,6 @@ public struct ProviderRoutes: Sendable {
     public let controls: ProviderControls?
     private let payoutsInFlight = PayoutsInFlight()
     static let bodyLimits = BodyLimits(bytesMax: 64 * 1024, timeoutMillis: 10_000)
-    /// How long a memo may be, as on the webhook.
-    static let memoCharactersMax = WebhookEvent.memoCharactersMax
 
     public init(store: any WalletStubStore, apiKey: String, controls: ProviderControls?) {
         precondition(apiKey.utf8.count >= 16, "the provider's API key is at least 16 bytes")
@@ -30,20 +28,37 @@ public struct ProviderRoutes: Sendable {
         let v1 = group.group("v1").add(middleware: ProviderMiddleware<Context>(apiKey: apiKey, controls: controls))
         v1.get("balance") { _, _ in try await self.balance() }
         v1.post("accounts") { request, _ in try await self.openAccount(request) }
-        v1.get("accounts/:account_no") { _, context in try await self.account(context.parameters.require("account_no")) }
+        v1.get("accounts/:account_no") { _, context in try await self.account(Self.pathParameter(context, "account_no")) }
         v1.post("accounts/:account_no/deposits") { request, context in
-            try await self.deposit(request, account: context.parameters.require("account_no"))
+            try await self.deposit(request, account: Self.pathParameter(context, "account_no"))
         }
         v1.get("transactions") { request, _ in try await self.transactions(request) }
         v1.post("payouts") { request, _ in try await self.createPayout(request) }
         v1.get("payouts") { request, _ in try await self.findPayouts(request) }
-        v1.get("payouts/:id") { _, context in try await self.payout(id: context.parameters.require("id")) }
+        v1.get("payouts/:id") { _, context in try await self.payout(id: Self.pathParameter(context, "id")) }
         if let controls {
             v1.post("test/webhooks") { request, _ in
                 let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
                 guard case .bool(let paused)? = root["paused"] else { throw GatewayError.invalidField("paused", "true or false") }
                 controls.setWebhooksPaused(paused)
                 return JSONResponse.make(.ok, .object([("paused", .bool(paused))]))
+            }
+            v1.post("test/fail-payouts") { request, _ in
+                let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
+                let count = try Self.count(root, "count", 0...1000) ?? 1
+                let codeText = try JSONBody.text(root, "failure_code") ?? PayoutFailureCode.railRejected.rawValue
+                guard let code = PayoutFailureCode(rawValue: codeText) else {
+                    throw GatewayError.invalidField(
+                        "failure_code", PayoutFailureCode.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                controls.failPayouts(count: count, code: code)
+                return JSONResponse.make(
+                    .ok, .object([("count", .integer(Int64(count))), ("failure_code", .string(code.rawValue))]))
+            }
+            v1.post("test/return-payout") { request, _ in
+                let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
+                guard let id = try JSONBody.text(root, "id") else { throw GatewayError.missingField("id") }
+                return JSONResponse.make(.ok, Self.json(try await self.store.returnPayout(id: id)))
             }
             v1.post("test/faults") { request, _ in
                 let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
@@ -141,13 +156,16 @@ public struct ProviderRoutes: Sendable {
         let amountPaisa = try Self.amount(root)
         let memo = try Self.memo(root)
         guard let reference = try JSONBody.text(root, "reference") else { throw GatewayError.missingField("reference") }
-        guard WebhookEvent.isIdentifier(reference, bytesMax: WebhookEvent.providerTxIDBytesMax) else {
-            throw GatewayError.invalidField("reference", "1 to \(WebhookEvent.providerTxIDBytesMax) characters of A-Z a-z 0-9 _ . : -")
+        guard WebhookEvent.isIdentifier(reference, bytesMax: Self.referenceBytesMax) else {
+            throw GatewayError.invalidField("reference", "1 to \(Self.referenceBytesMax) characters of A-Z a-z 0-9 _ . : -")
         }
         guard payoutsInFlight.insert(key) else { throw ProviderError.requestInFlight(key) }
         defer { payoutsInFlight.remove(key) }
+        let failing = controls?.takePayoutFailure()
         let (payout, replayed) = try await store.payout(
-            PayoutRequest(account: account, amountPaisa: amountPaisa, memo: memo, reference: reference, idempotencyKey: key))
+            PayoutRequest(account: account, amountPaisa: amountPaisa, memo: memo, reference: reference, idempotencyKey: key),
+            failing: failing)
+        if replayed, let failing { controls?.restorePayoutFailure(failing) }
         var headers = HTTPFields()
         if replayed { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
         return JSONResponse.make(replayed ? .ok : .created, Self.json(payout), headers: headers)
@@ -162,7 +180,7 @@ public struct ProviderRoutes: Sendable {
     }
 
     func payout(id: String) async throws -> Response {
-        guard let payout = try await store.payout(id: id) else { throw ProviderHTTPError.unknownPayout(id) }
+        guard let payout = try await store.payout(id: id) else { throw ProviderError.unknownPayout(id) }
         return JSONResponse.make(.ok, Self.json(payout))
     }
 
@@ -179,11 +197,22 @@ public struct ProviderRoutes: Sendable {
         do { return try Money.parsePaisa(text) } catch { throw GatewayError.invalidAmount(field: "amount_pkr", error) }
     }
 
+    /// The memo rule the gateway's receiver applies, so that every webhook the provider sends can be received.
     static func memo(_ root: JSONReader.Value) throws -> String {
         let memo = try JSONBody.text(root, "memo") ?? ""
-        guard memo.count <= memoCharactersMax else { throw GatewayError.invalidField("memo", "at most \(memoCharactersMax) characters") }
+        guard WebhookEvent.isValidMemo(memo) else { throw GatewayError.invalidField("memo", WebhookEvent.memoRule) }
         return memo
     }
+
+    /// A path parameter as sent, percent-decoded (`A%3A1` is `A:1`).
+    static func pathParameter(_ context: some RequestContext, _ name: String) throws -> String {
+        let raw = try context.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else { throw GatewayError.invalidField(name, "malformed percent-encoding") }
+        return decoded
+    }
+
+    /// A payout's reference leaves room for its reversal's (`<reference>:returned`) within the webhook's limit.
+    static let referenceBytesMax = WebhookEvent.providerTxIDBytesMax - ":returned".utf8.count
 
     static func count(_ root: JSONReader.Value, _ key: String, _ range: ClosedRange<Int>) throws -> Int? {
         switch root[key] {
@@ -221,6 +250,7 @@ public struct ProviderRoutes: Sendable {
             ("amount_pkr", .string(Money.formatPaisa(payout.amountPaisa))), ("memo", .string(payout.memo)),
             ("reference", .string(payout.reference)), ("failure_code", .optional(payout.failureCode)),
             ("provider_tx_id", .optional(payout.providerTxID)),
+            ("reversal_provider_tx_id", .optional(payout.reversalProviderTxID)),
             ("created_at", .string(Timestamp.format(micros: payout.createdAtMicros))),
             ("updated_at", .string(Timestamp.format(micros: payout.updatedAtMicros))),
         ])
@@ -238,7 +268,6 @@ private final class PayoutsInFlight: Sendable {
 enum ProviderHTTPError: Error {
     case missingIdempotencyKey
     case unknownAccount(String)
-    case unknownPayout(String)
 }
 
 /// Auth, test faults and the provider's own error codes, for every `/v1` route.
@@ -272,8 +301,6 @@ struct ProviderMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.error(.badRequest, "missing_idempotency_key", "POST /v1/payouts needs an Idempotency-Key header")
         } catch ProviderHTTPError.unknownAccount(let account) {
             return Self.error(.notFound, "unknown_account", "no account '\(account)'")
-        } catch ProviderHTTPError.unknownPayout(let id) {
-            return Self.error(.notFound, "unknown_payout", "no payout '\(id)'")
         }
     }
 
@@ -295,6 +322,9 @@ struct ProviderMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.error(.unprocessableContent, "idempotency_key_reused", "this key was used with another request")
         case .requestInFlight:
             return Self.error(.conflict, "request_in_flight", "a request with this key is still being served; retry")
+        case .unknownPayout(let id): return Self.error(.notFound, "unknown_payout", "no payout '\(id)'")
+        case .payoutState(let id, let status):
+            return Self.error(.conflict, "payout_state", "payout '\(id)' is \(status.rawValue); only a paid payout can be returned")
         case .corruptRow, .unavailable, .rejected:
             return Self.error(.internalServerError, "internal_error", "an unexpected provider error occurred")
         }
