@@ -52,15 +52,41 @@ final class SimProvider: WalletProvider {
         /// Payouts the provider made whose answer the gateway never saw: burn job id and amount.
         var lostPayouts: [(jobID: String, paisa: Int64)] = []
         var payoutTxIDs: [String] = []
+        /// Payouts that are paid, which the bank may still return.
+        var paid: [Payout] = []
+        /// The credits that put failed and returned payouts' money back.
+        var reversals: [ProviderTransaction] = []
     }
 
     let inner: any WalletProvider
+    /// The stub behind `inner`, for what only the provider itself does: fail a payout after its debit, return one.
+    let store: any WalletStubStore
     let random: SimRandom
     let state = Mutex(State())
 
-    init(inner: any WalletProvider, random: SimRandom) {
-        self.inner = inner
+    init(store: any WalletStubStore, random: SimRandom) {
+        self.inner = DirectProvider(store: store)
+        self.store = store
         self.random = random
+    }
+
+    /// The reversal credit a failed or returned payout made, as the provider lists it.
+    static func reversal(of payout: Payout) -> ProviderTransaction? {
+        guard let id = payout.reversalProviderTxID else { return nil }
+        return ProviderTransaction(
+            providerTxID: id, account: payout.account, direction: .credit, amountPaisa: payout.amountPaisa, status: .settled,
+            occurredAtMicros: payout.updatedAtMicros, memo: "payout \(payout.id) \(payout.status.rawValue)",
+            reference: PayoutReversal.reference(payoutReference: payout.reference, status: payout.status))
+    }
+
+    /// The bank sends a paid payout back.
+    func returnOne() async throws -> String {
+        guard let candidate = state.withLock({ $0.paid.isEmpty ? nil : $0.paid.remove(at: random.index($0.paid.count)) }) else {
+            return "nothing paid to return"
+        }
+        let returned = try await store.returnPayout(id: candidate.id)
+        if let reversal = Self.reversal(of: returned) { state.withLock { $0.reversals.append(reversal) } }
+        return "\(candidate.reference) returned"
     }
 
     func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {
@@ -70,8 +96,15 @@ final class SimProvider: WalletProvider {
 
     func payout(_ request: PayoutRequest) async throws -> Payout {
         if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
-        let payout = try await inner.payout(request)
+        // Now and then the payout fails after its debit, and the provider credits the money back.
+        let (payout, replayed) = try await store.payout(request, failing: random.percent(10) ? .railRejected : nil)
         guard let txID = payout.providerTxID else { throw ProviderError.corruptRow(payout.id) }
+        if !replayed {
+            state.withLock {
+                if payout.status == .paid { $0.paid.append(payout) }
+                if let reversal = Self.reversal(of: payout) { $0.reversals.append(reversal) }
+            }
+        }
         let lost = random.percent(10)
         state.withLock {
             if !$0.payoutTxIDs.contains(txID) { $0.payoutTxIDs.append(txID) }
@@ -259,7 +292,7 @@ final class Simulation {
             ])
         let built = try await buildGateway(config: config, clock: clock, logger: testLogger())
         guard let local = built.localProvider else { throw BenchmarkError.noLocalProvider }
-        let provider = SimProvider(inner: DirectProvider(store: local.store), random: random)
+        let provider = SimProvider(store: local.store, random: random)
         let gateway = Gateway(
             config: config, store: built.store, provider: provider, localProvider: local, clock: clock, logger: built.logger)
         let demo = try await gateway.seedDemo()
@@ -281,7 +314,7 @@ final class Simulation {
         case deposit, dispatch, deliverDelayed = "deliver delayed", advanceClock = "advance clock", reconcile, redeem
         case replayRedeem = "replay redeem", conflictingReplay = "conflicting replay", pendingCopy = "pending copy"
         case forged, staleReplay = "stale replay", providerOutage = "provider outage", operatorRetry = "operator retry"
-        case bindAccount = "bind account", mintUnbound = "mint unbound"
+        case bindAccount = "bind account", mintUnbound = "mint unbound", returnPayout = "return payout"
     }
 
     func run() async throws {
@@ -291,6 +324,7 @@ final class Simulation {
                 (16, Action.deposit), (20, .dispatch), (6, .deliverDelayed), (12, .advanceClock), (6, .reconcile),
                 (10, .redeem), (4, .replayRedeem), (4, .conflictingReplay), (4, .pendingCopy), (3, .forged),
                 (4, .staleReplay), (3, .providerOutage), (2, .operatorRetry), (1, .bindAccount), (2, .mintUnbound),
+                (2, .returnPayout),
             ])
             let outcome = try await perform(action)
             note("#\(index) \(action.rawValue): \(outcome)")
@@ -370,6 +404,8 @@ final class Simulation {
             return try await bindLaterAccount()
         case .mintUnbound:
             return try await mintUnbound(all: false)
+        case .returnPayout:
+            return try await provider.returnOne()
         }
     }
 
@@ -457,8 +493,12 @@ final class Simulation {
         var tx = recorded[random.index(recorded.count)].tx
         if random.percent(50) { tx.amountPaisa += random.int(1...10_000) } else { tx.direction = .debit }
         let status = await sendSigned(WebhookEvent.encode(tx))
-        guard status == 409 else { throw failure("a conflicting redelivery of \(tx.providerTxID) got \(status), not 409") }
-        return "\(tx.providerTxID) quarantined"
+        // A payout's reversal credit is confirmed with the provider before anything else, and refused there (422).
+        let expected = tx.direction == .credit && tx.reference.flatMap(PayoutReversal.parse) != nil ? 422 : 409
+        guard status == expected else {
+            throw failure("a conflicting redelivery of \(tx.providerTxID) got \(status), not \(expected)")
+        }
+        return "\(tx.providerTxID) \(expected == 409 ? "quarantined" : "refused as unconfirmed")"
     }
 
     /// A captured delivery sent again as it was: outside the window it must be refused, inside it must change nothing.
@@ -505,7 +545,8 @@ final class Simulation {
         let recorded = try await recordedTransactions()
         let payoutIDs = Set(provider.state.withLock { $0.payoutTxIDs })
         var unrecordedCreditUnits: Int128 = 0
-        for credit in credits {
+        let allCredits = credits + provider.state.withLock { $0.reversals }
+        for credit in allCredits {
             guard let record = recorded[credit.providerTxID] else {
                 unrecordedCreditUnits += Int128(credit.amountPaisa * Money.unitsPerPaisa)
                 continue
@@ -515,7 +556,7 @@ final class Simulation {
             }
             if record.tx.status != .settled { unrecordedCreditUnits += Int128(credit.amountPaisa * Money.unitsPerPaisa) }
         }
-        let creditIDs = Set(credits.map(\.providerTxID))
+        let creditIDs = Set(allCredits.map(\.providerTxID))
         for id in recorded.keys where !creditIDs.contains(id) && !payoutIDs.contains(id) {
             throw failure("\(id) is recorded but the provider never made it")
         }
@@ -576,7 +617,8 @@ final class Simulation {
             let pending = try await gateway.stubOutbox.countByState()["pending"] ?? 0
             if report.ok && report.snapshot.burnsAwaitingDebit.isEmpty && pending == 0 && report.snapshot.unboundCreditPaisa == 0 {
                 let recorded = try await recordedTransactions()
-                for credit in credits where recorded[credit.providerTxID]?.tx.status != .settled {
+                let reversals = provider.state.withLock { $0.reversals }
+                for credit in credits + reversals where recorded[credit.providerTxID]?.tx.status != .settled {
                     throw failure("\(credit.providerTxID) never settled at the gateway")
                 }
                 return
