@@ -352,6 +352,15 @@ public final class Gateway: Sendable {
             payoutReference = named
             reversalStatus = status
         }
+        // The provider's own answer to the payout call already named this debit, for this amount and account: there
+        // is nothing to ask it again.
+        if reversalStatus == nil, let units = try? Money.paisaToUnits(tx.amountPaisa),
+            try await storeAnswer({
+                try await store.payoutAnswered(jobID: reference, providerTxID: tx.providerTxID, amountUnits: units, account: tx.account)
+            })
+        {
+            return
+        }
         let payout: Payout?
         do {
             payout = try await provider.payout(reference: payoutReference)
@@ -372,6 +381,13 @@ public final class Gateway: Sendable {
                 payout.providerTxID == tx.providerTxID
             }
         guard sameMoney && confirmed else { throw .payoutNotConfirmed(reference: payoutReference) }
+    }
+
+    /// A store read inside a typed-throwing check: its failure is the store's outage.
+    private func storeAnswer<T>(_ read: () async throws -> T) async throws(GatewayError) -> T {
+        do { return try await read() } catch let error as GatewayError { throw error } catch {
+            throw .storeUnavailable("the payout's burn could not be read")
+        }
     }
 
     /// Logs a delivery refused before it could be verified (its body could not be read).

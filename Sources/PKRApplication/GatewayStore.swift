@@ -28,6 +28,9 @@ public protocol GatewayStore: Sendable {
     /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
     func redeem(_ command: RedeemCommand) async throws -> RedeemResult
     func markPayoutSubmitted(jobID: String, providerTxID: String) async throws
+    /// Whether the provider's payout answer for this burn already named this debit (`markPayoutSubmitted`), for this
+    /// amount from this customer's account.
+    func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool
     /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
     func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
 

@@ -63,7 +63,14 @@ public func buildApplication(
             try await local.store.openAccount(Demo.walletAccount)
             _ = try await gateway.bindDemoCustomer()
         } else {
-            _ = try await gateway.seedDemo()
+            // A provider elsewhere may not be up yet; the customer is bound now and its wallet opened by the next
+            // `POST /api/demo/seed` (a demo-mode provider opens the demo wallet itself anyway).
+            _ = try await gateway.bindDemoCustomer()
+            do {
+                try await gateway.provider.openAccount(Demo.walletAccount)
+            } catch {
+                logger.warning("the provider did not answer at start-up; the demo wallet is opened on the next POST /api/demo/seed")
+            }
         }
     }
     let router = GatewayRouter.build(gateway: gateway, metrics: config.metricsEnabled ? registry : nil)

@@ -333,6 +333,17 @@ public final class PostgresStore: GatewayStore {
             """, logger: logger)
     }
 
+    public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
+        let rows = try await pg.query(
+            """
+            SELECT 1 FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+            WHERE j.id = \(jobID) AND j.job_type = 'burn' AND j.payout_provider_tx_id = \(providerTxID)
+              AND j.amount_units = \(amountUnits) AND u.wallet_account = \(account)
+            """, logger: logger
+        ).collect()
+        return !rows.isEmpty
+    }
+
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
         let rows = try await pg.query(

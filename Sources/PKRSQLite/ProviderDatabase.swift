@@ -8,7 +8,7 @@ extension SQLiteStore {
     public static func openProviderDatabase(path: String) throws -> DatabasePool {
         SQLiteProcess.configure()
         var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
+        configuration.busyMode = .callback(SQLiteBusyWait.shortWaits(totalSeconds: 10))
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")

@@ -197,6 +197,18 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
+    public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
+        try await database.read { db in
+            try Bool.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        SELECT 1 FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+                        WHERE j.id = ? AND j.job_type = 'burn' AND j.payout_provider_tx_id = ? AND j.amount_units = ?
+                          AND u.wallet_account = ?
+                        """), arguments: [jobID, providerTxID, amountUnits, account]) ?? false
+        }
+    }
+
     public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
         return try await database.read { db in

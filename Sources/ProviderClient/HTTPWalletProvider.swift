@@ -36,7 +36,21 @@ public final class HTTPWalletProvider: WalletProvider {
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
 
-    public init(settings: Settings, client: HTTPClient = .shared, nowMicros: @escaping @Sendable () -> Int64, logger: Logger) {
+    /// The process's client for provider calls. A refused connection fails the attempt at once (the adapter's own
+    /// retries decide what comes next) instead of being retried by the pool until the attempt's deadline. Never
+    /// shut down, like `HTTPClient.shared`.
+    public static let sharedClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
+        configuration.timeout.connect = .seconds(1)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    public init(
+        settings: Settings, client: HTTPClient = HTTPWalletProvider.sharedClient, nowMicros: @escaping @Sendable () -> Int64,
+        logger: Logger
+    ) {
         self.settings = settings
         self.client = client
         self.breaker = Mutex(CircuitBreaker(failuresMax: settings.breakerFailuresMax, openMicros: settings.breakerOpenMillis * 1000))

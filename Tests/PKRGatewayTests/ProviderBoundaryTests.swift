@@ -223,7 +223,7 @@ struct ProviderBoundaryTests {
     }
 
     @Test(
-        "a payout's debit webhook changes money only once the provider confirms it: a mismatch is refused, a provider that cannot answer gets a retry",
+        "a payout's events change money only once the provider confirms them: a mismatch is refused, a provider that cannot answer gets a retry",
         arguments: TestEngine.all)
     func payoutWebhooksAreConfirmed(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, gateway in
@@ -242,15 +242,26 @@ struct ProviderBoundaryTests {
             let wrongAmount = try await client.webhook(creditEvent(debit, amountPKR: "199.00", direction: .debit, reference: jobID))
             #expect(wrongAmount.status == .unprocessableContent)
 
+            // The provider's own answer to the payout call named this debit: it is applied without asking again,
+            // even while the provider fails.
             var faults = ProviderControls.Faults()
             faults.failNext = 1_000
             gateway.localProvider?.controls.setFaults(faults)
-            let unconfirmed = try await client.webhook(creditEvent(debit, amountPKR: "200.00", direction: .debit, reference: jobID))
-            #expect(unconfirmed.status == .badGateway && unconfirmed.error == "provider_unavailable")
-            gateway.localProvider?.controls.setFaults(ProviderControls.Faults())
+            let answered = try await client.webhook(creditEvent(debit, amountPKR: "200.00", direction: .debit, reference: jobID))
+            #expect(answered.status == .ok, "\(answered.text)")
 
-            let confirmed = try await client.webhook(creditEvent(debit, amountPKR: "200.00", direction: .debit, reference: jobID))
+            // A reversal is always confirmed with the provider: while it cannot answer, the sender is told to retry.
+            gateway.localProvider?.controls.setFaults(ProviderControls.Faults())
+            let returned = try await gateway.stub.returnPayout(id: payout.id)
+            let reversal = try #require(SimProvider.reversal(of: returned))
+            gateway.localProvider?.controls.setFaults(faults)
+            let unconfirmed = try await client.webhook(WebhookEvent.encode(reversal))
+            #expect(unconfirmed.status == .badGateway && unconfirmed.error == "provider_unavailable", "\(unconfirmed.text)")
+            #expect(try await client.balanceUnits() == "800000000", "nothing minted")
+            gateway.localProvider?.controls.setFaults(ProviderControls.Faults())
+            let confirmed = try await client.webhook(WebhookEvent.encode(reversal))
             #expect(confirmed.status == .ok, "\(confirmed.text)")
+            #expect(try await client.balanceUnits() == "1000000000", "re-credited")
             let report = try await gateway.reconciliation()
             #expect(report.ok, "\(report.text)")
             #expect(report.snapshot.burnedUnits == 200_000_000)
