@@ -150,7 +150,14 @@ func makeProvider(
 /// Runs `body` with the in-process provider's listener up, for commands that use a gateway outside `pkr serve`.
 public func withLocalProvider<T: Sendable>(_ gateway: Gateway, _ body: @Sendable () async throws -> T) async throws -> T {
     guard let listener = gateway.localProvider?.listener else { return try await body() }
-    let group = ServiceGroup(configuration: .init(services: [listener], logger: gateway.logger))
+    return try await withServices([listener], logger: gateway.logger, body)
+}
+
+/// Runs `body` while `services` run, then shuts them down gracefully, whether `body` returned or threw.
+public func withServices<T: Sendable>(
+    _ services: [any Service], logger: Logger, _ body: @Sendable () async throws -> T
+) async throws -> T {
+    let group = ServiceGroup(configuration: .init(services: services, logger: logger))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
         tasks.addTask { try await group.run() }
         do {

@@ -114,15 +114,11 @@ public final class PostgresWalletStub: WalletStubStore {
     /// one transaction. Rare, so the plain path rather than the single statement a paid payout is.
     private func failingPayout(_ request: PayoutRequest, _ failing: PayoutFailureCode) async throws -> Payout {
         let now = nowMicros()
-        let debit = ProviderTransaction(
-            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
-            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
-            occurredAtMicros: now, memo: request.memo, reference: request.reference)
-        var payout = Payout(
-            id: Identifiers.payoutID(unixMillis: now / 1000), status: .failed, account: request.account,
-            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: failing.rawValue,
-            providerTxID: debit.providerTxID, createdAtMicros: now, updatedAtMicros: now)
-        let reversal = PayoutReversals.credit(for: payout, status: .failed, nowMicros: now)
+        let debit = PayoutRecords.debit(for: request, nowMicros: now)
+        var payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
+        payout.status = .failed
+        payout.failureCode = failing.rawValue
+        let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
         payout.reversalProviderTxID = reversal.providerTxID
         let at = Timestamp.format(micros: now)
         let logger = self.logger
@@ -151,7 +147,7 @@ public final class PostgresWalletStub: WalletStubStore {
                 throw ProviderError.unknownPayout(id)
             }
             guard payout.status == .paid else { throw ProviderError.payoutState(id: id, status: payout.status) }
-            let reversal = PayoutReversals.credit(for: payout, status: .returned, nowMicros: now)
+            let reversal = PayoutRecords.reversal(for: payout, status: .returned, nowMicros: now)
             try await self.append(connection, reversal)
             payout.status = .returned
             payout.reversalProviderTxID = reversal.providerTxID
@@ -170,14 +166,8 @@ public final class PostgresWalletStub: WalletStubStore {
 
     private func payingPayout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
-        let tx = ProviderTransaction(
-            providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
-            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
-            occurredAtMicros: now, memo: request.memo, reference: request.reference)
-        let candidate = Payout(
-            id: Identifiers.payoutID(unixMillis: now / 1000), status: .paid, account: request.account,
-            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
-            providerTxID: tx.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+        let tx = PayoutRecords.debit(for: request, nowMicros: now)
+        let candidate = PayoutRecords.payout(for: request, debit: tx, nowMicros: now)
         // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
         // and released at the commit that follows at once, instead of being held while this process, busy on two
         // cores, sends its next statement. The payout's unique key and reference make it happen once: a concurrent

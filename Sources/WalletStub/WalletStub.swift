@@ -86,17 +86,11 @@ public final class SQLiteWalletStub: WalletStubStore {
                 throw ProviderError.referenceConflict(request.reference)
             }
             // The debit, its webhook and the payout in one transaction; a failing payout's reversal too.
-            let debit = ProviderTransaction(
-                providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: request.account,
-                direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
-                occurredAtMicros: now, memo: request.memo, reference: request.reference)
+            let debit = PayoutRecords.debit(for: request, nowMicros: now)
             try Self.append(db, debit, push: pushEnabled)
-            var payout = Payout(
-                id: Identifiers.payoutID(unixMillis: now / 1000), status: .paid, account: request.account,
-                amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
-                providerTxID: debit.providerTxID, createdAtMicros: now, updatedAtMicros: now)
+            var payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
             if let failing {
-                let reversal = PayoutReversals.credit(for: payout, status: .failed, nowMicros: now)
+                let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
                 try Self.append(db, reversal, push: pushEnabled)
                 payout.status = .failed
                 payout.failureCode = failing.rawValue
@@ -126,7 +120,7 @@ public final class SQLiteWalletStub: WalletStubStore {
         let payout = try await database.write { [pushEnabled] db -> Payout in
             guard var payout = try Self.payout(db, column: "id", id)?.0 else { throw ProviderError.unknownPayout(id) }
             guard payout.status == .paid else { throw ProviderError.payoutState(id: id, status: payout.status) }
-            let reversal = PayoutReversals.credit(for: payout, status: .returned, nowMicros: now)
+            let reversal = PayoutRecords.reversal(for: payout, status: .returned, nowMicros: now)
             try Self.append(db, reversal, push: pushEnabled)
             payout.status = .returned
             payout.reversalProviderTxID = reversal.providerTxID
@@ -262,9 +256,24 @@ public final class SQLiteWalletStub: WalletStubStore {
     }
 }
 
-/// The credit that puts a failed or returned payout's money back on its account.
-enum PayoutReversals {
-    static func credit(for payout: Payout, status: PayoutStatus, nowMicros: Int64) -> ProviderTransaction {
+/// The rows a new payout writes, made alike by both engines: its debit, the payout, and (when it fails or comes
+/// back) the credit that puts the money back on its account.
+enum PayoutRecords {
+    static func debit(for request: PayoutRequest, nowMicros: Int64) -> ProviderTransaction {
+        ProviderTransaction(
+            providerTxID: Identifiers.providerTxID(unixMillis: nowMicros / 1000), account: request.account,
+            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
+            occurredAtMicros: nowMicros, memo: request.memo, reference: request.reference)
+    }
+
+    static func payout(for request: PayoutRequest, debit: ProviderTransaction, nowMicros: Int64) -> Payout {
+        Payout(
+            id: Identifiers.payoutID(unixMillis: nowMicros / 1000), status: .paid, account: request.account,
+            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
+            providerTxID: debit.providerTxID, createdAtMicros: nowMicros, updatedAtMicros: nowMicros)
+    }
+
+    static func reversal(for payout: Payout, status: PayoutStatus, nowMicros: Int64) -> ProviderTransaction {
         ProviderTransaction(
             providerTxID: Identifiers.providerTxID(unixMillis: nowMicros / 1000), account: payout.account, direction: .credit,
             amountPaisa: payout.amountPaisa, status: .settled, occurredAtMicros: nowMicros,

@@ -315,23 +315,10 @@ func withProviderService<T: Sendable>(
     ]
     env.merge(overrides) { _, new in new }
     let provider = try await buildProviderService(config: try GatewayConfig(values: env), logger: logger)
-    let group = ServiceGroup(configuration: .init(services: provider.services, logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask {
-            try await group.run()
-            withExtendedLifetime(provider) {}
-        }
-        do {
-            let value = try await body(provider, try await provider.baseURL())
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return value
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await tasks.waitForAll()
-            throw error
-        }
-    }
+    let value = try await withServices(provider.services, logger: logger) { try await body(provider, try await provider.baseURL()) }
+    // The provider's database pool lives until its services have stopped.
+    withExtendedLifetime(provider) {}
+    return value
 }
 
 /// One provider service for the whole test process, started on first use and never stopped: production-mode
