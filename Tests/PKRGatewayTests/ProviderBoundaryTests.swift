@@ -31,7 +31,8 @@ private func exchange(
 }
 
 /// An adapter with short timeouts and quick retries, so that faults are shown in milliseconds.
-private func adapter(_ url: String, attemptsMax: Int = 4, timeoutMillis: Int64 = 500, breakerFailuresMax: Int = 50) -> HTTPWalletProvider {
+private func adapter(_ url: String, attemptsMax: Int = 4, timeoutMillis: Int64 = 2_000, breakerFailuresMax: Int = 50) -> HTTPWalletProvider
+{
     var settings = HTTPWalletProvider.Settings(baseURL: { url }, apiKey: testProviderAPIKey)
     settings.timeoutMillis = timeoutMillis
     settings.retry = RetryPolicy(attemptsMax: attemptsMax, baseMillis: 5, capMillis: 20, retryAfterMillisMax: 1_500)
@@ -156,10 +157,10 @@ struct ProviderBoundaryTests {
     func lostPayoutAnswer() async throws {
         try await withProviderService { provider, base in
             _ = try await provider.store.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "reserve")
-            let client = adapter(base, attemptsMax: 2, timeoutMillis: 300)
+            let client = adapter(base, attemptsMax: 2, timeoutMillis: 1_000)
             var faults = ProviderControls.Faults()
             faults.dropNext = 2
-            faults.holdMillis = 800
+            faults.holdMillis = 2_500
             provider.controls.setFaults(faults)
             let request = PayoutRequest(
                 account: Demo.walletAccount, amountPaisa: 4_000, memo: "cash out", reference: "job-lost",
@@ -176,7 +177,8 @@ struct ProviderBoundaryTests {
     @Test("the circuit opens on a dead provider, so calls fail at once, and closes when it is back")
     func circuitBreaker() async throws {
         let port = try freeLoopbackPort()
-        let client = adapter("http://127.0.0.1:\(port)", attemptsMax: 1, timeoutMillis: 200, breakerFailuresMax: 3)
+        // A refused connection fails at once; the timeout only bounds the trial call on a busy machine.
+        let client = adapter("http://127.0.0.1:\(port)", attemptsMax: 1, timeoutMillis: 3_000, breakerFailuresMax: 3)
         for _ in 0..<3 { await #expect(throws: ProviderError.self) { _ = try await client.reservePaisa() } }
         #expect(client.circuit != .closed(failures: 0))
         let started = ContinuousClock.now
@@ -195,7 +197,7 @@ struct ProviderBoundaryTests {
             var config = try await testConfig(engine: .sqlite)
             config.providerURL = base
             config.providerAPIKey = testProviderAPIKey
-            config.providerTimeoutMillis = 300
+            config.providerTimeoutMillis = 2_000
             try await withApp(config) { client, gateway in
                 _ = try await client.seed()
                 let deposit = try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#)
