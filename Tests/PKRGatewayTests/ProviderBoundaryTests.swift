@@ -286,9 +286,15 @@ struct ProviderBoundaryTests {
                 .post, "/provider/v1/test/fail-payouts", json: #"{"count":1,"failure_code":"account_closed"}"#, headers: bearer, csrf: false
             )
             #expect(failNext.status == .ok)
+            // The provider's pushes wait, so that the balance can be seen between the burn and the release.
+            let pause = try await client.call(.post, "/provider/v1/test/webhooks", json: #"{"paused":true}"#, headers: bearer, csrf: false)
+            #expect(pause.status == .ok)
             let first = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#)
             let released = try #require(first.string("job_id"))
             #expect(try await client.balanceUnits() == "800000000", "the balance drops at once")
+            let resume = try await client.call(
+                .post, "/provider/v1/test/webhooks", json: #"{"paused":false}"#, headers: bearer, csrf: false)
+            #expect(resume.status == .ok)
             #expect(try await eventually { try await client.balanceUnits() == "1000000000" }, "released")
             let failed = try #require(try await gateway.stub.payout(reference: released))
             #expect(failed.status == .failed && failed.failureCode == "account_closed" && failed.reversalProviderTxID != nil)
