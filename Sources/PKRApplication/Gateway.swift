@@ -445,8 +445,10 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Empty when the provider runs elsewhere: it keeps its deliveries.
     public func deliveries(_ page: Page, state: String?) async throws -> [DeliveryView] {
-        try await outbox.list(limit: page.limit, beforeID: page.beforeID, state: state)
+        guard localProvider != nil else { return [] }
+        return try await outbox.list(limit: page.limit, beforeID: page.beforeID, state: state)
     }
 
     /// A delivery and its attempts; nil for an unknown id.
