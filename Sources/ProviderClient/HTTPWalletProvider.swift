@@ -68,11 +68,16 @@ public final class HTTPWalletProvider: WalletProvider {
 
     public func deposit(account: String, amountPaisa: Int64, memo: String) async throws -> ProviderTransaction {
         // Not retried: a deposit has no idempotency key, and a customer's payment is made once.
-        let answer = try await call(
-            .POST, "/v1/accounts/\(try Self.pathSegment(account))/deposits",
-            body: .object([("amount_pkr", .string(Money.formatPaisa(amountPaisa))), ("memo", .string(memo))]),
-            expect: [201], retried: false)
-        return try Self.transaction(answer)
+        do {
+            let answer = try await call(
+                .POST, "/v1/accounts/\(try Self.pathSegment(account))/deposits",
+                body: .object([("amount_pkr", .string(Money.formatPaisa(amountPaisa))), ("memo", .string(memo))]),
+                expect: [201], retried: false)
+            return try Self.transaction(answer)
+        } catch ProviderError.unknownAccount {
+            // The refusal names no account; this call knows which.
+            throw ProviderError.unknownAccount(account)
+        }
     }
 
     public func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage {

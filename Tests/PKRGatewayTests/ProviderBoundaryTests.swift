@@ -147,7 +147,7 @@ struct ProviderBoundaryTests {
             #expect(ContinuousClock.now - started >= .seconds(1), "Retry-After was honoured")
 
             // A refusal (422) is final: no retry, and its code comes through.
-            await #expect(throws: ProviderError.unknownAccount("")) {
+            await #expect(throws: ProviderError.unknownAccount("WALLET-NONE")) {
                 _ = try await client.deposit(account: "WALLET-NONE", amountPaisa: 100, memo: "nobody")
             }
         }
