@@ -24,17 +24,20 @@ struct Reply: Sendable {
 
 /// An HTTP client that really opens many connections at once.
 final class LoadClient: Sendable {
-    let client: HTTPClient
+    /// One for the whole test process and never shut down, like `HTTPClient.shared`: a client of its own per test
+    /// would trap in its deinit (debug builds) whenever a test throws before shutting it down.
+    private static let sharedClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    var client: HTTPClient { Self.sharedClient }
     let base: String
 
     init(port: Int) {
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         base = "http://127.0.0.1:\(port)"
     }
-
-    func shutdown() async throws { try await client.shutdown() }
 
     func post(_ path: String, body: [UInt8], headers: [(String, String)]) async throws -> Reply {
         var request = HTTPClientRequest(url: base + path)
@@ -73,15 +76,8 @@ func withLiveLoad(
     _ body: @Sendable (LoadClient, Gateway) async throws -> Void
 ) async throws {
     try await withApp(try await testConfig(engine: engine, overrides), .live) { client, gateway in
-        let load = LoadClient(port: try #require(client.port))
-        do {
-            _ = try await gateway.seedDemo()
-            try await body(load, gateway)
-            try await load.shutdown()
-        } catch {
-            try? await load.shutdown()
-            throw error
-        }
+        _ = try await gateway.seedDemo()
+        try await body(LoadClient(port: try #require(client.port)), gateway)
     }
 }
 

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import PKRCore
+import Synchronization
 import Testing
 
 @testable import PKRApplication
@@ -14,10 +15,16 @@ import Testing
 @testable import WalletStub
 
 /// A `pkr serve` (or `pkr provider serve`) child process on its own port.
+///
+/// Its output goes to a file of its own, never to the test process's descriptors: a child that outlived a failed
+/// run would otherwise hold the runner's pipe open. It is stopped on `stop()` or, at the latest, when this object
+/// goes away, and reaped with waitpid (Foundation's own reaping was seen to miss exits).
 final class ServerProcess: @unchecked Sendable {
     let port: Int
     let healthPath: String
+    let logURL: URL
     private let process = Process()
+    private let stopped = Mutex(false)
 
     static var binary: URL {
         // Tests/PKRGatewayTests/<file> → the package root → the debug build of the executable.
@@ -34,6 +41,7 @@ final class ServerProcess: @unchecked Sendable {
             env["PKR_PROVIDER_URL"] = url
             env["PKR_PROVIDER_API_KEY"] = config.providerAPIKey
         }
+        env["PKR_PROVIDER_TIMEOUT_MS"] = String(config.providerTimeoutMillis)
         env["DB_ENGINE"] = config.databaseEngine.rawValue
         env["SQLITE_PATH"] = config.sqlitePath
         env["POSTGRES_HOST"] = config.postgres.host
@@ -43,12 +51,20 @@ final class ServerProcess: @unchecked Sendable {
         env["POSTGRES_DB"] = config.postgres.database
         env["LOG_LEVEL"] = "error"
         env.merge(extra) { _, new in new }
+        logURL = try temporaryDirectory().appendingPathComponent(provider ? "provider.log" : "gateway.log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logURL)
+        defer { try? log.close() }
         process.executableURL = Self.binary
         process.arguments = provider ? ["provider", "serve"] : ["serve"]
         process.environment = env
-        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = log
+        process.standardError = log
         try process.run()
     }
+
+    deinit { stop() }
 
     func waitUntilUp() async throws -> Bool {
         try await eventually(timeoutSeconds: 20) {
@@ -58,10 +74,27 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
+    /// What the child wrote (errors only), for a failure's message.
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then SIGKILL if it has not exited within ten seconds; idempotent.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        let alreadyStopped = stopped.withLock { value in
+            let was = value
+            value = true
+            return was
+        }
+        guard !alreadyStopped else { return }
+        let pid = process.processIdentifier
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for attempt in 0..<400 {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            // Reaped here, or already reaped by Foundation (ECHILD).
+            if reaped == pid || (reaped == -1 && !process.isRunning) { return }
+            if attempt == 200 { kill(pid, SIGKILL) }
+            usleep(50_000)
         }
     }
 }
@@ -74,10 +107,12 @@ struct MultiInstanceTests {
     func twoInstances(engine: TestEngine) async throws {
         #expect(FileManager.default.isExecutableFile(atPath: ServerProcess.binary.path), "build the pkr executable first")
         var config = try await testConfig(engine: engine)
+        // Four processes share two cores with the rest of the suite: a slow answer is not what this test is about.
+        config.providerTimeoutMillis = 30_000
         // The provider is a third process; this one is a customer paying in, the webhook wire, and the auditor.
         let provider = try ServerProcess(config: config, extra: ["PKR_WEBHOOK_PUSH": "0"], provider: true)
         defer { provider.stop() }
-        #expect(try await provider.waitUntilUp())
+        #expect(try await provider.waitUntilUp(), "\(provider.log)")
         config.providerURL = "http://127.0.0.1:\(provider.port)"
         let gateway = try await buildGateway(config: config, logger: testLogger())
         _ = try await gateway.seedDemo()
@@ -85,7 +120,7 @@ struct MultiInstanceTests {
             try ServerProcess(config: config, extra: ["PKR_WEBHOOK_PUSH": "0", "PKR_RECONCILE_INTERVAL_S": "0"])
         }
         defer { instances.forEach { $0.stop() } }
-        for instance in instances { #expect(try await instance.waitUntilUp()) }
+        for instance in instances { #expect(try await instance.waitUntilUp(), "\(instance.log)") }
         let clients = instances.map { LoadClient(port: $0.port) }
 
         let credits = try await concurrently(40) { index in
@@ -107,7 +142,6 @@ struct MultiInstanceTests {
                     headers: [("Idempotency-Key", "multi-\(index)")])
             }
         }
-        for client in clients { try await client.shutdown() }
         let unexpected = results.filter { ![200, 201].contains($0.status) && $0.error != "insufficient_balance" }
         #expect(unexpected.isEmpty, "\(unexpected.prefix(5))")
 

@@ -220,7 +220,6 @@ struct WebhookReceiverTests {
             // Ten at once from one address against a budget of two per second: the burst is cut.
             let load = LoadClient(port: try #require(client.port))
             let replies = try await concurrently(10) { _ in try await load.webhook(creditEvent(), id: Identifiers.webhookMessageID()) }
-            try await load.shutdown()
             #expect(replies.filter { $0.status == 200 }.count >= 1)
             #expect(replies.filter { $0.status == 429 }.count >= 5, "\(replies.map(\.status))")
             #expect(replies.filter { $0.status == 429 }.allSatisfy { $0.error == "rate_limited" })

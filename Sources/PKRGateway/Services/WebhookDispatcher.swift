@@ -29,18 +29,27 @@ protocol WebhookTransport: Sendable {
     func shutdown() async throws
 }
 
-/// Delivers over HTTP with its own client, so that its timeouts and pool belong to the dispatcher alone.
-struct HTTPWebhookTransport: WebhookTransport {
+/// Delivers over HTTP with its own client, so that its timeouts and pool belong to the dispatcher alone. The client
+/// is made on the first delivery: a transport built but never run owns nothing that needs shutting down.
+final class HTTPWebhookTransport: WebhookTransport {
     static let responseBytesMax = 64 * 1024
 
-    let httpClient: HTTPClient
+    private let client = Mutex<HTTPClient?>(nil)
     let timeoutMillis: Int64
     let target: @Sendable () -> String
 
     init(timeoutMillis: Int64, target: @escaping @Sendable () -> String) {
-        self.httpClient = WebhookHTTPClient.make(timeoutMillis: timeoutMillis)
         self.timeoutMillis = timeoutMillis
         self.target = target
+    }
+
+    private var httpClient: HTTPClient {
+        client.withLock { client in
+            if let client { return client }
+            let made = WebhookHTTPClient.make(timeoutMillis: timeoutMillis)
+            client = made
+            return made
+        }
     }
 
     func send(_ webhook: SignedWebhook) async -> WebhookAttemptResult {
@@ -62,7 +71,11 @@ struct HTTPWebhookTransport: WebhookTransport {
     }
 
     func shutdown() async throws {
-        try await httpClient.shutdown()
+        let made = client.withLock { client in
+            defer { client = nil }
+            return client
+        }
+        try await made?.shutdown()
     }
 }
 
