@@ -107,8 +107,6 @@ struct MultiInstanceTests {
     func twoInstances(engine: TestEngine) async throws {
         #expect(FileManager.default.isExecutableFile(atPath: ServerProcess.binary.path), "build the pkr executable first")
         var config = try await testConfig(engine: engine)
-        // Four processes share two cores with the rest of the suite: a slow answer is not what this test is about.
-        config.providerTimeoutMillis = 30_000
         // The provider is a third process; this one is a customer paying in, the webhook wire, and the auditor.
         let provider = try ServerProcess(config: config, extra: ["PKR_WEBHOOK_PUSH": "0"], provider: true)
         defer { provider.stop() }

@@ -53,6 +53,8 @@ func testConfig(
         "PKR_RECONCILE_INTERVAL_S": "0",
         "PKR_INVARIANT_CHECK_INTERVAL_S": "0",
         "PKR_DEMO_SEED_ON_START": "0",
+        // The suite shares two cores with provider processes and the simulation; a test about timeouts sets its own.
+        "PKR_PROVIDER_TIMEOUT_MS": "30000",
     ]
     switch engine {
     case .sqlite:
