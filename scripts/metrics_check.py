@@ -80,13 +80,18 @@ def main():
     db = sqlite3.connect(f"file:{DB}?mode=ro", uri=True)
     one = lambda sql: db.execute(sql).fetchone()
     mints, minted_units = one("SELECT COUNT(*), COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'mint'")
-    burns, burned_units = one("SELECT COUNT(*), COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn'")
+    burns, redeemed_units = one("SELECT COUNT(*), COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn'")
+    releases, released_units = one("SELECT COUNT(*), COALESCE(SUM(amount_units), 0) FROM core_redemptionhold WHERE state = 'released'")
     check("pkr_mints_total equals the mint jobs", total("pkr_mints_total") == mints, f"{total('pkr_mints_total')} vs {mints}")
     check("pkr_minted_units_total equals the minted units", total("pkr_minted_units_total") == minted_units,
           f"{total('pkr_minted_units_total')} vs {minted_units}")
     check("pkr_redeems_total equals the burn jobs", total("pkr_redeems_total") == burns, f"{total('pkr_redeems_total')} vs {burns}")
-    check("pkr_burned_units_total equals the burned units", total("pkr_burned_units_total") == burned_units,
-          f"{total('pkr_burned_units_total')} vs {burned_units}")
+    check("pkr_redeemed_units_total equals the redeemed units", total("pkr_redeemed_units_total") == redeemed_units,
+          f"{total('pkr_redeemed_units_total')} vs {redeemed_units}")
+    check("pkr_releases_total equals the released holds", total("pkr_releases_total") == releases,
+          f"{total('pkr_releases_total')} vs {releases}")
+    check("pkr_released_units_total equals the released units", total("pkr_released_units_total") == released_units,
+          f"{total('pkr_released_units_total')} vs {released_units}")
 
     logged = dict(db.execute("SELECT outcome, COUNT(*) FROM core_webhookinbound GROUP BY outcome").fetchall())
     outcomes = set(logged) | {labels["outcome"] for labels, value in samples.get("pkr_webhook_deliveries_total", []) if value}

@@ -199,7 +199,8 @@ public final class Gateway: Sendable {
         return result
     }
 
-    /// One fallback pass: heal lost webhooks from the provider's listing and resubmit stuck payouts.
+    /// One fallback pass: heal lost webhooks from the provider's listing, resubmit stuck payouts, and ask the provider
+    /// how payouts still held ended.
     public func reconcileOnce(progress: (IngestResult) -> Void = { _ in }) async throws -> IngestResult {
         let result: IngestResult
         do {
@@ -220,6 +221,7 @@ public final class Gateway: Sendable {
         for payout in stuck {
             await submitPayout(jobID: payout.jobID, account: payout.walletAccount, amountUnits: payout.amountUnits, memo: payout.memo)
         }
+        try await settleAwaitingPayouts()
         return result
     }
 
@@ -261,25 +263,65 @@ public final class Gateway: Sendable {
         return result
     }
 
-    /// Asks the provider to pay out a burn, under the key derived from the burn's job (stored with the burn before
-    /// the first attempt), so that every retry by anyone is the same request. Failure leaves the payout requested;
-    /// the reconciler retries it.
+    /// Asks the provider to pay out a redemption, under the key derived from its job (stored with the hold before the
+    /// first attempt), so that every retry by anyone is the same request. Failure leaves the payout requested; the
+    /// reconciler retries it. The provider's own answer is authoritative: a payout it refused before any money moved
+    /// releases the hold at once.
     func submitPayout(jobID: String, account: String, amountUnits: Int64, memo: String) async {
+        let payout: Payout
         do {
             let paisa = try Money.unitsToPaisa(amountUnits)
-            let payout = try await provider.payout(
+            payout = try await provider.payout(
                 PayoutRequest(
                     account: account, amountPaisa: paisa, memo: memo, reference: jobID,
                     idempotencyKey: PayoutRequest.idempotencyKey(reference: jobID)))
-            try await store.markPayoutSubmitted(jobID: jobID, providerTxID: payout.providerTxID ?? payout.id)
-            if payout.status == .failed {
-                // The provider credits the money back; that credit mints the tokens back to the customer.
-                logger.warning(
-                    "payout failed; its reversal releases the redemption",
-                    metadata: ["job_id": "\(jobID)", "failure_code": "\(payout.failureCode ?? "")"])
-            }
         } catch {
             logger.error("payout not submitted; the reconciler will retry", metadata: ["job_id": "\(jobID)", "error": "\(error)"])
+            return
+        }
+        do {
+            try await settle(payout, jobID: jobID)
+        } catch {
+            logger.error(
+                "payout answer not recorded; the reconciler will ask again", metadata: ["job_id": "\(jobID)", "error": "\(error)"])
+        }
+    }
+
+    /// Records the provider's answer to a redemption's payout: paid burns the held tokens, ended before any money
+    /// moved gives them back.
+    func settle(_ payout: Payout, jobID: String) async throws {
+        guard payout.reference == jobID else {
+            throw GatewayError.providerUnavailable("the provider answered payout '\(payout.reference)' for redemption '\(jobID)'")
+        }
+        let outcome = try await store.payoutAnswered(jobID: jobID, providerTxID: payout.providerTxID ?? payout.id, outcome: payout.outcome)
+        switch outcome {
+        case .released:
+            metrics.released(amountUnits: payout.amountPaisa * Money.unitsPerPaisa)
+            logger.warning(
+                "payout ended before its debit; the redemption is released",
+                metadata: ["job_id": "\(jobID)", "status": "\(payout.status.rawValue)", "failure_code": "\(payout.failureCode ?? "")"])
+        case .burnt where payout.status == .failed:
+            logger.warning(
+                "payout failed after its debit; its reversal credit gives the tokens back",
+                metadata: ["job_id": "\(jobID)", "failure_code": "\(payout.failureCode ?? "")"])
+        case .held, .burnt, .alreadyEnded, .noHold:
+            break
+        }
+    }
+
+    /// Redemptions held past their payout's acceptance: asks the provider how each ended (an answer may have been
+    /// lost, or the payout was still pending), and burns or releases their holds as the answer says.
+    func settleAwaitingPayouts() async throws {
+        let awaiting = try await store.payoutsAwaitingOutcome(
+            olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond, limit: 100)
+        for pending in awaiting {
+            do {
+                guard let payout = try await provider.payout(reference: pending.jobID) else { continue }
+                try await settle(payout, jobID: pending.jobID)
+            } catch {
+                logger.error(
+                    "payout outcome not read; the reconciler will ask again", metadata: ["job_id": "\(pending.jobID)", "error": "\(error)"])
+            }
         }
     }
 

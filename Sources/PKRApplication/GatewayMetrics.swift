@@ -14,7 +14,9 @@ public final class GatewayMetrics: Sendable {
     private let mints: [ArrivalPathOrManual: Counter]
     private let redeems: Counter
     private let mintedUnits: Counter
-    private let burnedUnits: Counter
+    private let redeemedUnits: Counter
+    private let releases: Counter
+    private let releasedUnits: Counter
     private let webhookMintLag: Timer
     private let reconcileRuns: [Bool: Counter]
     private let reconcileHealed: Counter
@@ -42,7 +44,9 @@ public final class GatewayMetrics: Sendable {
         self.mints = mints
         redeems = Counter(label: "pkr_redeems_total", factory: factory)
         mintedUnits = Counter(label: "pkr_minted_units_total", factory: factory)
-        burnedUnits = Counter(label: "pkr_burned_units_total", factory: factory)
+        redeemedUnits = Counter(label: "pkr_redeemed_units_total", factory: factory)
+        releases = Counter(label: "pkr_releases_total", factory: factory)
+        releasedUnits = Counter(label: "pkr_released_units_total", factory: factory)
         webhookMintLag = Timer(label: "pkr_webhook_mint_lag_seconds", factory: factory)
         reconcileRuns = [
             true: Counter(label: "pkr_reconcile_runs_total", dimensions: [("result", "ok")], factory: factory),
@@ -83,7 +87,13 @@ public final class GatewayMetrics: Sendable {
 
     func redeemed(_ receipt: BurnReceipt) {
         redeems.increment()
-        burnedUnits.increment(by: receipt.amountUnits)
+        redeemedUnits.increment(by: receipt.amountUnits)
+    }
+
+    /// A redemption whose payout ended before any money moved, its tokens given back.
+    func released(amountUnits: Int64) {
+        releases.increment()
+        releasedUnits.increment(by: amountUnits)
     }
 
     func reconcilePass(healed: Int?, nowMicros: Int64) {

@@ -27,12 +27,17 @@ public protocol GatewayStore: Sendable {
 
     /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
     func redeem(_ command: RedeemCommand) async throws -> RedeemResult
-    func markPayoutSubmitted(jobID: String, providerTxID: String) async throws
-    /// Whether the provider's payout answer for this burn already named this debit (`markPayoutSubmitted`), for this
+    /// Whether the provider's payout answer for this burn already named this debit (`payoutAnswered`), for this
     /// amount from this customer's account.
     func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool
     /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
     func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
+    /// Redemptions still held whose payout the provider accepted before `olderThanMicros`, oldest first: the
+    /// reconciler asks the provider how each ended.
+    func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
+    /// Records the provider's answer to a redemption's payout, burning or releasing its hold as the answer says
+    /// (`Settlement.payoutAnswered`).
+    func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome
 
     func tokenBalanceUnits(customerID: String) async throws -> Int64
     /// Newest first; with `customerID`, both sides of that customer's jobs only.
@@ -382,9 +387,17 @@ public struct PendingPayout: Sendable {
 /// Raw figures for the reconciliation report, all read in one transaction.
 public struct ReconciliationSnapshot: Sendable {
     public var mintedUnits: Int64
+    /// Redemptions accepted and not released: held ones and burnt ones.
     public var burnedUnits: Int64
     public var tokenBalanceUnits: Int64
+    /// The customers' chain addresses; the redemption address is `redemptionAddressUnits`.
     public var chainStubUnits: Int64
+    /// Redemptions whose tokens are held until their payout ends, and the part of that the provider has accepted.
+    public var heldUnits: Int64 = 0
+    public var heldSubmittedUnits: Int64 = 0
+    public var redemptionAddressUnits: Int64 = 0
+    /// Paid payouts that came back and were minted to their customers again, for an operator.
+    public var returnedUnits: Int64 = 0
     public var settledCreditsUnminted: [String]
     /// Summed in paisa: in units, a few extreme held credits could pass Int64.
     public var heldCreditPaisa: Int64

@@ -32,7 +32,7 @@ public final class ProviderControls: Sendable {
     private struct State {
         var webhooksPaused = false
         var faults = Faults()
-        var failingPayouts: (count: Int, code: PayoutFailureCode) = (0, .railRejected)
+        var failingPayouts: (count: Int, failure: PayoutFailure) = (0, PayoutFailure(code: .railRejected, afterDebit: false))
     }
 
     private let state = Mutex(State())
@@ -45,24 +45,24 @@ public final class ProviderControls: Sendable {
 
     public var faults: Faults { state.withLock { $0.faults } }
 
-    /// The next `count` new payouts fail with `code` after their debit (their money is credited back).
-    public func failPayouts(count: Int, code: PayoutFailureCode) {
+    /// The next `count` new payouts fail as `failure` says.
+    public func failPayouts(count: Int, _ failure: PayoutFailure) {
         precondition(count >= 0)
-        state.withLock { $0.failingPayouts = (count, code) }
+        state.withLock { $0.failingPayouts = (count, failure) }
     }
 
     /// Takes the next new payout's failure, if one is due.
-    public func takePayoutFailure() -> PayoutFailureCode? {
+    public func takePayoutFailure() -> PayoutFailure? {
         state.withLock { state in
             guard state.failingPayouts.count > 0 else { return nil }
             state.failingPayouts.count -= 1
-            return state.failingPayouts.code
+            return state.failingPayouts.failure
         }
     }
 
     /// Puts back a failure taken for a request that turned out to be a replay.
-    public func restorePayoutFailure(_ code: PayoutFailureCode) {
-        state.withLock { $0.failingPayouts = ($0.failingPayouts.count + 1, code) }
+    public func restorePayoutFailure(_ failure: PayoutFailure) {
+        state.withLock { $0.failingPayouts = ($0.failingPayouts.count + 1, failure) }
     }
 
     public func setFaults(_ faults: Faults) {

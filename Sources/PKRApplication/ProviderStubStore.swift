@@ -17,9 +17,9 @@ public protocol WalletStubStore: Sendable {
     func transactions(sinceMicros: Int64, after cursor: Int64, limit: Int) async throws -> ProviderPage
     /// Makes a payout once per idempotency key, in one transaction with its debit and webhook. A replay of the same
     /// request answers the first payout (`replayed`); the key with another request, or the reference under another
-    /// key, is refused. `failing` (a test control) makes a new payout fail after its debit: the money is credited
-    /// back with a reversal in the same transaction.
-    func payout(_ request: PayoutRequest, failing: PayoutFailureCode?) async throws -> (payout: Payout, replayed: Bool)
+    /// key, is refused. `failing` (a test control) makes a new payout fail: refused with no debit, or after its
+    /// debit, whose money is then credited back with a reversal in the same transaction.
+    func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool)
     /// A paid payout comes back (the receiving bank returned it): the money is credited back with a reversal, in one
     /// transaction with its webhook.
     func returnPayout(id: String) async throws -> Payout

@@ -36,11 +36,17 @@ public struct ReconciliationReport: Sendable {
             "mints \(s.mintedUnits) - burns \(s.burnedUnits) = \(net); token balances \(s.tokenBalanceUnits)")
         check(
             "token_balances_equal_chain_stub", s.tokenBalanceUnits == s.chainStubUnits,
-            "token balances \(s.tokenBalanceUnits); chain stub \(s.chainStubUnits)")
+            "token balances \(s.tokenBalanceUnits); chain stub (customer addresses) \(s.chainStubUnits)")
         check(
-            "ledger_matches_token_balances", s.ledgerUserNetUnits == s.tokenBalanceUnits,
-            "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits)")
-        // The reserve may exceed the supply only by what is knowingly in flight: burns not yet paid out, credits
+            "redemption_address_equals_held", s.redemptionAddressUnits == s.heldUnits,
+            "redemption address \(s.redemptionAddressUnits); redemptions held \(s.heldUnits)")
+        // Held tokens are not burnt yet: the ledger posts a redemption's burn when its payout is paid.
+        let ledgerExpected = Int128(s.tokenBalanceUnits) + Int128(s.heldUnits)
+        check(
+            "ledger_matches_token_balances", Int128(s.ledgerUserNetUnits) == ledgerExpected,
+            "ledger user positions \(s.ledgerUserNetUnits); token balances \(s.tokenBalanceUnits) + held \(s.heldUnits)")
+        // The reserve may exceed the customers' tokens only by what is knowingly in flight: redemptions whose payout
+        // the provider has not accepted yet (their money is still in the reserve; accepted ones have left it), credits
         // held for an operator and credits on unbound accounts. Anything else is money without a token (or the
         // reverse).
         let explained = Int128(s.chainStubUnits) + Int128(s.payoutRequestedUnits) + heldCreditUnits + unboundCreditUnits
@@ -48,7 +54,7 @@ public struct ReconciliationReport: Sendable {
         check(
             "supply_equals_reserve", gap == 0,
             gap == 0
-                ? "supply \(s.chainStubUnits) + payouts in flight \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) "
+                ? "customer supply \(s.chainStubUnits) + payouts not yet accepted \(s.payoutRequestedUnits) + held credits \(heldCreditUnits) "
                     + "+ unbound credits \(unboundCreditUnits) = reserve \(reserveUnits)"
                 : gap > 0
                     ? "reserve \(reserveUnits) exceeds supply and in-flight amounts by \(gap) units: credits not yet ingested (webhook in flight or lost; run the reconciler)"
@@ -89,13 +95,17 @@ public struct ReconciliationReport: Sendable {
                 "in_flight",
                 .object([
                     ("payouts_requested_units", .string(String(snapshot.payoutRequestedUnits))),
+                    ("held_units", .string(String(snapshot.heldUnits))),
+                    // Accepted by the provider, not yet known to be paid: paid-not-burnt until their debit arrives.
+                    ("held_submitted_units", .string(String(snapshot.heldSubmittedUnits))),
                     ("burns_awaiting_debit", .integer(Int64(snapshot.burnsAwaitingDebit.count))),
+                    ("returned_units", .string(String(snapshot.returnedUnits))),
                     ("held_credit_units", .string(String(heldCreditUnits))),
                     ("unbound_credit_units", .string(String(unboundCreditUnits))),
                 ])
             ),
             ("reserve_units", .string(String(reserveUnits))),
-            ("supply_units", .string(String(snapshot.chainStubUnits))),
+            ("supply_units", .string(String(Int128(snapshot.chainStubUnits) + Int128(snapshot.redemptionAddressUnits)))),
         ])
     }
 
@@ -132,6 +142,11 @@ public struct ReconciliationReport: Sendable {
     /// The report as printed by `pkr reconcile`.
     public var text: String {
         var lines = checks.map { "\($0.ok ? "ok  " : "FAIL") \($0.name): \($0.detail)" }
+        let s = snapshot
+        lines.append(
+            "in flight: redemptions held \(s.heldUnits) (payout accepted, paid-not-burnt until its debit arrives: \(s.heldSubmittedUnits)), "
+                + "payouts not yet accepted \(s.payoutRequestedUnits), held credits \(heldCreditUnits), unbound credits \(unboundCreditUnits); "
+                + "returned payouts minted back \(s.returnedUnits)")
         let a = snapshot.arrivals
         lines.append("arrivals: webhook only \(a.webhookOnly), poll only \(a.pollOnly), both \(a.both)")
         if let lags = lagSummary {

@@ -11,6 +11,18 @@ public struct RedemptionRows: Sendable {
     public var debit: ExternalTransactionRecord?
     /// Credits that put it back: a failed payout's or a returned one's (`<job id>:failed`, `<job id>:returned`).
     public var reversals: [ExternalTransactionRecord]
+    /// The hold of the redeemed tokens; nil for a redemption accepted before holds existed (burnt at once).
+    public var hold: Hold?
+
+    public struct Hold: Sendable {
+        public var state: RedemptionHold.State
+        public var closedAt: String?
+
+        public init(state: RedemptionHold.State, closedAt: String?) {
+            self.state = state
+            self.closedAt = closedAt
+        }
+    }
 
     public init(
         job: ChainJob, customerID: String, payoutState: String, payoutProviderTxID: String?,
@@ -25,18 +37,19 @@ public struct RedemptionRows: Sendable {
     }
 }
 
-/// Where a redemption stands. The tokens are burnt when the redeem is accepted (the balance drops at once); the
-/// provider's debit pays it; a payout that fails after its debit, or comes back after it was paid, is credited back
-/// to the account by the provider and minted to the customer once, as any credit is.
+/// Where a redemption stands. The tokens are held when the redeem is accepted (the balance drops at once) and
+/// burnt when the provider's debit pays it; a payout that ends before any money moved releases them to the customer
+/// once. A payout that fails after its debit, or comes back after it was paid, is credited back to the account by
+/// the provider and minted to the customer once, as any credit is.
 public struct Redemption: Sendable, Equatable {
     public enum State: String, Sendable {
-        /// Accepted and burnt; the provider has not accepted the payout yet (the reconciler resubmits it).
+        /// Accepted and held; the provider has not accepted the payout yet (the reconciler resubmits it).
         case held
         /// The provider accepted the payout; its debit has not arrived.
         case submitted
-        /// The money left the customer's account.
+        /// The money left the customer's account; the tokens are burnt.
         case paid
-        /// The payout failed and its money came back: the tokens are the customer's again.
+        /// The payout failed or was cancelled: the tokens are the customer's again.
         case released
         /// The payout was returned after it was paid: the tokens are the customer's again, and an operator is told.
         case returned
@@ -63,11 +76,17 @@ public struct Redemption: Sendable, Equatable {
         if rows.payoutState != "requested" {
             history.append(Event(state: .submitted, at: nil, providerTxID: rows.payoutProviderTxID, mintJobID: nil))
         }
+        // Paid once its debit arrived, or once the provider's answer said so and the hold was burnt.
         if let debit = rows.debit {
             history.append(
                 Event(
                     state: .paid, at: Timestamp.format(micros: debit.tx.occurredAtMicros), providerTxID: debit.tx.providerTxID,
                     mintJobID: nil))
+        } else if let hold = rows.hold, hold.state == .burnt {
+            history.append(Event(state: .paid, at: hold.closedAt, providerTxID: rows.payoutProviderTxID, mintJobID: nil))
+        }
+        if let hold = rows.hold, hold.state == .released {
+            history.append(Event(state: .released, at: hold.closedAt, providerTxID: nil, mintJobID: nil))
         }
         // A reversal counts once its credit is minted: until then the tokens are not the customer's.
         for reversal in rows.reversals where reversal.mintJobID != nil {

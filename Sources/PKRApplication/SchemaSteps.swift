@@ -11,6 +11,7 @@ package enum SchemaSteps {
         "v1-guards",  // rules a table cannot state for itself: triggers
         "v1-fast-paths",  // server-side functions a hot path calls in one round trip
         "v2-payouts",  // the provider's payouts (one per idempotency key and per reference); references indexed
+        "v3-redemption-holds",  // redeemed tokens held at the redemption address until the payout ends
     ]
 
     /// Steps a database has applied that this history does not have: one migrated by a build from before the

@@ -17,6 +17,30 @@ public enum ChainJobType: String, Sendable, Codable {
     case burn
 }
 
+/// An operation on the (simulated) chain. A redeem moves the customer's tokens to the issuer's redemption address
+/// (`hold`); they are burnt from there once the payout is paid, or moved back (`release`) if it fails.
+public enum ChainOperation: String, Sendable, Codable {
+    case mint
+    case burn
+    case hold
+    case release
+
+    /// The issuer's address that holds redeemed tokens until their payout ends.
+    public static let redemptionAddress = "0x00000000000000000000000000000000000000fe"
+
+    /// The balance changes, in the order they are applied: the customer's address before the redemption address,
+    /// the one order every writer takes them in.
+    public func moves(address: String, amountUnits: Int64) -> [(address: String, deltaUnits: Int64)] {
+        precondition(amountUnits > 0, "chain operations move a positive amount")
+        switch self {
+        case .mint: return [(address, amountUnits)]
+        case .burn: return [(address, -amountUnits)]
+        case .hold: return [(address, -amountUnits), (Self.redemptionAddress, amountUnits)]
+        case .release: return [(address, amountUnits), (Self.redemptionAddress, -amountUnits)]
+        }
+    }
+}
+
 public struct LedgerPosting: Sendable, Equatable {
     public var side: LedgerSide
     public var account: LedgerAccount

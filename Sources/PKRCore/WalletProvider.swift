@@ -67,6 +67,28 @@ public enum PayoutStatus: String, Sendable, Codable, CaseIterable {
     case canceled
 }
 
+extension Payout {
+    /// What a payout's state means for the redemption it pays.
+    public enum Outcome: Sendable, Equatable {
+        /// Not ended yet: the tokens stay held.
+        case inFlight
+        /// The money left the account (paid, or failed or returned after its debit, when the provider credits it back
+        /// and that credit is minted): the held tokens are burnt.
+        case debited
+        /// Ended without the money leaving the account (refused, or cancelled while pending): the held tokens go
+        /// back to the customer.
+        case endedBeforeDebit
+    }
+
+    public var outcome: Outcome {
+        switch status {
+        case .pending, .processing: return .inFlight
+        case .paid, .returned: return .debited
+        case .failed, .canceled: return providerTxID == nil ? .endedBeforeDebit : .debited
+        }
+    }
+}
+
 public struct Payout: Sendable, Equatable {
     public var id: String
     public var status: PayoutStatus
@@ -108,6 +130,18 @@ public enum PayoutFailureCode: String, Sendable, CaseIterable {
     case invalidAccount = "invalid_account"
     case limitExceeded = "limit_exceeded"
     case railRejected = "rail_rejected"
+}
+
+/// How a payout is to fail (a provider stub's test control): refused before any money moves, or after its debit,
+/// when the provider credits the money back with a reversal.
+public struct PayoutFailure: Sendable, Equatable {
+    public var code: PayoutFailureCode
+    public var afterDebit: Bool
+
+    public init(code: PayoutFailureCode, afterDebit: Bool) {
+        self.code = code
+        self.afterDebit = afterDebit
+    }
 }
 
 /// A payout's money coming back: when a payout fails after its debit, or is returned after it was paid, the

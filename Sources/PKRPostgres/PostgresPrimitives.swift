@@ -58,6 +58,12 @@ enum PostgresPrimitives {
                 """, logger: logger
             ).collect()
             return .jobID(try rows.first?.decode(String.self))
+        case .markPayoutSubmitted(let jobID, let providerTxID):
+            try await connection.query(
+                """
+                UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = \(providerTxID)
+                WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
+                """, logger: logger)
         case .confirmPayout(let rowID, let jobID, let providerTxID):
             try await connection.query(
                 "UPDATE core_externaltransaction SET matched_job_id = \(jobID) WHERE id = \(rowID)",
@@ -123,6 +129,36 @@ enum PostgresPrimitives {
             }
             guard let head else { throw GatewayError.storeUnavailable("ledger head row missing") }
             try await PostgresStore.appendLedger(connection, after: head, [append], logger: logger)
+        case .openHold(let jobID, let customerID, let amountUnits, let createdAt):
+            try await connection.query(
+                """
+                INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at)
+                VALUES (\(jobID), \(customerID), \(amountUnits), 'held', \(createdAt))
+                """, logger: logger)
+        case .findHold(let jobID):
+            let rows = try await connection.query(
+                """
+                SELECT h.user_id, u.chain_address, h.amount_units, h.state
+                FROM core_redemptionhold h JOIN core_user u ON u.id = h.user_id
+                WHERE h.job_id = \(jobID) FOR UPDATE OF h
+                """, logger: logger)
+            for try await (customerID, address, amount, state) in rows.decode((String, String, Int64, String).self) {
+                guard let state = RedemptionHold.State(rawValue: state), amount > 0, amount % Money.unitsPerPaisa == 0 else {
+                    throw GatewayError.storeUnavailable("core_redemptionhold \(jobID) is corrupt")
+                }
+                return .hold(
+                    RedemptionHold(jobID: jobID, customerID: customerID, chainAddress: address, amountUnits: amount, state: state))
+            }
+            return .hold(nil)
+        case .closeHold(let jobID, let state, let txHash, let closedAt):
+            precondition(state != .held, "a hold ends burnt or released")
+            let closed = try await connection.query(
+                """
+                UPDATE core_redemptionhold SET state = \(state.rawValue), closing_tx_hash = \(txHash), closed_at = \(closedAt)
+                WHERE job_id = \(jobID) AND state = 'held' RETURNING 1
+                """, logger: logger
+            ).collect()
+            guard closed.count == 1 else { throw GatewayError.storeUnavailable("the hold of \(jobID) had already ended") }
         case .claimIdempotencyKey(let claim):
             return .claim(try await claimKey(connection, claim, logger: logger))
         case .storeAnswer(let claim, let receipt):

@@ -505,6 +505,96 @@ enum PostgresSchema {
             CREATE INDEX core_externaltransaction_reference ON core_externaltransaction (reference) WHERE reference IS NOT NULL
             """
         ),
+        // Redemption holds (see SQLiteSchema.redemptionHolds). `pkr_hold` replaces `pkr_burn`: a redeem now moves
+        // the tokens to the redemption address and posts nothing to the ledger; the burn, and its postings, come
+        // with the paid debit. It takes the contended rows in the one order: token balance, the customer's
+        // chain-stub balance, the redemption address's. Answers as `pkr_burn` did.
+        (
+            "v3-redemption-holds",
+            """
+            ALTER TABLE chain_stub_chainstubreceipt DROP CONSTRAINT chain_stub_chainstubreceipt_op_check;
+            ALTER TABLE chain_stub_chainstubreceipt ADD CONSTRAINT chain_stub_chainstubreceipt_op_check
+              CHECK (op IN ('mint', 'burn', 'hold', 'release'));
+            CREATE TABLE core_redemptionhold (
+              job_id TEXT COLLATE "C" PRIMARY KEY REFERENCES core_chainjob(id),
+              user_id TEXT NOT NULL REFERENCES core_user(id),
+              amount_units BIGINT NOT NULL CHECK (amount_units > 0 AND amount_units % 10000 = 0),
+              state TEXT NOT NULL CHECK (state IN ('held', 'burnt', 'released')),
+              closing_tx_hash TEXT COLLATE "C" UNIQUE,
+              created_at TEXT NOT NULL,
+              closed_at TEXT,
+              CHECK ((state = 'held') = (closing_tx_hash IS NULL)),
+              CHECK ((state = 'held') = (closed_at IS NULL))
+            );
+            CREATE INDEX core_redemptionhold_held ON core_redemptionhold (job_id) WHERE state = 'held';
+            CREATE FUNCTION pkr_keep_ended_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              RAISE EXCEPTION 'a redemption hold that ended never changes' USING ERRCODE = 'check_violation';
+            END
+            $$;
+            CREATE TRIGGER core_redemptionhold_ended_kept BEFORE UPDATE ON core_redemptionhold
+              FOR EACH ROW WHEN (OLD.state <> 'held') EXECUTE FUNCTION pkr_keep_ended_hold();
+            CREATE TRIGGER core_redemptionhold_kept BEFORE DELETE ON core_redemptionhold
+              FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
+            DROP FUNCTION pkr_burn;
+            CREATE FUNCTION pkr_hold(
+              p_user_id text, p_amount_units bigint, p_job_id text, p_tx_hash text, p_idempotency_key text,
+              p_endpoint text, p_fingerprint text, p_response_body text, p_memo text, p_created_at text,
+              p_redemption_address text,
+              OUT outcome integer, OUT available_units bigint, OUT wallet_account text
+            ) LANGUAGE plpgsql AS $$
+            DECLARE
+              chain_address text;
+            BEGIN
+              SELECT u.chain_address, u.wallet_account INTO chain_address, wallet_account FROM core_user u WHERE u.id = p_user_id;
+              IF NOT FOUND THEN
+                outcome := -3;
+                RETURN;
+              END IF;
+              BEGIN
+                IF p_idempotency_key IS NOT NULL THEN
+                  -- A concurrent request with the same key waits here until that one ends, then finds it taken.
+                  INSERT INTO core_idempotencyrecord
+                    (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+                  VALUES (p_user_id, p_endpoint, p_idempotency_key, p_fingerprint, 201, p_response_body, p_created_at)
+                  ON CONFLICT DO NOTHING;
+                  IF NOT FOUND THEN
+                    outcome := 0;
+                    RETURN;
+                  END IF;
+                END IF;
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES (p_tx_hash, 'hold', chain_address, p_amount_units, p_job_id, p_created_at);
+                INSERT INTO core_chainjob
+                  (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+                VALUES (p_job_id, 'burn', p_user_id, p_amount_units, 'confirmed', p_tx_hash, p_idempotency_key, p_memo,
+                        'requested', p_created_at);
+                INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at)
+                VALUES (p_job_id, p_user_id, p_amount_units, 'held', p_created_at);
+                UPDATE core_tokenbalance SET balance_units = balance_units - p_amount_units
+                WHERE user_id = p_user_id AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_hold: insufficient balance' USING ERRCODE = 'PKR11';
+                END IF;
+                UPDATE chain_stub_chainstubbalance SET balance_units = balance_units - p_amount_units
+                WHERE address = chain_address AND balance_units >= p_amount_units;
+                IF NOT FOUND THEN
+                  RAISE EXCEPTION 'pkr_hold: the chain refused' USING ERRCODE = 'PKR12';
+                END IF;
+                INSERT INTO chain_stub_chainstubbalance AS b (address, balance_units) VALUES (p_redemption_address, p_amount_units)
+                ON CONFLICT (address) DO UPDATE SET balance_units = b.balance_units + EXCLUDED.balance_units;
+                outcome := 1;
+              EXCEPTION
+                WHEN SQLSTATE 'PKR11' THEN
+                  outcome := -1;
+                  SELECT t.balance_units INTO available_units FROM core_tokenbalance t WHERE t.user_id = p_user_id;
+                WHEN SQLSTATE 'PKR12' THEN
+                  outcome := -2;
+              END;
+            END
+            $$
+            """
+        ),
     ]
 
     /// A migration's statements, one by one. A dollar-quoted body (a function's) keeps its own semicolons.

@@ -18,7 +18,7 @@ public final class PostgresStore: GatewayStore {
     private let runTasks: [Task<Void, Never>]
     let mintBatch: PostgresMintBatch
     /// Redeems burned by one `pkr_burn` call, for tests that must know which path ran.
-    let burnOneCallCount = Atomic<Int>(0)
+    let holdOneCallCount = Atomic<Int>(0)
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -254,45 +254,42 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
     }
 
-    /// Whether new redeems are one call of `pkr_burn`, and new settled credits go to the mint batch; tests turn
+    /// Whether new redeems are one call of `pkr_hold`, and new settled credits go to the mint batch; tests turn
     /// them off to pin each fast path to the flow it implements.
-    let burnFunctionEnabled = Atomic<Bool>(true)
+    let holdFunctionEnabled = Atomic<Bool>(true)
     let mintBatchEnabled = Atomic<Bool>(true)
 
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
-        if burnFunctionEnabled.load(ordering: .relaxed), let burned = try await burnInOneCall(command) { return burned }
+        if holdFunctionEnabled.load(ordering: .relaxed), let held = try await holdInOneCall(command) { return held }
         // A key already taken (a replay, or one still in flight), or the function turned off: the flow decides.
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
-        return try await run { Settlement.burn(command, context) }
+        return try await run { Settlement.redeem(command, context) }
     }
 
-    /// A new redeem in one call to `pkr_burn`, the burn flow as a PL/pgSQL function: the balance, chain and head
-    /// locks are held while the server runs it and commits, not across this process's round trips, which is what
-    /// let only a few hundred concurrent redeems a second through. Answers nil when the idempotency key is taken;
-    /// the flow then replays the stored answer or refuses the key as in flight. `PostgresBurnTests` pins it to the
-    /// flow.
-    private func burnInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
+    /// A new redeem in one call to `pkr_hold`, the redeem flow as a PL/pgSQL function: the balance and chain locks
+    /// are held while the server runs it and commits, not across this process's round trips, which is what let only
+    /// a few hundred concurrent redeems a second through. Answers nil when the idempotency key is taken; the flow
+    /// then replays the stored answer or refuses the key as in flight. `PostgresBurnTests` pins it to the flow.
+    private func holdInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
         let now = nowMicros()
         let createdAt = Timestamp.format(micros: now)
         let job = ChainJob(
             id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
             txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
         let receipt = BurnReceipt(job)
-        let postings = PostingRules.postings(for: .burn, amountUnits: command.amountUnits)
-        let userIDs = NullableTextArray(values: postings.map { $0.account == .userToken ? command.customerID : nil })
         let rows = try await pg.query(
             """
-            SELECT outcome, available_units, wallet_account FROM pkr_burn(
+            SELECT outcome, available_units, wallet_account FROM pkr_hold(
               \(command.customerID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
               \(IdempotencyClaim.redeemEndpoint), \(command.requestFingerprint), \(receipt.storedForm), \(command.memo), \(createdAt),
-              \(userIDs), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)), \(postings.map(\.amountUnits)))
+              \(ChainOperation.redemptionAddress))
             """, logger: logger)
         for try await (outcome, availableUnits, walletAccount) in rows.decode((Int32, Int64?, String?).self) {
             switch outcome {
             case 1:
-                guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_burn answered no wallet account") }
-                burnOneCallCount.add(1, ordering: .relaxed)
+                guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_hold answered no wallet account") }
+                holdOneCallCount.add(1, ordering: .relaxed)
                 return .burned(receipt, walletAccount: walletAccount)
             case 0:
                 return nil
@@ -303,14 +300,14 @@ public final class PostgresStore: GatewayStore {
                 let customer = try await pg.withConnection {
                     try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger)
                 }
-                throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .burn)
+                throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .hold)
             case -3:
                 throw GatewayError.demoNotSeeded
             default:
-                throw GatewayError.storeUnavailable("pkr_burn answered \(outcome)")
+                throw GatewayError.storeUnavailable("pkr_hold answered \(outcome)")
             }
         }
-        throw GatewayError.storeUnavailable("pkr_burn answered no row")
+        throw GatewayError.storeUnavailable("pkr_hold answered no row")
     }
 
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
@@ -323,14 +320,6 @@ public final class PostgresStore: GatewayStore {
         let (entries, newHead) = LedgerAppend.entries(after: head, appends)
         _ = try await connection.execute(AppendLedgerEntries(entries: LedgerEntryColumns(entries), head: newHead), logger: logger)
         return newHead
-    }
-
-    public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
-        try await pg.query(
-            """
-            UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = \(providerTxID)
-            WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
-            """, logger: logger)
     }
 
     public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
@@ -357,6 +346,27 @@ public final class PostgresStore: GatewayStore {
             out.append(PendingPayout(jobID: id, walletAccount: account, amountUnits: amount, memo: memo))
         }
         return out
+    }
+
+    public func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+        let cutoff = Timestamp.format(micros: olderThanMicros)
+        let rows = try await pg.query(
+            """
+            SELECT j.id, u.wallet_account, j.amount_units, j.memo
+            FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
+            WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= \(cutoff)
+            ORDER BY h.created_at LIMIT \(limit)
+            """, logger: logger)
+        var out: [PendingPayout] = []
+        for try await (id, account, amount, memo) in rows.decode((String, String, Int64, String).self) {
+            out.append(PendingPayout(jobID: id, walletAccount: account, amountUnits: amount, memo: memo))
+        }
+        return out
+    }
+
+    public func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        return try await run { Settlement.payoutAnswered(jobID: jobID, providerTxID: providerTxID, outcome: outcome, context) }
     }
 
     // MARK: - Reads
@@ -431,6 +441,11 @@ public final class PostgresStore: GatewayStore {
         {
             let record = try PostgresPrimitives.decodeExternal(row)
             if record.matchedJobID == jobID { rows.debit = record } else { rows.reversals.append(record) }
+        }
+        for try await (state, closedAt) in try await pg.query(
+            "SELECT state, closed_at FROM core_redemptionhold WHERE job_id = \(jobID)", logger: logger
+        ).decode((String, String?).self) {
+            rows.hold = RedemptionRows.Hold(state: RedemptionHold.State(rawValue: state) ?? .held, closedAt: closedAt)
         }
         return rows
     }
@@ -554,11 +569,20 @@ public final class PostgresStore: GatewayStore {
                 lags.append(max(0, lag))
             }
             lags.sort()
-            let snapshot = ReconciliationSnapshot(
+            var snapshot = ReconciliationSnapshot(
                 mintedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'mint'"),
-                burnedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'burn'"),
+                burnedUnits: try await int(
+                    """
+                    SELECT COALESCE(SUM(j.amount_units), 0)::BIGINT FROM core_chainjob j
+                    WHERE j.job_type = 'burn'
+                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
+                    """),
                 tokenBalanceUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM core_tokenbalance"),
-                chainStubUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance"),
+                chainStubUnits: try await int(
+                    """
+                    SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance
+                    WHERE address <> '\(ChainOperation.redemptionAddress)'
+                    """),
                 settledCreditsUnminted: try await strings(
                     """
                     SELECT e.provider_tx_id FROM core_externaltransaction e
@@ -585,7 +609,10 @@ public final class PostgresStore: GatewayStore {
                     """),
                 burnsAwaitingDebit: try await strings(
                     """
-                    SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
+                    SELECT j.id FROM core_chainjob j
+                    WHERE j.job_type = 'burn' AND j.payout_state <> 'confirmed'
+                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
+                    ORDER BY j.created_at
                     """),
                 burnsWithSeveralDebits: try await strings(
                     """
@@ -612,6 +639,21 @@ public final class PostgresStore: GatewayStore {
                         SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
                         ORDER BY id DESC LIMIT 50
                         """)))
+            snapshot.heldUnits = try await int(
+                "SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_redemptionhold WHERE state = 'held'")
+            snapshot.heldSubmittedUnits = try await int(
+                """
+                SELECT COALESCE(SUM(h.amount_units), 0)::BIGINT FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id
+                WHERE h.state = 'held' AND j.payout_state <> 'requested'
+                """)
+            snapshot.redemptionAddressUnits = try await int(
+                "SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance WHERE address = '\(ChainOperation.redemptionAddress)'"
+            )
+            snapshot.returnedUnits = try await int(
+                """
+                SELECT COALESCE(SUM(e.amount_paisa), 0)::BIGINT * 10000 FROM core_externaltransaction e
+                WHERE e.direction = 'credit' AND e.reference LIKE '%:returned'
+                """)
             return snapshot
         }
     }

@@ -53,6 +53,13 @@ enum SQLitePrimitives {
                         LIMIT 1
                         """
                 ).first(reference ?? "", providerTxID, amountUnits) { $0.string(0) })
+        case .markPayoutSubmitted(let jobID, let providerTxID):
+            try db.cachedStatement(
+                sql: """
+                    UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
+                    WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
+                    """
+            ).run(providerTxID, jobID)
         case .confirmPayout(let rowID, let jobID, let providerTxID):
             try db.cachedStatement(sql: "UPDATE core_externaltransaction SET matched_job_id = ? WHERE id = ?").run(jobID, rowID)
             try db.cachedStatement(
@@ -75,6 +82,22 @@ enum SQLitePrimitives {
             return .job(try job(db, id: id))
         case .appendLedger(let append):
             try appendLedger(db, scope, append)
+        case .openHold(let jobID, let customerID, let amountUnits, let createdAt):
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at) VALUES (?, ?, ?, 'held', ?)
+                    """
+            ).run(jobID, customerID, amountUnits, createdAt)
+        case .findHold(let jobID):
+            return .hold(try hold(db, jobID: jobID))
+        case .closeHold(let jobID, let state, let txHash, let closedAt):
+            precondition(state != .held, "a hold ends burnt or released")
+            try db.cachedStatement(
+                sql: """
+                    UPDATE core_redemptionhold SET state = ?, closing_tx_hash = ?, closed_at = ? WHERE job_id = ? AND state = 'held'
+                    """
+            ).run(state.rawValue, txHash, closedAt, jobID)
+            guard db.changesCount == 1 else { throw DatabaseError(message: "the hold of \(jobID) had already ended") }
         case .claimIdempotencyKey(let claim):
             return .claim(try claimKey(db, claim))
         case .storeAnswer(let claim, let receipt):
@@ -133,6 +156,8 @@ enum SQLitePrimitives {
         return db.changesCount == 1
     }
 
+    /// A mint's credit waits in the scope; every other operation takes from an address, so it first writes the
+    /// credits before it.
     private static func chainTransfer(_ db: Database, _ scope: WriteScope, _ transfer: ChainTransfer) throws -> String {
         switch transfer.op {
         case .mint:
@@ -141,11 +166,26 @@ enum SQLitePrimitives {
                 db, op: .mint, address: transfer.address, amountUnits: transfer.amountUnits,
                 reference: transfer.reference, createdAt: transfer.createdAt,
                 nowMicros: transfer.nowMicros)
-        case .burn:
+        case .burn, .hold, .release:
             try scope.flushBalances(db)
             return try ChainStub.submit(
-                db, op: .burn, address: transfer.address, amountUnits: transfer.amountUnits,
+                db, op: transfer.op, address: transfer.address, amountUnits: transfer.amountUnits,
                 reference: transfer.reference, createdAt: transfer.createdAt, nowMicros: transfer.nowMicros)
+        }
+    }
+
+    static func hold(_ db: Database, jobID: String) throws -> RedemptionHold? {
+        try db.cachedStatement(
+            sql: """
+                SELECT h.user_id, u.chain_address, h.amount_units, h.state
+                FROM core_redemptionhold h JOIN core_user u ON u.id = h.user_id WHERE h.job_id = ?
+                """
+        ).first(jobID) { row in
+            let amountUnits = row.int64(2)
+            guard let state = RedemptionHold.State(rawValue: row.string(3)), amountUnits > 0, amountUnits % Money.unitsPerPaisa == 0
+            else { throw DatabaseError(message: "core_redemptionhold \(jobID) is corrupt") }
+            return RedemptionHold(
+                jobID: jobID, customerID: row.string(0), chainAddress: row.string(1), amountUnits: amountUnits, state: state)
         }
     }
 

@@ -40,7 +40,36 @@ enum SQLiteSchema {
                         """)
             }
         ),
+        (
+            "v3-redemption-holds",
+            { db in
+                try ChainStub.addHolds(db)
+                try db.execute(sql: redemptionHolds)
+            }
+        ),
     ]
+
+    /// A redemption's hold, one per redemption accepted since v3 (earlier ones were burnt when accepted and have
+    /// none). It ends once, burnt or released, by the chain transaction named in `closing_tx_hash`; an ended hold
+    /// never changes, and none is deleted.
+    static let redemptionHolds = """
+        CREATE TABLE core_redemptionhold (
+          job_id TEXT PRIMARY KEY REFERENCES core_chainjob(id),
+          user_id TEXT NOT NULL REFERENCES core_user(id),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0 AND amount_units % 10000 = 0),
+          state TEXT NOT NULL CHECK (state IN ('held', 'burnt', 'released')),
+          closing_tx_hash TEXT UNIQUE,
+          created_at TEXT NOT NULL,
+          closed_at TEXT,
+          CHECK ((state = 'held') = (closing_tx_hash IS NULL)),
+          CHECK ((state = 'held') = (closed_at IS NULL))
+        );
+        CREATE INDEX core_redemptionhold_held ON core_redemptionhold (job_id) WHERE state = 'held';
+        CREATE TRIGGER core_redemptionhold_ended_kept BEFORE UPDATE ON core_redemptionhold WHEN OLD.state <> 'held'
+          BEGIN SELECT RAISE(ABORT, 'a redemption hold that ended never changes'); END;
+        CREATE TRIGGER core_redemptionhold_kept BEFORE DELETE ON core_redemptionhold
+          BEGIN SELECT RAISE(ABORT, 'redemption holds are never deleted'); END;
+        """
 
     static func migrator() -> DatabaseMigrator {
         precondition(steps.map(\.name) == SchemaSteps.names, "SQLite's migration steps are not SchemaSteps.names")

@@ -154,7 +154,7 @@ public final class SQLiteStore: GatewayStore {
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await groupCommit.write { db, scope in
-            try Settlement.burn(command, context).runSynchronously { try SQLitePrimitives.execute($0, db, scope) }
+            try Settlement.redeem(command, context).runSynchronously { try SQLitePrimitives.execute($0, db, scope) }
         }
     }
 
@@ -185,18 +185,6 @@ public final class SQLiteStore: GatewayStore {
             flag: row.optionalString(15))
     }
 
-    public func markPayoutSubmitted(jobID: String, providerTxID: String) async throws {
-        // Every redeem ends here: through group commit, concurrent redeems share one commit and its fsync.
-        try await groupCommit.write { db, _ in
-            try db.cachedStatement(
-                sql: """
-                    UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = ?
-                    WHERE id = ? AND job_type = 'burn' AND payout_state = 'requested'
-                    """
-            ).execute(arguments: [providerTxID, jobID])
-        }
-    }
-
     public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
         try await database.read { db in
             try Bool.fetchOne(
@@ -220,6 +208,32 @@ public final class SQLiteStore: GatewayStore {
                         """), arguments: [cutoff, limit]
             ).map {
                 PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
+            }
+        }
+    }
+
+    public func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+        let cutoff = Timestamp.format(micros: olderThanMicros)
+        return try await database.read { db in
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT j.id, u.wallet_account, j.amount_units, j.memo
+                        FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
+                        WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= ? ORDER BY h.created_at LIMIT ?
+                        """), arguments: [cutoff, limit]
+            ).map {
+                PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
+            }
+        }
+    }
+
+    public func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome {
+        let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
+        // Every redeem ends here: through group commit, concurrent redeems share one commit and its fsync.
+        return try await groupCommit.write { db, scope in
+            try Settlement.payoutAnswered(jobID: jobID, providerTxID: providerTxID, outcome: outcome, context).runSynchronously {
+                try SQLitePrimitives.execute($0, db, scope)
             }
         }
     }
@@ -299,10 +313,16 @@ public final class SQLiteStore: GatewayStore {
                 try related(
                     "e.reference = ? AND e.direction = 'credit'", PayoutReversal.reference(payoutReference: jobID, status: status))
             }
-            return RedemptionRows(
+            var rows = RedemptionRows(
                 job: ChainJob(id: row[0], jobType: .burn, amountUnits: row[2], txHash: row[6], createdAt: row[3]),
                 customerID: row[1], payoutState: row[4], payoutProviderTxID: row[5],
                 debit: try related("e.matched_job_id = ?", jobID).first, reversals: reversals)
+            if let hold = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT state, closed_at FROM core_redemptionhold WHERE job_id = ?"), arguments: [jobID])
+            {
+                rows.hold = RedemptionRows.Hold(state: RedemptionHold.State(rawValue: hold[0]) ?? .held, closedAt: hold[1])
+            }
+            return rows
         }
     }
 
@@ -407,11 +427,20 @@ public final class SQLiteStore: GatewayStore {
                 lags.append(max(0, row[2]))
             }
             lags.sort()
-            return ReconciliationSnapshot(
+            var snapshot = ReconciliationSnapshot(
                 mintedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'mint'"),
-                burnedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn'"),
+                burnedUnits: try int(
+                    """
+                    SELECT COALESCE(SUM(j.amount_units), 0) FROM core_chainjob j
+                    WHERE j.job_type = 'burn'
+                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
+                    """),
                 tokenBalanceUnits: try int("SELECT COALESCE(SUM(balance_units), 0) FROM core_tokenbalance"),
-                chainStubUnits: try ChainStub.totalSupplyUnits(db),
+                chainStubUnits: try int(
+                    """
+                    SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance
+                    WHERE address <> '\(ChainOperation.redemptionAddress)'
+                    """),
                 settledCreditsUnminted: try strings(
                     """
                     SELECT e.provider_tx_id FROM core_externaltransaction e
@@ -438,7 +467,10 @@ public final class SQLiteStore: GatewayStore {
                     """),
                 burnsAwaitingDebit: try strings(
                     """
-                    SELECT id FROM core_chainjob WHERE job_type = 'burn' AND payout_state <> 'confirmed' ORDER BY created_at
+                    SELECT j.id FROM core_chainjob j
+                    WHERE j.job_type = 'burn' AND j.payout_state <> 'confirmed'
+                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
+                    ORDER BY j.created_at
                     """),
                 burnsWithSeveralDebits: try strings(
                     """
@@ -465,6 +497,22 @@ public final class SQLiteStore: GatewayStore {
                         SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
                         ORDER BY id DESC LIMIT 50
                         """)))
+            snapshot.heldUnits = try int(
+                "SELECT COALESCE(SUM(amount_units), 0) FROM core_redemptionhold WHERE state = 'held'")
+            snapshot.heldSubmittedUnits = try int(
+                """
+                SELECT COALESCE(SUM(h.amount_units), 0) FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id
+                WHERE h.state = 'held' AND j.payout_state <> 'requested'
+                """)
+            snapshot.redemptionAddressUnits = try int(
+                "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance WHERE address = '\(ChainOperation.redemptionAddress)'"
+            )
+            snapshot.returnedUnits = try int(
+                """
+                SELECT COALESCE(SUM(e.amount_paisa), 0) * 10000 FROM core_externaltransaction e
+                WHERE e.direction = 'credit' AND e.reference LIKE '%:returned'
+                """)
+            return snapshot
         }
     }
 

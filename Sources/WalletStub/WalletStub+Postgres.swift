@@ -95,7 +95,7 @@ public final class PostgresWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest, failing: PayoutFailureCode?) async throws -> (payout: Payout, replayed: Bool) {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool) {
         if let failing, try await payout(column: "idempotency_key", request.idempotencyKey) == nil {
             do {
                 return (try await failingPayout(request, failing), false)
@@ -110,21 +110,33 @@ public final class PostgresWalletStub: WalletStubStore {
     /// SQLSTATE unique_violation.
     static let uniqueViolation = "23505"
 
-    /// A test control's failing payout: its debit, the reversal that puts the money back, and the failed payout, in
-    /// one transaction. Rare, so the plain path rather than the single statement a paid payout is.
-    private func failingPayout(_ request: PayoutRequest, _ failing: PayoutFailureCode) async throws -> Payout {
+    /// A test control's failing payout, in one transaction: refused with no money moved, or its debit, the reversal
+    /// that puts the money back, and the failed payout. Rare, so the plain path rather than the single statement a
+    /// paid payout is.
+    private func failingPayout(_ request: PayoutRequest, _ failing: PayoutFailure) async throws -> Payout {
         let now = nowMicros()
-        let debit = PayoutRecords.debit(for: request, nowMicros: now)
-        var payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
-        payout.status = .failed
-        payout.failureCode = failing.rawValue
-        let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
-        payout.reversalProviderTxID = reversal.providerTxID
+        var payout: Payout
+        var transactions: [ProviderTransaction] = []
+        if failing.afterDebit {
+            let debit = PayoutRecords.debit(for: request, nowMicros: now)
+            payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
+            payout.status = .failed
+            payout.failureCode = failing.code.rawValue
+            let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
+            payout.reversalProviderTxID = reversal.providerTxID
+            transactions = [debit, reversal]
+        } else {
+            payout = PayoutRecords.refused(request, code: failing.code, nowMicros: now)
+        }
         let at = Timestamp.format(micros: now)
         let logger = self.logger
-        try await pg.transaction(logger: logger) { connection in
-            try await self.append(connection, debit)
-            try await self.append(connection, reversal)
+        try await pg.transaction(logger: logger) { [transactions, payout] connection in
+            guard
+                try await connection.query(
+                    "SELECT 1 FROM wallet_stub_walletstubaccount WHERE account_no = \(request.account)", logger: logger
+                ).collect().count == 1
+            else { throw ProviderError.unknownAccount(request.account) }
+            for tx in transactions { try await self.append(connection, tx) }
             try await connection.query(
                 """
                 INSERT INTO wallet_stub_payout
@@ -135,7 +147,7 @@ public final class PostgresWalletStub: WalletStubStore {
                         \(payout.reversalProviderTxID), \(at), \(at))
                 """, logger: logger)
         }
-        if pushEnabled { onOutboxWrite() }
+        if pushEnabled && !transactions.isEmpty { onOutboxWrite() }
         return payout
     }
 

@@ -75,7 +75,7 @@ public final class SQLiteWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest, failing: PayoutFailureCode?) async throws -> (payout: Payout, replayed: Bool) {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
         let result = try await database.write { [pushEnabled] db -> (payout: Payout, replayed: Bool) in
             if let (existing, fingerprint) = try Self.payout(db, column: "idempotency_key", request.idempotencyKey) {
@@ -85,16 +85,22 @@ public final class SQLiteWalletStub: WalletStubStore {
             if try Self.payout(db, column: "reference", request.reference) != nil {
                 throw ProviderError.referenceConflict(request.reference)
             }
-            // The debit, its webhook and the payout in one transaction; a failing payout's reversal too.
-            let debit = PayoutRecords.debit(for: request, nowMicros: now)
-            try Self.append(db, debit, push: pushEnabled)
-            var payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
-            if let failing {
-                let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
-                try Self.append(db, reversal, push: pushEnabled)
-                payout.status = .failed
-                payout.failureCode = failing.rawValue
-                payout.reversalProviderTxID = reversal.providerTxID
+            // The debit, its webhook and the payout in one transaction; a failing payout's reversal too. One refused
+            // before its debit moves no money and writes only the payout.
+            var payout: Payout
+            if let failing, !failing.afterDebit {
+                payout = PayoutRecords.refused(request, code: failing.code, nowMicros: now)
+            } else {
+                let debit = PayoutRecords.debit(for: request, nowMicros: now)
+                try Self.append(db, debit, push: pushEnabled)
+                payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
+                if let failing {
+                    let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
+                    try Self.append(db, reversal, push: pushEnabled)
+                    payout.status = .failed
+                    payout.failureCode = failing.code.rawValue
+                    payout.reversalProviderTxID = reversal.providerTxID
+                }
             }
             let at = Timestamp.format(micros: now)
             try db.cachedStatement(
@@ -271,6 +277,14 @@ enum PayoutRecords {
             id: Identifiers.payoutID(unixMillis: nowMicros / 1000), status: .paid, account: request.account,
             amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: nil,
             providerTxID: debit.providerTxID, createdAtMicros: nowMicros, updatedAtMicros: nowMicros)
+    }
+
+    /// A payout refused before any money moved: no debit, no reversal.
+    static func refused(_ request: PayoutRequest, code: PayoutFailureCode, nowMicros: Int64) -> Payout {
+        Payout(
+            id: Identifiers.payoutID(unixMillis: nowMicros / 1000), status: .failed, account: request.account,
+            amountPaisa: request.amountPaisa, memo: request.memo, reference: request.reference, failureCode: code.rawValue,
+            providerTxID: nil, createdAtMicros: nowMicros, updatedAtMicros: nowMicros)
     }
 
     static func reversal(for payout: Payout, status: PayoutStatus, nowMicros: Int64) -> ProviderTransaction {

@@ -18,6 +18,7 @@ struct InvariantCheckTests {
     static let checkNames = [
         "mints_minus_burns_equal_token_balances",
         "token_balances_equal_chain_stub",
+        "redemption_address_equals_held",
         "ledger_matches_token_balances",
         "supply_equals_reserve",
         "every_settled_credit_minted_once",
@@ -168,7 +169,26 @@ struct InvariantCheckTests {
             Self.expectFailed(report, ["token_balances_equal_chain_stub"])
             #expect(
                 Self.detail(report, "token_balances_equal_chain_stub")
-                    == "token balances \(Self.tokenUnits); chain stub \(Self.tokenUnits + 10_000)")
+                    == "token balances \(Self.tokenUnits); chain stub (customer addresses) \(Self.tokenUnits + 10_000)")
+        }
+    }
+
+    @Test(
+        "redemption_address_equals_held: tokens at the redemption address that no held redemption accounts for",
+        arguments: TestEngine.all)
+    func redemptionAddressEqualsHeld(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            // One paisa's worth appears at the redemption address (whose tokens the reserve no longer backs: their
+            // payouts were accepted), with no redemption held.
+            try await executeRawSQL(
+                gateway,
+                """
+                INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES ('\(ChainOperation.redemptionAddress)', 10000)
+                """)
+            let report = try await gateway.reconciliation()
+            Self.expectFailed(report, ["redemption_address_equals_held"])
+            #expect(Self.detail(report, "redemption_address_equals_held") == "redemption address 10000; redemptions held 0")
         }
     }
 
@@ -188,7 +208,7 @@ struct InvariantCheckTests {
             Self.expectFailed(report, ["ledger_matches_token_balances"])
             #expect(
                 Self.detail(report, "ledger_matches_token_balances")
-                    == "ledger user positions \(Self.tokenUnits + 10_000); token balances \(Self.tokenUnits)")
+                    == "ledger user positions \(Self.tokenUnits + 10_000); token balances \(Self.tokenUnits) + held 0")
         }
     }
 

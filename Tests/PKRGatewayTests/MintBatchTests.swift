@@ -193,9 +193,12 @@ struct MintBatchTests {
             #expect(afterFirst.calls == 0)
             try await mint("one-call-2")
             #expect(counts().minted == afterFirst.minted + 1 && counts().missed == afterFirst.missed && counts().calls == 1)
-            // A redeem appends to the ledger on its own: the next batch's head is stale, so the call is refused
-            // before it writes, and the transaction path mints instead and learns the new head.
-            _ = try await gateway.redeem(amountUnits: 500 * Money.unitsPerPaisa, memo: "", idempotencyKey: "one-call-redeem")
+            // A paid redemption's burn appends to the ledger on its own: the next batch's head is stale, so the call is
+            // refused before it writes, and the transaction path mints instead and learns the new head.
+            let redeemed = try await gateway.redeem(amountUnits: 500 * Money.unitsPerPaisa, memo: "", idempotencyKey: "one-call-redeem")
+            #expect(
+                try await gateway.store.payoutAnswered(jobID: redeemed.receipt.jobID, providerTxID: "TX-one-call", outcome: .debited)
+                    == .burnt)
             try await mint("one-call-3")
             #expect(counts().minted == afterFirst.minted + 2 && counts().missed == afterFirst.missed + 1)
             #expect(counts().calls == 1)

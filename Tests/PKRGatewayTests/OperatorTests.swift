@@ -49,7 +49,8 @@ struct OperatorTests {
             #expect(scrape.headers[.contentType]?.hasPrefix("text/plain; version=0.0.4") == true)
             let samples = prometheusSamples(scrape.text)
             #expect(samples["pkr_minted_units_total"] == chainJobs["mints_units"] as? String)
-            #expect(samples["pkr_burned_units_total"] == chainJobs["burns_units"] as? String)
+            #expect(samples["pkr_redeemed_units_total"] == chainJobs["burns_units"] as? String)
+            #expect(samples["pkr_releases_total"] == "0")
             #expect(samples[#"pkr_mints_total{via="webhook"}"#] == "2")
             #expect(samples[#"pkr_mints_total{via="poll"}"#] == "1")
             #expect(samples["pkr_redeems_total"] == "1")
@@ -78,7 +79,7 @@ struct OperatorTests {
             _ = try await client.seed()
             let exported = try await eventually(timeoutSeconds: 10) {
                 let samples = prometheusSamples(try await client.call(.get, "/metrics").text)
-                return samples.keys.filter { $0.hasPrefix("pkr_invariant_ok{") }.count == 9
+                return samples.keys.filter { $0.hasPrefix("pkr_invariant_ok{") }.count == InvariantCheckTests.checkNames.count
                     && samples.filter { $0.key.hasPrefix("pkr_invariant_ok{") }.allSatisfy { Double($0.value) == 1 }
             }
             #expect(exported, "every check exported as 1 without a summary being asked for")

@@ -12,8 +12,8 @@ import Testing
 @testable import PKRSQLite
 @testable import WalletStub
 
-/// A PostgreSQL redeem is one call to `pkr_burn`, which chains its ledger entries on the server.
-@Suite("PostgreSQL: a burn in one call", .serialized, .enabled(if: TestEngine.postgresAvailable))
+/// A PostgreSQL redeem is one call to `pkr_hold`; `pkr_ledger_hash` renders entries as the Swift side does.
+@Suite("PostgreSQL: a redeem in one call", .serialized, .enabled(if: TestEngine.postgresAvailable))
 struct PostgresBurnTests {
     @Test("pkr_ledger_hash renders an entry exactly as LedgerEntry.computedHash does")
     func serverHashMatchesSwift() async throws {
@@ -46,7 +46,7 @@ struct PostgresBurnTests {
         }
     }
 
-    @Test("new redeems burn in one call between batched mints; a replay, a too-large redeem and the ledger stay right")
+    @Test("new redeems hold in one call between batched mints; a replay, a too-large redeem and the ledger stay right")
     func burnsInOneCall() async throws {
         try await withApp(try await testConfig(engine: .postgres)) { _, gateway in
             _ = try await gateway.seedDemo()
@@ -57,7 +57,7 @@ struct PostgresBurnTests {
             }
             let first = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "one call", idempotencyKey: "burn-key")
             #expect(!first.isReplay && first.receipt.amountUnits == 2_500 * Money.unitsPerPaisa)
-            #expect(store.burnOneCallCount.load(ordering: .relaxed) == 1)
+            #expect(store.holdOneCallCount.load(ordering: .relaxed) == 1)
             // The same key again finds it taken: the flow replays the stored receipt.
             let again = try await gateway.redeem(amountUnits: 2_500 * Money.unitsPerPaisa, memo: "one call", idempotencyKey: "burn-key")
             #expect(again.isReplay && again.receipt == first.receipt)
@@ -84,7 +84,7 @@ struct PostgresBurnTests {
             #expect(!fits.isReplay && fits.receipt.amountUnits == 7_500 * Money.unitsPerPaisa)
             let unkeyed = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "no key", idempotencyKey: nil)
             #expect(!unkeyed.isReplay)
-            #expect(store.burnOneCallCount.load(ordering: .relaxed) == 3)
+            #expect(store.holdOneCallCount.load(ordering: .relaxed) == 3)
             // A mint after the burns chains after the head they left.
             #expect(
                 try await gateway.store.apply(MintBatchTests.credit("burn-credit-3", paisa: 1_000), via: .poll, inbound: nil).code
@@ -93,8 +93,16 @@ struct PostgresBurnTests {
             let report = try await gateway.reconciliation()
             MintBatchTests.expectConsistent(report)
             #expect(report.snapshot.tokenBalanceUnits == (31_000 - 2_500 - 7_500 - 100) * Money.unitsPerPaisa)
+            // The provider holds none of this money (the credits were recorded straight into the store), so the payouts
+            // are refused for want of funds and the three redemptions stay held: the ledger has the four mints only.
+            #expect(report.snapshot.heldUnits == (2_500 + 7_500 + 100) * Money.unitsPerPaisa)
+            #expect(try await gateway.store.verifyLedger().entriesChecked == 2 * 4)
+            // Paid, a hold is burnt and posted after the head the mints left.
+            #expect(
+                try await gateway.store.payoutAnswered(jobID: unkeyed.receipt.jobID, providerTxID: "TX-paid", outcome: .debited)
+                    == .burnt)
             let verifier = try await gateway.store.verifyLedger()
-            #expect(verifier.firstBreak == nil && verifier.entriesChecked == 2 * (4 + 3))
+            #expect(verifier.firstBreak == nil && verifier.entriesChecked == 2 * (4 + 1))
         }
     }
 }

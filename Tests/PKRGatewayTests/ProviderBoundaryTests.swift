@@ -271,7 +271,7 @@ struct ProviderBoundaryTests {
     }
 
     @Test(
-        "a payout that fails after its debit releases the redemption once; a returned one re-credits once and is flagged",
+        "a refused payout releases the hold at once; one failed after its debit is burnt and minted back once; a returned one re-credits once; both flagged",
         arguments: TestEngine.all)
     func failedAndReturnedPayouts(engine: TestEngine) async throws {
         let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "50,100,200"])
@@ -280,13 +280,36 @@ struct ProviderBoundaryTests {
             let bearer: HTTPFields = [.authorization: "Bearer \(DevKeys.providerAPIKey)"]
             #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#).status == .created)
             #expect(try await eventually { try await client.balanceUnits() == "1000000000" })
+            func history(_ jobID: String) async throws -> (state: String?, states: [String]?) {
+                let view = try await client.call(.get, "/api/redemptions/\(jobID)")
+                return (view.string("state"), (view["history"] as? [[String: Any]])?.compactMap { $0["state"] as? String })
+            }
 
-            // The next payout fails after its debit: the provider credits it back, and that credit mints once.
-            let failNext = try await client.call(
+            // The provider refuses the next payout outright: no money moves, and its answer releases the hold before
+            // the redeem is answered.
+            let refuseNext = try await client.call(
                 .post, "/provider/v1/test/fail-payouts", json: #"{"count":1,"failure_code":"account_closed"}"#, headers: bearer, csrf: false
             )
-            #expect(failNext.status == .ok)
-            // The provider's pushes wait, so that the balance can be seen between the burn and the release.
+            #expect(refuseNext.status == .ok && refuseNext["after_debit"] as? Bool == false)
+            let refusedRedeem = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#)
+            #expect(refusedRedeem.status == .created)
+            let refusedJob = try #require(refusedRedeem.string("job_id"))
+            #expect(try await client.balanceUnits() == "1000000000", "released at once")
+            let refused = try #require(try await gateway.stub.payout(reference: refusedJob))
+            #expect(refused.status == .failed && refused.failureCode == "account_closed" && refused.providerTxID == nil)
+            #expect(refused.reversalProviderTxID == nil && refused.outcome == .endedBeforeDebit)
+            let refusedView = try await history(refusedJob)
+            #expect(refusedView.state == "released" && refusedView.states == ["held", "submitted", "released"])
+            #expect(try await gateway.stub.balancePaisa(account: Demo.walletAccount) == 100_000)
+            #expect(try await gateway.reconciliation().ok)
+
+            // The next one fails after its debit: burnt when the money left, and the provider's reversal credit mints
+            // the tokens back once.
+            let failNext = try await client.call(
+                .post, "/provider/v1/test/fail-payouts", json: #"{"count":1,"failure_code":"rail_rejected","after_debit":true}"#,
+                headers: bearer, csrf: false)
+            #expect(failNext.status == .ok && failNext["after_debit"] as? Bool == true)
+            // The provider's pushes wait, so that the balance can be seen between the burn and the reversal.
             let pause = try await client.call(.post, "/provider/v1/test/webhooks", json: #"{"paused":true}"#, headers: bearer, csrf: false)
             #expect(pause.status == .ok)
             let first = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#)
@@ -295,13 +318,12 @@ struct ProviderBoundaryTests {
             let resume = try await client.call(
                 .post, "/provider/v1/test/webhooks", json: #"{"paused":false}"#, headers: bearer, csrf: false)
             #expect(resume.status == .ok)
-            #expect(try await eventually { try await client.balanceUnits() == "1000000000" }, "released")
+            #expect(try await eventually { try await client.balanceUnits() == "1000000000" }, "minted back")
             let failed = try #require(try await gateway.stub.payout(reference: released))
-            #expect(failed.status == .failed && failed.failureCode == "account_closed" && failed.reversalProviderTxID != nil)
-            let releasedView = try await client.call(.get, "/api/redemptions/\(released)")
-            #expect(releasedView.string("state") == "released", "\(releasedView.text)")
-            let states = (releasedView["history"] as? [[String: Any]])?.compactMap { $0["state"] as? String }
-            #expect(states == ["held", "submitted", "paid", "released"])
+            #expect(failed.status == .failed && failed.failureCode == "rail_rejected" && failed.reversalProviderTxID != nil)
+            let releasedView = try await history(released)
+            #expect(releasedView.state == "released")
+            #expect(releasedView.states == ["held", "submitted", "paid", "released"])
 
             // The next one is paid, then returned by the receiving bank.
             let second = try await client.call(.post, "/api/redeem", json: #"{"amount_units":"300000000"}"#)

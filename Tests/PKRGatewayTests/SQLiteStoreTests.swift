@@ -93,10 +93,16 @@ import Testing
             store.groupCommit.isolatedBatchCount.load(ordering: .relaxed) == isolatedBefore + 1,
             "the failed redeem had written, so the batch was written again with savepoints")
         #expect(try await store.tokenBalanceUnits(customerID: user.id) == 0)
-        let chainUnits = try await store.database.read { try ChainStub.totalSupplyUnits($0) }
-        #expect(chainUnits == 0)
+        // The redeemed tokens are held at the redemption address until the payout ends.
+        let (customerUnits, heldUnits) = try await store.database.read {
+            (
+                try ChainStub.balanceUnits($0, address: user.chainAddress),
+                try ChainStub.balanceUnits($0, address: ChainOperation.redemptionAddress)
+            )
+        }
+        #expect(customerUnits == 0 && heldUnits == mintedUnits)
         let snapshot = try await store.reconciliationSnapshot()
-        #expect(snapshot.mintedUnits == mintedUnits && snapshot.burnedUnits == mintedUnits)
+        #expect(snapshot.mintedUnits == mintedUnits && snapshot.burnedUnits == mintedUnits && snapshot.heldUnits == mintedUnits)
         #expect(try await store.verifyLedger().firstBreak == nil)
     }
 

@@ -17,6 +17,97 @@ import Testing
 /// keys on SQLite, statement-level checks and append-only guards on PostgreSQL (migration v1-guards).
 @Suite("Schema rules", .serialized)
 struct SchemaRuleTests {
+    @Test("SQLite: v3 rebuilds the chain receipts with their rows, the index jobs refer to, and every reference intact")
+    func receiptsRebuiltByV3() throws {
+        let path = try temporaryDirectory().appendingPathComponent("v2.sqlite3").path
+        // GRDB opens connections with foreign keys on.
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteSchema.migrator().migrate(queue, upTo: "v2-payouts")
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                      VALUES ('u1', 'u1@example.com', 'U', 'W-1', '0xabc', 'now');
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now'), ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
+                    INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
+                      occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
+                      VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
+                      created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'submitted', 'now');
+                    """)
+        }
+        try SQLiteSchema.migrate(queue)
+        let (ops, violations, indexes, holds) = try queue.read { db in
+            (
+                try String.fetchAll(db, sql: "SELECT op FROM chain_stub_chainstubreceipt ORDER BY tx_hash"),
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count,
+                try db.indexes(on: "chain_stub_chainstubreceipt").map(\.name),
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM core_redemptionhold")
+            )
+        }
+        #expect(ops == ["burn", "mint"] && violations == 0)
+        #expect(indexes.contains("chain_stub_chainstubreceipt_reference_tx_hash"))
+        // A redemption from before holds has none: it was burnt when it was accepted.
+        #expect(holds == 0)
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xh', 'hold', '0xabc', 10000, 'job-h', 'now')
+                    """)
+        }
+        // A job still needs its receipt.
+        #expect(throws: DatabaseError.self) {
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
+                          VALUES ('job-x', 'burn', 'u1', 10000, 'confirmed', '0xnone', 'requested', 'now')
+                        """)
+            }
+        }
+    }
+
+    @Test(
+        "a redemption's hold ends once, burnt or released, naming the chain transaction that ended it; receipts take holds",
+        arguments: TestEngine.all)
+    func holdRules(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            let user = try await gateway.seedDemo()
+            _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 10_000, memo: "deposit")
+            #expect(try await gateway.reconcileOnce().minted == 1)
+            // Held: the stub pays it, and the answer burns the hold.
+            let redeemed = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "", idempotencyKey: nil)
+            let jobID = redeemed.receipt.jobID
+            let refused = [
+                "UPDATE core_redemptionhold SET state = 'released'",
+                "UPDATE core_redemptionhold SET closing_tx_hash = NULL",
+                "DELETE FROM core_redemptionhold",
+                "UPDATE core_redemptionhold SET state = 'spent'",
+                "UPDATE core_redemptionhold SET amount_units = 1",
+                """
+                INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at)
+                VALUES ('\(jobID)', '\(user.id)', 1000000, 'held', 'now')
+                """,
+                """
+                INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at)
+                VALUES ('no-such-job', '\(user.id)', 1000000, 'held', 'now')
+                """,
+                """
+                INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                VALUES ('0xspent', 'spend', '\(user.chainAddress)', 1, 'ref-spent', 'now')
+                """,
+            ]
+            for sql in refused { await Self.expectRefused(gateway, sql) }
+            let view = try #require(try await gateway.redemption(jobID: jobID))
+            #expect(view.state == .paid)
+            #expect(try await gateway.reconciliation().ok)
+        }
+    }
+
     @Test(
         "a row naming a user or job that does not exist is refused, and a user or job referred to is never deleted or renamed",
         arguments: TestEngine.all)

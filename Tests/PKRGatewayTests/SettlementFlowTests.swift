@@ -137,7 +137,7 @@ struct SettlementFlowTests {
             customerID: Self.customer.id, amountUnits: 50 * Money.unitsPerPaisa, memo: "", idempotencyKey: "k",
             requestFingerprint: "f")
         #expect(throws: GatewayError.insufficientBalance(availableUnits: 10, requestedUnits: 50 * Money.unitsPerPaisa)) {
-            _ = try Self.run(Settlement.burn(command, Self.context)) {
+            _ = try Self.run(Settlement.redeem(command, Self.context)) {
                 switch $0 {
                 case .claimIdempotencyKey: return .claim(.claimed)
                 case .findCustomerByID: return .customer(Self.customer)
@@ -156,5 +156,119 @@ struct SettlementFlowTests {
         #expect(throws: PrimitiveAnswer.Mismatch.self) {
             _ = try Self.run(Settlement.apply(Self.credit(), via: .poll, inbound: nil, Self.context)) { _ in .units(1) }
         }
+    }
+
+    static let hold = RedemptionHold(
+        jobID: "job-1", customerID: customer.id, chainAddress: customer.chainAddress, amountUnits: 200 * Money.unitsPerPaisa,
+        state: .held)
+
+    @Test("a redeem holds: balance, a hold transfer to the redemption address, job, hold row; no ledger entry")
+    func redeemHolds() throws {
+        let command = RedeemCommand(
+            customerID: Self.customer.id, amountUnits: 200 * Money.unitsPerPaisa, memo: "", idempotencyKey: nil,
+            requestFingerprint: "f")
+        let (outcome, asked) = try Self.run(Settlement.redeem(command, Self.context)) {
+            switch $0 {
+            case .findCustomerByID: return .customer(Self.customer)
+            case .moveTokenBalance(_, let delta):
+                #expect(delta == -200 * Money.unitsPerPaisa)
+                return .moved(true)
+            case .chainTransfer(let transfer):
+                #expect(transfer.op == .hold && transfer.address == Self.customer.chainAddress)
+                return .txHash("0xhold")
+            default: return .none
+            }
+        }
+        #expect(asked == ["findCustomerByID", "moveTokenBalance", "chainTransfer", "insertJob", "openHold"])
+        guard case .burned(let receipt, _) = outcome else {
+            Issue.record("expected an accepted redeem, got \(outcome)")
+            return
+        }
+        #expect(receipt.txHash == "0xhold")
+    }
+
+    @Test("a paid answer burns the held tokens from the redemption address and posts the burn; a second changes nothing")
+    func paidAnswerBurns() throws {
+        let (outcome, asked) = try Self.run(
+            Settlement.payoutAnswered(jobID: "job-1", providerTxID: "TX-d", outcome: .debited, Self.context)
+        ) {
+            switch $0 {
+            case .findHold: return .hold(Self.hold)
+            case .chainTransfer(let transfer):
+                #expect(transfer.op == .burn && transfer.address == ChainOperation.redemptionAddress)
+                #expect(transfer.reference == "job-1:burn" && transfer.amountUnits == Self.hold.amountUnits)
+                return .txHash("0xburn")
+            case .closeHold(_, let state, let txHash, _):
+                #expect(state == .burnt && txHash == "0xburn")
+                return .none
+            case .appendLedger(let append):
+                #expect(append.refType == .burn && append.refID == "job-1" && append.customerID == Self.customer.id)
+                return .none
+            default: return .none
+            }
+        }
+        #expect(outcome == .burnt)
+        #expect(asked == ["markPayoutSubmitted", "findHold", "chainTransfer", "closeHold", "appendLedger"])
+        var burnt = Self.hold
+        burnt.state = .burnt
+        let (again, askedAgain) = try Self.run(
+            Settlement.payoutAnswered(jobID: "job-1", providerTxID: "TX-d", outcome: .debited, Self.context)
+        ) { if case .findHold = $0 { return .hold(burnt) } else { return .none } }
+        #expect(again == .alreadyEnded(.burnt) && askedAgain == ["markPayoutSubmitted", "findHold"])
+    }
+
+    @Test("a payout ended before its debit releases the tokens once, with no ledger entry; one in flight keeps them held")
+    func refusedAnswerReleases() throws {
+        let (outcome, asked) = try Self.run(
+            Settlement.payoutAnswered(jobID: "job-1", providerTxID: "PO-1", outcome: .endedBeforeDebit, Self.context)
+        ) {
+            switch $0 {
+            case .findHold: return .hold(Self.hold)
+            case .moveTokenBalance(let customerID, let delta):
+                #expect(customerID == Self.customer.id && delta == Self.hold.amountUnits)
+                return .moved(true)
+            case .chainTransfer(let transfer):
+                #expect(transfer.op == .release && transfer.address == Self.customer.chainAddress)
+                #expect(transfer.reference == "job-1:release")
+                return .txHash("0xrelease")
+            default: return .none
+            }
+        }
+        #expect(outcome == .released)
+        #expect(asked == ["markPayoutSubmitted", "findHold", "moveTokenBalance", "chainTransfer", "closeHold"])
+        var released = Self.hold
+        released.state = .released
+        let (again, _) = try Self.run(
+            Settlement.payoutAnswered(jobID: "job-1", providerTxID: "PO-1", outcome: .endedBeforeDebit, Self.context)
+        ) { if case .findHold = $0 { return .hold(released) } else { return .none } }
+        #expect(again == .alreadyEnded(.released))
+        let (pending, askedPending) = try Self.run(
+            Settlement.payoutAnswered(jobID: "job-1", providerTxID: "PO-1", outcome: .inFlight, Self.context)
+        ) { _ in .none }
+        #expect(pending == .held && askedPending == ["markPayoutSubmitted"])
+    }
+
+    @Test("a settled debit for a released redemption is not paired with it: money left with no tokens burnt, so it is flagged")
+    func debitOfReleasedRedemptionIsFlagged() throws {
+        let debit = ProviderTransaction(
+            providerTxID: "TX-late", account: Self.customer.walletAccount, direction: .debit, amountPaisa: 200,
+            status: .settled, occurredAtMicros: Self.context.nowMicros, memo: "", reference: "job-1")
+        var released = Self.hold
+        released.state = .released
+        var flagged: TransactionFlag?
+        let (outcome, asked) = try Self.run(Settlement.apply(debit, via: .poll, inbound: nil, Self.context)) {
+            switch $0 {
+            case .findCustomer: return .customer(Self.customer)
+            case .recordTransaction: return .rowID(9)
+            case .findUnmatchedBurn: return .jobID("job-1")
+            case .findHold: return .hold(released)
+            case .flag(_, let flag):
+                flagged = flag
+                return .none
+            default: return .none
+            }
+        }
+        #expect(flagged == .unmatchedDebit && outcome.code == "recorded")
+        #expect(!asked.contains("confirmPayout") && !asked.contains("chainTransfer"))
     }
 }

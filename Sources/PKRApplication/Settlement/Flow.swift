@@ -86,6 +86,9 @@ public indirect enum Primitive {
     /// A burn no provider debit has been matched to yet, paid out under `reference` (its job id) or as the provider
     /// transaction, for exactly `amountUnits`. Answers `.jobID`, locked where the engine has row locks.
     case findUnmatchedBurn(reference: String?, providerTxID: String, amountUnits: Int64)
+    /// Records that the provider accepted a redemption's payout, as the provider transaction or payout `providerTxID`;
+    /// a payout already past `requested` is left as it is. Answers `.none`.
+    case markPayoutSubmitted(jobID: String, providerTxID: String)
     /// Pairs a provider debit with the burn it pays out. Answers `.none`.
     case confirmPayout(rowID: Int64, burnJobID: String, providerTxID: String)
     /// Adds to a customer's token balance; a debit moves it only if the balance covers it. Answers `.moved`.
@@ -101,6 +104,13 @@ public indirect enum Primitive {
     case findJob(id: String)
     /// Appends a job's postings to the hash-chained ledger after its head. Answers `.none`.
     case appendLedger(LedgerAppend)
+    /// Records a redemption's hold of `amountUnits`, `held`. Answers `.none`.
+    case openHold(jobID: String, customerID: String, amountUnits: Int64, createdAt: String)
+    /// A redemption's hold, locked until the commit where the engine has row locks. Answers `.hold`.
+    case findHold(jobID: String)
+    /// Ends a `held` hold as burnt or released by the chain transaction `txHash`; a hold not `held` throws.
+    /// Answers `.none`.
+    case closeHold(jobID: String, state: RedemptionHold.State, txHash: String, closedAt: String)
     /// Claims an idempotency key for a request, or finds who has it. Answers `.claim`.
     case claimIdempotencyKey(IdempotencyClaim)
     /// Stores the answer under a claimed key, so a replay returns it. Answers `.none`.
@@ -123,6 +133,7 @@ public enum PrimitiveAnswer {
     case units(Int64)
     case txHash(String)
     case claim(IdempotencyClaim.Result)
+    case hold(RedemptionHold?)
 
     struct Mismatch: Error, CustomStringConvertible {
         var answer: String
@@ -174,6 +185,10 @@ extension Flow {
 
     static func chainTransfer(_ transfer: ChainTransfer, _ next: @escaping (String) throws -> Flow) -> Flow {
         .step(.chainTransfer(transfer)) { try next($0.txHash()) }
+    }
+
+    static func findHold(jobID: String, _ next: @escaping (RedemptionHold?) throws -> Flow) -> Flow {
+        .step(.findHold(jobID: jobID)) { try next($0.hold()) }
     }
 
     static func claim(_ claim: IdempotencyClaim, _ next: @escaping (IdempotencyClaim.Result) throws -> Flow) -> Flow {
@@ -239,6 +254,11 @@ extension PrimitiveAnswer {
 
     func claim() throws -> IdempotencyClaim.Result {
         guard case .claim(let value) = self else { throw mismatch("an idempotency claim") }
+        return value
+    }
+
+    func hold() throws -> RedemptionHold? {
+        guard case .hold(let value) = self else { throw mismatch("a redemption hold") }
         return value
     }
 }

@@ -26,9 +26,9 @@ public enum TransactionFlag: String, Sendable {
     case unmatchedDebit = "unmatched_debit"
 }
 
-/// A mint or burn on the chain.
+/// An operation on the chain: a mint, a hold of redeemed tokens, their burn or their release.
 public struct ChainTransfer: Sendable {
-    public var op: ChainJobType
+    public var op: ChainOperation
     public var address: String
     public var amountUnits: Int64
     /// The job that asked for it.
@@ -49,6 +49,51 @@ public struct JobRow: Sendable {
 
     /// A burn starts with its payout requested; a mint has no payout.
     public var payoutState: String? { job.jobType == .burn ? "requested" : nil }
+}
+
+/// A redemption's hold: the redeemed tokens wait at the redemption address until the payout ends, then are burnt
+/// (paid) or moved back to the customer (failed). A redemption accepted before holds existed has none: it was
+/// burnt when it was accepted.
+public struct RedemptionHold: Sendable, Equatable {
+    public enum State: String, Sendable {
+        case held
+        case burnt
+        case released
+    }
+
+    public var jobID: String
+    public var customerID: String
+    /// The customer's chain address, where a release sends the tokens back.
+    public var chainAddress: String
+    public var amountUnits: Int64
+    public var state: State
+
+    public init(jobID: String, customerID: String, chainAddress: String, amountUnits: Int64, state: State) {
+        precondition(amountUnits > 0 && amountUnits % Money.unitsPerPaisa == 0, "a hold is a whole number of paisa")
+        self.jobID = jobID
+        self.customerID = customerID
+        self.chainAddress = chainAddress
+        self.amountUnits = amountUnits
+        self.state = state
+    }
+
+    /// The chain receipts of a hold's end are referenced by the job id and what ended it, one each.
+    public static func burnReference(jobID: String) -> String { jobID + ":burn" }
+    public static func releaseReference(jobID: String) -> String { jobID + ":release" }
+}
+
+/// What a payout's answer did to its redemption's hold.
+public enum HoldOutcome: Sendable, Equatable {
+    /// The payout has not ended: the tokens stay held.
+    case held
+    /// Paid: the held tokens were burnt now.
+    case burnt
+    /// Ended before any money moved: the tokens are the customer's again.
+    case released
+    /// The hold had already ended (`state`) by an earlier answer or debit: nothing changed.
+    case alreadyEnded(RedemptionHold.State)
+    /// The redemption has no hold (accepted before holds existed, or unknown).
+    case noHold
 }
 
 /// A job's postings, to be chained after the ledger head.

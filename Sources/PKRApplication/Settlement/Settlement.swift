@@ -72,7 +72,7 @@ public enum Settlement {
             guard customer != nil else { return .done(.recorded(note: ApplyOutcome.unboundNote(record.tx.account))) }
             return .write(.flag(rowID: record.id, .aboveMintLimit)) { .done(.recorded(note: ApplyOutcome.heldNote)) }
         case .matchPayout:
-            return try matchDebit(record)
+            return try matchDebit(record, context)
         case .flagFailedPayout:
             return .write(.flag(rowID: record.id, .failedPayout)) { .done(.recorded(note: ApplyOutcome.failedPayoutNote)) }
         case .none:
@@ -80,17 +80,80 @@ public enum Settlement {
         }
     }
 
-    /// A settled debit is the payout of a burn, named by its reference or by the provider id the payout was given.
-    /// A debit nobody asked for is never auto-burned: money left the reserve without a burn, so it is flagged.
-    static func matchDebit(_ record: ExternalTransactionRecord) throws -> Flow<ApplyOutcome> {
+    /// A settled debit is the payout of a redemption, named by its reference or by the provider id the payout was
+    /// given: it pays the redemption, whose held tokens are burnt now. A debit nobody asked for is never paired: money
+    /// left the reserve without a redemption, so it is flagged, as is the payout of a redemption already released.
+    static func matchDebit(_ record: ExternalTransactionRecord, _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
         let tx = record.tx
         let units = try Money.paisaToUnits(tx.amountPaisa)
+        let unmatched: Flow<ApplyOutcome> = .write(.flag(rowID: record.id, .unmatchedDebit)) {
+            .done(.recorded(note: ApplyOutcome.unmatchedDebitNote))
+        }
         return .findUnmatchedBurn(reference: tx.reference, providerTxID: tx.providerTxID, amountUnits: units) { jobID in
-            guard let jobID else {
-                return .write(.flag(rowID: record.id, .unmatchedDebit)) { .done(.recorded(note: ApplyOutcome.unmatchedDebitNote)) }
+            guard let jobID else { return unmatched }
+            return .findHold(jobID: jobID) { hold in
+                if hold?.state == .released { return unmatched }
+                return .write(.confirmPayout(rowID: record.id, burnJobID: jobID, providerTxID: tx.providerTxID)) {
+                    // A redemption accepted before holds existed was burnt then; it has no hold to burn.
+                    guard let hold, hold.state == .held else { return .done(.recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))) }
+                    return try burnHeld(hold, context).map { .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID)) }
+                }
             }
-            return .write(.confirmPayout(rowID: record.id, burnJobID: jobID, providerTxID: tx.providerTxID)) {
-                .done(.recorded(note: ApplyOutcome.payoutConfirmedNote(jobID)))
+        }
+    }
+
+    /// Burns a paid redemption's held tokens from the redemption address, and posts the burn to the ledger.
+    static func burnHeld(_ hold: RedemptionHold, _ context: SettlementContext) throws -> Flow<Void> {
+        precondition(hold.state == .held, "only held tokens are burnt")
+        let transfer = ChainTransfer(
+            op: .burn, address: ChainOperation.redemptionAddress, amountUnits: hold.amountUnits,
+            reference: RedemptionHold.burnReference(jobID: hold.jobID), createdAt: context.createdAt,
+            nowMicros: context.nowMicros)
+        return .chainTransfer(transfer) { txHash in
+            .write(.closeHold(jobID: hold.jobID, state: .burnt, txHash: txHash, closedAt: context.createdAt)) {
+                let append = LedgerAppend(
+                    refType: .burn, refID: hold.jobID, customerID: hold.customerID, amountUnits: hold.amountUnits,
+                    createdAt: context.createdAt)
+                return .write(.appendLedger(append)) { .done(()) }
+            }
+        }
+    }
+
+    // MARK: - The provider answers a payout
+
+    /// Records the provider's answer to a redemption's payout and acts on it: the provider's own answer is
+    /// authoritative (a webhook is only a hint). Paid: the held tokens are burnt now, and the debit, when it arrives,
+    /// is paired with the redemption. Ended before any money moved: the tokens go back to the customer, once.
+    public static func payoutAnswered(
+        jobID: String, providerTxID: String, outcome: Payout.Outcome, _ context: SettlementContext
+    ) -> Flow<HoldOutcome> {
+        .write(.markPayoutSubmitted(jobID: jobID, providerTxID: providerTxID)) {
+            guard outcome != .inFlight else { return .done(.held) }
+            return .findHold(jobID: jobID) { hold in
+                guard let hold else { return .done(.noHold) }
+                guard hold.state == .held else { return .done(.alreadyEnded(hold.state)) }
+                switch outcome {
+                case .inFlight: return .done(.held)
+                case .debited: return try burnHeld(hold, context).map { .burnt }
+                case .endedBeforeDebit: return try release(hold, context)
+                }
+            }
+        }
+    }
+
+    /// Gives held tokens back to their customer. The ledger is untouched: they were never burnt.
+    static func release(_ hold: RedemptionHold, _ context: SettlementContext) throws -> Flow<HoldOutcome> {
+        precondition(hold.state == .held, "only held tokens are released")
+        return .moveTokenBalance(customerID: hold.customerID, deltaUnits: hold.amountUnits) { moved in
+            guard moved else { throw GatewayError.storeUnavailable("token balance row missing for customer \(hold.customerID)") }
+            let transfer = ChainTransfer(
+                op: .release, address: hold.chainAddress, amountUnits: hold.amountUnits,
+                reference: RedemptionHold.releaseReference(jobID: hold.jobID), createdAt: context.createdAt,
+                nowMicros: context.nowMicros)
+            return .chainTransfer(transfer) { txHash in
+                .write(.closeHold(jobID: hold.jobID, state: .released, txHash: txHash, closedAt: context.createdAt)) {
+                    .done(.released)
+                }
             }
         }
     }
@@ -181,18 +244,18 @@ public enum Settlement {
 
     // MARK: - A customer redeems
 
-    /// Burns a customer's tokens and requests the payout, or replays the answer stored under the idempotency key.
+    /// Holds a customer's tokens and requests the payout, or replays the answer stored under the idempotency key.
     /// The balance is checked before anything is written, so a refused redeem writes nothing.
-    public static func burn(_ command: RedeemCommand, _ context: SettlementContext) -> Flow<RedeemResult> {
+    public static func redeem(_ command: RedeemCommand, _ context: SettlementContext) -> Flow<RedeemResult> {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the use case")
-        guard let key = command.idempotencyKey else { return burnClaimed(command, claim: nil, context) }
+        guard let key = command.idempotencyKey else { return holdClaimed(command, claim: nil, context) }
         let claim = IdempotencyClaim(
             customerID: command.customerID, endpoint: IdempotencyClaim.redeemEndpoint, key: key,
             fingerprint: command.requestFingerprint, createdAt: context.createdAt)
         return .claim(claim) { result in
             switch result {
             case .claimed:
-                return burnClaimed(command, claim: claim, context)
+                return holdClaimed(command, claim: claim, context)
             case .taken(let fingerprint, let answer):
                 guard fingerprint == command.requestFingerprint else { throw GatewayError.idempotencyKeyReused }
                 guard let answer else { throw GatewayError.idempotencyRequestInFlight }
@@ -201,7 +264,7 @@ public enum Settlement {
         }
     }
 
-    static func burnClaimed(_ command: RedeemCommand, claim: IdempotencyClaim?, _ context: SettlementContext) -> Flow<RedeemResult> {
+    static func holdClaimed(_ command: RedeemCommand, claim: IdempotencyClaim?, _ context: SettlementContext) -> Flow<RedeemResult> {
         let units = command.amountUnits
         let createdAt = context.createdAt
         let jobID = Identifiers.timeOrderedUUID(unixMillis: context.nowMicros / 1000)
@@ -213,21 +276,19 @@ public enum Settlement {
                         throw GatewayError.insufficientBalance(availableUnits: available, requestedUnits: units)
                     }
                 }
+                // The tokens move to the redemption address; they are burnt there once the payout is paid.
                 let transfer = ChainTransfer(
-                    op: .burn, address: customer.chainAddress, amountUnits: units, reference: jobID,
+                    op: .hold, address: customer.chainAddress, amountUnits: units, reference: jobID,
                     createdAt: createdAt, nowMicros: context.nowMicros)
                 return .chainTransfer(transfer) { txHash in
                     let job = ChainJob(id: jobID, jobType: .burn, amountUnits: units, txHash: txHash, createdAt: createdAt)
                     let row = JobRow(
                         job: job, customerID: customer.id, creditRowID: nil, creditProviderTxID: nil,
                         idempotencyKey: command.idempotencyKey, memo: command.memo)
-                    let append = LedgerAppend(
-                        refType: .burn, refID: jobID, customerID: customer.id, amountUnits: units,
-                        createdAt: createdAt)
                     let receipt = BurnReceipt(job)
                     let burned = RedeemResult.burned(receipt, walletAccount: customer.walletAccount)
                     return .write(.insertJob(row)) {
-                        .write(.appendLedger(append)) {
+                        .write(.openHold(jobID: jobID, customerID: customer.id, amountUnits: units, createdAt: createdAt)) {
                             guard let claim else { return .done(burned) }
                             return .write(.storeAnswer(claim, receipt)) { .done(burned) }
                         }

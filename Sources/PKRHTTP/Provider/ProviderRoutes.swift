@@ -51,9 +51,19 @@ public struct ProviderRoutes: Sendable {
                     throw GatewayError.invalidField(
                         "failure_code", PayoutFailureCode.allCases.map(\.rawValue).joined(separator: ", "))
                 }
-                controls.failPayouts(count: count, code: code)
+                // Refused before any money moves, unless the failure comes after the debit (the money is then credited back).
+                var afterDebit = false
+                switch root["after_debit"] {
+                case nil, .null?: break
+                case .bool(let value)?: afterDebit = value
+                default: throw GatewayError.invalidField("after_debit", "true or false")
+                }
+                controls.failPayouts(count: count, PayoutFailure(code: code, afterDebit: afterDebit))
                 return JSONResponse.make(
-                    .ok, .object([("count", .integer(Int64(count))), ("failure_code", .string(code.rawValue))]))
+                    .ok,
+                    .object([
+                        ("count", .integer(Int64(count))), ("failure_code", .string(code.rawValue)), ("after_debit", .bool(afterDebit)),
+                    ]))
             }
             v1.post("test/return-payout") { request, _ in
                 let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))

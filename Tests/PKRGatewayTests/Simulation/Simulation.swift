@@ -96,9 +96,9 @@ final class SimProvider: WalletProvider {
 
     func payout(_ request: PayoutRequest) async throws -> Payout {
         if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
-        // Now and then the payout fails after its debit, and the provider credits the money back.
-        let (payout, replayed) = try await store.payout(request, failing: random.percent(10) ? .railRejected : nil)
-        guard let txID = payout.providerTxID else { throw ProviderError.corruptRow(payout.id) }
+        // One payout in ten fails: half refused before any money moves, half after the debit.
+        let failing = random.percent(10) ? PayoutFailure(code: .railRejected, afterDebit: random.percent(50)) : nil
+        let (payout, replayed) = try await store.payout(request, failing: failing)
         if !replayed {
             state.withLock {
                 if payout.status == .paid { $0.paid.append(payout) }
@@ -107,13 +107,23 @@ final class SimProvider: WalletProvider {
         }
         let lost = random.percent(10)
         state.withLock {
+            // A payout refused before its debit moved no money and is on no listing.
+            guard let txID = payout.providerTxID else { return }
             if !$0.payoutTxIDs.contains(txID) { $0.payoutTxIDs.append(txID) }
             if lost, !$0.lostPayouts.contains(where: { $0.jobID == request.reference }) {
                 $0.lostPayouts.append((request.reference, request.amountPaisa))
             }
         }
-        // The provider paid, but its answer never reached the gateway: the reconciler must finish the job.
+        // The provider acted, but its answer never reached the gateway: the reconciler must finish the job.
         if lost { throw GatewayError.providerUnavailable("simulated lost payout answer") }
+        // Now and then the provider answers before the payout settles: the gateway keeps the tokens held until the
+        // debit arrives or the reconciler asks again.
+        if payout.status == .paid && random.percent(15) {
+            var early = payout
+            early.status = .processing
+            early.providerTxID = nil
+            return early
+        }
         return payout
     }
 
