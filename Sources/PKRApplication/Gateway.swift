@@ -382,11 +382,14 @@ public final class Gateway: Sendable {
     }
 
     /// A webhook is a hint: an event about a payout changes money only once the provider, asked directly, confirms
-    /// it. A debit naming a payout's reference must be that payout's debit; a credit naming `<reference>:failed` or
-    /// `<reference>:returned` must be that payout's reversal, in that state. Account and amount must agree. A
+    /// it. A settled debit naming a payout's reference must be that payout's debit, paid; a failed one, the debit of a
+    /// payout that ended before its money left; a credit naming `<reference>:failed` or `<reference>:returned` must
+    /// be that payout's reversal, in that state. Account and amount must agree. A
     /// provider that cannot be asked now answers 502, and the sender retries.
     func confirmPayoutEvent(_ tx: ProviderTransaction) async throws(GatewayError) {
-        guard tx.status == .settled, let reference = tx.reference else { return }
+        // A pending debit changes nothing; a settled one pays a redemption, a failed one releases it.
+        guard tx.status != .pending, let reference = tx.reference else { return }
+        if tx.status == .failed && tx.direction == .credit { return }
         var payoutReference = reference
         var reversalStatus: PayoutStatus?
         if tx.direction == .credit {
@@ -394,9 +397,9 @@ public final class Gateway: Sendable {
             payoutReference = named
             reversalStatus = status
         }
-        // The provider's own answer to the payout call already named this debit, for this amount and account: there
-        // is nothing to ask it again.
-        if reversalStatus == nil, let units = try? Money.paisaToUnits(tx.amountPaisa),
+        // The provider's own answer to the payout call already named this debit as paid, for this amount and account:
+        // there is nothing to ask it again.
+        if reversalStatus == nil, tx.status == .settled, let units = try? Money.paisaToUnits(tx.amountPaisa),
             try await storeAnswer({
                 try await store.payoutAnswered(jobID: reference, providerTxID: tx.providerTxID, amountUnits: units, account: tx.account)
             })
@@ -419,8 +422,10 @@ public final class Gateway: Sendable {
         let confirmed =
             if let reversalStatus {
                 payout.status == reversalStatus && payout.reversalProviderTxID == tx.providerTxID
+            } else if tx.status == .failed {
+                payout.providerTxID == tx.providerTxID && payout.outcome == .endedBeforeDebit
             } else {
-                payout.providerTxID == tx.providerTxID
+                payout.providerTxID == tx.providerTxID && payout.outcome == .debited
             }
         guard sameMoney && confirmed else { throw .payoutNotConfirmed(reference: payoutReference) }
     }

@@ -27,8 +27,8 @@ public protocol GatewayStore: Sendable {
 
     /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
     func redeem(_ command: RedeemCommand) async throws -> RedeemResult
-    /// Whether the provider's payout answer for this burn already named this debit (`payoutAnswered`), for this
-    /// amount from this customer's account.
+    /// Whether the provider's payout answer for this redemption already named this debit as paid (`payoutAnswered`:
+    /// its hold is burnt, or it has none), for this amount from this customer's account.
     func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool
     /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
     func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
@@ -155,6 +155,10 @@ public enum ApplyOutcome: Sendable, Equatable {
 
     static let heldNote = "held: above the single-mint limit; an operator must review it"
     static let failedPayoutNote = "payout failed at the provider; flagged for an operator"
+    static func releasedNote(_ jobID: String) -> String { "payout failed before its money left; redemption \(jobID) released" }
+    static func holdEndedNote(_ jobID: String, _ state: RedemptionHold.State) -> String {
+        "payout failed; redemption \(jobID) was already \(state.rawValue)"
+    }
     static let unmatchedDebitNote = "debit matches no burn; flagged for reconciliation"
     static func payoutConfirmedNote(_ jobID: String) -> String { "payout confirmed for burn \(jobID)" }
 

@@ -33,6 +33,7 @@ public final class ProviderControls: Sendable {
         var webhooksPaused = false
         var faults = Faults()
         var failingPayouts: (count: Int, failure: PayoutFailure) = (0, PayoutFailure(code: .railRejected, afterDebit: false))
+        var pendingPayouts = 0
     }
 
     private let state = Mutex(State())
@@ -64,6 +65,23 @@ public final class ProviderControls: Sendable {
     public func restorePayoutFailure(_ failure: PayoutFailure) {
         state.withLock { $0.failingPayouts = ($0.failingPayouts.count + 1, failure) }
     }
+
+    /// The next `count` new payouts stay `pending`, their debit pending, until `advance-payout` or a cancel ends them.
+    public func pendPayouts(count: Int) {
+        precondition(count >= 0)
+        state.withLock { $0.pendingPayouts = count }
+    }
+
+    /// Whether the next new payout is to stay pending; a replay puts it back with `restorePendingPayout`.
+    public func takePendingPayout() -> Bool {
+        state.withLock { state in
+            guard state.pendingPayouts > 0 else { return false }
+            state.pendingPayouts -= 1
+            return true
+        }
+    }
+
+    public func restorePendingPayout() { state.withLock { $0.pendingPayouts += 1 } }
 
     public func setFaults(_ faults: Faults) {
         precondition(faults.failNext >= 0 && faults.dropNext >= 0 && faults.delayMillis >= 0 && faults.holdMillis >= 0)

@@ -19,7 +19,11 @@ public protocol WalletStubStore: Sendable {
     /// request answers the first payout (`replayed`); the key with another request, or the reference under another
     /// key, is refused. `failing` (a test control) makes a new payout fail: refused with no debit, or after its
     /// debit, whose money is then credited back with a reversal in the same transaction.
-    func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool)
+    func payout(_ request: PayoutRequest, failing: PayoutFailure?, pending: Bool) async throws -> (payout: Payout, replayed: Bool)
+    /// Moves a payout along its lifecycle (`PayoutStatus.canMove`): a change of its debit's status (settled when
+    /// paid, failed when it fails or is cancelled, its money back on the account) is a new entry on the listing and
+    /// a webhook, in one transaction.
+    func advancePayout(id: String, to status: PayoutStatus, failureCode: PayoutFailureCode?) async throws -> Payout
     /// A paid payout comes back (the receiving bank returned it): the money is credited back with a reversal, in one
     /// transaction with its webhook.
     func returnPayout(id: String) async throws -> Payout
@@ -56,7 +60,12 @@ public struct LocalProvider: Sendable {
 extension WalletStubStore {
     /// A payout that does not fail on purpose.
     public func payout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
-        try await payout(request, failing: nil)
+        try await payout(request, failing: nil, pending: false)
+    }
+
+    /// A payout settled at once, or failed as `failing` says.
+    public func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool) {
+        try await payout(request, failing: failing, pending: false)
     }
 }
 

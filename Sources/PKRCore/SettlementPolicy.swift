@@ -31,7 +31,8 @@ public enum SettlementPolicy {
         case mint(amountUnits: Int64)
         case holdAboveLimit
         case matchPayout
-        case flagFailedPayout
+        /// A payout's debit failed before the money left: its redemption is released.
+        case releasePayout
         case none
     }
 
@@ -42,7 +43,7 @@ public enum SettlementPolicy {
             let units = try Money.paisaToUnits(tx.amountPaisa)
             return units <= maxMintUnits ? .mint(amountUnits: units) : .holdAboveLimit
         case (.debit, .settled): return .matchPayout
-        case (.debit, .failed): return .flagFailedPayout
+        case (.debit, .failed): return .releasePayout
         case (_, .pending), (.credit, .failed): return .none
         }
     }

@@ -80,11 +80,35 @@ extension Payout {
         case endedBeforeDebit
     }
 
+    /// A payout that failed after its debit settled is credited back by a reversal; one whose debit was still
+    /// pending (or that never had one) simply ended, its debit failed with it.
     public var outcome: Outcome {
         switch status {
         case .pending, .processing: return .inFlight
         case .paid, .returned: return .debited
-        case .failed, .canceled: return providerTxID == nil ? .endedBeforeDebit : .debited
+        case .failed, .canceled: return reversalProviderTxID == nil ? .endedBeforeDebit : .debited
+        }
+    }
+}
+
+extension PayoutStatus {
+    /// The lifecycle: `pending` → `processing` → `paid` (→ `returned`), `failed` from `pending` or `processing`, and
+    /// `canceled` while `pending`.
+    public func canMove(to next: PayoutStatus) -> Bool {
+        switch (self, next) {
+        case (.pending, .processing), (.pending, .paid), (.pending, .failed), (.pending, .canceled): return true
+        case (.processing, .paid), (.processing, .failed): return true
+        case (.paid, .returned): return true
+        default: return false
+        }
+    }
+
+    /// The status of the payout's debit on the listing while the payout is in this status.
+    public var debitStatus: TransactionStatus {
+        switch self {
+        case .pending, .processing: return .pending
+        case .paid, .returned: return .settled
+        case .failed, .canceled: return .failed
         }
     }
 }

@@ -505,13 +505,47 @@ enum PostgresSchema {
             CREATE INDEX core_externaltransaction_reference ON core_externaltransaction (reference) WHERE reference IS NOT NULL
             """
         ),
-        // Redemption holds (see SQLiteSchema.redemptionHolds). `pkr_hold` replaces `pkr_burn`: a redeem now moves
+        // The provider's payout lifecycle and append-only listing entries (see WalletStubSchema.addPayoutLifecycle),
+        // and redemption holds (see SQLiteSchema.redemptionHolds). `pkr_hold` replaces `pkr_burn`: a redeem now moves
         // the tokens to the redemption address and posts nothing to the ledger; the burn, and its postings, come
         // with the paid debit. It takes the contended rows in the one order: token balance, the customer's
         // chain-stub balance, the redemption address's. Answers as `pkr_burn` did.
         (
             "v3-redemption-holds",
             """
+            DO $$
+            DECLARE
+              rule text;
+            BEGIN
+              SELECT conname INTO STRICT rule FROM pg_constraint
+              WHERE conrelid = 'wallet_stub_payout'::regclass AND contype = 'c'
+                AND pg_get_constraintdef(oid) LIKE '%reversal_provider_tx_id IS NOT NULL%';
+              EXECUTE format('ALTER TABLE wallet_stub_payout DROP CONSTRAINT %I', rule);
+            END
+            $$;
+            ALTER TABLE wallet_stub_payout ADD CONSTRAINT wallet_stub_payout_returned_reversal
+              CHECK (status <> 'returned' OR reversal_provider_tx_id IS NOT NULL);
+            ALTER TABLE wallet_stub_payout ADD CONSTRAINT wallet_stub_payout_reversal_status
+              CHECK (reversal_provider_tx_id IS NULL OR (status IN ('returned', 'failed') AND provider_tx_id IS NOT NULL));
+            CREATE TABLE wallet_stub_txentry (
+              id BIGSERIAL PRIMARY KEY,
+              tx_id BIGINT NOT NULL REFERENCES wallet_stub_walletstubtx(id),
+              status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+              UNIQUE (tx_id, status)
+            );
+            INSERT INTO wallet_stub_txentry (id, tx_id, status) SELECT id, id, status FROM wallet_stub_walletstubtx ORDER BY id;
+            SELECT setval(pg_get_serial_sequence('wallet_stub_txentry', 'id'),
+                          GREATEST((SELECT MAX(id) FROM wallet_stub_txentry), (SELECT last_value FROM wallet_stub_walletstubtx_id_seq)));
+            CREATE FUNCTION pkr_stub_list_tx() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              INSERT INTO wallet_stub_txentry (tx_id, status) VALUES (NEW.id, NEW.status);
+              RETURN NULL;
+            END
+            $$;
+            CREATE TRIGGER wallet_stub_walletstubtx_listed AFTER INSERT ON wallet_stub_walletstubtx
+              FOR EACH ROW EXECUTE FUNCTION pkr_stub_list_tx();
+            CREATE TRIGGER wallet_stub_walletstubtx_status_listed AFTER UPDATE OF status ON wallet_stub_walletstubtx
+              FOR EACH ROW WHEN (NEW.status <> OLD.status) EXECUTE FUNCTION pkr_stub_list_tx();
             ALTER TABLE chain_stub_chainstubreceipt DROP CONSTRAINT chain_stub_chainstubreceipt_op_check;
             ALTER TABLE chain_stub_chainstubreceipt ADD CONSTRAINT chain_stub_chainstubreceipt_op_check
               CHECK (op IN ('mint', 'burn', 'hold', 'release'));

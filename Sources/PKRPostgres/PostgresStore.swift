@@ -328,6 +328,7 @@ public final class PostgresStore: GatewayStore {
             SELECT 1 FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
             WHERE j.id = \(jobID) AND j.job_type = 'burn' AND j.payout_provider_tx_id = \(providerTxID)
               AND j.amount_units = \(amountUnits) AND u.wallet_account = \(account)
+              AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state <> 'burnt')
             """, logger: logger
         ).collect()
         return !rows.isEmpty

@@ -43,6 +43,7 @@ enum SQLiteSchema {
         (
             "v3-redemption-holds",
             { db in
+                try WalletStubSchema.addPayoutLifecycle(db)
                 try ChainStub.addHolds(db)
                 try db.execute(sql: redemptionHolds)
             }

@@ -193,6 +193,7 @@ public final class SQLiteStore: GatewayStore {
                         SELECT 1 FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
                         WHERE j.id = ? AND j.job_type = 'burn' AND j.payout_provider_tx_id = ? AND j.amount_units = ?
                           AND u.wallet_account = ?
+                          AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state <> 'burnt')
                         """), arguments: [jobID, providerTxID, amountUnits, account]) ?? false
         }
     }

@@ -82,3 +82,58 @@ extension WalletStubSchema {
                 """)
     }
 }
+
+extension WalletStubSchema {
+    /// Migration v3-redemption-holds, the provider's side: payouts may wait `pending` or `processing` with their
+    /// debit pending, and fail or be cancelled before it settles (no reversal then), so the reversal rule is
+    /// widened (SQLite rebuilds the table). The listing becomes append-only entries: a transaction's first status
+    /// and every change of it is an entry of its own, written by triggers; existing transactions keep their ids as
+    /// their entries' ids, so a stored cursor stays valid.
+    public static func addPayoutLifecycle(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE wallet_stub_payout_v3 (
+                  id TEXT PRIMARY KEY,
+                  idempotency_key TEXT NOT NULL UNIQUE,
+                  request_fingerprint TEXT NOT NULL,
+                  account_no TEXT NOT NULL REFERENCES wallet_stub_walletstubaccount(account_no),
+                  amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+                  memo TEXT NOT NULL,
+                  reference TEXT NOT NULL UNIQUE,
+                  status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'paid', 'returned', 'failed', 'canceled')),
+                  failure_code TEXT CHECK (failure_code IN ('account_closed', 'invalid_account', 'limit_exceeded', 'rail_rejected')),
+                  provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+                  reversal_provider_tx_id TEXT UNIQUE REFERENCES wallet_stub_walletstubtx(provider_tx_id),
+                  created_at TEXT NOT NULL,
+                  updated_at TEXT NOT NULL,
+                  CHECK ((status = 'failed') = (failure_code IS NOT NULL)),
+                  CHECK (status NOT IN ('paid', 'returned') OR provider_tx_id IS NOT NULL),
+                  CHECK (status <> 'returned' OR reversal_provider_tx_id IS NOT NULL),
+                  CHECK (reversal_provider_tx_id IS NULL OR (status IN ('returned', 'failed') AND provider_tx_id IS NOT NULL))
+                );
+                INSERT INTO wallet_stub_payout_v3 SELECT
+                  id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status, failure_code,
+                  provider_tx_id, reversal_provider_tx_id, created_at, updated_at
+                FROM wallet_stub_payout;
+                DROP TABLE wallet_stub_payout;
+                ALTER TABLE wallet_stub_payout_v3 RENAME TO wallet_stub_payout;
+                \(listingEntries)
+                INSERT INTO wallet_stub_txentry (id, tx_id, status) SELECT id, id, status FROM wallet_stub_walletstubtx ORDER BY id;
+                CREATE TRIGGER wallet_stub_walletstubtx_listed AFTER INSERT ON wallet_stub_walletstubtx
+                  BEGIN INSERT INTO wallet_stub_txentry (tx_id, status) VALUES (NEW.id, NEW.status); END;
+                CREATE TRIGGER wallet_stub_walletstubtx_status_listed AFTER UPDATE OF status ON wallet_stub_walletstubtx
+                  WHEN NEW.status <> OLD.status
+                  BEGIN INSERT INTO wallet_stub_txentry (tx_id, status) VALUES (NEW.id, NEW.status); END;
+                """)
+    }
+
+    /// The listing's entries, one per transaction and status it has had, in the order they were written.
+    static let listingEntries = """
+        CREATE TABLE wallet_stub_txentry (
+          id INTEGER PRIMARY KEY,
+          tx_id INTEGER NOT NULL REFERENCES wallet_stub_walletstubtx(id),
+          status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+          UNIQUE (tx_id, status)
+        );
+        """
+}

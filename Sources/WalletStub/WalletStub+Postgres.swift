@@ -95,10 +95,10 @@ public final class PostgresWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool) {
-        if let failing, try await payout(column: "idempotency_key", request.idempotencyKey) == nil {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailure?, pending: Bool) async throws -> (payout: Payout, replayed: Bool) {
+        if failing != nil || pending, try await payout(column: "idempotency_key", request.idempotencyKey) == nil {
             do {
-                return (try await failingPayout(request, failing), false)
+                return (try await plainPayout(request, failing: failing, pending: pending), false)
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.uniqueViolation {
                 // A concurrent request with the key or the reference won: answered below, as any taken key is.
             }
@@ -110,14 +110,14 @@ public final class PostgresWalletStub: WalletStubStore {
     /// SQLSTATE unique_violation.
     static let uniqueViolation = "23505"
 
-    /// A test control's failing payout, in one transaction: refused with no money moved, or its debit, the reversal
-    /// that puts the money back, and the failed payout. Rare, so the plain path rather than the single statement a
-    /// paid payout is.
-    private func failingPayout(_ request: PayoutRequest, _ failing: PayoutFailure) async throws -> Payout {
+    /// A test control's failing or pending payout, in one transaction: refused with no money moved; its debit, the
+    /// reversal that puts the money back, and the failed payout; or its pending debit and the pending payout. Rare, so
+    /// the plain path rather than the single statement a paid payout is.
+    private func plainPayout(_ request: PayoutRequest, failing: PayoutFailure?, pending: Bool) async throws -> Payout {
         let now = nowMicros()
         var payout: Payout
         var transactions: [ProviderTransaction] = []
-        if failing.afterDebit {
+        if let failing, failing.afterDebit {
             let debit = PayoutRecords.debit(for: request, nowMicros: now)
             payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
             payout.status = .failed
@@ -125,8 +125,14 @@ public final class PostgresWalletStub: WalletStubStore {
             let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
             payout.reversalProviderTxID = reversal.providerTxID
             transactions = [debit, reversal]
-        } else {
+        } else if let failing {
             payout = PayoutRecords.refused(request, code: failing.code, nowMicros: now)
+        } else {
+            // A pending payout's debit is pending too: its money is set aside until the payout ends.
+            let debit = PayoutRecords.debit(for: request, status: .pending, nowMicros: now)
+            payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
+            payout.status = .pending
+            transactions = [debit]
         }
         let at = Timestamp.format(micros: now)
         let logger = self.logger
@@ -143,11 +149,72 @@ public final class PostgresWalletStub: WalletStubStore {
                   (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
                    failure_code, provider_tx_id, reversal_provider_tx_id, created_at, updated_at)
                 VALUES (\(payout.id), \(request.idempotencyKey), \(request.fingerprint), \(payout.account), \(payout.amountPaisa),
-                        \(payout.memo), \(payout.reference), 'failed', \(payout.failureCode), \(payout.providerTxID),
+                        \(payout.memo), \(payout.reference), \(payout.status.rawValue), \(payout.failureCode), \(payout.providerTxID),
                         \(payout.reversalProviderTxID), \(at), \(at))
                 """, logger: logger)
         }
         if pushEnabled && !transactions.isEmpty { onOutboxWrite() }
+        return payout
+    }
+
+    public func advancePayout(id: String, to status: PayoutStatus, failureCode: PayoutFailureCode?) async throws -> Payout {
+        let now = nowMicros()
+        let at = Timestamp.format(micros: now)
+        let logger = self.logger
+        let payout = try await pg.transaction(logger: logger) { connection -> Payout in
+            guard var payout = try await self.payout(column: "id", id, on: connection, forUpdate: true)?.0 else {
+                throw ProviderError.unknownPayout(id)
+            }
+            // Listing entries are numbered in commit order: a status change takes the listing's lock, as an append
+            // does, and after the payout's row, as a return does.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))", logger: logger)
+            // A return credits the money back with a reversal: `returnPayout`.
+            guard status != .returned, payout.status.canMove(to: status) else {
+                throw ProviderError.payoutState(id: id, status: payout.status)
+            }
+            if status.debitStatus != payout.status.debitStatus {
+                guard let debitID = payout.providerTxID else { throw ProviderError.corruptRow(id) }
+                let changed = try await connection.query(
+                    """
+                    UPDATE wallet_stub_walletstubtx SET status = \(status.debitStatus.rawValue)
+                    WHERE provider_tx_id = \(debitID) AND status = 'pending' RETURNING 1
+                    """, logger: logger
+                ).collect()
+                guard changed.count == 1 else { throw ProviderError.corruptRow(id) }
+                if status.debitStatus == .failed {
+                    try await connection.query(
+                        """
+                        UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + \(payout.amountPaisa)
+                        WHERE account_no = \(payout.account)
+                        """, logger: logger)
+                }
+                if self.pushEnabled {
+                    // The debit as the listing now shows it, pushed again with its new status.
+                    var debit: ProviderTransaction?
+                    for try await (txID, account, direction, amount, txStatus, occurred, memo, reference) in try await connection.query(
+                        """
+                        SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
+                        FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+                        WHERE t.provider_tx_id = \(debitID)
+                        """, logger: logger
+                    ).decode((String, String, String, Int64, String, String, String, String?).self) {
+                        debit = try Self.decode(txID, account, direction, amount, txStatus, occurred, memo, reference)
+                    }
+                    guard let debit else { throw ProviderError.corruptRow(id) }
+                    try await PostgresWebhookOutbox.enqueue(connection, debit, nowMicros: now, logger: logger)
+                }
+            }
+            payout.status = status
+            payout.failureCode = status == .failed ? (failureCode ?? .railRejected).rawValue : nil
+            payout.updatedAtMicros = now
+            try await connection.query(
+                """
+                UPDATE wallet_stub_payout SET status = \(status.rawValue), failure_code = \(payout.failureCode), updated_at = \(at)
+                WHERE id = \(id)
+                """, logger: logger)
+            return payout
+        }
+        if pushEnabled { onOutboxWrite() }
         return payout
     }
 
@@ -298,9 +365,10 @@ public final class PostgresWalletStub: WalletStubStore {
         let since = Timestamp.format(micros: sinceMicros)
         let rows = try await pg.query(
             """
-            SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo, t.reference
-            FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-            WHERE t.id > \(cursor) AND t.occurred_at >= \(since) ORDER BY t.id LIMIT \(limit)
+            SELECT e.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, e.status, t.occurred_at, t.memo, t.reference
+            FROM wallet_stub_txentry e JOIN wallet_stub_walletstubtx t ON t.id = e.tx_id
+              JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+            WHERE e.id > \(cursor) AND t.occurred_at >= \(since) ORDER BY e.id LIMIT \(limit)
             """, logger: logger)
         var next = cursor
         var out: [ProviderTransaction] = []

@@ -75,7 +75,7 @@ public final class SQLiteWalletStub: WalletStubStore {
         }
     }
 
-    public func payout(_ request: PayoutRequest, failing: PayoutFailure?) async throws -> (payout: Payout, replayed: Bool) {
+    public func payout(_ request: PayoutRequest, failing: PayoutFailure?, pending: Bool) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
         let result = try await database.write { [pushEnabled] db -> (payout: Payout, replayed: Bool) in
             if let (existing, fingerprint) = try Self.payout(db, column: "idempotency_key", request.idempotencyKey) {
@@ -91,9 +91,11 @@ public final class SQLiteWalletStub: WalletStubStore {
             if let failing, !failing.afterDebit {
                 payout = PayoutRecords.refused(request, code: failing.code, nowMicros: now)
             } else {
-                let debit = PayoutRecords.debit(for: request, nowMicros: now)
+                // A pending payout's debit is pending too: its money is set aside until the payout ends.
+                let debit = PayoutRecords.debit(for: request, status: pending ? .pending : .settled, nowMicros: now)
                 try Self.append(db, debit, push: pushEnabled)
                 payout = PayoutRecords.payout(for: request, debit: debit, nowMicros: now)
+                if pending { payout.status = .pending }
                 if let failing {
                     let reversal = PayoutRecords.reversal(for: payout, status: .failed, nowMicros: now)
                     try Self.append(db, reversal, push: pushEnabled)
@@ -134,6 +136,51 @@ public final class SQLiteWalletStub: WalletStubStore {
             try db.cachedStatement(
                 sql: "UPDATE wallet_stub_payout SET status = 'returned', reversal_provider_tx_id = ?, updated_at = ? WHERE id = ?"
             ).execute(arguments: [reversal.providerTxID, Timestamp.format(micros: now), id])
+            return payout
+        }
+        if pushEnabled { onOutboxWrite() }
+        return payout
+    }
+
+    public func advancePayout(id: String, to status: PayoutStatus, failureCode: PayoutFailureCode?) async throws -> Payout {
+        let now = nowMicros()
+        let payout = try await database.write { [pushEnabled] db -> Payout in
+            guard var payout = try Self.payout(db, column: "id", id)?.0 else { throw ProviderError.unknownPayout(id) }
+            // A return credits the money back with a reversal: `returnPayout`.
+            guard status != .returned, payout.status.canMove(to: status) else {
+                throw ProviderError.payoutState(id: id, status: payout.status)
+            }
+            if status.debitStatus != payout.status.debitStatus {
+                guard let debitID = payout.providerTxID else { throw ProviderError.corruptRow(id) }
+                try db.cachedStatement(
+                    sql: "UPDATE wallet_stub_walletstubtx SET status = ? WHERE provider_tx_id = ? AND status = 'pending'"
+                ).execute(arguments: [status.debitStatus.rawValue, debitID])
+                guard db.changesCount == 1 else { throw ProviderError.corruptRow(id) }
+                if status.debitStatus == .failed {
+                    try db.cachedStatement(
+                        sql: "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + ? WHERE account_no = ?"
+                    ).execute(arguments: [payout.amountPaisa, payout.account])
+                }
+                if pushEnabled {
+                    // The debit as the listing now shows it, pushed again with its new status.
+                    guard
+                        let row = try Row.fetchOne(
+                            db.cachedStatement(
+                                sql: """
+                                    SELECT t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at, t.memo,
+                                           t.reference
+                                    FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+                                    WHERE t.provider_tx_id = ?
+                                    """), arguments: [debitID])
+                    else { throw ProviderError.corruptRow(id) }
+                    try SQLiteWebhookOutbox.enqueue(db, try Self.decode(row, offset: 0), nowMicros: now)
+                }
+            }
+            payout.status = status
+            payout.failureCode = status == .failed ? (failureCode ?? .railRejected).rawValue : nil
+            payout.updatedAtMicros = now
+            try db.cachedStatement(sql: "UPDATE wallet_stub_payout SET status = ?, failure_code = ?, updated_at = ? WHERE id = ?")
+                .execute(arguments: [status.rawValue, payout.failureCode, Timestamp.format(micros: now), id])
             return payout
         }
         if pushEnabled { onOutboxWrite() }
@@ -181,10 +228,11 @@ public final class SQLiteWalletStub: WalletStubStore {
             let rows = try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
-                        SELECT t.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, t.status, t.occurred_at,
+                        SELECT e.id, t.provider_tx_id, a.account_no, t.direction, t.amount_paisa, e.status, t.occurred_at,
                                t.memo, t.reference
-                        FROM wallet_stub_walletstubtx t JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
-                        WHERE t.id > ? AND t.occurred_at >= ? ORDER BY t.id LIMIT ?
+                        FROM wallet_stub_txentry e JOIN wallet_stub_walletstubtx t ON t.id = e.tx_id
+                          JOIN wallet_stub_walletstubaccount a ON a.id = t.account_id
+                        WHERE e.id > ? AND t.occurred_at >= ? ORDER BY e.id LIMIT ?
                         """), arguments: [cursor, since, limit])
             var next = cursor
             var out: [ProviderTransaction] = []
@@ -265,10 +313,10 @@ public final class SQLiteWalletStub: WalletStubStore {
 /// The rows a new payout writes, made alike by both engines: its debit, the payout, and (when it fails or comes
 /// back) the credit that puts the money back on its account.
 enum PayoutRecords {
-    static func debit(for request: PayoutRequest, nowMicros: Int64) -> ProviderTransaction {
+    static func debit(for request: PayoutRequest, status: TransactionStatus = .settled, nowMicros: Int64) -> ProviderTransaction {
         ProviderTransaction(
             providerTxID: Identifiers.providerTxID(unixMillis: nowMicros / 1000), account: request.account,
-            direction: .debit, amountPaisa: request.amountPaisa, status: .settled,
+            direction: .debit, amountPaisa: request.amountPaisa, status: status,
             occurredAtMicros: nowMicros, memo: request.memo, reference: request.reference)
     }
 

@@ -353,4 +353,75 @@ struct ProviderBoundaryTests {
             #expect(try await client.call(.get, "/api/redemptions/no-such-job").status == .notFound)
         }
     }
+
+    @Test(
+        "a pending payout keeps the tokens held; cancelled, they are released once; processing then paid, they are burnt; each change is a listing entry",
+        arguments: TestEngine.all)
+    func payoutLifecycle(engine: TestEngine) async throws {
+        let config = try await testConfig(engine: engine, ["PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "50,100,200"])
+        try await withApp(config, .live) { client, gateway in
+            _ = try await client.seed()
+            let bearer: HTTPFields = [.authorization: "Bearer \(DevKeys.providerAPIKey)"]
+            func provider(_ path: String, _ json: String) async throws -> JSONResult {
+                try await client.call(.post, "/provider/v1" + path, json: json, headers: bearer, csrf: false)
+            }
+            @Sendable func state(_ jobID: String) async throws -> String? {
+                try await client.call(.get, "/api/redemptions/\(jobID)").string("state")
+            }
+            #expect(try await client.call(.post, "/api/demo/wallet/credit", json: #"{"amount_pkr":"1000.00"}"#).status == .created)
+            #expect(try await eventually { try await client.balanceUnits() == "1000000000" })
+            #expect(try await provider("/test/pend-payouts", #"{"count":2}"#).status == .ok)
+
+            // Pending: the tokens stay held, the provider sets the money aside.
+            let first = try #require(try await client.call(.post, "/api/redeem", json: #"{"amount_units":"200000000"}"#).string("job_id"))
+            #expect(try await state(first) == "submitted")
+            #expect(try await client.balanceUnits() == "800000000")
+            let pending = try #require(try await gateway.stub.payout(reference: first))
+            #expect(pending.status == .pending && pending.providerTxID != nil)
+            #expect(try await gateway.stub.balancePaisa(account: Demo.walletAccount) == 80_000)
+
+            // A failed debit the provider does not confirm (its payout is still pending) releases nothing.
+            let forged = try await client.webhook(
+                creditEvent(
+                    try #require(pending.providerTxID), amountPKR: "200.00", direction: .debit, status: .failed, reference: first))
+            #expect(forged.status == .unprocessableContent && forged.error == "payout_not_confirmed", "\(forged.text)")
+            #expect(try await state(first) == "submitted")
+
+            // Cancelled while pending: the debit fails, the money is back, and the tokens are released once.
+            let cancelled = try await client.call(
+                .post, "/provider/v1/payouts/\(pending.id)/cancel", headers: bearer, csrf: false)
+            #expect(cancelled.status == .ok && cancelled.string("status") == "canceled", "\(cancelled.text)")
+            #expect(try await eventually { try await state(first) == "released" })
+            #expect(try await client.balanceUnits() == "1000000000")
+            #expect(try await gateway.stub.balancePaisa(account: Demo.walletAccount) == 100_000)
+            let again = try await client.call(.post, "/provider/v1/payouts/\(pending.id)/cancel", headers: bearer, csrf: false)
+            #expect(again.status == .conflict && again.error == "payout_state")
+
+            // Processing, then paid: held until paid, then burnt.
+            let second = try #require(try await client.call(.post, "/api/redeem", json: #"{"amount_units":"300000000"}"#).string("job_id"))
+            let payout = try #require(try await gateway.stub.payout(reference: second))
+            #expect(try await provider("/test/advance-payout", #"{"id":"\#(payout.id)","status":"processing"}"#).status == .ok)
+            #expect(try await state(second) == "submitted")
+            let notCancelled = try await client.call(.post, "/provider/v1/payouts/\(payout.id)/cancel", headers: bearer, csrf: false)
+            #expect(notCancelled.status == .conflict, "a processing payout cannot be cancelled")
+            #expect(try await provider("/test/advance-payout", #"{"id":"\#(payout.id)","status":"paid"}"#).status == .ok)
+            #expect(try await eventually { try await state(second) == "paid" })
+            #expect(try await client.balanceUnits() == "700000000")
+
+            // The listing is append-only: each debit is listed pending, then once more in its final status.
+            let listing = try await client.call(.get, "/provider/v1/transactions?limit=100", headers: bearer, csrf: false)
+            let entries = (listing["data"] as? [[String: Any]] ?? []).filter { $0["direction"] as? String == "debit" }
+            let statuses = entries.map { "\($0["provider_tx_id"] as? String ?? "")/\($0["status"] as? String ?? "")" }
+            #expect(
+                statuses == [
+                    "\(pending.providerTxID!)/pending", "\(pending.providerTxID!)/failed", "\(payout.providerTxID!)/pending",
+                    "\(payout.providerTxID!)/settled",
+                ], "\(statuses)")
+            _ = try await gateway.reconcileOnce()
+            let report = try await gateway.reconciliation()
+            #expect(report.ok, "\(report.text)")
+            #expect(report.snapshot.heldUnits == 0 && report.snapshot.burnedUnits == 300_000_000)
+            #expect(try await gateway.stub.balancePaisa(account: Demo.walletAccount) == 70_000)
+        }
+    }
 }

@@ -73,8 +73,8 @@ public enum Settlement {
             return .write(.flag(rowID: record.id, .aboveMintLimit)) { .done(.recorded(note: ApplyOutcome.heldNote)) }
         case .matchPayout:
             return try matchDebit(record, context)
-        case .flagFailedPayout:
-            return .write(.flag(rowID: record.id, .failedPayout)) { .done(.recorded(note: ApplyOutcome.failedPayoutNote)) }
+        case .releasePayout:
+            return try releaseFailedDebit(record, context)
         case .none:
             return .done(.recorded(note: "recorded; nothing to mint while \(record.tx.status.rawValue)"))
         }
@@ -98,6 +98,26 @@ public enum Settlement {
                     guard let hold, hold.state == .held else { return .done(.recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))) }
                     return try burnHeld(hold, context).map { .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID)) }
                 }
+            }
+        }
+    }
+
+    /// A payout's debit that failed before the money left (the payout failed or was cancelled while pending) releases
+    /// its redemption's hold. One that names no held redemption is flagged for an operator.
+    static func releaseFailedDebit(_ record: ExternalTransactionRecord, _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
+        let tx = record.tx
+        let units = try Money.paisaToUnits(tx.amountPaisa)
+        let flagged: Flow<ApplyOutcome> = .write(.flag(rowID: record.id, .failedPayout)) {
+            .done(.recorded(note: ApplyOutcome.failedPayoutNote))
+        }
+        return .findUnmatchedBurn(reference: tx.reference, providerTxID: tx.providerTxID, amountUnits: units) { jobID in
+            guard let jobID else { return flagged }
+            return .findHold(jobID: jobID) { hold in
+                guard let hold else { return flagged }
+                guard hold.state == .held else {
+                    return .done(.recorded(note: ApplyOutcome.holdEndedNote(jobID, hold.state)))
+                }
+                return try release(hold, context).map { _ in .recorded(note: ApplyOutcome.releasedNote(jobID)) }
             }
         }
     }

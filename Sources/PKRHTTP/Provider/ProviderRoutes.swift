@@ -36,6 +36,10 @@ public struct ProviderRoutes: Sendable {
         v1.post("payouts") { request, _ in try await self.createPayout(request) }
         v1.get("payouts") { request, _ in try await self.findPayouts(request) }
         v1.get("payouts/:id") { _, context in try await self.payout(id: Self.pathParameter(context, "id")) }
+        v1.post("payouts/:id/cancel") { _, context in
+            let id = try Self.pathParameter(context, "id")
+            return JSONResponse.make(.ok, Self.json(try await self.store.advancePayout(id: id, to: .canceled, failureCode: nil)))
+        }
         if let controls {
             v1.post("test/webhooks") { request, _ in
                 let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
@@ -64,6 +68,30 @@ public struct ProviderRoutes: Sendable {
                     .object([
                         ("count", .integer(Int64(count))), ("failure_code", .string(code.rawValue)), ("after_debit", .bool(afterDebit)),
                     ]))
+            }
+            v1.post("test/pend-payouts") { request, _ in
+                let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
+                let count = try Self.count(root, "count", 0...1000) ?? 1
+                controls.pendPayouts(count: count)
+                return JSONResponse.make(.ok, .object([("count", .integer(Int64(count)))]))
+            }
+            v1.post("test/advance-payout") { request, _ in
+                let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
+                guard let id = try JSONBody.text(root, "id") else { throw GatewayError.missingField("id") }
+                guard let statusText = try JSONBody.text(root, "status") else { throw GatewayError.missingField("status") }
+                let allowed: [PayoutStatus] = [.processing, .paid, .failed]
+                guard let status = PayoutStatus(rawValue: statusText), allowed.contains(status) else {
+                    throw GatewayError.invalidField("status", allowed.map(\.rawValue).joined(separator: ", "))
+                }
+                var code: PayoutFailureCode?
+                if let codeText = try JSONBody.text(root, "failure_code") {
+                    guard let parsed = PayoutFailureCode(rawValue: codeText) else {
+                        throw GatewayError.invalidField(
+                            "failure_code", PayoutFailureCode.allCases.map(\.rawValue).joined(separator: ", "))
+                    }
+                    code = parsed
+                }
+                return JSONResponse.make(.ok, Self.json(try await self.store.advancePayout(id: id, to: status, failureCode: code)))
             }
             v1.post("test/return-payout") { request, _ in
                 let root = try JSONBody.object(try await request.bodyBytes(Self.bodyLimits))
@@ -172,10 +200,12 @@ public struct ProviderRoutes: Sendable {
         guard payoutsInFlight.insert(key) else { throw ProviderError.requestInFlight(key) }
         defer { payoutsInFlight.remove(key) }
         let failing = controls?.takePayoutFailure()
+        let pending = failing == nil && controls?.takePendingPayout() == true
         let (payout, replayed) = try await store.payout(
             PayoutRequest(account: account, amountPaisa: amountPaisa, memo: memo, reference: reference, idempotencyKey: key),
-            failing: failing)
+            failing: failing, pending: pending)
         if replayed, let failing { controls?.restorePayoutFailure(failing) }
+        if replayed && pending { controls?.restorePendingPayout() }
         var headers = HTTPFields()
         if replayed { headers[HTTPField.Name("Idempotent-Replayed")!] = "true" }
         return JSONResponse.make(replayed ? .ok : .created, Self.json(payout), headers: headers)

@@ -49,6 +49,8 @@ final class SimClock: GatewayClock {
 final class SimProvider: WalletProvider {
     struct State {
         var down = false
+        /// Once the faults stop, payouts are paid at once and answered.
+        var calm = false
         /// Payouts the provider made whose answer the gateway never saw: burn job id and amount.
         var lostPayouts: [(jobID: String, paisa: Int64)] = []
         var payoutTxIDs: [String] = []
@@ -56,6 +58,10 @@ final class SimProvider: WalletProvider {
         var paid: [Payout] = []
         /// The credits that put failed and returned payouts' money back.
         var reversals: [ProviderTransaction] = []
+        /// Payouts left pending (their debit pending), which the provider will pay, fail or cancel later.
+        var pending: [Payout] = []
+        /// Payouts that ended before their money left (failed or cancelled while pending): burn job id and amount.
+        var endedBeforeDebit: [(jobID: String, paisa: Int64)] = []
     }
 
     let inner: any WalletProvider
@@ -79,6 +85,30 @@ final class SimProvider: WalletProvider {
             reference: PayoutReversal.reference(payoutReference: payout.reference, status: payout.status))
     }
 
+    /// A pending payout moves on: processing, paid, failed or cancelled. `all` ends every one still open (paid).
+    func advanceOne(all: Bool = false) async throws -> String {
+        var notes: [String] = []
+        while let candidate = state.withLock({ $0.pending.isEmpty ? nil : $0.pending.remove(at: random.index($0.pending.count)) }) {
+            let next: PayoutStatus =
+                all
+                ? .paid
+                : random.weighted([
+                    (2, .processing), (5, .paid), (2, .failed), (candidate.status == .pending ? 2 : 0, .canceled),
+                ])
+            let moved = try await store.advancePayout(id: candidate.id, to: next, failureCode: nil)
+            state.withLock {
+                switch next {
+                case .processing: $0.pending.append(moved)
+                case .paid: $0.paid.append(moved)
+                default: $0.endedBeforeDebit.append((candidate.reference, candidate.amountPaisa))
+                }
+            }
+            notes.append("\(candidate.reference) \(next.rawValue)")
+            if !all { break }
+        }
+        return notes.isEmpty ? "nothing pending" : notes.joined(separator: ", ")
+    }
+
     /// The bank sends a paid payout back.
     func returnOne() async throws -> String {
         guard let candidate = state.withLock({ $0.paid.isEmpty ? nil : $0.paid.remove(at: random.index($0.paid.count)) }) else {
@@ -97,15 +127,19 @@ final class SimProvider: WalletProvider {
     func payout(_ request: PayoutRequest) async throws -> Payout {
         if state.withLock({ $0.down }) { throw GatewayError.providerUnavailable("simulated provider outage") }
         // One payout in ten fails: half refused before any money moves, half after the debit.
-        let failing = random.percent(10) ? PayoutFailure(code: .railRejected, afterDebit: random.percent(50)) : nil
-        let (payout, replayed) = try await store.payout(request, failing: failing)
+        let calm = state.withLock { $0.calm }
+        let failing = !calm && random.percent(10) ? PayoutFailure(code: .railRejected, afterDebit: random.percent(50)) : nil
+        // Some payouts stay pending: the provider pays, fails or cancels them later.
+        let pending = !calm && failing == nil && random.percent(15)
+        let (payout, replayed) = try await store.payout(request, failing: failing, pending: pending)
         if !replayed {
             state.withLock {
+                if payout.status == .pending { $0.pending.append(payout) }
                 if payout.status == .paid { $0.paid.append(payout) }
                 if let reversal = Self.reversal(of: payout) { $0.reversals.append(reversal) }
             }
         }
-        let lost = random.percent(10)
+        let lost = !calm && random.percent(10)
         state.withLock {
             // A payout refused before its debit moved no money and is on no listing.
             guard let txID = payout.providerTxID else { return }
@@ -118,7 +152,7 @@ final class SimProvider: WalletProvider {
         if lost { throw GatewayError.providerUnavailable("simulated lost payout answer") }
         // Now and then the provider answers before the payout settles: the gateway keeps the tokens held until the
         // debit arrives or the reconciler asks again.
-        if payout.status == .paid && random.percent(15) {
+        if !calm && payout.status == .paid && random.percent(15) {
             var early = payout
             early.status = .processing
             early.providerTxID = nil
@@ -325,6 +359,7 @@ final class Simulation {
         case replayRedeem = "replay redeem", conflictingReplay = "conflicting replay", pendingCopy = "pending copy"
         case forged, staleReplay = "stale replay", providerOutage = "provider outage", operatorRetry = "operator retry"
         case bindAccount = "bind account", mintUnbound = "mint unbound", returnPayout = "return payout"
+        case advancePayout = "advance payout"
     }
 
     func run() async throws {
@@ -334,7 +369,7 @@ final class Simulation {
                 (16, Action.deposit), (20, .dispatch), (6, .deliverDelayed), (12, .advanceClock), (6, .reconcile),
                 (10, .redeem), (4, .replayRedeem), (4, .conflictingReplay), (4, .pendingCopy), (3, .forged),
                 (4, .staleReplay), (3, .providerOutage), (2, .operatorRetry), (1, .bindAccount), (2, .mintUnbound),
-                (2, .returnPayout),
+                (2, .returnPayout), (3, .advancePayout),
             ])
             let outcome = try await perform(action)
             note("#\(index) \(action.rawValue): \(outcome)")
@@ -416,6 +451,8 @@ final class Simulation {
             return try await mintUnbound(all: false)
         case .returnPayout:
             return try await provider.returnOne()
+        case .advancePayout:
+            return try await provider.advanceOne()
         }
     }
 
@@ -576,10 +613,32 @@ final class Simulation {
             report.reserveUnits - Int128(snapshot.chainStubUnits) - Int128(snapshot.payoutRequestedUnits) - report.heldCreditUnits
             - report.unboundCreditUnits
         let paidButRequestedUnits = try await paidPayoutsStillRequestedUnits()
-        guard gap == unrecordedCreditUnits - paidButRequestedUnits else {
+        let endedButHeldUnits = try await payoutsEndedButStillHeldUnits()
+        guard gap == unrecordedCreditUnits - paidButRequestedUnits + endedButHeldUnits else {
             throw failure(
-                "reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits) and paid payouts still "
-                    + "counted as requested to \(paidButRequestedUnits)")
+                "reserve gap \(gap) units, but unrecorded credits come to \(unrecordedCreditUnits), paid payouts still "
+                    + "counted as requested to \(paidButRequestedUnits), and payouts ended before their debit but still held "
+                    + "to \(endedButHeldUnits)")
+        }
+    }
+
+    /// Payouts that ended before their money left while the gateway, not told yet, still holds their redemption as
+    /// accepted: their money is back in the reserve.
+    private func payoutsEndedButStillHeldUnits() async throws -> Int128 {
+        let ended = provider.state.withLock { $0.endedBeforeDebit }
+        guard !ended.isEmpty, let sqlite = gateway.store as? SQLiteStore else { return 0 }
+        let states = try await sqlite.database.read { db in
+            try ended.map {
+                try String.fetchOne(
+                    db,
+                    sql: """
+                        SELECT h.state FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id
+                        WHERE h.job_id = ? AND j.payout_state <> 'requested'
+                        """, arguments: [$0.jobID])
+            }
+        }
+        return zip(ended, states).reduce(Int128(0)) { sum, pair in
+            pair.1 == "held" ? sum + Int128(pair.0.paisa) * Int128(Money.unitsPerPaisa) : sum
         }
     }
 
@@ -608,9 +667,12 @@ final class Simulation {
     /// Once the faults stop, everything converges: every credit minted exactly once, every burn paid out once,
     /// and every reconciliation check passes.
     private func converge() async throws {
-        provider.state.withLock { $0.down = false }
+        provider.state.withLock {
+            $0.down = false
+            $0.calm = true
+        }
         network.state.withLock { $0.healthy = true }
-        note("converge: network healthy, provider up, \(try await bindLaterAccount())")
+        note("converge: network healthy, provider up, \(try await bindLaterAccount()); \(try await provider.advanceOne(all: true))")
         for round in 1...8 {
             step = stepCount + round
             clock.advance(byMicros: 10 * 60 * Timestamp.microsPerSecond)
