@@ -215,7 +215,8 @@ public final class Gateway: Sendable {
                 "reconciler minted credits whose webhooks never arrived",
                 metadata: ["count": "\(result.minted)", "provider_tx_ids": "\(result.mintedProviderTxIDs.prefix(20))"])
         }
-        let stuck = try await store.payoutsAwaitingSubmission(
+        let stuck = try await store.payouts(
+            awaiting: .submission,
             olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond,
             limit: 100)
         for payout in stuck {
@@ -312,8 +313,8 @@ public final class Gateway: Sendable {
     /// Redemptions held past their payout's acceptance: asks the provider how each ended (an answer may have been
     /// lost, or the payout was still pending), and burns or releases their holds as the answer says.
     func settleAwaitingPayouts() async throws {
-        let awaiting = try await store.payoutsAwaitingOutcome(
-            olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond, limit: 100)
+        let awaiting = try await store.payouts(
+            awaiting: .outcome, olderThanMicros: clock.nowMicros() - 5 * Timestamp.microsPerSecond, limit: 100)
         for pending in awaiting {
             do {
                 guard let payout = try await provider.payout(reference: pending.jobID) else { continue }

@@ -25,16 +25,14 @@ public protocol GatewayStore: Sendable {
     /// Mints an ingested settled credit; returns the existing job if it was already minted.
     func mint(providerTxID: String) async throws -> ChainJob
 
-    /// Burns tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
+    /// Holds tokens and requests a payout, replaying the original receipt for a repeated idempotency key.
     func redeem(_ command: RedeemCommand) async throws -> RedeemResult
     /// Whether the provider's payout answer for this redemption already named this debit as paid (`payoutAnswered`:
     /// its hold is burnt, or it has none), for this amount from this customer's account.
     func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool
-    /// Burns whose payout was requested but not yet accepted by the provider, oldest first.
-    func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
-    /// Redemptions still held whose payout the provider accepted before `olderThanMicros`, oldest first: the
-    /// reconciler asks the provider how each ended.
-    func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
+    /// Redemptions made before `olderThanMicros` whose payout waits, oldest first: to be accepted by the provider
+    /// (the reconciler resubmits it), or, accepted, to end (the reconciler asks the provider how it did).
+    func payouts(awaiting: PendingPayout.Awaiting, olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout]
     /// Records the provider's answer to a redemption's payout, burning or releasing its hold as the answer says
     /// (`Settlement.payoutAnswered`).
     func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome
@@ -375,6 +373,13 @@ public struct BurnReceipt: Sendable, Equatable {
 }
 
 public struct PendingPayout: Sendable {
+    public enum Awaiting: Sendable {
+        /// Requested, not yet accepted by the provider.
+        case submission
+        /// Accepted, its redemption still held.
+        case outcome
+    }
+
     public var jobID: String
     public var walletAccount: String
     public var amountUnits: Int64

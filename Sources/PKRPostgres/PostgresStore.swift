@@ -334,32 +334,27 @@ public final class PostgresStore: GatewayStore {
         return !rows.isEmpty
     }
 
-    public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+    public func payouts(awaiting: PendingPayout.Awaiting, olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
-        let rows = try await pg.query(
-            """
-            SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
-            WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= \(cutoff)
-            ORDER BY j.created_at LIMIT \(limit)
-            """, logger: logger)
+        let query: PostgresQuery =
+            switch awaiting {
+            case .submission:
+                """
+                SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+                WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= \(cutoff)
+                ORDER BY j.created_at LIMIT \(limit)
+                """
+            case .outcome:
+                """
+                SELECT j.id, u.wallet_account, j.amount_units, j.memo
+                FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
+                WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= \(cutoff)
+                ORDER BY h.created_at LIMIT \(limit)
+                """
+            }
         var out: [PendingPayout] = []
-        for try await (id, account, amount, memo) in rows.decode((String, String, Int64, String).self) {
-            out.append(PendingPayout(jobID: id, walletAccount: account, amountUnits: amount, memo: memo))
-        }
-        return out
-    }
-
-    public func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
-        let cutoff = Timestamp.format(micros: olderThanMicros)
-        let rows = try await pg.query(
-            """
-            SELECT j.id, u.wallet_account, j.amount_units, j.memo
-            FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
-            WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= \(cutoff)
-            ORDER BY h.created_at LIMIT \(limit)
-            """, logger: logger)
-        var out: [PendingPayout] = []
-        for try await (id, account, amount, memo) in rows.decode((String, String, Int64, String).self) {
+        for try await (id, account, amount, memo) in try await pg.query(query, logger: logger).decode((String, String, Int64, String).self)
+        {
             out.append(PendingPayout(jobID: id, walletAccount: account, amountUnits: amount, memo: memo))
         }
         return out

@@ -198,32 +198,24 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
-    public func payoutsAwaitingSubmission(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
+    public func payouts(awaiting: PendingPayout.Awaiting, olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
         let cutoff = Timestamp.format(micros: olderThanMicros)
-        return try await database.read { db in
-            try Row.fetchAll(
-                db.cachedStatement(
-                    sql: """
-                        SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
-                        WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
-                        """), arguments: [cutoff, limit]
-            ).map {
-                PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
+        let sql =
+            switch awaiting {
+            case .submission:
+                """
+                SELECT j.id, u.wallet_account, j.amount_units, j.memo FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
+                WHERE j.job_type = 'burn' AND j.payout_state = 'requested' AND j.created_at <= ? ORDER BY j.created_at LIMIT ?
+                """
+            case .outcome:
+                """
+                SELECT j.id, u.wallet_account, j.amount_units, j.memo
+                FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
+                WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= ? ORDER BY h.created_at LIMIT ?
+                """
             }
-        }
-    }
-
-    public func payoutsAwaitingOutcome(olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
-        let cutoff = Timestamp.format(micros: olderThanMicros)
         return try await database.read { db in
-            try Row.fetchAll(
-                db.cachedStatement(
-                    sql: """
-                        SELECT j.id, u.wallet_account, j.amount_units, j.memo
-                        FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id JOIN core_user u ON u.id = j.user_id
-                        WHERE h.state = 'held' AND j.payout_state = 'submitted' AND h.created_at <= ? ORDER BY h.created_at LIMIT ?
-                        """), arguments: [cutoff, limit]
-            ).map {
+            try Row.fetchAll(db.cachedStatement(sql: sql), arguments: [cutoff, limit]).map {
                 PendingPayout(jobID: $0[0], walletAccount: $0[1], amountUnits: $0[2], memo: $0[3])
             }
         }

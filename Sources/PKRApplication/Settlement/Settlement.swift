@@ -84,20 +84,12 @@ public enum Settlement {
     /// given: it pays the redemption, whose held tokens are burnt now. A debit nobody asked for is never paired: money
     /// left the reserve without a redemption, so it is flagged, as is the payout of a redemption already released.
     static func matchDebit(_ record: ExternalTransactionRecord, _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
-        let tx = record.tx
-        let units = try Money.paisaToUnits(tx.amountPaisa)
-        let unmatched: Flow<ApplyOutcome> = .write(.flag(rowID: record.id, .unmatchedDebit)) {
-            .done(.recorded(note: ApplyOutcome.unmatchedDebitNote))
-        }
-        return .findUnmatchedBurn(reference: tx.reference, providerTxID: tx.providerTxID, amountUnits: units) { jobID in
-            guard let jobID else { return unmatched }
-            return .findHold(jobID: jobID) { hold in
-                if hold?.state == .released { return unmatched }
-                return .write(.confirmPayout(rowID: record.id, burnJobID: jobID, providerTxID: tx.providerTxID)) {
-                    // A redemption accepted before holds existed was burnt then; it has no hold to burn.
-                    guard let hold, hold.state == .held else { return .done(.recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))) }
-                    return try burnHeld(hold, context).map { .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID)) }
-                }
+        try redemption(paidBy: record, orFlag: .unmatchedDebit, note: ApplyOutcome.unmatchedDebitNote) { jobID, hold, flagged in
+            if hold?.state == .released { return flagged }
+            return .write(.confirmPayout(rowID: record.id, burnJobID: jobID, providerTxID: record.tx.providerTxID)) {
+                // A redemption accepted before holds existed was burnt then; it has no hold to burn.
+                guard let hold, hold.state == .held else { return .done(.recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))) }
+                return try burnHeld(hold, context).map { .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID)) }
             }
         }
     }
@@ -105,20 +97,25 @@ public enum Settlement {
     /// A payout's debit that failed before the money left (the payout failed or was cancelled while pending) releases
     /// its redemption's hold. One that names no held redemption is flagged for an operator.
     static func releaseFailedDebit(_ record: ExternalTransactionRecord, _ context: SettlementContext) throws -> Flow<ApplyOutcome> {
+        try redemption(paidBy: record, orFlag: .failedPayout, note: ApplyOutcome.failedPayoutNote) { jobID, hold, flagged in
+            guard let hold else { return flagged }
+            guard hold.state == .held else { return .done(.recorded(note: ApplyOutcome.holdEndedNote(jobID, hold.state))) }
+            return try release(hold, context).map { _ in .recorded(note: ApplyOutcome.releasedNote(jobID)) }
+        }
+    }
+
+    /// The redemption a payout's debit names (by reference or by the provider id its payout was given, for its
+    /// amount, not yet paired with another debit) and its hold, locked; a debit that names none is flagged.
+    static func redemption(
+        paidBy record: ExternalTransactionRecord, orFlag flag: TransactionFlag, note: String,
+        _ body: @escaping (_ jobID: String, _ hold: RedemptionHold?, _ flagged: Flow<ApplyOutcome>) throws -> Flow<ApplyOutcome>
+    ) throws -> Flow<ApplyOutcome> {
         let tx = record.tx
         let units = try Money.paisaToUnits(tx.amountPaisa)
-        let flagged: Flow<ApplyOutcome> = .write(.flag(rowID: record.id, .failedPayout)) {
-            .done(.recorded(note: ApplyOutcome.failedPayoutNote))
-        }
+        let flagged: Flow<ApplyOutcome> = .write(.flag(rowID: record.id, flag)) { .done(.recorded(note: note)) }
         return .findUnmatchedBurn(reference: tx.reference, providerTxID: tx.providerTxID, amountUnits: units) { jobID in
             guard let jobID else { return flagged }
-            return .findHold(jobID: jobID) { hold in
-                guard let hold else { return flagged }
-                guard hold.state == .held else {
-                    return .done(.recorded(note: ApplyOutcome.holdEndedNote(jobID, hold.state)))
-                }
-                return try release(hold, context).map { _ in .recorded(note: ApplyOutcome.releasedNote(jobID)) }
-            }
+            return .findHold(jobID: jobID) { hold in try body(jobID, hold, flagged) }
         }
     }
 
