@@ -456,7 +456,9 @@ public final class SQLiteStore: GatewayStore {
                     """),
                 payoutRequestedUnits: try int(
                     """
-                    SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'burn' AND payout_state = 'requested'
+                    SELECT COALESCE(SUM(j.amount_units), 0) FROM core_chainjob j
+                    WHERE j.job_type = 'burn' AND j.payout_state = 'requested'
+                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
                     """),
                 burnsAwaitingDebit: try strings(
                     """

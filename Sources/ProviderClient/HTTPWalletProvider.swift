@@ -37,13 +37,14 @@ public final class HTTPWalletProvider: WalletProvider {
     private let logger: Logger
 
     /// The process's client for provider calls. A refused connection fails the attempt at once (the adapter's own
-    /// retries decide what comes next) instead of being retried by the pool until the attempt's deadline. Never
-    /// shut down, like `HTTPClient.shared`.
+    /// retries decide what comes next) instead of being retried by the pool until the attempt's deadline. The connect
+    /// timeout also bounds a call's wait for a free pooled connection, so it is long: each attempt's own deadline
+    /// (`Settings.timeoutMillis`) is what cuts a call short. Never shut down, like `HTTPClient.shared`.
     public static let sharedClient: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
-        configuration.timeout.connect = .seconds(1)
+        configuration.timeout.connect = .seconds(10)
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 

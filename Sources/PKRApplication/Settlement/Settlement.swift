@@ -100,7 +100,10 @@ public enum Settlement {
         try redemption(paidBy: record, orFlag: .failedPayout, note: ApplyOutcome.failedPayoutNote) { jobID, hold, flagged in
             guard let hold else { return flagged }
             guard hold.state == .held else { return .done(.recorded(note: ApplyOutcome.holdEndedNote(jobID, hold.state))) }
-            return try release(hold, context).map { _ in .recorded(note: ApplyOutcome.releasedNote(jobID)) }
+            // The provider had accepted the payout (it listed its debit), though its answer may never have arrived.
+            return .write(.markPayoutSubmitted(jobID: jobID, providerTxID: record.tx.providerTxID)) {
+                try release(hold, context).map { _ in .recorded(note: ApplyOutcome.releasedNote(jobID)) }
+            }
         }
     }
 

@@ -89,18 +89,19 @@ final class SimProvider: WalletProvider {
     func advanceOne(all: Bool = false) async throws -> String {
         var notes: [String] = []
         while let candidate = state.withLock({ $0.pending.isEmpty ? nil : $0.pending.remove(at: random.index($0.pending.count)) }) {
-            let next: PayoutStatus =
-                all
-                ? .paid
-                : random.weighted([
-                    (2, .processing), (5, .paid), (2, .failed), (candidate.status == .pending ? 2 : 0, .canceled),
-                ])
+            // Only a pending payout may start processing or be cancelled.
+            var choices: [(Int, PayoutStatus)] = [(5, .paid), (2, .failed)]
+            if candidate.status == .pending { choices += [(2, .processing), (2, .canceled)] }
+            let next: PayoutStatus = all ? .paid : random.weighted(choices)
             let moved = try await store.advancePayout(id: candidate.id, to: next, failureCode: nil)
             state.withLock {
                 switch next {
                 case .processing: $0.pending.append(moved)
                 case .paid: $0.paid.append(moved)
-                default: $0.endedBeforeDebit.append((candidate.reference, candidate.amountPaisa))
+                default:
+                    $0.endedBeforeDebit.append((candidate.reference, candidate.amountPaisa))
+                    // Its money is back: a lost answer no longer stands for money that left.
+                    $0.lostPayouts.removeAll { $0.jobID == candidate.reference }
                 }
             }
             notes.append("\(candidate.reference) \(next.rawValue)")
