@@ -506,7 +506,9 @@ enum PostgresSchema {
             """
         ),
         // The provider's payout lifecycle and append-only listing entries (see WalletStubSchema.addPayoutLifecycle),
-        // and redemption holds (see SQLiteSchema.redemptionHolds). `pkr_hold` replaces `pkr_burn`: a redeem now moves
+        // and redemption holds (see SQLiteSchema.redemptionHolds). `pkr_burn_held` is the paid answer's burn
+        // (`Settlement.payoutAnswered` with a debited payout) in one call, holding the redemption address's row and
+        // the ledger head for one statement; the postings come from the caller. `pkr_hold` replaces `pkr_burn`: a redeem now moves
         // the tokens to the redemption address and posts nothing to the ledger; the burn, and its postings, come
         // with the paid debit. It takes the contended rows in the one order: token balance, the customer's
         // chain-stub balance, the redemption address's. Answers as `pkr_burn` did.
@@ -571,6 +573,64 @@ enum PostgresSchema {
             CREATE TRIGGER core_redemptionhold_kept BEFORE DELETE ON core_redemptionhold
               FOR EACH ROW EXECUTE FUNCTION pkr_keep_referenced_row();
             DROP FUNCTION pkr_burn;
+            CREATE FUNCTION pkr_burn_held(
+              p_job_id text, p_provider_tx_id text, p_tx_hash text, p_created_at text, p_redemption_address text,
+              l_side text[], l_account text[],
+              OUT outcome integer, OUT hold_state text
+            ) LANGUAGE plpgsql AS $$
+            DECLARE
+              hold_user text;
+              hold_units bigint;
+              left_units bigint;
+              head_id bigint;
+              head_hash text;
+              new_hash text;
+              entry_user text;
+            BEGIN
+              UPDATE core_chainjob SET payout_state = 'submitted', payout_provider_tx_id = p_provider_tx_id
+              WHERE id = p_job_id AND job_type = 'burn' AND payout_state = 'requested';
+              SELECT h.user_id, h.amount_units, h.state INTO hold_user, hold_units, hold_state
+              FROM core_redemptionhold h WHERE h.job_id = p_job_id FOR UPDATE;
+              IF NOT FOUND THEN
+                outcome := 0;
+                RETURN;
+              END IF;
+              IF hold_state <> 'held' THEN
+                outcome := 2;
+                RETURN;
+              END IF;
+              INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+              VALUES (p_tx_hash, 'burn', p_redemption_address, hold_units, p_job_id || ':burn', p_created_at);
+              UPDATE chain_stub_chainstubbalance SET balance_units = balance_units - hold_units
+              WHERE address = p_redemption_address AND balance_units >= hold_units RETURNING balance_units INTO left_units;
+              IF NOT FOUND THEN
+                RAISE EXCEPTION 'pkr_burn_held: the chain refused' USING ERRCODE = 'PKR12';
+              END IF;
+              IF left_units = 0 THEN
+                DELETE FROM chain_stub_chainstubbalance WHERE address = p_redemption_address AND balance_units = 0;
+              END IF;
+              UPDATE core_redemptionhold SET state = 'burnt', closing_tx_hash = p_tx_hash, closed_at = p_created_at
+              WHERE job_id = p_job_id;
+              SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
+              IF NOT FOUND THEN
+                RAISE EXCEPTION 'pkr_burn_held: ledger head row missing' USING ERRCODE = 'PKR03';
+              END IF;
+              FOR i IN 1 .. cardinality(l_side) LOOP
+                entry_user := CASE WHEN l_account[i] = 'user_token' THEN hold_user END;
+                new_hash := pkr_ledger_hash(head_id + 1, entry_user, l_side[i], l_account[i], hold_units, 'burn', p_job_id,
+                                            p_created_at, head_hash);
+                INSERT INTO core_ledgerentry
+                  (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+                VALUES (head_id + 1, entry_user, l_side[i], l_account[i], hold_units, 'burn', p_job_id, p_created_at, head_hash,
+                        new_hash);
+                head_id := head_id + 1;
+                head_hash := new_hash;
+              END LOOP;
+              UPDATE core_ledgerhead SET last_id = head_id, last_hash = head_hash WHERE singleton = 1;
+              hold_state := 'burnt';
+              outcome := 1;
+            END
+            $$;
             CREATE FUNCTION pkr_hold(
               p_user_id text, p_amount_units bigint, p_job_id text, p_tx_hash text, p_idempotency_key text,
               p_endpoint text, p_fingerprint text, p_response_body text, p_memo text, p_created_at text,

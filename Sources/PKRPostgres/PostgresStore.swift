@@ -17,8 +17,10 @@ public final class PostgresStore: GatewayStore {
     public let availability: PostgresAvailability
     private let runTasks: [Task<Void, Never>]
     let mintBatch: PostgresMintBatch
-    /// Redeems burned by one `pkr_burn` call, for tests that must know which path ran.
+    /// Redeems held by one `pkr_hold` call, for tests that must know which path ran.
     let holdOneCallCount = Atomic<Int>(0)
+    /// Paid answers burnt by one `pkr_burn_held` call.
+    let burnOneCallCount = Atomic<Int>(0)
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -254,7 +256,8 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
     }
 
-    /// Whether new redeems are one call of `pkr_hold`, and new settled credits go to the mint batch; tests turn
+    /// Whether new redeems are one call of `pkr_hold` (and paid answers one of `pkr_burn_held`), and new settled
+    /// credits go to the mint batch; tests turn
     /// them off to pin each fast path to the flow it implements.
     let holdFunctionEnabled = Atomic<Bool>(true)
     let mintBatchEnabled = Atomic<Bool>(true)
@@ -361,8 +364,39 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome {
+        if outcome == .debited && holdFunctionEnabled.load(ordering: .relaxed) {
+            return try await burnHeldInOneCall(jobID: jobID, providerTxID: providerTxID)
+        }
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await run { Settlement.payoutAnswered(jobID: jobID, providerTxID: providerTxID, outcome: outcome, context) }
+    }
+
+    /// A paid answer's burn in one call to `pkr_burn_held` (`Settlement.payoutAnswered` for a debited payout): the
+    /// redemption address's row and the ledger head, which every redeem shares, are held while the server runs it
+    /// and commits, not across round trips. `FastPathEquivalenceTests` pins it to the flow.
+    private func burnHeldInOneCall(jobID: String, providerTxID: String) async throws -> HoldOutcome {
+        let now = nowMicros()
+        let postings = PostingRules.postings(for: .burn, amountUnits: Money.unitsPerPaisa)
+        let rows = try await pg.query(
+            """
+            SELECT outcome, hold_state FROM pkr_burn_held(
+              \(jobID), \(providerTxID), \(Identifiers.chainTxHash(unixMillis: now / 1000)), \(Timestamp.format(micros: now)),
+              \(ChainOperation.redemptionAddress), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)))
+            """, logger: logger)
+        for try await (outcome, state) in rows.decode((Int32, String?).self) {
+            burnOneCallCount.add(1, ordering: .relaxed)
+            switch outcome {
+            case 1: return .burnt
+            case 0: return .noHold
+            case 2:
+                guard let state = state.flatMap(RedemptionHold.State.init) else {
+                    throw GatewayError.storeUnavailable("pkr_burn_held answered no hold state")
+                }
+                return .alreadyEnded(state)
+            default: throw GatewayError.storeUnavailable("pkr_burn_held answered \(outcome)")
+            }
+        }
+        throw GatewayError.storeUnavailable("pkr_burn_held answered no row")
     }
 
     // MARK: - Reads

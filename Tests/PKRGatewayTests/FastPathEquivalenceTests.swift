@@ -12,7 +12,7 @@ import Testing
 @testable import PKRSQLite
 @testable import WalletStub
 
-/// PostgreSQL's fast paths (the mint batch with `pkr_mint_batch`, and `pkr_burn`) implement the settlement flow in
+/// PostgreSQL's fast paths (the mint batch with `pkr_mint_batch`, `pkr_hold` and `pkr_burn_held`) implement the settlement flow in
 /// fewer round trips. The same changes through a fast path and through the flow must leave the same rows.
 @Suite("PostgreSQL: fast paths leave what the flow leaves", .serialized, .enabled(if: TestEngine.postgresAvailable))
 struct FastPathEquivalenceTests {
@@ -22,8 +22,8 @@ struct FastPathEquivalenceTests {
     func sameRows() async throws {
         let fast = try await Self.run(fastPaths: true)
         let plain = try await Self.run(fastPaths: false)
-        #expect(fast.batchedMints > 0 && fast.burnCalls > 0, "the fast paths ran")
-        #expect(plain.batchedMints == 0 && plain.burnCalls == 0, "the flow ran alone")
+        #expect(fast.batchedMints > 0 && fast.holdCalls > 0 && fast.burnCalls > 0, "the fast paths ran")
+        #expect(plain.batchedMints == 0 && plain.holdCalls == 0 && plain.burnCalls == 0, "the flow ran alone")
         #expect(fast.rows.count == plain.rows.count)
         for (table, (fastRows, plainRows)) in zip(Self.shapeQueries.map(\.table), zip(fast.rows, plain.rows)) {
             #expect(fastRows == plainRows, "\(table)")
@@ -33,6 +33,7 @@ struct FastPathEquivalenceTests {
     struct Run: Sendable {
         var rows: [[String]]
         var batchedMints: Int
+        var holdCalls: Int
         var burnCalls: Int
     }
 
@@ -72,8 +73,22 @@ struct FastPathEquivalenceTests {
             {
                 _ = try await gateway.redeem(amountUnits: balance + Money.unitsPerPaisa, memo: "eq", idempotencyKey: "eq-too-much")
             }
-            _ = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "eq unkeyed", idempotencyKey: nil)
-            _ = try await gateway.redeem(amountUnits: 300 * Money.unitsPerPaisa, memo: "eq reused", idempotencyKey: "eq-too-much")
+            let unkeyed = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "eq unkeyed", idempotencyKey: nil)
+            let reused = try await gateway.redeem(amountUnits: 300 * Money.unitsPerPaisa, memo: "eq reused", idempotencyKey: "eq-too-much")
+            // The provider holds none of this money, so it refused the payouts; the answers are given here. Paid twice
+            // (the second finds the hold burnt), refused before any money moved, still pending.
+            #expect(try await store.payoutAnswered(jobID: first.receipt.jobID, providerTxID: "TX-eq-1", outcome: .debited) == .burnt)
+            #expect(
+                try await store.payoutAnswered(jobID: first.receipt.jobID, providerTxID: "TX-eq-1", outcome: .debited)
+                    == .alreadyEnded(.burnt))
+            #expect(
+                try await store.payoutAnswered(jobID: unkeyed.receipt.jobID, providerTxID: "po-eq-2", outcome: .endedBeforeDebit)
+                    == .released)
+            #expect(
+                try await store.payoutAnswered(jobID: unkeyed.receipt.jobID, providerTxID: "TX-eq-2", outcome: .debited)
+                    == .alreadyEnded(.released))
+            #expect(try await store.payoutAnswered(jobID: reused.receipt.jobID, providerTxID: "po-eq-3", outcome: .inFlight) == .held)
+            #expect(try await store.payoutAnswered(jobID: "no-such-job", providerTxID: "TX-eq-4", outcome: .debited) == .noHold)
 
             MintBatchTests.expectConsistent(try await gateway.reconciliation())
             var rows: [[String]] = []
@@ -88,7 +103,7 @@ struct FastPathEquivalenceTests {
             }
             return Run(
                 rows: rows, batchedMints: store.mintBatch.mintedCount.load(ordering: .relaxed),
-                burnCalls: store.holdOneCallCount.load(ordering: .relaxed))
+                holdCalls: store.holdOneCallCount.load(ordering: .relaxed), burnCalls: store.burnOneCallCount.load(ordering: .relaxed))
         }
     }
 
@@ -113,7 +128,8 @@ struct FastPathEquivalenceTests {
         (
             "chain_stub_chainstubreceipt",
             """
-            SELECT concat_ws('|', op, amount_units, reference IN (SELECT id FROM core_chainjob))
+            SELECT concat_ws('|', op, amount_units, address = '\(ChainOperation.redemptionAddress)', reference IN (SELECT id FROM core_chainjob),
+                             reference IN (SELECT id || ':burn' FROM core_chainjob), reference IN (SELECT id || ':release' FROM core_chainjob))
             FROM chain_stub_chainstubreceipt ORDER BY op, amount_units
             """
         ),
@@ -129,6 +145,14 @@ struct FastPathEquivalenceTests {
             """
             SELECT concat_ws('|', h.last_id, h.last_hash = (SELECT entry_hash FROM core_ledgerentry ORDER BY id DESC LIMIT 1))
             FROM core_ledgerhead h
+            """
+        ),
+        (
+            "core_redemptionhold",
+            """
+            SELECT concat_ws('|', amount_units, state, coalesce(closing_tx_hash IN (SELECT tx_hash FROM chain_stub_chainstubreceipt), false),
+                             closed_at IS NOT NULL)
+            FROM core_redemptionhold ORDER BY amount_units
             """
         ),
         ("core_tokenbalance", "SELECT balance_units::text FROM core_tokenbalance"),
