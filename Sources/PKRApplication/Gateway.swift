@@ -297,7 +297,7 @@ public final class Gateway: Sendable {
         let outcome = try await store.payoutAnswered(jobID: jobID, providerTxID: payout.providerTxID ?? payout.id, outcome: payout.outcome)
         switch outcome {
         case .released:
-            metrics.released(amountUnits: payout.amountPaisa * Money.unitsPerPaisa)
+            metrics.released(amountUnits: (try? Money.paisaToUnits(payout.amountPaisa)) ?? 0)
             logger.warning(
                 "payout ended before its debit; the redemption is released",
                 metadata: ["job_id": "\(jobID)", "status": "\(payout.status.rawValue)", "failure_code": "\(payout.failureCode ?? "")"])
