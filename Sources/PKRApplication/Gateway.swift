@@ -516,9 +516,14 @@ public final class Gateway: Sendable {
 
     // MARK: - Reconciliation
 
-    public func reconciliation() async throws -> ReconciliationReport {
-        let snapshot = try await store.reconciliationSnapshot()
-        let chain = try await store.verifyLedger()
+    /// Every reconciliation check. By default from the running totals and the ledger's verified checkpoint, at a
+    /// cost that does not grow with history; `full` recounts everything from the rows and the whole chain from
+    /// genesis, and confirms the running totals and the stored checkpoint against that recount.
+    public func reconciliation(full: Bool = false) async throws -> ReconciliationReport {
+        let stored = try await store.ledgerCheckpoint()
+        let snapshot = try await store.reconciliationSnapshot(full ? .full : .recent(ledgerFrom: stored))
+        let chain = try await store.verifyLedger(from: full ? .genesis : stored, confirming: full ? stored : nil, progress: { _ in })
+        if chain.firstBreak == nil, chain.head.lastID > stored.head.lastID { try await store.saveLedgerCheckpoint(chain.checkpoint) }
         let reserve = try await provider.reservePaisa()
         let report = ReconciliationReport(snapshot: snapshot, ledger: chain, reservePaisa: reserve)
         metrics.invariants(report)

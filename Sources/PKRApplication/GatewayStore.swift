@@ -55,10 +55,18 @@ public protocol GatewayStore: Sendable {
     /// answered, so that the key is new again on every engine. Answers how many records went.
     func pruneIdempotencyRecords(createdBefore cutoff: String, rowsMax: Int) async throws -> Int
 
-    /// A consistent snapshot of every figure the reconciliation needs.
-    func reconciliationSnapshot() async throws -> ReconciliationSnapshot
-    /// Walks the whole hash chain in id order, telling `progress` how many entries it has read.
-    func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier
+    /// A consistent snapshot of every figure the reconciliation needs. `.recent` reads the running totals and what
+    /// is in flight, at a cost that does not grow with history; `.full` recounts every figure from the rows.
+    func reconciliationSnapshot(_ scope: ReconciliationScope) async throws -> ReconciliationSnapshot
+    /// Walks the hash chain in id order from `checkpoint` (genesis for the whole chain), recounting `confirming` on
+    /// the way when given, and telling `progress` how many entries it has read.
+    func verifyLedger(
+        from checkpoint: LedgerCheckpoint, confirming: LedgerCheckpoint?, progress: @escaping @Sendable (Int) -> Void
+    ) async throws -> LedgerChainVerifier
+    /// The last verified prefix of the ledger (genesis until a verification stores one).
+    func ledgerCheckpoint() async throws -> LedgerCheckpoint
+    /// Stores a verified prefix, unless one at least as far along is already stored.
+    func saveLedgerCheckpoint(_ checkpoint: LedgerCheckpoint) async throws
 
     /// Moves everything written so far into the main database file where the engine keeps a log beside it, so
     /// that a timed figure after a bulk load does not share the machine with the load's own checkpoint.
@@ -69,7 +77,53 @@ public protocol GatewayStore: Sendable {
 }
 
 extension GatewayStore {
-    public func verifyLedger() async throws -> LedgerChainVerifier { try await verifyLedger(progress: { _ in }) }
+    /// The whole chain from genesis, confirming the stored checkpoint on the way.
+    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> LedgerChainVerifier {
+        try await verifyLedger(from: .genesis, confirming: try await ledgerCheckpoint(), progress: progress)
+    }
+
+    public func reconciliationSnapshot() async throws -> ReconciliationSnapshot { try await reconciliationSnapshot(.full) }
+}
+
+/// How much a reconciliation rereads.
+public enum ReconciliationScope: Sendable, Equatable {
+    /// Running totals, the ledger after `ledgerFrom`, and what is in flight; the arrivals of the latest
+    /// `arrivalsWindow` provider transactions.
+    case recent(ledgerFrom: LedgerCheckpoint)
+    /// Every figure recounted from the rows, and the running totals read beside them to be compared.
+    case full
+
+    public static let arrivalsWindow = 10_000
+}
+
+/// Totals the schema keeps up to date in the same transaction as each change (by triggers), so that a
+/// reconciliation need not add up the whole history. `.full` recounts them.
+public struct RunningTotals: Sendable, Equatable {
+    public var mintedUnits: Int64
+    /// Every redemption's units, including released ones.
+    public var redeemedUnits: Int64
+    public var releasedUnits: Int64
+    public var mintJobs: Int64
+    /// Credits that are settled, bound to a customer and not held for an operator: each must have one mint.
+    public var mintableCredits: Int64
+
+    public init(mintedUnits: Int64, redeemedUnits: Int64, releasedUnits: Int64, mintJobs: Int64, mintableCredits: Int64) {
+        self.mintedUnits = mintedUnits
+        self.redeemedUnits = redeemedUnits
+        self.releasedUnits = releasedUnits
+        self.mintJobs = mintJobs
+        self.mintableCredits = mintableCredits
+    }
+
+    /// The names the schema stores them under.
+    public static let names = ["minted_units", "redeemed_units", "released_units", "mint_jobs", "mintable_credits"]
+
+    public init(named values: [String: Int64]) {
+        self.init(
+            mintedUnits: values["minted_units"] ?? 0, redeemedUnits: values["redeemed_units"] ?? 0,
+            releasedUnits: values["released_units"] ?? 0, mintJobs: values["mint_jobs"] ?? 0,
+            mintableCredits: values["mintable_credits"] ?? 0)
+    }
 }
 
 /// A customer: bound to one provider account (where their PKR is) and one chain address (where their tokens are).
@@ -420,6 +474,10 @@ public struct ReconciliationSnapshot: Sendable {
     public var ledgerUserNetUnits: Int64
     public var latest: [ExternalTransactionRecord]
     public var arrivals: ArrivalStats
+    /// The running totals as stored.
+    public var runningTotals: RunningTotals?
+    /// With `.full`: the running totals recounted from the rows, to be compared with the stored ones.
+    public var recountedTotals: RunningTotals?
 
     public init(
         mintedUnits: Int64, burnedUnits: Int64, tokenBalanceUnits: Int64, chainStubUnits: Int64, settledCreditsUnminted: [String],
@@ -453,8 +511,11 @@ public struct ArrivalStats: Sendable {
     /// Lags from provider time to first sight, sorted ascending.
     public var lagsMicros: [Int64]
     public var foundByPollFirst: [String]
+    /// The latest provider transactions these figures cover; nil for all of them.
+    public var window: Int?
 
-    public init(webhookOnly: Int, pollOnly: Int, both: Int, lagsMicros: [Int64], foundByPollFirst: [String]) {
+    public init(webhookOnly: Int, pollOnly: Int, both: Int, lagsMicros: [Int64], foundByPollFirst: [String], window: Int? = nil) {
+        self.window = window
         self.webhookOnly = webhookOnly
         self.pollOnly = pollOnly
         self.both = both

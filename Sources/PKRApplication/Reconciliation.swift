@@ -30,6 +30,8 @@ public struct ReconciliationReport: Sendable {
         var checks: [Check] = []
         func check(_ name: String, _ ok: Bool, _ detail: String) { checks.append(Check(name: name, ok: ok, detail: detail)) }
 
+        // Without a recount, "more than once" is left to the unique indexes that refuse it.
+        let uniqueByIndex = s.recountedTotals == nil ? " (a second is refused by a unique index; --full recounts)" : ""
         let net = Int128(s.mintedUnits) - Int128(s.burnedUnits)
         check(
             "mints_minus_burns_equal_token_balances", net == Int128(s.tokenBalanceUnits),
@@ -62,12 +64,12 @@ public struct ReconciliationReport: Sendable {
         check(
             "every_settled_credit_minted_once", s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty,
             s.settledCreditsUnminted.isEmpty && s.creditsMintedMoreThanOnce.isEmpty
-                ? "every settled credit has exactly one mint"
+                ? "every settled credit has exactly one mint" + uniqueByIndex
                 : "unminted: \(s.settledCreditsUnminted.prefix(20)); minted more than once: \(s.creditsMintedMoreThanOnce.prefix(20))")
         check(
             "every_burn_paired_with_one_debit", s.burnsWithSeveralDebits.isEmpty,
             s.burnsWithSeveralDebits.isEmpty
-                ? "no burn has more than one provider debit; \(s.burnsAwaitingDebit.count) awaiting their debit"
+                ? "no burn has more than one provider debit\(uniqueByIndex); \(s.burnsAwaitingDebit.count) awaiting their debit"
                 : "burns with several debits: \(s.burnsWithSeveralDebits.prefix(20))")
         check(
             "no_unmatched_debits", s.unmatchedDebits.isEmpty,
@@ -84,6 +86,14 @@ public struct ReconciliationReport: Sendable {
         check(
             "ledger_hash_chain_intact", chainBreak == nil,
             chainBreak.map { "\($0)" } ?? "\(ledger.entriesChecked) entries, head \(ledger.head.lastHash.prefix(16))…")
+        if let recounted = s.recountedTotals {
+            let stored = s.runningTotals
+            check(
+                "running_totals_match_recount", stored == recounted,
+                stored == recounted
+                    ? "minted, redeemed and released units, mint jobs and mintable credits match a recount from the rows"
+                    : "running totals \(stored.map { "\($0)" } ?? "missing"); recounted from the rows \(recounted)")
+        }
         self.checks = checks
     }
 
@@ -134,6 +144,8 @@ public struct ReconciliationReport: Sendable {
                 ])
             ),
             ("found_by_poll_first", .array(a.foundByPollFirst.map(JSONValue.string))),
+            // The latest transactions these figures cover; null for the whole history.
+            ("window", a.window.map { .integer(Int64($0)) } ?? .null),
         ])
     }
 
@@ -148,7 +160,9 @@ public struct ReconciliationReport: Sendable {
                 + "payouts not yet accepted \(s.payoutRequestedUnits), held credits \(heldCreditUnits), unbound credits \(unboundCreditUnits); "
                 + "returned payouts minted back \(s.returnedUnits)")
         let a = snapshot.arrivals
-        lines.append("arrivals: webhook only \(a.webhookOnly), poll only \(a.pollOnly), both \(a.both)")
+        lines.append(
+            "arrivals\(a.window.map { " (latest \($0) transactions)" } ?? ""): webhook only \(a.webhookOnly), poll only \(a.pollOnly), both \(a.both)"
+        )
         if let lags = lagSummary {
             lines.append("lag from provider time to first sight (ms): p50 \(lags.p50), p90 \(lags.p90), p99 \(lags.p99), max \(lags.max)")
         }

@@ -197,6 +197,8 @@ public enum LedgerBreak: Sendable, Equatable, CustomStringConvertible {
     case prevHashMismatch(id: Int64)
     case headMismatch(headID: Int64, lastID: Int64)
     case unbalanced(debitUnits: Int64, creditUnits: Int64)
+    /// The stored checkpoint of verified entries disagrees with a recount from the first entry.
+    case checkpointMismatch(id: Int64)
 
     public var description: String {
         switch self {
@@ -207,11 +209,36 @@ public enum LedgerBreak: Sendable, Equatable, CustomStringConvertible {
         case .headMismatch(let headID, let lastID):
             return "the chain head records entry \(headID) but the last stored entry is \(lastID) (entries removed or added)"
         case .unbalanced(let debits, let credits): return "ledger debits \(debits) != credits \(credits)"
+        case .checkpointMismatch(let id):
+            return
+                "the verification checkpoint at entry \(id) disagrees with a recount from the first entry (checkpoint or earlier entries altered)"
         }
     }
 }
 
-/// Streams entries in id order and stops at the first break. Also sums both sides.
+/// A verified prefix of the chain and its running sums: a verification resumes after it instead of rereading the
+/// whole history. It is only as trustworthy as the table that stores it, so a full verification (from genesis)
+/// recounts the prefix and confirms the stored checkpoint against it.
+public struct LedgerCheckpoint: Sendable, Equatable {
+    public static let genesis = LedgerCheckpoint(head: .genesis, entries: 0, debitUnits: 0, creditUnits: 0, userNetUnits: 0)
+
+    public var head: LedgerHead
+    public var entries: Int64
+    public var debitUnits: Int64
+    public var creditUnits: Int64
+    /// The customers' token position: `user_token` debits minus credits.
+    public var userNetUnits: Int64
+
+    public init(head: LedgerHead, entries: Int64, debitUnits: Int64, creditUnits: Int64, userNetUnits: Int64) {
+        self.head = head
+        self.entries = entries
+        self.debitUnits = debitUnits
+        self.creditUnits = creditUnits
+        self.userNetUnits = userNetUnits
+    }
+}
+
+/// Streams entries in id order and stops at the first break. Also sums both sides and the customers' position.
 public struct LedgerChainVerifier: Sendable {
     /// Entries a store decodes before handing them over, to be hashed together on every core.
     public static let batchSize = 8192
@@ -220,9 +247,28 @@ public struct LedgerChainVerifier: Sendable {
     public private(set) var entriesChecked: Int64 = 0
     public private(set) var debitUnits: Int64 = 0
     public private(set) var creditUnits: Int64 = 0
+    public private(set) var userNetUnits: Int64 = 0
     public private(set) var firstBreak: LedgerBreak?
+    /// A stored checkpoint this verification must reproduce when it reaches the checkpoint's entry.
+    private var confirming: LedgerCheckpoint?
 
     public init() {}
+
+    /// Resumes after `checkpoint`; with `confirming`, also recounts a stored checkpoint on the way.
+    public init(resumingFrom checkpoint: LedgerCheckpoint, confirming: LedgerCheckpoint? = nil) {
+        head = checkpoint.head
+        entriesChecked = checkpoint.entries
+        debitUnits = checkpoint.debitUnits
+        creditUnits = checkpoint.creditUnits
+        userNetUnits = checkpoint.userNetUnits
+        self.confirming = confirming.flatMap { $0.head.lastID > checkpoint.head.lastID ? $0 : nil }
+    }
+
+    /// Where this verification stands, to be stored once it ended without a break.
+    public var checkpoint: LedgerCheckpoint {
+        LedgerCheckpoint(
+            head: head, entries: entriesChecked, debitUnits: debitUnits, creditUnits: creditUnits, userNetUnits: userNetUnits)
+    }
 
     /// Returns false once a break is found; callers can stop reading.
     public mutating func check(_ entry: LedgerEntry) -> Bool {
@@ -278,14 +324,24 @@ public struct LedgerChainVerifier: Sendable {
         // A sum past Int64 cannot come from real entries; report it rather than trap.
         let (debits, o1) = debitUnits.addingReportingOverflow(entry.side == .debit ? entry.amountUnits : 0)
         let (credits, o2) = creditUnits.addingReportingOverflow(entry.side == .credit ? entry.amountUnits : 0)
-        guard !o1, !o2, entry.amountUnits > 0 else {
+        let userChangeUnits = entry.account == .userToken ? (entry.side == .debit ? entry.amountUnits : -entry.amountUnits) : 0
+        let (userNet, o3) = userNetUnits.addingReportingOverflow(userChangeUnits)
+        guard !o1, !o2, !o3, entry.amountUnits > 0 else {
             firstBreak = .hashMismatch(id: entry.id)
             return false
         }
         debitUnits = debits
         creditUnits = credits
+        userNetUnits = userNet
         head = LedgerHead(entry)
         entriesChecked += 1
+        if let confirming, confirming.head.lastID == head.lastID {
+            self.confirming = nil
+            guard confirming == checkpoint else {
+                firstBreak = .checkpointMismatch(id: head.lastID)
+                return false
+            }
+        }
         return true
     }
 
@@ -294,6 +350,9 @@ public struct LedgerChainVerifier: Sendable {
         guard firstBreak == nil else { return }
         if storedHead != head {
             firstBreak = .headMismatch(headID: storedHead.lastID, lastID: head.lastID)
+        } else if let confirming {
+            // The checkpoint names an entry past the chain's end.
+            firstBreak = .checkpointMismatch(id: confirming.head.lastID)
         } else if debitUnits != creditUnits {
             firstBreak = .unbalanced(debitUnits: debitUnits, creditUnits: creditUnits)
         }
@@ -317,10 +376,12 @@ public final class PipelinedLedgerVerifier {
     /// A serial queue of its own gets a thread even when the global pool is busy, so a wait on it always ends.
     private static let hashingQueue = DispatchQueue(label: "pkr.ledger-verify.hashing")
 
-    private var verifier = LedgerChainVerifier()
+    private var verifier: LedgerChainVerifier
     private var inFlight: Hashing?
 
-    public init() {}
+    public init(_ verifier: LedgerChainVerifier = LedgerChainVerifier()) {
+        self.verifier = verifier
+    }
 
     /// Starts hashing `entries` after checking the batch before it. Returns false once a break is found.
     public func add(_ entries: [LedgerEntry]) -> Bool {

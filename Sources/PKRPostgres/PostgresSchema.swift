@@ -689,7 +689,66 @@ enum PostgresSchema {
             $$
             """
         ),
+        ("v4-running-totals", [SchemaSteps.v4Shared, runningTotals, SchemaSteps.v4Backfill(sumCast: "::BIGINT")].joined(separator: "\n")),
     ]
+
+    /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not
+    /// per mint), so that no writer waits on another's row lock and no lock order among the hot rows changes;
+    /// `PostgresStore.compactRunningTotals` folds them into one row per name.
+    static let runningTotals = """
+        CREATE TABLE core_runningtotal (
+          name TEXT NOT NULL
+            CHECK (name IN ('minted_units', 'redeemed_units', 'released_units', 'mint_jobs', 'mintable_credits')),
+          value BIGINT NOT NULL
+        );
+        CREATE FUNCTION pkr_total_chainjobs() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO core_runningtotal (name, value)
+          SELECT t.name, t.value FROM (
+            SELECT 'minted_units' AS name, COALESCE(SUM(amount_units) FILTER (WHERE job_type = 'mint'), 0)::BIGINT AS value FROM added
+            UNION ALL SELECT 'redeemed_units', COALESCE(SUM(amount_units) FILTER (WHERE job_type = 'burn'), 0)::BIGINT FROM added
+            UNION ALL SELECT 'mint_jobs', COUNT(*) FILTER (WHERE job_type = 'mint') FROM added
+          ) t WHERE t.value <> 0;
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_chainjob_totaled AFTER INSERT ON core_chainjob
+          REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION pkr_total_chainjobs();
+        CREATE FUNCTION pkr_total_releases() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO core_runningtotal (name, value)
+          SELECT 'released_units', SUM(a.amount_units)::BIGINT FROM new_holds a JOIN old_holds b ON b.job_id = a.job_id
+          WHERE a.state = 'released' AND b.state <> 'released' HAVING COUNT(*) > 0;
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_redemptionhold_released_totaled AFTER UPDATE ON core_redemptionhold
+          REFERENCING OLD TABLE AS old_holds NEW TABLE AS new_holds FOR EACH STATEMENT EXECUTE FUNCTION pkr_total_releases();
+        CREATE FUNCTION pkr_total_credits_added() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO core_runningtotal (name, value)
+          SELECT 'mintable_credits', COUNT(*) FROM added
+          WHERE direction = 'credit' AND status = 'settled' AND flag IS NULL AND user_id IS NOT NULL HAVING COUNT(*) > 0;
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_externaltransaction_totaled AFTER INSERT ON core_externaltransaction
+          REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION pkr_total_credits_added();
+        CREATE FUNCTION pkr_total_credits_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO core_runningtotal (name, value)
+          SELECT 'mintable_credits', t.change FROM (
+            SELECT (SELECT COUNT(*) FROM new_rows
+                    WHERE direction = 'credit' AND status = 'settled' AND flag IS NULL AND user_id IS NOT NULL)
+                 - (SELECT COUNT(*) FROM old_rows
+                    WHERE direction = 'credit' AND status = 'settled' AND flag IS NULL AND user_id IS NOT NULL) AS change
+          ) t WHERE t.change <> 0;
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_externaltransaction_retotaled AFTER UPDATE ON core_externaltransaction
+          REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pkr_total_credits_changed();
+        """
 
     /// A migration's statements, one by one. A dollar-quoted body (a function's) keeps its own semicolons.
     static func statements(_ sql: String) -> [String] {

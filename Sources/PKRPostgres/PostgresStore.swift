@@ -563,131 +563,79 @@ public final class PostgresStore: GatewayStore {
         return out
     }
 
-    public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
+    public func reconciliationSnapshot(_ scope: ReconciliationScope) async throws -> ReconciliationSnapshot {
         let logger = self.logger
+        let reads = ReconciliationReads(scope, dialect: .postgres)
+        try await compactRunningTotals()
         // One REPEATABLE READ transaction: every figure comes from the same snapshot.
         return try await readOnlySnapshot { connection in
-            func int(_ sql: String) async throws -> Int64 {
+            var answers = ReconciliationReads.Answers()
+            for (key, sql) in reads.integers {
                 for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(Int64.self) {
-                    return value
+                    answers.integers[key] = value
                 }
-                return 0
             }
-            func strings(_ sql: String) async throws -> [String] {
-                var out: [String] = []
+            for try await (name, value) in try await connection.query(PostgresQuery(unsafeSQL: reads.totalsSQL), logger: logger)
+                .decode((String, Int64).self)
+            {
+                answers.totals[name] = value
+            }
+            for (key, sql) in reads.lists + reads.listsAfter(totals: answers.totals) {
+                var values: [String] = []
                 for try await value in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).decode(String.self) {
-                    out.append(value)
+                    values.append(value)
                 }
-                return out
+                answers.lists[key] = values
             }
-            var latest: [ExternalTransactionRecord] = []
+            for try await arrival in try await connection.query(PostgresQuery(unsafeSQL: reads.arrivalsSQL), logger: logger)
+                .decode((Bool, Bool, Int64).self)
+            {
+                answers.arrivals.append(arrival)
+            }
             for try await row in try await connection.query(
                 """
-                SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
+                SELECT \(unescaped: PostgresPrimitives.externalColumns) FROM core_externaltransaction e
+                ORDER BY e.id DESC LIMIT \(reads.latestLimit)
                 """, logger: logger)
             {
-                latest.append(try PostgresPrimitives.decodeExternal(row))
+                answers.latest.append(try PostgresPrimitives.decodeExternal(row))
             }
-            var lags: [Int64] = []
-            var webhookOnly = 0, pollOnly = 0, both = 0
-            for try await (webhook, poll, lag) in try await connection.query(
-                """
-                SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
-                """, logger: logger
-            ).decode((Bool, Bool, Int64).self) {
-                if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
-                lags.append(max(0, lag))
-            }
-            lags.sort()
-            var snapshot = ReconciliationSnapshot(
-                mintedUnits: try await int("SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_chainjob WHERE job_type = 'mint'"),
-                burnedUnits: try await int(
-                    """
-                    SELECT COALESCE(SUM(j.amount_units), 0)::BIGINT FROM core_chainjob j
-                    WHERE j.job_type = 'burn'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    """),
-                tokenBalanceUnits: try await int("SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM core_tokenbalance"),
-                chainStubUnits: try await int(
-                    """
-                    SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance
-                    WHERE address <> '\(ChainOperation.redemptionAddress)'
-                    """),
-                settledCreditsUnminted: try await strings(
-                    """
-                    SELECT e.provider_tx_id FROM core_externaltransaction e
-                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL AND e.user_id IS NOT NULL
-                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
-                    """),
-                heldCreditPaisa: try await int(
-                    """
-                    SELECT COALESCE(SUM(amount_paisa), 0)::BIGINT FROM core_externaltransaction WHERE flag = 'above_mint_limit'
-                    """),
-                unboundCreditPaisa: try await int(
-                    """
-                    SELECT COALESCE(SUM(e.amount_paisa), 0)::BIGINT FROM core_externaltransaction e
-                    WHERE e.user_id IS NULL AND e.direction = 'credit' AND e.status = 'settled'
-                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_id = e.provider_tx_id)
-                    """),
-                creditsMintedMoreThanOnce: try await strings(
-                    """
-                    SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
-                    """),
-                payoutRequestedUnits: try await int(
-                    """
-                    SELECT COALESCE(SUM(j.amount_units), 0)::BIGINT FROM core_chainjob j
-                    WHERE j.job_type = 'burn' AND j.payout_state = 'requested'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    """),
-                burnsAwaitingDebit: try await strings(
-                    """
-                    SELECT j.id FROM core_chainjob j
-                    WHERE j.job_type = 'burn' AND j.payout_state <> 'confirmed'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    ORDER BY j.created_at
-                    """),
-                burnsWithSeveralDebits: try await strings(
-                    """
-                    SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
-                    GROUP BY matched_job_id HAVING COUNT(*) > 1
-                    """),
-                unmatchedDebits: try await strings(
-                    """
-                    SELECT provider_tx_id FROM core_externaltransaction
-                    WHERE flag IN ('unmatched_debit', 'failed_payout')
-                       OR (direction = 'debit' AND status = 'settled' AND matched_job_id IS NULL)
-                    ORDER BY id
-                    """),
-                ledgerUserNetUnits: try await int(
-                    """
-                    SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)::BIGINT
-                    FROM core_ledgerentry WHERE account = 'user_token'
-                    """),
-                latest: latest,
-                arrivals: ArrivalStats(
-                    webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
-                    foundByPollFirst: try await strings(
-                        """
-                        SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
-                        ORDER BY id DESC LIMIT 50
-                        """)))
-            snapshot.heldUnits = try await int(
-                "SELECT COALESCE(SUM(amount_units), 0)::BIGINT FROM core_redemptionhold WHERE state = 'held'")
-            snapshot.heldSubmittedUnits = try await int(
-                """
-                SELECT COALESCE(SUM(h.amount_units), 0)::BIGINT FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id
-                WHERE h.state = 'held' AND j.payout_state <> 'requested'
-                """)
-            snapshot.redemptionAddressUnits = try await int(
-                "SELECT COALESCE(SUM(balance_units), 0)::BIGINT FROM chain_stub_chainstubbalance WHERE address = '\(ChainOperation.redemptionAddress)'"
-            )
-            snapshot.returnedUnits = try await int(
-                """
-                SELECT COALESCE(SUM(e.amount_paisa), 0)::BIGINT * 10000 FROM core_externaltransaction e
-                WHERE e.direction = 'credit' AND e.reference LIKE '%:returned'
-                """)
-            return snapshot
+            return reads.snapshot(answers)
         }
+    }
+
+    /// Writers append their running-total changes as rows (no writer waits on another's row); this folds them into
+    /// one row per name. Rows a writer commits during the fold are not seen by its delete and stay for the next.
+    func compactRunningTotals() async throws {
+        try await pg.query(
+            """
+            WITH folded AS (DELETE FROM core_runningtotal RETURNING name, value)
+            INSERT INTO core_runningtotal (name, value) SELECT name, SUM(value)::BIGINT FROM folded GROUP BY name
+            """, logger: logger)
+    }
+
+    public func ledgerCheckpoint() async throws -> LedgerCheckpoint {
+        for try await (lastID, lastHash, entries, debits, credits, userNet) in try await pg.query(
+            """
+            SELECT last_id, last_hash, entries, debit_units, credit_units, user_net_units
+            FROM core_ledgercheckpoint WHERE singleton = 1
+            """, logger: logger
+        ).decode((Int64, String, Int64, Int64, Int64, Int64).self) {
+            return LedgerCheckpoint(
+                head: LedgerHead(lastID: lastID, lastHash: lastHash), entries: entries, debitUnits: debits, creditUnits: credits,
+                userNetUnits: userNet)
+        }
+        return .genesis
+    }
+
+    public func saveLedgerCheckpoint(_ c: LedgerCheckpoint) async throws {
+        try await pg.query(
+            """
+            UPDATE core_ledgercheckpoint
+            SET last_id = \(c.head.lastID), last_hash = \(c.head.lastHash), entries = \(c.entries), debit_units = \(c.debitUnits),
+                credit_units = \(c.creditUnits), user_net_units = \(c.userNetUnits)
+            WHERE singleton = 1 AND last_id < \(c.head.lastID)
+            """, logger: logger)
     }
 
     /// Runs `body` in one read-only REPEATABLE READ transaction, ending it however `body` ends, so a failed read
@@ -707,10 +655,12 @@ public final class PostgresStore: GatewayStore {
         }
     }
 
-    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier {
+    public func verifyLedger(
+        from checkpoint: LedgerCheckpoint, confirming: LedgerCheckpoint?, progress: @escaping @Sendable (Int) -> Void
+    ) async throws -> LedgerChainVerifier {
         let logger = self.logger
         return try await readOnlySnapshot { connection in
-            var verifier = LedgerChainVerifier()
+            var verifier = LedgerChainVerifier(resumingFrom: checkpoint, confirming: confirming)
             var read = 0
             var batch: [LedgerEntry] = []
             // Rows stream from the server and are checked a batch at a time; memory stays flat however long the
@@ -718,7 +668,7 @@ public final class PostgresStore: GatewayStore {
             for try await row in try await connection.query(
                 """
                 SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                FROM core_ledgerentry ORDER BY id
+                FROM core_ledgerentry WHERE id > \(checkpoint.head.lastID) ORDER BY id
                 """, logger: logger)
             {
                 guard verifier.firstBreak == nil else { continue }

@@ -48,7 +48,47 @@ enum SQLiteSchema {
                 try db.execute(sql: redemptionHolds)
             }
         ),
+        (
+            "v4-running-totals",
+            { db in
+                try db.execute(sql: SchemaSteps.v4Shared)
+                try db.execute(sql: runningTotals)
+                try db.execute(sql: SchemaSteps.v4Backfill(sumCast: ""))
+            }
+        ),
     ]
+
+    /// One row per total, updated in place by the writer's own statements: SQLite has one writer at a time, so no
+    /// writer waits on another's row. A total past Int64 would turn into a float in SQLite's arithmetic; the type
+    /// check refuses that write instead.
+    static let runningTotals = """
+        CREATE TABLE core_runningtotal (
+          name TEXT PRIMARY KEY
+            CHECK (name IN ('minted_units', 'redeemed_units', 'released_units', 'mint_jobs', 'mintable_credits')),
+          value INTEGER NOT NULL CHECK (typeof(value) = 'integer' AND value >= 0)
+        ) WITHOUT ROWID;
+        CREATE TRIGGER core_chainjob_totaled AFTER INSERT ON core_chainjob BEGIN
+          UPDATE core_runningtotal SET value = value + NEW.amount_units
+            WHERE name = CASE NEW.job_type WHEN 'mint' THEN 'minted_units' ELSE 'redeemed_units' END;
+          UPDATE core_runningtotal SET value = value + 1 WHERE name = 'mint_jobs' AND NEW.job_type = 'mint';
+        END;
+        CREATE TRIGGER core_redemptionhold_released_totaled AFTER UPDATE OF state ON core_redemptionhold
+          WHEN NEW.state = 'released' AND OLD.state <> 'released' BEGIN
+          UPDATE core_runningtotal SET value = value + NEW.amount_units WHERE name = 'released_units';
+        END;
+        CREATE TRIGGER core_externaltransaction_totaled AFTER INSERT ON core_externaltransaction
+          WHEN NEW.direction = 'credit' AND NEW.status = 'settled' AND NEW.flag IS NULL AND NEW.user_id IS NOT NULL BEGIN
+          UPDATE core_runningtotal SET value = value + 1 WHERE name = 'mintable_credits';
+        END;
+        CREATE TRIGGER core_externaltransaction_retotaled AFTER UPDATE OF direction, status, flag, user_id ON core_externaltransaction
+          WHEN (NEW.direction = 'credit' AND NEW.status = 'settled' AND NEW.flag IS NULL AND NEW.user_id IS NOT NULL)
+            <> (OLD.direction = 'credit' AND OLD.status = 'settled' AND OLD.flag IS NULL AND OLD.user_id IS NOT NULL) BEGIN
+          UPDATE core_runningtotal SET value = value
+              + CASE WHEN NEW.direction = 'credit' AND NEW.status = 'settled' AND NEW.flag IS NULL AND NEW.user_id IS NOT NULL
+                THEN 1 ELSE -1 END
+            WHERE name = 'mintable_credits';
+        END;
+        """
 
     /// A redemption's hold, one per redemption accepted since v3 (earlier ones were burnt when accepted and have
     /// none). It ends once, burnt or released, by the chain transaction named in `closing_tx_hash`; an ended hold

@@ -397,134 +397,73 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
-    public func reconciliationSnapshot() async throws -> ReconciliationSnapshot {
-        try await database.read { db in
-            func int(_ sql: String) throws -> Int64 { try Int64.fetchOne(db, sql: sql) ?? 0 }
-            func strings(_ sql: String) throws -> [String] { try String.fetchAll(db, sql: sql) }
-            let latest = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT \(Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT 10
-                    """
-            ).map(Self.decodeExternal)
-            var lags: [Int64] = []
-            var webhookOnly = 0, pollOnly = 0, both = 0
-            for row in try Row.fetchAll(
-                db.cachedStatement(
-                    sql: """
-                        SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM core_externaltransaction
-                        """))
-            {
-                let (webhook, poll): (Bool, Bool) = (row[0], row[1])
-                if webhook && poll { both += 1 } else if webhook { webhookOnly += 1 } else { pollOnly += 1 }
-                lags.append(max(0, row[2]))
+    public func reconciliationSnapshot(_ scope: ReconciliationScope) async throws -> ReconciliationSnapshot {
+        let reads = ReconciliationReads(scope, dialect: .sqlite)
+        return try await database.read { db in
+            var answers = ReconciliationReads.Answers()
+            for (key, sql) in reads.integers { answers.integers[key] = try Int64.fetchOne(db, sql: sql) ?? 0 }
+            for row in try Row.fetchAll(db, sql: reads.totalsSQL) { answers.totals[row[0]] = row[1] }
+            for (key, sql) in reads.lists + reads.listsAfter(totals: answers.totals) {
+                answers.lists[key] = try String.fetchAll(db, sql: sql)
             }
-            lags.sort()
-            var snapshot = ReconciliationSnapshot(
-                mintedUnits: try int("SELECT COALESCE(SUM(amount_units), 0) FROM core_chainjob WHERE job_type = 'mint'"),
-                burnedUnits: try int(
-                    """
-                    SELECT COALESCE(SUM(j.amount_units), 0) FROM core_chainjob j
-                    WHERE j.job_type = 'burn'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    """),
-                tokenBalanceUnits: try int("SELECT COALESCE(SUM(balance_units), 0) FROM core_tokenbalance"),
-                chainStubUnits: try int(
-                    """
-                    SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance
-                    WHERE address <> '\(ChainOperation.redemptionAddress)'
-                    """),
-                settledCreditsUnminted: try strings(
-                    """
-                    SELECT e.provider_tx_id FROM core_externaltransaction e
-                    WHERE e.direction = 'credit' AND e.status = 'settled' AND e.flag IS NULL AND e.user_id IS NOT NULL
-                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
-                    """),
-                heldCreditPaisa: try int(
-                    """
-                    SELECT COALESCE(SUM(amount_paisa), 0) FROM core_externaltransaction WHERE flag = 'above_mint_limit'
-                    """),
-                unboundCreditPaisa: try int(
-                    """
-                    SELECT COALESCE(SUM(e.amount_paisa), 0) FROM core_externaltransaction e
-                    WHERE e.user_id IS NULL AND e.direction = 'credit' AND e.status = 'settled'
-                      AND NOT EXISTS (SELECT 1 FROM core_chainjob j WHERE j.external_tx_row_id = e.id)
-                    """),
-                creditsMintedMoreThanOnce: try strings(
-                    """
-                    SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1
-                    """),
-                payoutRequestedUnits: try int(
-                    """
-                    SELECT COALESCE(SUM(j.amount_units), 0) FROM core_chainjob j
-                    WHERE j.job_type = 'burn' AND j.payout_state = 'requested'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    """),
-                burnsAwaitingDebit: try strings(
-                    """
-                    SELECT j.id FROM core_chainjob j
-                    WHERE j.job_type = 'burn' AND j.payout_state <> 'confirmed'
-                      AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state = 'released')
-                    ORDER BY j.created_at
-                    """),
-                burnsWithSeveralDebits: try strings(
-                    """
-                    SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL
-                    GROUP BY matched_job_id HAVING COUNT(*) > 1
-                    """),
-                unmatchedDebits: try strings(
-                    """
-                    SELECT provider_tx_id FROM core_externaltransaction
-                    WHERE flag IN ('unmatched_debit', 'failed_payout')
-                       OR (direction = 'debit' AND status = 'settled' AND matched_job_id IS NULL)
-                    ORDER BY id
-                    """),
-                ledgerUserNetUnits: try int(
-                    """
-                    SELECT COALESCE(SUM(CASE side WHEN 'debit' THEN amount_units ELSE -amount_units END), 0)
-                    FROM core_ledgerentry WHERE account = 'user_token'
-                    """),
-                latest: latest,
-                arrivals: ArrivalStats(
-                    webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
-                    foundByPollFirst: try strings(
-                        """
-                        SELECT provider_tx_id FROM core_externaltransaction WHERE first_seen_via = 'poll'
-                        ORDER BY id DESC LIMIT 50
-                        """)))
-            snapshot.heldUnits = try int(
-                "SELECT COALESCE(SUM(amount_units), 0) FROM core_redemptionhold WHERE state = 'held'")
-            snapshot.heldSubmittedUnits = try int(
-                """
-                SELECT COALESCE(SUM(h.amount_units), 0) FROM core_redemptionhold h JOIN core_chainjob j ON j.id = h.job_id
-                WHERE h.state = 'held' AND j.payout_state <> 'requested'
-                """)
-            snapshot.redemptionAddressUnits = try int(
-                "SELECT COALESCE(SUM(balance_units), 0) FROM chain_stub_chainstubbalance WHERE address = '\(ChainOperation.redemptionAddress)'"
-            )
-            snapshot.returnedUnits = try int(
-                """
-                SELECT COALESCE(SUM(e.amount_paisa), 0) * 10000 FROM core_externaltransaction e
-                WHERE e.direction = 'credit' AND e.reference LIKE '%:returned'
-                """)
-            return snapshot
+            try db.makeStatement(sql: reads.arrivalsSQL).forEach { row in
+                answers.arrivals.append((row.bool(0), row.bool(1), row.int64(2)))
+                return true
+            }
+            answers.latest = try Row.fetchAll(
+                db, sql: "SELECT \(Self.externalColumns) FROM core_externaltransaction e ORDER BY e.id DESC LIMIT \(reads.latestLimit)"
+            ).map(Self.decodeExternal)
+            return reads.snapshot(answers)
         }
     }
 
-    public func verifyLedger(progress: @escaping @Sendable (Int) -> Void) async throws -> LedgerChainVerifier {
+    public func ledgerCheckpoint() async throws -> LedgerCheckpoint {
+        try await database.read { db in
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT last_id, last_hash, entries, debit_units, credit_units, user_net_units
+                        FROM core_ledgercheckpoint WHERE singleton = 1
+                        """)
+            else { return .genesis }
+            return LedgerCheckpoint(
+                head: LedgerHead(lastID: row[0], lastHash: row[1]), entries: row[2], debitUnits: row[3], creditUnits: row[4],
+                userNetUnits: row[5])
+        }
+    }
+
+    public func saveLedgerCheckpoint(_ checkpoint: LedgerCheckpoint) async throws {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    UPDATE core_ledgercheckpoint
+                    SET last_id = ?, last_hash = ?, entries = ?, debit_units = ?, credit_units = ?, user_net_units = ?
+                    WHERE singleton = 1 AND last_id < ?
+                    """,
+                arguments: [
+                    checkpoint.head.lastID, checkpoint.head.lastHash, checkpoint.entries, checkpoint.debitUnits,
+                    checkpoint.creditUnits, checkpoint.userNetUnits, checkpoint.head.lastID,
+                ])
+        }
+    }
+
+    public func verifyLedger(
+        from checkpoint: LedgerCheckpoint, confirming: LedgerCheckpoint?, progress: @escaping @Sendable (Int) -> Void
+    ) async throws -> LedgerChainVerifier {
         try await database.read { db in
             var read = 0
             // The read runs on GRDB's reader queue, so it can hand each batch to the pipeline and decode the next.
-            let pipeline = PipelinedLedgerVerifier()
+            let pipeline = PipelinedLedgerVerifier(LedgerChainVerifier(resumingFrom: checkpoint, confirming: confirming))
             var batch: [LedgerEntry] = []
             batch.reserveCapacity(LedgerChainVerifier.batchSize)
             // Rows are decoded straight from the statement, without a GRDB `Row` each.
             try db.cachedStatement(
                 sql: """
                     SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                    FROM core_ledgerentry ORDER BY id
+                    FROM core_ledgerentry WHERE id > ? ORDER BY id
                     """
-            ).forEach { row in
+            ).forEach(checkpoint.head.lastID) { row in
                 batch.append(try Self.decodeLedger(row))
                 guard batch.count == LedgerChainVerifier.batchSize else { return true }
                 read += batch.count

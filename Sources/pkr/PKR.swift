@@ -117,11 +117,17 @@ struct Reconcile: AsyncParsableCommand {
 
     @Flag(help: "Only check; do not pull the provider's transactions first.")
     var checkOnly = false
+    @Flag(
+        help: ArgumentHelp(
+            "Recount every figure from the rows and walk the whole ledger from its first entry, confirming the running "
+                + "totals and the ledger's verified checkpoint (without it, a check reads those and what is new since)."))
+    var full = false
 
     func run() async throws {
         let config = try loadConfig()
         let gateway = try await buildGateway(config: config, logger: makeLogger(config))
         let checkOnly = self.checkOnly
+        let full = self.full
         let report = try await withLocalProvider(gateway) {
             if !checkOnly, try await gateway.hasCustomer() {
                 let line = ProgressLine("reconciler pass")
@@ -133,7 +139,7 @@ struct Reconcile: AsyncParsableCommand {
                 line.finish()
                 print("reconciler pass: ingested \(pass.ingested), minted \(pass.minted), conflicts \(pass.conflicts)")
             }
-            return try await gateway.reconciliation()
+            return try await gateway.reconciliation(full: full)
         }
         print(report.text)
         if !report.ok { throw ExitCode(1) }

@@ -26,13 +26,16 @@ struct InvariantCheckTests {
         "no_unmatched_debits",
         "ledger_debits_equal_credits",
         "ledger_hash_chain_intact",
+        "running_totals_match_recount",
     ]
+    /// A check without `--full` has every check but the recount's.
+    static let recentCheckNames = checkNames.filter { $0 != "running_totals_match_recount" }
 
     /// The check of the report a ledger break fails. Exhaustive on purpose: a new kind of break does not compile
     /// here until it is given a test in this file.
     static func check(failedBy ledgerBreak: LedgerBreak) -> String {
         switch ledgerBreak {
-        case .missingEntry, .hashMismatch, .prevHashMismatch, .headMismatch: return "ledger_hash_chain_intact"
+        case .missingEntry, .hashMismatch, .prevHashMismatch, .headMismatch, .checkpointMismatch: return "ledger_hash_chain_intact"
         case .unbalanced: return "ledger_debits_equal_credits"
         }
     }
@@ -75,7 +78,7 @@ struct InvariantCheckTests {
         try #require(entries.map(\.id) == Array(1...6))
         try #require(entries.map(\.refType) == [.mint, .mint, .mint, .mint, .burn, .burn])
         try #require(entries.map(\.account) == [.issuerToken, .userToken, .issuerToken, .userToken, .userToken, .issuerToken])
-        let report = try await gateway.reconciliation()
+        let report = try await gateway.reconciliation(full: true)
         #expect(report.checks.map(\.name) == checkNames, "a check was added or renamed: it needs a test here that breaks it")
         try #require(report.ok, "the healthy state must pass every check first: \(report.text)")
         try #require(report.snapshot.burnsAwaitingDebit.isEmpty && report.snapshot.payoutRequestedUnits == 0)
@@ -122,6 +125,20 @@ struct InvariantCheckTests {
             """
             UPDATE core_ledgerhead SET last_id = \(head.lastID), last_hash = '\(head.lastHash)' WHERE singleton = 1
             """)
+        // And the verified checkpoint, which would otherwise remember the chain as it was.
+        var forged = LedgerChainVerifier()
+        for var entry in entries {
+            entry.prevHash = forged.head.lastHash
+            entry.entryHash = entry.computedHash()
+            _ = forged.check(entry)
+        }
+        let c = forged.checkpoint
+        try await executeRawSQL(
+            gateway,
+            """
+            UPDATE core_ledgercheckpoint SET last_id = \(c.head.lastID), last_hash = '\(c.head.lastHash)', entries = \(c.entries),
+              debit_units = \(c.debitUnits), credit_units = \(c.creditUnits), user_net_units = \(c.userNetUnits) WHERE singleton = 1
+            """)
     }
 
     static func insertExternal(
@@ -144,8 +161,9 @@ struct InvariantCheckTests {
             let healthy = try await Self.healthy(client, gateway)
             try await executeRawSQL(
                 gateway, "UPDATE core_chainjob SET amount_units = amount_units + 10000 WHERE id = '\(healthy.mintJobID)'")
-            let report = try await gateway.reconciliation()
-            Self.expectFailed(report, ["mints_minus_burns_equal_token_balances"])
+            let report = try await gateway.reconciliation(full: true)
+            // The running total kept the amount the job was written with.
+            Self.expectFailed(report, ["mints_minus_burns_equal_token_balances", "running_totals_match_recount"])
             #expect(
                 Self.detail(report, "mints_minus_burns_equal_token_balances").hasSuffix(
                     "= \(Self.tokenUnits + 10_000); token balances \(Self.tokenUnits)"))
@@ -165,7 +183,7 @@ struct InvariantCheckTests {
                 UPDATE chain_stub_chainstubbalance SET balance_units = balance_units + 10000 WHERE address = '\(healthy.user.chainAddress)'
                 """)
             try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + 1")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["token_balances_equal_chain_stub"])
             #expect(
                 Self.detail(report, "token_balances_equal_chain_stub")
@@ -186,7 +204,7 @@ struct InvariantCheckTests {
                 """
                 INSERT INTO chain_stub_chainstubbalance (address, balance_units) VALUES ('\(ChainOperation.redemptionAddress)', 10000)
                 """)
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["redemption_address_equals_held"])
             #expect(Self.detail(report, "redemption_address_equals_held") == "redemption address 10000; redemptions held 0")
         }
@@ -204,7 +222,7 @@ struct InvariantCheckTests {
             try await Self.forgeChain(gateway, forged)
             let verified = try await gateway.store.verifyLedger()
             #expect(verified.firstBreak == nil && verified.entriesChecked == 6, "the forgery keeps the chain whole and balanced")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["ledger_matches_token_balances"])
             #expect(
                 Self.detail(report, "ledger_matches_token_balances")
@@ -217,7 +235,7 @@ struct InvariantCheckTests {
         try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await Self.healthy(client, gateway)
             try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa + 1")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["supply_equals_reserve"])
             #expect(
                 Self.detail(report, "supply_equals_reserve").contains("exceeds supply and in-flight amounts by 10000 units"),
@@ -231,7 +249,7 @@ struct InvariantCheckTests {
         try await withApp(try await testConfig(engine: engine)) { client, gateway in
             _ = try await Self.healthy(client, gateway)
             try await executeRawSQL(gateway, "UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - 1")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["supply_equals_reserve"])
             #expect(
                 Self.detail(report, "supply_equals_reserve").contains(
@@ -251,10 +269,13 @@ struct InvariantCheckTests {
                 Self.insertExternal(
                     providerTxID: "TX-never-minted", userID: healthy.user.id,
                     direction: "credit", amountPaisa: 10_000, status: "settled"))
-            let report = try await gateway.reconciliation()
-            Self.expectFailed(report, ["every_settled_credit_minted_once"])
-            #expect(report.snapshot.settledCreditsUnminted == ["TX-never-minted"])
-            #expect(Self.detail(report, "every_settled_credit_minted_once").contains(#"unminted: ["TX-never-minted"]"#))
+            // The running totals' counts disagree, so the check from them lists the credit too.
+            for full in [false, true] {
+                let report = try await gateway.reconciliation(full: full)
+                Self.expectFailed(report, ["every_settled_credit_minted_once"])
+                #expect(report.snapshot.settledCreditsUnminted == ["TX-never-minted"])
+                #expect(Self.detail(report, "every_settled_credit_minted_once").contains(#"unminted: ["TX-never-minted"]"#))
+            }
         }
     }
 
@@ -287,7 +308,7 @@ struct InvariantCheckTests {
                 dropGuard = "ALTER TABLE core_chainjob DROP CONSTRAINT core_chainjob_external_tx_id_key"
             }
             await SchemaRuleTests.expectRefused(gateway, secondMint)
-            #expect(try await gateway.reconciliation().ok, "nothing refused was written")
+            #expect(try await gateway.reconciliation(full: true).ok, "nothing refused was written")
 
             // The check itself, on the figures a store would read if the rule ever let a second mint through.
             var snapshot = healthy.snapshot
@@ -300,7 +321,7 @@ struct InvariantCheckTests {
             // the rule that refused it) and the snapshot names the credit. Its extra amount unbalances the mints too.
             try await executeRawSQL(gateway, dropGuard)
             try await executeRawSQL(gateway, secondMint)
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             #expect(report.snapshot.creditsMintedMoreThanOnce == [credit])
             Self.expectFailed(report, ["every_settled_credit_minted_once", "mints_minus_burns_equal_token_balances"])
             #expect(Self.detail(report, "every_settled_credit_minted_once").contains("minted more than once: [\"\(credit)\"]"))
@@ -317,7 +338,7 @@ struct InvariantCheckTests {
                 providerTxID: "TX-second-debit", userID: healthy.user.id, direction: "debit",
                 amountPaisa: 20_000, status: "settled", matchedJobID: healthy.burnJobID)
             await SchemaRuleTests.expectRefused(gateway, secondDebit)
-            #expect(try await gateway.reconciliation().ok, "nothing refused was written")
+            #expect(try await gateway.reconciliation(full: true).ok, "nothing refused was written")
 
             var snapshot = healthy.snapshot
             snapshot.burnsWithSeveralDebits = [healthy.burnJobID]
@@ -328,7 +349,7 @@ struct InvariantCheckTests {
             // The partial unique index has the same name on both engines.
             try await executeRawSQL(gateway, "DROP INDEX core_externaltransaction_matched_job")
             try await executeRawSQL(gateway, secondDebit)
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             #expect(report.snapshot.burnsWithSeveralDebits == [healthy.burnJobID])
             Self.expectFailed(report, ["every_burn_paired_with_one_debit"])
             #expect(Self.detail(report, "every_burn_paired_with_one_debit") == "burns with several debits: [\"\(healthy.burnJobID)\"]")
@@ -342,10 +363,12 @@ struct InvariantCheckTests {
             let debitID = "TX-nobody-asked"
             let delivered = try await client.webhook(creditEvent(debitID, amountPKR: "5.00", direction: .debit))
             #expect(delivered.status == .ok && delivered.string("outcome") == "recorded", "\(delivered.text)")
-            let report = try await gateway.reconciliation()
-            Self.expectFailed(report, ["no_unmatched_debits"])
-            #expect(report.snapshot.unmatchedDebits == [debitID])
-            #expect(Self.detail(report, "no_unmatched_debits").contains(debitID))
+            for full in [false, true] {
+                let report = try await gateway.reconciliation(full: full)
+                Self.expectFailed(report, ["no_unmatched_debits"])
+                #expect(report.snapshot.unmatchedDebits == [debitID])
+                #expect(Self.detail(report, "no_unmatched_debits").contains(debitID))
+            }
         }
     }
 
@@ -358,7 +381,7 @@ struct InvariantCheckTests {
             #expect(delivered.status == .ok && delivered.string("outcome") == "recorded", "\(delivered.text)")
             // Someone clears the flag by hand: the debit still pairs with no burn.
             try await executeRawSQL(gateway, "UPDATE core_externaltransaction SET flag = NULL WHERE provider_tx_id = '\(debitID)'")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["no_unmatched_debits"])
             #expect(report.snapshot.unmatchedDebits == [debitID])
         }
@@ -379,7 +402,7 @@ struct InvariantCheckTests {
             let flags = try await gateway.store.externalTransactions(limit: 10, beforeID: nil).filter { $0.tx.providerTxID == debitID }.map(
                 \.flag)
             #expect(flags == ["failed_payout"])
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             Self.expectFailed(report, ["no_unmatched_debits"])
             #expect(report.snapshot.unmatchedDebits == [debitID])
             #expect(Self.detail(report, "no_unmatched_debits").contains(debitID))
@@ -396,7 +419,7 @@ struct InvariantCheckTests {
     ) async throws {
         let verified = try await gateway.store.verifyLedger()
         #expect(verified.firstBreak == expected, sourceLocation: sourceLocation)
-        let report = try await gateway.reconciliation()
+        let report = try await gateway.reconciliation(full: true)
         expectFailed(report, alsoFailed.union([check(failedBy: expected)]), sourceLocation: sourceLocation)
         #expect(
             detail(report, check(failedBy: expected)).contains(expected.description) || expected.isUnbalanced,
@@ -451,7 +474,7 @@ struct InvariantCheckTests {
 
             try await executeRawSQL(
                 gateway, "UPDATE core_ledgerhead SET last_hash = '\(healthy.verifier.head.lastHash)' WHERE singleton = 1")
-            #expect(try await gateway.reconciliation().ok)
+            #expect(try await gateway.reconciliation(full: true).ok)
             // The burn's two entries removed: every remaining link holds, only the head remembers them. Their
             // user-side credit goes with them, so the ledger's user positions no longer match the balances either.
             try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id >= 5")
@@ -471,7 +494,7 @@ struct InvariantCheckTests {
             let debits = healthy.verifier.debitUnits
             try await Self.expectLedgerBreak(gateway, .unbalanced(debitUnits: debits, creditUnits: debits + 10_000))
             #expect(try await gateway.store.verifyLedger().entriesChecked == 6, "every link and hash holds")
-            let report = try await gateway.reconciliation()
+            let report = try await gateway.reconciliation(full: true)
             #expect(Self.detail(report, "ledger_debits_equal_credits").hasPrefix("debits \(debits); credits \(debits + 10_000)"))
         }
     }
@@ -509,7 +532,11 @@ struct InvariantCheckTests {
                     providerTxID: "TX-never-minted", userID: healthy.user.id,
                     direction: "credit", amountPaisa: 10_000, status: "settled"))
             try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id = 3")
-            let reconcile = try await Self.runPKR(["reconcile", "--check-only"], config)
+            // Without --full the check trusts the ledger's verified checkpoint, which is past entry 3.
+            let recent = try await Self.runPKR(["reconcile", "--check-only"], config)
+            #expect(recent.status == 1, "\(recent.output)")
+            #expect(recent.output.contains("reconciliation: FAILED: every_settled_credit_minted_once\n"), "\(recent.output)")
+            let reconcile = try await Self.runPKR(["reconcile", "--check-only", "--full"], config)
             #expect(reconcile.status == 1, "\(reconcile.output)")
             #expect(reconcile.output.contains("FAIL every_settled_credit_minted_once: "), "\(reconcile.output)")
             #expect(
@@ -563,6 +590,85 @@ struct InvariantCheckTests {
         }
         process.terminate()
         throw POSIXError(.ETIMEDOUT)
+    }
+}
+
+// MARK: - Running totals and the ledger's checkpoint (what a check reads instead of the whole history)
+
+extension InvariantCheckTests {
+    @Test(
+        "running_totals_match_recount: a running total raised by hand fails the check from totals, and the recount names it",
+        arguments: TestEngine.all)
+    func runningTotalAltered(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            // SQLite keeps one row per total; PostgreSQL's writers append rows that a read adds up.
+            try await executeRawSQL(
+                gateway,
+                engine == .sqlite
+                    ? "UPDATE core_runningtotal SET value = value + 10000 WHERE name = 'minted_units'"
+                    : "INSERT INTO core_runningtotal (name, value) VALUES ('minted_units', 10000)")
+            let recent = try await gateway.reconciliation()
+            Self.expectFailed(recent, ["mints_minus_burns_equal_token_balances"])
+            #expect(recent.snapshot.mintedUnits == Self.tokenUnits + 200 * 100 * Money.unitsPerPaisa + 10_000)
+            let full = try await gateway.reconciliation(full: true)
+            Self.expectFailed(full, ["running_totals_match_recount"])
+            #expect(full.snapshot.runningTotals?.mintedUnits == full.snapshot.mintedUnits + 10_000)
+        }
+    }
+
+    @Test("running totals follow mints, redeems and releases", arguments: TestEngine.all)
+    func runningTotalsFollowWrites(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            // A payout the provider refuses releases its hold; a credit above the limit waits for an operator's mint.
+            let refuseNext = try await client.call(
+                .post, "/provider/v1/test/fail-payouts", json: #"{"count":1,"failure_code":"account_closed"}"#,
+                headers: [.authorization: "Bearer \(DevKeys.providerAPIKey)"], csrf: false)
+            try #require(refuseNext.status == .ok, "\(refuseNext.text)")
+            _ = try await gateway.redeem(amountUnits: 100 * 100 * Money.unitsPerPaisa, memo: "refused", idempotencyKey: nil)
+            _ = try await gateway.reconcileOnce()
+            let report = try await gateway.reconciliation(full: true)
+            #expect(report.ok, "\(report.text)")
+            let totals = try #require(report.snapshot.runningTotals)
+            #expect(totals == report.snapshot.recountedTotals)
+            #expect(totals.releasedUnits == 100 * 100 * Money.unitsPerPaisa)
+            #expect(totals.mintJobs == 2 && totals.mintableCredits == 2)
+        }
+    }
+
+    @Test(
+        "the ledger's checkpoint: history rewritten before it needs the full recount, a break after it is found at once",
+        arguments: TestEngine.all)
+    func checkpointScope(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            #expect(try await gateway.store.ledgerCheckpoint().head.lastID == 6, "the healthy report stored its checkpoint")
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = amount_units + 10000 WHERE id = 3")
+            // The checkpoint vouches for entries 1 to 6: the check from it does not reread them.
+            #expect(try await gateway.reconciliation().ok)
+            try await Self.expectLedgerBreak(gateway, .hashMismatch(id: 3))
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = amount_units - 10000 WHERE id = 3")
+
+            let deposit = try await gateway.demoCredit(amountPaisa: 10_000, memo: "after the checkpoint")
+            let delivered = try await client.webhook(WebhookEvent.encode(deposit))
+            try #require(delivered.string("outcome") == "minted", "\(delivered.text)")
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = amount_units + 10000 WHERE id = 7")
+            let recent = try await gateway.reconciliation()
+            Self.expectFailed(recent, ["ledger_hash_chain_intact"])
+            #expect(Self.detail(recent, "ledger_hash_chain_intact").contains(LedgerBreak.hashMismatch(id: 7).description))
+            #expect(try await gateway.store.ledgerCheckpoint().head.lastID == 6, "a chain with a break is not vouched for")
+        }
+    }
+
+    @Test("ledger verify, checkpointMismatch: the stored checkpoint altered", arguments: TestEngine.all)
+    func checkpointMismatch(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            try await executeRawSQL(gateway, "UPDATE core_ledgercheckpoint SET user_net_units = user_net_units + 10000")
+            Self.expectFailed(try await gateway.reconciliation(), ["ledger_matches_token_balances"])
+            try await Self.expectLedgerBreak(gateway, .checkpointMismatch(id: 6))
+        }
     }
 }
 
