@@ -19,10 +19,14 @@ public enum Benchmark {
         /// CPU the server process spent (user and system, all threads) while this workload ran. On a noisy shared
         /// machine it moves far less than the rate does, so it is what back-to-back comparisons lean on.
         public var serverCPUMicros: Int64 = 0
+        /// How much the database grew over the workload (set by the caller for mint workloads only): what a mint leaves
+        /// on disk.
+        public var databaseGrowthBytes: Int64?
 
         public var perSecond: Int64 { elapsedMicros > 0 ? Int64(requests) * 1_000_000 / elapsedMicros : 0 }
         public var nonSuccess: Int { requests - okCount }
         public var serverCPUMicrosPerRequest: Int64 { requests > 0 ? serverCPUMicros / Int64(requests) : 0 }
+        public var bytesPerMint: Int64? { databaseGrowthBytes.map { okCount > 0 ? $0 / Int64(okCount) : 0 } }
         public func percentile(_ p: Int) -> Int64 {
             guard !latenciesMicros.isEmpty else { return 0 }
             return latenciesMicros[max(0, min(latenciesMicros.count - 1, (latenciesMicros.count * p + 99) / 100 - 1))]
@@ -55,10 +59,12 @@ public enum Benchmark {
     }
 
     /// The webhooks of `count` deposits of 1.00 PKR that the wallet stub holds (so payouts find their reserve),
-    /// each signed as the provider would send it.
-    public static func signedDeposits(_ gateway: Gateway, count: Int, secret: WebhookSecret) async throws -> [Request] {
+    /// spread round-robin over `accounts`, each signed as the provider would send it.
+    public static func signedDeposits(
+        _ gateway: Gateway, accounts: [String] = [Demo.walletAccount], count: Int, secret: WebhookSecret
+    ) async throws -> [Request] {
         let cursorBefore = try await lastProviderCursor(gateway)
-        try await loadBacklog(gateway, count: count)
+        try await recordRoundRobin(gateway, accounts: accounts, count: count)
         var deposits: [ProviderTransaction] = []
         var cursor = cursorBefore
         while deposits.count < count {
@@ -68,7 +74,7 @@ public enum Benchmark {
             cursor = page.nextCursor
         }
         let nowSeconds = SystemClock().nowMicros() / Timestamp.microsPerSecond
-        return deposits.map { tx in
+        return roundRobin(deposits, accounts: accounts).map { tx in
             let body = WebhookEvent.encode(tx)
             let signed = WebhookSender.sign(body: body, secret: secret, timestampSeconds: nowSeconds)
             return Request(
@@ -86,18 +92,30 @@ public enum Benchmark {
         }
     }
 
-    /// `count` redeems of one paisa each, each with its own Idempotency-Key.
-    public static func redeems(count: Int, tag: String) -> [Request] {
-        let token = String(repeating: "b", count: 64)
-        let body = Array(#"{"amount_units":"10000","memo":"bench"}"#.utf8)
+    /// `count` redeems of one paisa each, each with its own Idempotency-Key: the seed's current customer's, or, with
+    /// `userIDs`, spread round-robin over those customers as an operator's server-to-server calls.
+    public static func redeems(count: Int, tag: String, userIDs: [String] = []) -> [Request] {
+        let plainBody = Array(#"{"amount_units":"10000","memo":"bench"}"#.utf8)
         return (0..<count).map { index in
-            Request(
-                method: .POST, path: "/api/redeem",
-                headers: [
-                    ("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token),
-                    ("Idempotency-Key", "bench-\(tag)-\(index)"),
-                ], body: body)
+            let body =
+                userIDs.isEmpty
+                ? plainBody
+                : Array(
+                    JSONText.object([
+                        ("amount_units", .string("10000")), ("memo", .string("bench")),
+                        ("user_id", .string(userIDs[index % userIDs.count])),
+                    ]).utf8)
+            return Request(
+                method: .POST, path: "/api/redeem", headers: browserHeaders(idempotencyKey: "bench-\(tag)-\(index)"), body: body)
         }
+    }
+
+    /// A JSON POST as the seed's browser sends it: the CSRF cookie and its header (the bench server runs in demo
+    /// mode, where operator calls need no token).
+    static func browserHeaders(idempotencyKey: String?) -> [(String, String)] {
+        let token = String(repeating: "b", count: 64)
+        let headers = [("content-type", "application/json"), ("cookie", "csrftoken=\(token)"), ("X-CSRFToken", token)]
+        return headers + (idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
     }
 
     public static func gets(_ path: String, count: Int) -> [Request] {
@@ -161,6 +179,14 @@ public enum Benchmark {
 
 enum BenchmarkError: Error, CustomStringConvertible {
     case noLocalProvider
+    case customersNotBound(Int)
+    case historyNotMinted(expected: Int, minted: Int)
 
-    var description: String { "the benchmark plays the provider: run it in demo mode, without PKR_PROVIDER_URL" }
+    var description: String {
+        switch self {
+        case .noLocalProvider: "the benchmark plays the provider: run it in demo mode, without PKR_PROVIDER_URL"
+        case .customersNotBound(let failed): "\(failed) customers were not bound through POST /api/users"
+        case .historyNotMinted(let expected, let minted): "growing the history: \(minted) of \(expected) deposits minted"
+        }
+    }
 }

@@ -26,12 +26,24 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Ledger entries for the verify figure (0 skips).")
     var ledger = 1_000_000
     @Option(
+        help: ArgumentHelp(
+            "Customers, each bound to a provider account of its own through POST /api/users (the demo customer is the "
+                + "first); webhook mints and a second redeem row are spread over them."))
+    var customers = 1
+    @Option(
+        help: ArgumentHelp(
+            "Provider transactions to grow the database by, spread over the customers and minted by reconciler passes, "
+                + "before the workloads run again on it (0 skips)."))
+    var grow = 0
+    @Option(
         name: .customLong("server-env"),
         help: "KEY=VALUE for the server under test, after the bench's own settings (repeatable), e.g. PKR_METRICS=0.")
     var serverEnvironment: [String] = []
 
     func validate() throws {
         for pair in serverEnvironment where !pair.contains("=") { throw ValidationError("--server-env needs KEY=VALUE, got \(pair)") }
+        guard customers >= 1 else { throw ValidationError("--customers needs at least 1 (the demo customer)") }
+        guard grow >= 0 else { throw ValidationError("--grow needs 0 or more") }
     }
 
     func run() async throws {
@@ -59,65 +71,81 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - HTTP workloads against a real server process
 
+    /// `GET /api/debug/summary` samples per database and run: it walks the whole ledger, so on a grown database each
+    /// takes seconds.
+    static let summarySamples = 3
+
+    /// The databases the workloads run on in a run: the fresh one, then with `--grow` the same one grown.
+    var phases: [String] { grow > 0 ? ["empty", "grown \(grow)"] : ["empty"] }
+
+    /// The workloads of a round, in the order they run. With many customers the one-customer redeem stays beside
+    /// theirs, so the two compare within a run.
+    var workloads: [String] {
+        customers == 1
+            ? ["health", "webhook mint", "redeem", "balance"]
+            : ["health", "webhook mint", "redeem (1 customer)", "redeem (\(customers) customers)", "balance"]
+    }
+
+    /// A run's server, and the gateway in this process that plays the provider, grows the history and audits.
+    struct RunContext {
+        let engine: DatabaseEngine
+        let env: [String: String]
+        let server: BenchServer
+        let provider: Gateway
+        /// The demo customer first.
+        let customers: [Customer]
+    }
+
     func httpRows(engine: DatabaseEngine, binary: String, concurrencies: [Int], scratch: BenchScratch) async throws {
-        let workloads = ["health", "webhook mint", "redeem", "balance"]
         var samples: [String: [Benchmark.Sample]] = [:]
+        var summaryMicros: [String: [Int64]] = [:]
+        var phaseBytes: [String: [Int64]] = [:]
+        var summaryRSSKiB: [String: [(before: Int64, after: Int64)]] = [:]
         var peakRSS: Int64 = 0
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
-            var serverEnv = env
-            for pair in serverEnvironment {
-                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                serverEnv[String(parts[0])] = String(parts[1])
-            }
-            let server = try BenchServer(binary: binary, environment: serverEnv)
+            let server = try BenchServer(binary: binary, environment: serverEnv(env))
             defer { server.stop() }
             guard try await server.waitUntilUp() else { throw ValidationError("the server did not start") }
-            // This process plays the provider (deposits into the stub's reserve) and, at the end, the auditor.
             let provider = try await buildGateway(config: try GatewayConfig(values: env), logger: quietLogger())
+            let context = RunContext(
+                engine: engine, env: env, server: server, provider: provider,
+                customers: try await bindCustomers(provider, server: server, run: run))
+            var seededUnits = try await fundDemoCustomer(context, concurrencies: concurrencies)
             var mintedOK = 0
-            let line = ProgressLine("bench \(engine.rawValue)")
-            for c in concurrencies {
-                let tag = "r\(run)c\(c)"
-                line.update("run \(run + 1)/\(runs), concurrency \(c): health, webhook mint, redeem, balance")
-                let health = try await Benchmark.drive(
-                    port: server.port, requests: Benchmark.gets("/api/health", count: requests), concurrency: c, serverPID: server.pid)
-                let deposits = try await Benchmark.signedDeposits(provider, count: requests, secret: try devSecret())
-                let mints = try await Benchmark.drive(port: server.port, requests: deposits, concurrency: c, serverPID: server.pid)
-                let redeems = try await Benchmark.drive(
-                    port: server.port, requests: Benchmark.redeems(count: requests, tag: tag), concurrency: c, serverPID: server.pid)
-                let balance = try await Benchmark.drive(
-                    port: server.port, requests: Benchmark.gets("/api/balance", count: requests), concurrency: c, serverPID: server.pid)
-                mintedOK += mints.okCount
-                for (name, sample) in zip(workloads, [health, mints, redeems, balance]) {
-                    samples["\(name)|\(c)", default: []].append(sample)
+            for (index, phase) in phases.enumerated() {
+                if index > 0 { seededUnits += try await growHistory(context, run: run) }
+                phaseBytes[phase, default: []].append(try await databaseBytes(context))
+                // The summary's memory grows with history too: the server's peak RSS before and after it.
+                let rssBeforeKiB = Benchmark.peakRSSKiB(pid: server.pid) ?? 0
+                summaryMicros[phase, default: []] += try await summaryLatencies(context)
+                summaryRSSKiB[phase, default: []].append((rssBeforeKiB, Benchmark.peakRSSKiB(pid: server.pid) ?? 0))
+                let line = ProgressLine("bench \(engine.rawValue)")
+                for c in concurrencies {
+                    line.update("run \(run + 1)/\(runs), \(phase) database, concurrency \(c): \(workloads.joined(separator: ", "))")
+                    let round = try await workloadRound(context, concurrency: c, tag: "r\(run)p\(index)c\(c)")
+                    mintedOK += round[1].okCount  // the webhook mints
+                    for (name, sample) in zip(workloads, round) { samples[key(phase, name, c), default: []].append(sample) }
                 }
+                line.finish()
             }
-            line.finish()
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
-            // A 2xx means a committed mint: the database must hold exactly as many as were acknowledged.
-            let mintedUnits = try await provider.store.reconciliationSnapshot().mintedUnits
-            let check = mintedUnits == Int64(mintedOK) * 1_000_000 ? "ok" : "MISMATCH"
-            say("run \(run + 1) (\(engine.rawValue)): mints in database \(mintedUnits / 1_000_000), 2xx answers \(mintedOK): \(check)")
+            try await auditRun(context, run: run, mintedOK: mintedOK, seededUnits: seededUnits)
         }
         say("")
-        say("| engine | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx | server CPU µs/req |")
-        say("|---|---|---|---|---|---|---|---|---|---|")
-        for c in concurrencies {
-            let ceiling = median(samples["health|\(c)"]!.map(\.perSecond))
-            for name in workloads {
-                let runs = samples["\(name)|\(c)"]!
-                let rate = median(runs.map(\.perSecond))
-                say(
-                    "| \(engine.rawValue) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) | \(ms(median(runs.map { $0.percentile(50) }))) "
-                        + "| \(ms(median(runs.map { $0.percentile(99) }))) | \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) "
-                        + "| \(runs.map(\.nonSuccess).reduce(0, +)) | \(median(runs.map(\.serverCPUMicrosPerRequest))) |")
-            }
-        }
+        printTable(engine: engine, concurrencies: concurrencies, samples: samples)
         say("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")
+        for phase in phases {
+            let latencies = summaryMicros[phase, default: []].sorted()
+            say(
+                "GET /api/debug/summary (\(engine.rawValue), \(phase) database, \(mib(median(phaseBytes[phase, default: []]))) MiB "
+                    + "before its workloads): median \(ms(median(latencies))) ms, max \(ms(latencies.last ?? 0)) ms "
+                    + "over \(latencies.count) requests; server peak RSS \(median(summaryRSSKiB[phase, default: []].map(\.before)) / 1024) MiB "
+                    + "before them, \(median(summaryRSSKiB[phase, default: []].map(\.after)) / 1024) MiB after")
+        }
         // Metrics' share of a mint: too small to see between two noisy runs, so measured on its own and set
         // against the server's CPU per mint in this run.
-        let mintCPUMicros = median(samples["webhook mint|\(concurrencies.last!)"]!.map(\.serverCPUMicrosPerRequest))
+        let mintCPUMicros = median(samples[key(phases[0], "webhook mint", concurrencies.last!)]!.map(\.serverCPUMicrosPerRequest))
         let observationNanos = ObservationCost.nanosPerMint()
         // Hundredths of a percent, in integers.
         let share = mintCPUMicros > 0 ? observationNanos * 10_000 / (mintCPUMicros * 1000) : 0
@@ -126,6 +154,166 @@ struct Bench: AsyncParsableCommand {
                 + "\(share / 100).\(String(share % 100 + 100).dropFirst())% of the server's \(mintCPUMicros) µs of CPU per mint "
                 + "at concurrency \(concurrencies.last!)")
         say("")
+    }
+
+    func key(_ phase: String, _ workload: String, _ concurrency: Int) -> String { "\(phase)|\(workload)|\(concurrency)" }
+
+    /// The bench's environment for the server, then the `--server-env` pairs over it.
+    func serverEnv(_ env: [String: String]) -> [String: String] {
+        var serverEnv = env
+        for pair in serverEnvironment {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            serverEnv[String(parts[0])] = String(parts[1])
+        }
+        return serverEnv
+    }
+
+    /// One round of the workloads at one concurrency, in `workloads` order. Deposits go round-robin to the customers'
+    /// accounts and the many-customer redeems round-robin to the customers, so each customer's redeems are paid for
+    /// by its own deposits of the round.
+    func workloadRound(_ context: RunContext, concurrency c: Int, tag: String) async throws -> [Benchmark.Sample] {
+        let (port, pid) = (context.server.port, context.server.pid)
+        func drive(_ requests: [Benchmark.Request]) async throws -> Benchmark.Sample {
+            try await Benchmark.drive(port: port, requests: requests, concurrency: c, serverPID: pid)
+        }
+        let health = try await drive(Benchmark.gets("/api/health", count: requests))
+        let deposits = try await Benchmark.signedDeposits(
+            context.provider, accounts: context.customers.map(\.walletAccount), count: requests, secret: try devSecret())
+        let bytesBefore = try await databaseBytes(context)
+        var mints = try await drive(deposits)
+        mints.databaseGrowthBytes = try await databaseBytes(context) - bytesBefore
+        var round = [health, mints, try await drive(Benchmark.redeems(count: requests, tag: tag))]
+        if customers > 1 {
+            let userIDs = context.customers.map(\.id)
+            round.append(try await drive(Benchmark.redeems(count: requests, tag: tag + "n", userIDs: userIDs)))
+        }
+        round.append(try await drive(Benchmark.gets("/api/balance", count: requests)))
+        return round
+    }
+
+    /// The run's customers, the demo one first; says how long binding the others through the server took.
+    func bindCustomers(_ provider: Gateway, server: BenchServer, run: Int) async throws -> [Customer] {
+        let started = SystemClock().nowMicros()
+        let bound = try await Benchmark.bindCustomers(provider, port: server.port, count: customers)
+        if customers > 1 {
+            say(
+                "customers (\(provider.config.databaseEngine.rawValue), run \(run + 1)): \(customers - 1) bound through POST /api/users "
+                    + "in \(ms(SystemClock().nowMicros() - started)) ms, beside the demo customer")
+        }
+        return bound
+    }
+
+    /// With many customers the mint workload gives the demo customer only 1/N of its deposits, too little for its
+    /// own redeem row (a paisa a request): one deposit, minted by the reconciler, pays for all of them. Returns the
+    /// units minted.
+    func fundDemoCustomer(_ context: RunContext, concurrencies: [Int]) async throws -> Int64 {
+        guard customers > 1 else { return 0 }
+        let paisa = Int64(requests * concurrencies.count * phases.count)
+        try await Benchmark.fund(context.provider, account: Demo.walletAccount, amountPaisa: paisa)
+        return paisa * Money.unitsPerPaisa
+    }
+
+    /// Grows the run's database by `grow` provider transactions spread over its customers, through the provider's
+    /// bulk record and the reconciler's batches, and says how long that took and how large the database is after.
+    /// Returns the units minted.
+    func growHistory(_ context: RunContext, run: Int) async throws -> Int64 {
+        let (total, runCount) = (grow, runs)
+        let line = ProgressLine("grow \(context.engine.rawValue)")
+        let started = SystemClock().nowMicros()
+        let timing = try await Benchmark.growHistory(context.provider, accounts: context.customers.map(\.walletAccount), count: total) {
+            minted in
+            line.update("run \(run + 1)/\(runCount): \(ProgressLine.count(minted)) of \(ProgressLine.count(total)) minted")
+        }
+        let elapsedMicros = SystemClock().nowMicros() - started
+        line.finish()
+        let bytes = try await databaseBytes(context)
+        let perSecond = elapsedMicros > 0 ? Int64(total) * 1_000_000 / elapsedMicros : 0
+        say(
+            "grow (\(context.engine.rawValue), run \(run + 1)): \(total) provider transactions over \(customers) customers "
+                + "recorded and minted in \(ms(elapsedMicros)) ms (\(perSecond)/s: the provider's records \(ms(timing.recordMicros)) ms, "
+                + "the reconciler's passes \(ms(timing.mintMicros)) ms); database \(mib(bytes)) MiB after it\(mintBatchText(context.provider))"
+        )
+        return Int64(total) * Benchmark.historyDepositPaisa * Money.unitsPerPaisa
+    }
+
+    /// On PostgreSQL, how the in-process gateway's mint batches went: a refused one-call batch redoes its work in a
+    /// transaction, so a figure that needs many is slower.
+    func mintBatchText(_ gateway: Gateway) -> String {
+        guard let postgres = gateway.store as? PostgresStore else { return "" }
+        let counts = postgres.mintBatchCounts
+        return "; mint batches \(counts.oneCall) in one call, \(counts.refused) refused, \(counts.rolledBack) rolled back"
+    }
+
+    /// `GET /api/debug/summary` a few times, one at a time.
+    func summaryLatencies(_ context: RunContext) async throws -> [Int64] {
+        let sample = try await Benchmark.drive(
+            port: context.server.port, requests: Benchmark.gets("/api/debug/summary", count: Self.summarySamples), concurrency: 1)
+        guard sample.nonSuccess == 0 else { throw ValidationError("GET /api/debug/summary failed \(sample.nonSuccess) times") }
+        return sample.latenciesMicros
+    }
+
+    /// Money must be conserved whatever the load did: the database holds every mint answered 2xx and every one this
+    /// process made, and the reconciliation (the checks of `pkr reconcile`) holds. Either failing ends the bench.
+    func auditRun(_ context: RunContext, run: Int, mintedOK: Int, seededUnits: Int64) async throws {
+        let provider = context.provider
+        let mintedUnits = try await provider.store.reconciliationSnapshot().mintedUnits
+        let expectedUnits = Int64(mintedOK) * Money.unitsPerPKR + seededUnits
+        let report = try await withLocalProvider(provider) { try await provider.reconciliation() }
+        say(
+            "run \(run + 1) (\(context.engine.rawValue)): minted units in database \(mintedUnits), expected \(expectedUnits) "
+                + "(2xx mint answers \(mintedOK) + \(seededUnits) minted by the bench): \(mintedUnits == expectedUnits ? "ok" : "MISMATCH"); "
+                + "reconciliation: \(report.ok ? "ok" : "FAILED") (\(report.checks.count) checks)")
+        guard mintedUnits == expectedUnits else { throw ValidationError("minted units \(mintedUnits), expected \(expectedUnits)") }
+        guard report.ok else {
+            throw ValidationError("reconciliation failed: " + report.failed.map { "\($0.name): \($0.detail)" }.joined(separator: "; "))
+        }
+    }
+
+    func printTable(engine: DatabaseEngine, concurrencies: [Int], samples: [String: [Benchmark.Sample]]) {
+        say(
+            "| engine | database | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx "
+                + "| server CPU µs/req | bytes/mint |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for phase in phases {
+            for c in concurrencies {
+                let ceiling = median(samples[key(phase, "health", c)]!.map(\.perSecond))
+                for name in workloads {
+                    let runs = samples[key(phase, name, c)]!
+                    let rate = median(runs.map(\.perSecond))
+                    let bytesPerMint = runs.compactMap(\.bytesPerMint)
+                    say(
+                        "| \(engine.rawValue) | \(phase) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) "
+                            + "| \(ms(median(runs.map { $0.percentile(50) }))) | \(ms(median(runs.map { $0.percentile(99) }))) "
+                            + "| \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) | \(runs.map(\.nonSuccess).reduce(0, +)) "
+                            + "| \(median(runs.map(\.serverCPUMicrosPerRequest))) | \(bytesPerMint.isEmpty ? "-" : String(median(bytesPerMint))) |"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The run's database on disk: for SQLite the file and its WAL, after a checkpoint that truncates the WAL (so
+    /// that a growth is the rows', not the WAL's high-water mark); for PostgreSQL `pg_database_size`. Both include
+    /// the provider stub's tables.
+    func databaseBytes(_ context: RunContext) async throws -> Int64 {
+        let config = try GatewayConfig(values: context.env)
+        switch context.engine {
+        case .sqlite:
+            try await context.provider.store.checkpoint()
+            return fileBytes(config.sqlitePath) + fileBytes(config.sqlitePath + "-wal")
+        case .postgres:
+            return try await withPostgres(config.postgres) { connection in
+                let rows = try await connection.query(
+                    PostgresQuery(unsafeSQL: "SELECT pg_database_size(current_database())"), logger: quietLogger())
+                for try await bytes in rows.decode(Int64.self) { return bytes }
+                return 0
+            }
+        }
+    }
+
+    func fileBytes(_ path: String) -> Int64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int64(info.st_size) : 0
     }
 
     // MARK: - Backlog ingest and ledger verify, in this process
@@ -207,19 +395,10 @@ struct Bench: AsyncParsableCommand {
         case .postgres:
             let settings = try GatewayConfig.load().postgres
             let name = "pkr_bench_" + Crypto.hex(Crypto.randomBytes(6))
-            let connection = try await PostgresConnection.connect(
-                configuration: .init(
-                    host: settings.host, port: settings.port, username: settings.user, password: settings.password,
-                    database: settings.database, tls: .disable),
-                id: 1, logger: quietLogger())
-            do {
+            try await withPostgres(settings) { connection in
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: quietLogger())
                 scratch.postgresDatabases.append(name)
-            } catch {
-                try? await connection.close()
-                throw error
             }
-            try await connection.close()
             env.merge([
                 "POSTGRES_HOST": settings.host, "POSTGRES_PORT": String(settings.port), "POSTGRES_USER": settings.user,
                 "POSTGRES_PASSWORD": settings.password, "POSTGRES_DB": name,
@@ -228,9 +407,33 @@ struct Bench: AsyncParsableCommand {
         return env
     }
 
+    /// Runs `body` on a connection of its own to the database `settings` name, closed after, whether `body` threw
+    /// or not.
+    func withPostgres<T>(_ settings: PostgresSettings, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(
+                host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+                database: settings.database, tls: .disable),
+            id: 1, logger: quietLogger())
+        do {
+            let value = try await body(connection)
+            try await connection.close()
+            return value
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
     func median(_ values: [Int64]) -> Int64 {
         let sorted = values.sorted()
         return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+    }
+
+    /// Bytes as MiB with one decimal, in integers.
+    func mib(_ bytes: Int64) -> String {
+        let tenths = bytes * 10 / 1_048_576
+        return "\(tenths / 10).\(tenths % 10)"
     }
 
     func ms(_ micros: Int64) -> String { "\(micros / 1000).\(String(String(micros % 1000 + 1000).dropFirst()))" }
