@@ -71,6 +71,8 @@ public protocol GatewayStore: Sendable {
     /// Moves everything written so far into the main database file where the engine keeps a log beside it, so
     /// that a timed figure after a bulk load does not share the machine with the load's own checkpoint.
     func checkpoint() async throws
+    /// Bytes on disk by table, its indexes included, for sizing: what each table costs per transaction.
+    func bytesByTable() async throws -> [String: Int64]
 
     func cursor(named name: String) async throws -> Int64
     func setCursor(named name: String, to value: Int64) async throws

@@ -695,6 +695,19 @@ public final class PostgresStore: GatewayStore {
     /// PostgreSQL checkpoints on its own schedule; a forced one needs a superuser.
     public func checkpoint() async throws {}
 
+    public func bytesByTable() async throws -> [String: Int64] {
+        var bytes: [String: Int64] = [:]
+        for try await (table, size) in try await pg.query(
+            """
+            SELECT c.relname::TEXT, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = current_schema() AND c.relkind = 'r'
+            """, logger: logger
+        ).decode((String, Int64).self) {
+            bytes[table] = size
+        }
+        return bytes
+    }
+
     public func cursor(named name: String) async throws -> Int64 {
         for try await value in try await pg.query("SELECT value FROM core_cursor WHERE name = \(name)", logger: logger).decode(Int64.self) {
             return value

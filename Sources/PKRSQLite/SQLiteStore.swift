@@ -477,6 +477,22 @@ public final class SQLiteStore: GatewayStore {
         }
     }
 
+    public func bytesByTable() async throws -> [String: Int64] {
+        try await database.read { db in
+            var bytes: [String: Int64] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT COALESCE(s.tbl_name, d.name), SUM(d.pgsize) FROM dbstat d
+                    LEFT JOIN sqlite_schema s ON s.name = d.name GROUP BY 1
+                    """)
+            {
+                bytes[row[0]] = row[1]
+            }
+            return bytes
+        }
+    }
+
     public func checkpoint() async throws {
         // The background checkpointer may hold the checkpoint lock; SQLite then answers busy at once.
         for attempt in 1...100 {

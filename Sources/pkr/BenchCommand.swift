@@ -71,8 +71,7 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - HTTP workloads against a real server process
 
-    /// `GET /api/debug/summary` samples per database and run: it walks the whole ledger, so on a grown database each
-    /// takes seconds.
+    /// `GET /api/debug/summary` samples, and reconciler passes, per database and run.
     static let summarySamples = 3
 
     /// The databases the workloads run on in a run: the fresh one, then with `--grow` the same one grown.
@@ -101,6 +100,8 @@ struct Bench: AsyncParsableCommand {
         var summaryMicros: [String: [Int64]] = [:]
         var phaseBytes: [String: [Int64]] = [:]
         var summaryRSSKiB: [String: [(before: Int64, after: Int64)]] = [:]
+        var firstSummaryMicros: [String: [Int64]] = [:]
+        var reconcileMicros: [String: [Int64]] = [:]
         var peakRSS: Int64 = 0
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
@@ -116,7 +117,12 @@ struct Bench: AsyncParsableCommand {
             for (index, phase) in phases.enumerated() {
                 if index > 0 { seededUnits += try await growHistory(context, run: run) }
                 phaseBytes[phase, default: []].append(try await databaseBytes(context))
-                // The summary's memory grows with history too: the server's peak RSS before and after it.
+                // The first check after growth verifies the ledger entries added since the last checkpoint, as the
+                // scheduled check does on a server that grows; the samples after it are what an operator waits for.
+                let catchUp = try await summaryLatencies(context, count: 1)
+                firstSummaryMicros[phase, default: []] += catchUp
+                reconcileMicros[phase, default: []] += try await reconcilePassLatencies(context)
+                // The summary's memory must not grow with history: the server's peak RSS before and after it.
                 let rssBeforeKiB = Benchmark.peakRSSKiB(pid: server.pid) ?? 0
                 summaryMicros[phase, default: []] += try await summaryLatencies(context)
                 summaryRSSKiB[phase, default: []].append((rssBeforeKiB, Benchmark.peakRSSKiB(pid: server.pid) ?? 0))
@@ -131,6 +137,7 @@ struct Bench: AsyncParsableCommand {
             }
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
             try await auditRun(context, run: run, mintedOK: mintedOK, seededUnits: seededUnits)
+            if run == runs - 1 { try await printBytesPerMint(context) }
         }
         say("")
         printTable(engine: engine, concurrencies: concurrencies, samples: samples)
@@ -141,7 +148,13 @@ struct Bench: AsyncParsableCommand {
                 "GET /api/debug/summary (\(engine.rawValue), \(phase) database, \(mib(median(phaseBytes[phase, default: []]))) MiB "
                     + "before its workloads): median \(ms(median(latencies))) ms, max \(ms(latencies.last ?? 0)) ms "
                     + "over \(latencies.count) requests; server peak RSS \(median(summaryRSSKiB[phase, default: []].map(\.before)) / 1024) MiB "
-                    + "before them, \(median(summaryRSSKiB[phase, default: []].map(\.after)) / 1024) MiB after")
+                    + "before them, \(median(summaryRSSKiB[phase, default: []].map(\.after)) / 1024) MiB after; "
+                    + "the first after growth (the ledger since the last checkpoint) \(ms(median(firstSummaryMicros[phase, default: []]))) ms"
+            )
+            let passes = reconcileMicros[phase, default: []].sorted()
+            say(
+                "reconciler pass finding nothing new (\(engine.rawValue), \(phase) database): median \(ms(median(passes))) ms, "
+                    + "max \(ms(passes.last ?? 0)) ms over \(passes.count) passes")
         }
         // Metrics' share of a mint: too small to see between two noisy runs, so measured on its own and set
         // against the server's CPU per mint in this run.
@@ -245,11 +258,29 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// `GET /api/debug/summary` a few times, one at a time.
-    func summaryLatencies(_ context: RunContext) async throws -> [Int64] {
+    func summaryLatencies(_ context: RunContext, count: Int = Self.summarySamples) async throws -> [Int64] {
         let sample = try await Benchmark.drive(
-            port: context.server.port, requests: Benchmark.gets("/api/debug/summary", count: Self.summarySamples), concurrency: 1)
+            port: context.server.port, requests: Benchmark.gets("/api/debug/summary", count: count), concurrency: 1)
         guard sample.nonSuccess == 0 else { throw ValidationError("GET /api/debug/summary failed \(sample.nonSuccess) times") }
         return sample.latenciesMicros
+    }
+
+    /// Reconciler passes with nothing left to heal (the first drains whatever is new), timed in this process on the
+    /// run's database.
+    func reconcilePassLatencies(_ context: RunContext) async throws -> [Int64] {
+        let gateway = context.provider
+        return try await withLocalProvider(gateway) {
+            _ = try await gateway.reconcileOnce()
+            var latencies: [Int64] = []
+            for _ in 0..<Self.summarySamples {
+                let start = ContinuousClock.now
+                let pass = try await gateway.reconcileOnce()
+                guard pass.ingested == 0 else { throw ValidationError("a reconciler pass after a draining one ingested \(pass.ingested)") }
+                let elapsed = ContinuousClock.now - start
+                latencies.append(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
+            }
+            return latencies
+        }
     }
 
     /// Money must be conserved whatever the load did: the database holds every mint answered 2xx and every one this
@@ -308,6 +339,24 @@ struct Bench: AsyncParsableCommand {
                 for try await bytes in rows.decode(Int64.self) { return bytes }
                 return 0
             }
+        }
+    }
+
+    /// What each table holds per mint at the end of a run (every transaction of the run is one mint or one redeem,
+    /// so this slightly overstates a mint). The chain stub stands for the chain and the wallet stub for the provider:
+    /// in production neither is in the gateway's database.
+    func printBytesPerMint(_ context: RunContext) async throws {
+        let gateway = context.provider
+        let mints = try await gateway.store.reconciliationSnapshot(.recent(ledgerFrom: .genesis)).runningTotals?.mintJobs ?? 0
+        guard mints > 0 else { return }
+        try await gateway.store.checkpoint()
+        let bytes = try await gateway.store.bytesByTable()
+        say("database bytes per mint by table (\(context.engine.rawValue), \(mints) mints):")
+        for owner in ["core_", "chain_stub_", "wallet_stub_"] {
+            let tables = bytes.filter { $0.key.hasPrefix(owner) }.sorted { $0.value > $1.value }
+            let total = tables.reduce(0) { $0 + $1.value }
+            say(
+                "  \(owner)*: \(total / mints) B (" + tables.map { "\($0.key) \($0.value / mints)" }.joined(separator: ", ") + ")")
         }
     }
 
