@@ -661,6 +661,30 @@ extension InvariantCheckTests {
         }
     }
 
+    @Test(
+        "a ledger longer than one read batch verifies whole, resumes from its checkpoint, and a break past the first batch is found",
+        arguments: TestEngine.all)
+    func ledgerLongerThanOneBatch(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            let deposits = LedgerChainVerifier.batchSize * 3 / 4
+            try await gateway.stub.recordUnannouncedDeposits(
+                account: Demo.walletAccount, amountsPaisa: [Int64](repeating: 100, count: deposits), memo: "long ledger")
+            #expect(try await gateway.reconcileOnce().minted == deposits)
+            let entries = Int64(6 + 2 * deposits)
+            let recent = try await gateway.reconciliation()
+            #expect(recent.ok, "\(recent.text)")
+            #expect(try await gateway.store.ledgerCheckpoint().head.lastID == entries)
+            let full = try await gateway.store.verifyLedger()
+            #expect(full.firstBreak == nil && full.entriesChecked == entries)
+            #expect(full.checkpoint == (try await gateway.store.ledgerCheckpoint()), "the recount reproduces the stored checkpoint")
+
+            let far = Int64(LedgerChainVerifier.batchSize + 7)
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET amount_units = amount_units + 10000 WHERE id = \(far)")
+            try await Self.expectLedgerBreak(gateway, .hashMismatch(id: far))
+        }
+    }
+
     @Test("ledger verify, checkpointMismatch: the stored checkpoint altered", arguments: TestEngine.all)
     func checkpointMismatch(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { client, gateway in
