@@ -302,19 +302,26 @@ struct Bench: AsyncParsableCommand {
 
     func printTable(engine: DatabaseEngine, concurrencies: [Int], samples: [String: [Benchmark.Sample]]) {
         say(
-            "| engine | database | workload | concurrency | req/s (median) | × health | p50 ms | p99 ms | max ms | non-2xx "
-                + "| server CPU µs/req | bytes/mint |")
-        say("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "| engine | database | workload | concurrency | req/s (median) | × health | slowest run × health | p50 ms | p99 ms "
+                + "| slowest run p99 ms | max ms | non-2xx | server CPU µs/req | bytes/mint |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for phase in phases {
             for c in concurrencies {
-                let ceiling = median(samples[key(phase, "health", c)]!.map(\.perSecond))
+                let ceilings = samples[key(phase, "health", c)]!
+                let ceiling = median(ceilings.map(\.perSecond))
                 for name in workloads {
                     let runs = samples[key(phase, name, c)]!
                     let rate = median(runs.map(\.perSecond))
                     let bytesPerMint = runs.compactMap(\.bytesPerMint)
+                    // The slowest window: the run whose rate was the smallest share of its own run's ceiling.
+                    let slowest = zip(runs, ceilings).min {
+                        $0.0.perSecond * max(1, $1.1.perSecond) < $1.0.perSecond * max(1, $0.1.perSecond)
+                    }
                     say(
                         "| \(engine.rawValue) | \(phase) | \(name) | \(c) | \(rate) | \(ratio(rate, ceiling)) "
+                            + "| \(slowest.map { ratio($0.0.perSecond, $0.1.perSecond) } ?? "-") "
                             + "| \(ms(median(runs.map { $0.percentile(50) }))) | \(ms(median(runs.map { $0.percentile(99) }))) "
+                            + "| \(ms(runs.map { $0.percentile(99) }.max() ?? 0)) "
                             + "| \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) | \(runs.map(\.nonSuccess).reduce(0, +)) "
                             + "| \(median(runs.map(\.serverCPUMicrosPerRequest))) | \(bytesPerMint.isEmpty ? "-" : String(median(bytesPerMint))) |"
                     )
