@@ -223,6 +223,7 @@ public final class Gateway: Sendable {
             await submitPayout(jobID: payout.jobID, account: payout.walletAccount, amountUnits: payout.amountUnits, memo: payout.memo)
         }
         try await settleAwaitingPayouts()
+        try await store.compactRunningTotals()
         return result
     }
 

@@ -63,6 +63,9 @@ public protocol GatewayStore: Sendable {
     func verifyLedger(
         from checkpoint: LedgerCheckpoint, confirming: LedgerCheckpoint?, progress: @escaping @Sendable (Int) -> Void
     ) async throws -> LedgerChainVerifier
+    /// Folds the running totals' pending changes where an engine appends them (PostgreSQL), so that their rows stay
+    /// as few as one reconciler interval leaves.
+    func compactRunningTotals() async throws
     /// The last verified prefix of the ledger (genesis until a verification stores one).
     func ledgerCheckpoint() async throws -> LedgerCheckpoint
     /// Stores a verified prefix, unless one at least as far along is already stored.

@@ -606,7 +606,7 @@ public final class PostgresStore: GatewayStore {
 
     /// Writers append their running-total changes as rows (no writer waits on another's row); this folds them into
     /// one row per name. Rows a writer commits during the fold are not seen by its delete and stay for the next.
-    func compactRunningTotals() async throws {
+    public func compactRunningTotals() async throws {
         try await pg.query(
             """
             WITH folded AS (DELETE FROM core_runningtotal RETURNING name, value)
