@@ -48,7 +48,8 @@ struct PeriodicService: Service {
     }
 
     /// Every reconciliation check, for `pkr_invariant_ok` and the log: a broken one is an error line. Kept apart
-    /// from the reconciler because the checks read the whole history while a reconciler pass reads only what is new.
+    /// from the reconciler because the checks verify the ledger entries since the last check, which a busy interval
+    /// makes many, while a reconciler pass reads only the provider's listing after its cursor.
     static func invariantChecks(gateway: Gateway, intervalSeconds: Int64, logger: Logger) -> PeriodicService {
         PeriodicService(name: "invariant check", intervalSeconds: intervalSeconds, logger: logger) {
             guard (try? await gateway.hasCustomer()) == true else { return }
