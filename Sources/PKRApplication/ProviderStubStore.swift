@@ -90,9 +90,8 @@ public enum ProviderLimits {
 public protocol OutboxStore: Sendable {
     /// Claims due deliveries under a lease so that two dispatchers never send the same attempt at once.
     func claimDue(nowMicros: Int64, limit: Int) async throws -> [OutboxDelivery]
-    func recordAttempt(
-        _ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
-        outcome: AttemptOutcome, nowMicros: Int64) async throws
+    /// Records a batch's attempts and what follows each, in one transaction.
+    func recordAttempts(_ attempts: [OutboxAttempt]) async throws
     /// An operator's redelivery: due now with a fresh retry schedule. False if the id is unknown.
     func redeliver(id: Int64, nowMicros: Int64) async throws -> Bool
     /// When the next pending delivery falls due, so the dispatcher can sleep exactly that long.
@@ -125,6 +124,28 @@ public struct OutboxDelivery: Sendable {
         self.providerTxID = providerTxID
         self.payload = payload
         self.roundAttempts = roundAttempts
+    }
+}
+
+/// One attempt of a claimed delivery: what the receiver answered, and what happens next.
+public struct OutboxAttempt: Sendable {
+    public var delivery: OutboxDelivery
+    public var httpStatus: Int?
+    public var error: String?
+    public var durationMicros: Int64
+    public var outcome: AttemptOutcome
+    public var finishedAtMicros: Int64
+
+    public init(
+        delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64, outcome: AttemptOutcome,
+        finishedAtMicros: Int64
+    ) {
+        self.delivery = delivery
+        self.httpStatus = httpStatus
+        self.error = error
+        self.durationMicros = durationMicros
+        self.outcome = outcome
+        self.finishedAtMicros = finishedAtMicros
     }
 }
 

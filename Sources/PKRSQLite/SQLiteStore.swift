@@ -11,7 +11,7 @@ public final class SQLiteStore: GatewayStore {
     static let synchronousFull = 2
 
     public let database: DatabasePool
-    let groupCommit: GroupCommit
+    let groupCommit: GroupCommit<WriteScope>
     private let checkpointer: WALCheckpointer
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64

@@ -9,7 +9,7 @@ import SQLiteSupport
 /// mints add to the token and chain-stub balances in memory, written once per user and address at the flush, or
 /// before anything reads or debits a balance (`flushBalances`). On the single writer this saves five statements
 /// per mint. Only the transaction that made a scope may use it.
-final class WriteScope {
+final class WriteScope: BatchScope {
     /// What a savepoint's rollback must put back.
     struct Mark {
         fileprivate let ledgerHead: LedgerHead?

@@ -493,41 +493,44 @@ public final class PostgresWebhookOutbox: OutboxStore {
         }
     }
 
-    public func recordAttempt(
-        _ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
-        outcome: AttemptOutcome, nowMicros: Int64
-    ) async throws {
-        let now = Timestamp.format(micros: nowMicros)
+    public func recordAttempts(_ attempts: [OutboxAttempt]) async throws {
+        guard !attempts.isEmpty else { return }
         try await pg.transaction(logger: logger) { connection in
+            for attempt in attempts { try await Self.record(connection, attempt, logger: self.logger) }
+        }
+    }
+
+    static func record(_ connection: PostgresConnection, _ attempt: OutboxAttempt, logger: Logger) async throws {
+        let (id, status, error) = (attempt.delivery.id, attempt.httpStatus, attempt.error)
+        let now = Timestamp.format(micros: attempt.finishedAtMicros)
+        try await connection.query(
+            """
+            INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
+            VALUES (\(id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(id)),
+                    \(now), \(status), \(error), \(attempt.durationMicros))
+            """, logger: logger)
+        switch attempt.outcome {
+        case .delivered:
             try await connection.query(
                 """
-                INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
-                VALUES (\(delivery.id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(delivery.id)),
-                        \(now), \(httpStatus), \(error), \(durationMicros))
-                """, logger: self.logger)
-            switch outcome {
-            case .delivered:
-                try await connection.query(
-                    """
-                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
-                      round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = NULL, delivered_at = \(now)
-                    WHERE id = \(delivery.id)
-                    """, logger: self.logger)
-            case .retry(let atMicros):
-                try await connection.query(
-                    """
-                    UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
-                      next_attempt_micros = \(atMicros), last_http_status = \(httpStatus), last_error = \(error)
-                    WHERE id = \(delivery.id) AND state = 'pending'
-                    """, logger: self.logger)
-            case .dead:
-                try await connection.query(
-                    """
-                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
-                      round_attempts = round_attempts + 1, last_http_status = \(httpStatus), last_error = \(error)
-                    WHERE id = \(delivery.id) AND state = 'pending'
-                    """, logger: self.logger)
-            }
+                UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
+                  round_attempts = round_attempts + 1, last_http_status = \(status), last_error = NULL, delivered_at = \(now)
+                WHERE id = \(id)
+                """, logger: logger)
+        case .retry(let atMicros):
+            try await connection.query(
+                """
+                UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
+                  next_attempt_micros = \(atMicros), last_http_status = \(status), last_error = \(error)
+                WHERE id = \(id) AND state = 'pending'
+                """, logger: logger)
+        case .dead:
+            try await connection.query(
+                """
+                UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
+                  round_attempts = round_attempts + 1, last_http_status = \(status), last_error = \(error)
+                WHERE id = \(id) AND state = 'pending'
+                """, logger: logger)
         }
     }
 

@@ -7,16 +7,19 @@ import SQLiteSupport
 /// outbox. Every credit and debit is written with its outbox row in one transaction, so no event is lost. It runs
 /// its own transactions on its own connection pool, never the gateway's, even on the gateway's file.
 public final class SQLiteWalletStub: WalletStubStore {
-    private let database: any DatabaseWriter
+    private let database: DatabasePool
+    /// Payouts and credits arrive concurrently, one per request: written together, they share a commit.
+    private let groupCommit: GroupCommit<NoBatchScope>
     private let pushEnabled: Bool
     private let onOutboxWrite: @Sendable () -> Void
     private let nowMicros: @Sendable () -> Int64
 
     public init(
-        database: any DatabaseWriter, pushEnabled: Bool,
+        database: DatabasePool, pushEnabled: Bool,
         nowMicros: @escaping @Sendable () -> Int64, onOutboxWrite: @escaping @Sendable () -> Void = {}
     ) {
         self.database = database
+        self.groupCommit = GroupCommit(database: database)
         self.pushEnabled = pushEnabled
         self.nowMicros = nowMicros
         self.onOutboxWrite = onOutboxWrite
@@ -55,7 +58,7 @@ public final class SQLiteWalletStub: WalletStubStore {
             providerTxID: Identifiers.providerTxID(unixMillis: now / 1000), account: account,
             direction: .credit, amountPaisa: amountPaisa, status: .settled, occurredAtMicros: now,
             memo: memo)
-        try await database.write { [pushEnabled] db in
+        try await groupCommit.write { [pushEnabled] db, _ in
             try Self.append(db, tx, push: pushEnabled)
         }
         if pushEnabled { onOutboxWrite() }
@@ -77,7 +80,7 @@ public final class SQLiteWalletStub: WalletStubStore {
 
     public func payout(_ request: PayoutRequest, failing: PayoutFailure?, pending: Bool) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
-        let result = try await database.write { [pushEnabled] db -> (payout: Payout, replayed: Bool) in
+        let result = try await groupCommit.write { [pushEnabled] db, _ -> (payout: Payout, replayed: Bool) in
             if let (existing, fingerprint) = try Self.payout(db, column: "idempotency_key", request.idempotencyKey) {
                 guard fingerprint == request.fingerprint else { throw ProviderError.idempotencyKeyReused(request.idempotencyKey) }
                 return (existing, true)

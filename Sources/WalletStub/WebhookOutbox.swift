@@ -48,44 +48,47 @@ public final class SQLiteWebhookOutbox: OutboxStore {
         }
     }
 
-    public func recordAttempt(
-        _ delivery: OutboxDelivery, httpStatus: Int?, error: String?, durationMicros: Int64,
-        outcome: AttemptOutcome, nowMicros: Int64
-    ) async throws {
-        let now = Timestamp.format(micros: nowMicros)
+    public func recordAttempts(_ attempts: [OutboxAttempt]) async throws {
+        guard !attempts.isEmpty else { return }
         try await database.write { db in
+            for attempt in attempts { try Self.record(db, attempt) }
+        }
+    }
+
+    static func record(_ db: Database, _ attempt: OutboxAttempt) throws {
+        let (id, status, error) = (attempt.delivery.id, attempt.httpStatus, attempt.error)
+        let now = Timestamp.format(micros: attempt.finishedAtMicros)
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
+                VALUES (?, (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = ?), ?, ?, ?, ?)
+                """
+        ).execute(arguments: [id, id, now, status, error, attempt.durationMicros])
+        switch attempt.outcome {
+        case .delivered:
             try db.cachedStatement(
                 sql: """
-                    INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
-                    VALUES (?, (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = ?), ?, ?, ?, ?)
+                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = NULL, delivered_at = ?
+                    WHERE id = ?
                     """
-            ).execute(arguments: [delivery.id, delivery.id, now, httpStatus, error, durationMicros])
-            switch outcome {
-            case .delivered:
-                try db.cachedStatement(
-                    sql: """
-                        UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
-                          round_attempts = round_attempts + 1, last_http_status = ?, last_error = NULL, delivered_at = ?
-                        WHERE id = ?
-                        """
-                ).execute(arguments: [httpStatus, now, delivery.id])
-            case .retry(let atMicros):
-                try db.cachedStatement(
-                    sql: """
-                        UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
-                          next_attempt_micros = ?, last_http_status = ?, last_error = ?
-                        WHERE id = ? AND state = 'pending'
-                        """
-                ).execute(arguments: [atMicros, httpStatus, error, delivery.id])
-            case .dead:
-                try db.cachedStatement(
-                    sql: """
-                        UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
-                          round_attempts = round_attempts + 1, last_http_status = ?, last_error = ?
-                        WHERE id = ? AND state = 'pending'
-                        """
-                ).execute(arguments: [httpStatus, error, delivery.id])
-            }
+            ).execute(arguments: [status, now, id])
+        case .retry(let atMicros):
+            try db.cachedStatement(
+                sql: """
+                    UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
+                      next_attempt_micros = ?, last_http_status = ?, last_error = ?
+                    WHERE id = ? AND state = 'pending'
+                    """
+            ).execute(arguments: [atMicros, status, error, id])
+        case .dead:
+            try db.cachedStatement(
+                sql: """
+                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
+                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = ?
+                    WHERE id = ? AND state = 'pending'
+                    """
+            ).execute(arguments: [status, error, id])
         }
     }
 

@@ -450,6 +450,8 @@ struct Bench: AsyncParsableCommand {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             scratch.directories.append(directory)
             env["SQLITE_PATH"] = directory.appendingPathComponent("bench.sqlite3").path
+            // The provider is another system: its stub keeps its own file, so the two writers do not share a lock.
+            env["PROVIDER_SQLITE_PATH"] = directory.appendingPathComponent("provider.sqlite3").path
         case .postgres:
             let settings = try GatewayConfig.load().postgres
             let name = "pkr_bench_" + Crypto.hex(Crypto.randomBytes(6))

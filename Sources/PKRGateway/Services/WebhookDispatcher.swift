@@ -135,9 +135,12 @@ final class WebhookDispatcher: Service, Sendable {
                         continue
                     }
                     // A batch is finished before shutdown is honoured, so no claimed delivery is abandoned mid-send.
-                    await withTaskGroup(of: Void.self) { group in
-                        for delivery in due { group.addTask { await self.deliver(delivery) } }
+                    // Its attempts are recorded together, in one transaction.
+                    let attempts = await withTaskGroup(of: OutboxAttempt.self) { group in
+                        for delivery in due { group.addTask { await self.attempt(delivery) } }
+                        return await group.reduce(into: []) { $0.append($1) }
                     }
+                    await record(attempts)
                 } catch {
                     logger.error("webhook dispatcher pass failed", metadata: ["error": "\(error)"])
                     await signal.wait(timeoutMillis: Self.idleWaitMillis)
@@ -154,8 +157,8 @@ final class WebhookDispatcher: Service, Sendable {
         return min(Self.idleWaitMillis, max(1, (next - clock.nowMicros()) / 1000 + 1))
     }
 
-    /// One attempt of one claimed delivery, recorded in the outbox with what happens next.
-    func deliver(_ delivery: OutboxDelivery) async {
+    /// One attempt of one claimed delivery, and what happens next.
+    func attempt(_ delivery: OutboxDelivery) async -> OutboxAttempt {
         let started = clock.nowMicros()
         let timestamp = started / Timestamp.microsPerSecond
         let result = await transport.send(
@@ -191,13 +194,20 @@ final class WebhookDispatcher: Service, Sendable {
                     "next": "\(outcome)",
                 ])
         }
+        return OutboxAttempt(
+            delivery: delivery, httpStatus: result.httpStatus,
+            error: result.failure ?? (delivered ? nil : "HTTP \(result.httpStatus ?? 0)"),
+            durationMicros: finished - started, outcome: outcome, finishedAtMicros: finished)
+    }
+
+    /// Records attempts in the outbox; unrecorded, their deliveries are sent again after their lease.
+    func record(_ attempts: [OutboxAttempt]) async {
         do {
-            try await outbox.recordAttempt(
-                delivery, httpStatus: result.httpStatus,
-                error: result.failure ?? (delivered ? nil : "HTTP \(result.httpStatus ?? 0)"),
-                durationMicros: finished - started, outcome: outcome, nowMicros: finished)
+            try await outbox.recordAttempts(attempts)
         } catch {
-            logger.error("could not record a webhook attempt; it will be retried after its lease", metadata: ["error": "\(error)"])
+            logger.error(
+                "could not record webhook attempts; they will be retried after their lease",
+                metadata: ["count": "\(attempts.count)", "error": "\(error)"])
         }
     }
 

@@ -363,6 +363,14 @@ final class Simulation {
         case advancePayout = "advance payout"
     }
 
+    /// A claimed batch sent one delivery after another, so that a seed replays exactly; its attempts are recorded
+    /// together, as the dispatcher records a batch.
+    func deliverInOrder(_ due: [OutboxDelivery]) async {
+        var attempts: [OutboxAttempt] = []
+        for delivery in due { attempts.append(await dispatcher.attempt(delivery)) }
+        await dispatcher.record(attempts)
+    }
+
     func run() async throws {
         for index in 1...stepCount {
             step = index
@@ -398,7 +406,7 @@ final class Simulation {
             return "\(tx.providerTxID) \(Money.formatPaisa(paisa))"
         case .dispatch:
             let due = try await gateway.stubOutbox.claimDue(nowMicros: clock.nowMicros(), limit: Int(random.int(1...4)))
-            for delivery in due { await dispatcher.deliver(delivery) }
+            await deliverInOrder(due)
             return "\(due.count) due"
         case .deliverDelayed:
             return await network.deliverDelayed()
@@ -681,7 +689,7 @@ final class Simulation {
             while true {
                 let due = try await gateway.stubOutbox.claimDue(nowMicros: clock.nowMicros(), limit: 32)
                 if due.isEmpty { break }
-                for delivery in due { await dispatcher.deliver(delivery) }
+                await deliverInOrder(due)
             }
             let result = try await gateway.reconcileOnce()
             note("converge round \(round): reconciler minted \(result.minted), operator \(try await mintUnbound(all: true))")

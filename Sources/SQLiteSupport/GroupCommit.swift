@@ -1,7 +1,26 @@
 import GRDB
-import PKRApplication
-import SQLiteSupport
 import Synchronization
+
+/// What one group-commit transaction carries from job to job, undone with a job that a savepoint rolls back and
+/// written just before the commit.
+public protocol BatchScope: AnyObject {
+    associatedtype Mark
+    init()
+    /// Before a job: what `restore` needs should the job be undone.
+    func mark() -> Mark
+    /// After a job was undone: forget what it left in the scope.
+    func restore(_ mark: Mark)
+    /// Runs last in the transaction, after every job.
+    func flush(_ db: Database) throws
+}
+
+/// A batch that carries nothing between its jobs.
+public final class NoBatchScope: BatchScope {
+    public init() {}
+    public func mark() {}
+    public func restore(_ mark: Void) {}
+    public func flush(_ db: Database) throws {}
+}
 
 /// Group commit for SQLite: concurrent business changes that arrive while a commit is under way are written
 /// together in the next transaction and share its single fsync. Every caller still waits for the commit that
@@ -15,11 +34,11 @@ import Synchronization
 /// Batches run straight on the writer's dispatch queue, one queue item per batch. An earlier version drove them
 /// from a Swift task, and the writer sat idle while that task waited for a thread of the (busy) cooperative pool
 /// between batches; re-enqueueing each batch also lets any other write queued meanwhile take its turn.
-final class GroupCommit: Sendable {
-    static let batchSizeMax = 128
+public final class GroupCommit<Scope: BatchScope>: Sendable {
+    public static var batchSizeMax: Int { 128 }
 
     private struct Job: Sendable {
-        let work: @Sendable (Database, WriteScope) throws -> any Sendable
+        let work: @Sendable (Database, Scope) throws -> any Sendable
         let resume: @Sendable (Result<any Sendable, any Error>) -> Void
     }
 
@@ -31,21 +50,21 @@ final class GroupCommit: Sendable {
     private let database: DatabasePool
     private let queue = Mutex(Queue())
     /// Batches committed since start-up, for tests and diagnosis.
-    let committedBatchCount = Atomic<Int>(0)
+    public let committedBatchCount = Atomic<Int>(0)
     /// Batches written a second time, with a savepoint per job, because a job failed after writing.
-    let isolatedBatchCount = Atomic<Int>(0)
+    public let isolatedBatchCount = Atomic<Int>(0)
 
     /// Ends the first attempt at a batch: a job failed after writing, so its writes must be undone on their own.
     private struct JobFailedAfterWriting: Error {}
 
-    init(database: DatabasePool) {
+    public init(database: DatabasePool) {
         self.database = database
     }
 
     /// Runs `work` in the next batch's transaction and returns once that transaction has committed. The scope is
     /// the batch's: work must leave it only through its methods. Work may run twice (see above), so it touches
     /// nothing but the database and the scope.
-    func write<T: Sendable>(_ work: @escaping @Sendable (Database, WriteScope) throws -> T) async throws -> T {
+    public func write<T: Sendable>(_ work: @escaping @Sendable (Database, Scope) throws -> T) async throws -> T {
         let result: any Sendable = try await withCheckedThrowingContinuation { continuation in
             let job = Job(work: { try work($0, $1) }, resume: { continuation.resume(with: $0) })
             let startDrainer = queue.withLock { queue -> Bool in
@@ -100,7 +119,7 @@ final class GroupCommit: Sendable {
         var results: [Result<any Sendable, any Error>] = []
         results.reserveCapacity(batch.count)
         try db.inTransaction {
-            let scope = WriteScope()
+            let scope = Scope()
             if savepointPerJob {
                 // The savepoint statements come from the statement cache: `Database.inSavepoint` compiles two
                 // statements per call, which showed up in the writer's profile.
