@@ -144,7 +144,7 @@ let package = Package(
             name: "PKRGatewayTests",
             dependencies: [
                 "PKRCore", "PKRApplication", "PKRSQLite", "PKRPostgres", "PKRHTTP", "PKRGateway", "PKRBench", "PKRFuzz",
-                "WalletStub", "ChainStub", "ProviderClient",
+                "WalletStub", "ChainStub", "ProviderClient", "PostgresSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -21,6 +21,9 @@ public final class PostgresStore: GatewayStore {
     let holdOneCallCount = Atomic<Int>(0)
     /// Paid answers burnt by one `pkr_burn_held` call.
     let burnOneCallCount = Atomic<Int>(0)
+    /// Concurrent redeems' `pkr_hold` calls, and paid answers' `pkr_burn_held` calls, each a statement per batch.
+    let holdBatch: PostgresCallBatch<HoldCall, HoldAnswer>
+    let burnBatch: PostgresCallBatch<BurnCall, BurnAnswer>
     private let limits: MoneyLimits
     private let nowMicros: @Sendable () -> Int64
     private let logger: Logger
@@ -81,6 +84,12 @@ public final class PostgresStore: GatewayStore {
         self.availability = availability
         self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
         self.mintBatch = PostgresMintBatch(client: client, logger: logger)
+        self.holdBatch = PostgresCallBatch { [availability] calls in
+            try await Self.holdBatch(calls, try availability.checked(client), logger: logger)
+        }
+        self.burnBatch = PostgresCallBatch { [availability] calls in
+            try await Self.burnBatch(calls, try availability.checked(client), logger: logger)
+        }
         self.limits = limits
         self.nowMicros = nowMicros
         self.logger = logger
@@ -272,8 +281,9 @@ public final class PostgresStore: GatewayStore {
 
     /// A new redeem in one call to `pkr_hold`, the redeem flow as a PL/pgSQL function: the balance and chain locks
     /// are held while the server runs it and commits, not across this process's round trips, which is what let only
-    /// a few hundred concurrent redeems a second through. Answers nil when the idempotency key is taken; the flow
-    /// then replays the stored answer or refuses the key as in flight. `PostgresBurnTests` pins it to the flow.
+    /// a few hundred concurrent redeems a second through. Concurrent redeems share a statement and its commit
+    /// (`holdBatch`). Answers nil when the idempotency key is taken; the flow then replays the stored answer or
+    /// refuses the key as in flight. `PostgresBurnTests` pins it to the flow.
     private func holdInOneCall(_ command: RedeemCommand) async throws -> RedeemResult? {
         let now = nowMicros()
         let createdAt = Timestamp.format(micros: now)
@@ -281,36 +291,70 @@ public final class PostgresStore: GatewayStore {
             id: Identifiers.timeOrderedUUID(unixMillis: now / 1000), jobType: .burn, amountUnits: command.amountUnits,
             txHash: Identifiers.chainTxHash(unixMillis: now / 1000), createdAt: createdAt)
         let receipt = BurnReceipt(job)
-        let rows = try await pg.query(
-            """
-            SELECT outcome, available_units, wallet_account FROM pkr_hold(
-              \(command.customerID), \(command.amountUnits), \(job.id), \(job.txHash), \(command.idempotencyKey),
-              \(IdempotencyClaim.redeemEndpoint), \(command.requestFingerprint), \(receipt.storedForm), \(command.memo), \(createdAt),
-              \(ChainOperation.redemptionAddress))
-            """, logger: logger)
-        for try await (outcome, availableUnits, walletAccount) in rows.decode((Int32, Int64?, String?).self) {
-            switch outcome {
-            case 1:
-                guard let walletAccount else { throw GatewayError.storeUnavailable("pkr_hold answered no wallet account") }
-                holdOneCallCount.add(1, ordering: .relaxed)
-                return .burned(receipt, walletAccount: walletAccount)
-            case 0:
-                return nil
-            case -1:
-                throw GatewayError.insufficientBalance(availableUnits: availableUnits ?? 0, requestedUnits: command.amountUnits)
-            case -2:
-                let logger = self.logger
-                let customer = try await pg.withConnection {
-                    try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger)
-                }
-                throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .hold)
-            case -3:
-                throw GatewayError.demoNotSeeded
-            default:
-                throw GatewayError.storeUnavailable("pkr_hold answered \(outcome)")
+        let answer = try await holdBatch.call(HoldCall(command: command, job: job, responseBody: receipt.storedForm))
+        switch answer.outcome {
+        case 1:
+            guard let walletAccount = answer.walletAccount else {
+                throw GatewayError.storeUnavailable("pkr_hold answered no wallet account")
             }
+            holdOneCallCount.add(1, ordering: .relaxed)
+            return .burned(receipt, walletAccount: walletAccount)
+        case 0:
+            return nil
+        case -1:
+            throw GatewayError.insufficientBalance(availableUnits: answer.availableUnits ?? 0, requestedUnits: command.amountUnits)
+        case -2:
+            let logger = self.logger
+            let customer = try await pg.withConnection {
+                try await PostgresPrimitives.customer($0, id: command.customerID, logger: logger)
+            }
+            throw ChainStubError.rejected(address: customer?.chainAddress ?? "", op: .hold)
+        case -3:
+            throw GatewayError.demoNotSeeded
+        default:
+            throw GatewayError.storeUnavailable("pkr_hold answered \(answer.outcome)")
         }
-        throw GatewayError.storeUnavailable("pkr_hold answered no row")
+    }
+
+    struct HoldCall: Sendable {
+        var command: RedeemCommand
+        var job: ChainJob
+        var responseBody: String
+    }
+
+    struct HoldAnswer: Sendable {
+        var outcome: Int32
+        var availableUnits: Int64?
+        var walletAccount: String?
+    }
+
+    /// `pkr_hold` once per call, in one statement. The calls run in the order of their customers, as the mint batch
+    /// takes the balance rows, so that the two never wait on each other in a cycle. An absent idempotency key goes
+    /// as an empty one, which no request can carry.
+    static func holdBatch(_ calls: [HoldCall], _ connection: PostgresClient, logger: Logger) async throws -> [HoldAnswer] {
+        let rows = try await connection.query(
+            """
+            SELECT r.n, h.outcome, h.available_units, h.wallet_account
+            FROM (SELECT * FROM unnest(
+                    \(calls.map(\.command.customerID)), \(calls.map(\.command.amountUnits)), \(calls.map(\.job.id)),
+                    \(calls.map(\.job.txHash)), \(calls.map { $0.command.idempotencyKey ?? "" }),
+                    \(calls.map(\.command.requestFingerprint)), \(calls.map(\.responseBody)), \(calls.map(\.command.memo)),
+                    \(calls.map(\.job.createdAt))
+                  ) WITH ORDINALITY AS u(user_id, amount_units, job_id, tx_hash, idempotency_key, fingerprint, response_body,
+                                         memo, created_at, n)
+                  ORDER BY u.user_id, u.n) r
+            CROSS JOIN LATERAL pkr_hold(
+              r.user_id, r.amount_units, r.job_id, r.tx_hash, NULLIF(r.idempotency_key, ''), \(IdempotencyClaim.redeemEndpoint),
+              r.fingerprint, r.response_body, r.memo, r.created_at, \(ChainOperation.redemptionAddress)) h
+            """, logger: logger)
+        var answers = [HoldAnswer?](repeating: nil, count: calls.count)
+        for try await (n, outcome, availableUnits, walletAccount) in rows.decode((Int64, Int32, Int64?, String?).self) {
+            answers[Int(n) - 1] = HoldAnswer(outcome: outcome, availableUnits: availableUnits, walletAccount: walletAccount)
+        }
+        return try answers.map { answer in
+            guard let answer else { throw GatewayError.storeUnavailable("pkr_hold answered no row") }
+            return answer
+        }
     }
 
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
@@ -373,30 +417,59 @@ public final class PostgresStore: GatewayStore {
 
     /// A paid answer's burn in one call to `pkr_burn_held` (`Settlement.payoutAnswered` for a debited payout): the
     /// redemption address's row and the ledger head, which every redeem shares, are held while the server runs it
-    /// and commits, not across round trips. `FastPathEquivalenceTests` pins it to the flow.
+    /// and commits, not across round trips, and concurrent answers share a statement and its commit (`burnBatch`).
+    /// `FastPathEquivalenceTests` pins it to the flow.
     private func burnHeldInOneCall(jobID: String, providerTxID: String) async throws -> HoldOutcome {
         let now = nowMicros()
-        let postings = PostingRules.postings(for: .burn, amountUnits: Money.unitsPerPaisa)
-        let rows = try await pg.query(
-            """
-            SELECT outcome, hold_state FROM pkr_burn_held(
-              \(jobID), \(providerTxID), \(Identifiers.chainTxHash(unixMillis: now / 1000)), \(Timestamp.format(micros: now)),
-              \(ChainOperation.redemptionAddress), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue)))
-            """, logger: logger)
-        for try await (outcome, state) in rows.decode((Int32, String?).self) {
-            burnOneCallCount.add(1, ordering: .relaxed)
-            switch outcome {
-            case 1: return .burnt
-            case 0: return .noHold
-            case 2:
-                guard let state = state.flatMap(RedemptionHold.State.init) else {
-                    throw GatewayError.storeUnavailable("pkr_burn_held answered no hold state")
-                }
-                return .alreadyEnded(state)
-            default: throw GatewayError.storeUnavailable("pkr_burn_held answered \(outcome)")
+        let answer = try await burnBatch.call(
+            BurnCall(
+                jobID: jobID, providerTxID: providerTxID, txHash: Identifiers.chainTxHash(unixMillis: now / 1000),
+                createdAt: Timestamp.format(micros: now)))
+        burnOneCallCount.add(1, ordering: .relaxed)
+        switch answer.outcome {
+        case 1: return .burnt
+        case 0: return .noHold
+        case 2:
+            guard let state = answer.holdState.flatMap(RedemptionHold.State.init) else {
+                throw GatewayError.storeUnavailable("pkr_burn_held answered no hold state")
             }
+            return .alreadyEnded(state)
+        default: throw GatewayError.storeUnavailable("pkr_burn_held answered \(answer.outcome)")
         }
-        throw GatewayError.storeUnavailable("pkr_burn_held answered no row")
+    }
+
+    struct BurnCall: Sendable {
+        var jobID: String
+        var providerTxID: String
+        var txHash: String
+        var createdAt: String
+    }
+
+    struct BurnAnswer: Sendable {
+        var outcome: Int32
+        var holdState: String?
+    }
+
+    /// `pkr_burn_held` once per call, in one statement; each posts after the ledger head the one before it left.
+    static func burnBatch(_ calls: [BurnCall], _ connection: PostgresClient, logger: Logger) async throws -> [BurnAnswer] {
+        let postings = PostingRules.postings(for: .burn, amountUnits: Money.unitsPerPaisa)
+        let rows = try await connection.query(
+            """
+            SELECT r.n, b.outcome, b.hold_state
+            FROM unnest(\(calls.map(\.jobID)), \(calls.map(\.providerTxID)), \(calls.map(\.txHash)), \(calls.map(\.createdAt)))
+              WITH ORDINALITY AS r(job_id, provider_tx_id, tx_hash, created_at, n)
+            CROSS JOIN LATERAL pkr_burn_held(
+              r.job_id, r.provider_tx_id, r.tx_hash, r.created_at, \(ChainOperation.redemptionAddress),
+              \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
+            """, logger: logger)
+        var answers = [BurnAnswer?](repeating: nil, count: calls.count)
+        for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
+            answers[Int(n) - 1] = BurnAnswer(outcome: outcome, holdState: state)
+        }
+        return try answers.map { answer in
+            guard let answer else { throw GatewayError.storeUnavailable("pkr_burn_held answered no row") }
+            return answer
+        }
     }
 
     // MARK: - Reads

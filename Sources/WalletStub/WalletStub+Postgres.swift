@@ -14,6 +14,8 @@ public final class PostgresWalletStub: WalletStubStore {
     private let nowMicros: @Sendable () -> Int64
     private let onOutboxWrite: @Sendable () -> Void
     private let logger: Logger
+    /// Concurrent paid payouts, written together (`pay`).
+    private let payingBatch: PostgresCallBatch<PayingPayout, Bool>
 
     public init(
         client: PostgresClient, availability: PostgresAvailability, pushEnabled: Bool,
@@ -25,6 +27,9 @@ public final class PostgresWalletStub: WalletStubStore {
         self.nowMicros = nowMicros
         self.logger = logger
         self.onOutboxWrite = onOutboxWrite
+        self.payingBatch = PostgresCallBatch { calls in
+            try await Self.pay(calls, try availability.checked(client), push: pushEnabled, logger: logger)
+        }
     }
 
     private var pg: PostgresClient { get throws { try availability.checked(client) } }
@@ -243,54 +248,21 @@ public final class PostgresWalletStub: WalletStubStore {
         return payout
     }
 
+    /// A paid payout waiting for its batch: its debit and the payout that answers it, made before the write.
+    struct PayingPayout: Sendable {
+        var request: PayoutRequest
+        var debit: ProviderTransaction
+        var payout: Payout
+        var nowMicros: Int64
+    }
+
     private func payingPayout(_ request: PayoutRequest) async throws -> (payout: Payout, replayed: Bool) {
         let now = nowMicros()
         let tx = PayoutRecords.debit(for: request, nowMicros: now)
         let candidate = PayoutRecords.payout(for: request, debit: tx, nowMicros: now)
-        // One statement, so one transaction with no round trip inside it: the account row is locked by the debit
-        // and released at the commit that follows at once, instead of being held while this process, busy on two
-        // cores, sends its next statement. The payout's unique key and reference make it happen once: a concurrent
-        // payout with either waits on the index until this one ends, then writes nothing. The payout row is written
-        // before its debit, which the foreign key checks at the end of the statement.
-        let payload = ByteBuffer(bytes: WebhookEvent.encode(tx))
-        let at = Timestamp.format(micros: now)
-        var paid = false
+        let paid: Bool
         do {
-            for try await count in try await pg.query(
-                """
-                WITH ordered AS (
-                  SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))
-                ), made AS (
-                  INSERT INTO wallet_stub_payout
-                    (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
-                     failure_code, provider_tx_id, created_at, updated_at)
-                  SELECT \(candidate.id), \(request.idempotencyKey), \(request.fingerprint), a.account_no, \(request.amountPaisa),
-                         \(request.memo), \(request.reference), 'paid', NULL, \(tx.providerTxID), \(at), \(at)
-                  FROM ordered, wallet_stub_walletstubaccount a
-                  WHERE a.account_no = \(request.account) AND a.balance_paisa >= \(request.amountPaisa)
-                  ON CONFLICT DO NOTHING RETURNING provider_tx_id
-                ), claimed AS (
-                  INSERT INTO wallet_stub_walletstubtx
-                    (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
-                  SELECT made.provider_tx_id, a.id, 'debit', \(request.amountPaisa), 'settled', \(request.memo),
-                         \(request.reference), \(at)
-                  FROM made, wallet_stub_walletstubaccount a
-                  WHERE a.account_no = \(request.account)
-                  RETURNING account_id, provider_tx_id
-                ), debited AS (
-                  UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(request.amountPaisa)
-                  WHERE id IN (SELECT account_id FROM claimed) RETURNING id
-                ), queued AS (
-                  INSERT INTO wallet_stub_webhookdelivery
-                    (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
-                  SELECT \(Identifiers.webhookMessageID()), provider_tx_id, \(payload), 'pending', 0, 0, \(now), \(at)
-                  FROM claimed WHERE \(pushEnabled)
-                )
-                SELECT count(*) FROM debited
-                """, logger: logger
-            ).decode(Int64.self) {
-                paid = count == 1
-            }
+            paid = try await payingBatch.call(PayingPayout(request: request, debit: tx, payout: candidate, nowMicros: now))
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.checkViolation {
             // Another payout drained the account between this statement's snapshot and its debit.
             throw ProviderError.insufficientFunds(account: request.account)
@@ -300,6 +272,65 @@ public final class PostgresWalletStub: WalletStubStore {
             return (candidate, false)
         }
         return try await takenPayout(request)
+    }
+
+    /// Paid payouts in one transaction, a statement each; one alone is its own transaction. Each statement takes the
+    /// listing's lock, which the transaction then holds to its commit: concurrent payouts share that commit instead
+    /// of queueing for the lock one commit at a time.
+    static func pay(_ calls: [PayingPayout], _ client: PostgresClient, push: Bool, logger: Logger) async throws -> [Bool] {
+        guard calls.count > 1 else { return [try await client.withConnection { try await pay(calls[0], $0, push: push, logger: logger) }] }
+        return try await client.transaction(logger: logger) { connection in
+            var paid: [Bool] = []
+            for call in calls { paid.append(try await pay(call, connection, push: push, logger: logger)) }
+            return paid
+        }
+    }
+
+    /// Writes a paid payout in one statement: true if it was written, false if its key or reference was taken or the
+    /// funds were short. The account row is locked by the debit and released at the commit, not held across round
+    /// trips of this process. The payout's unique key and reference make it happen once: a concurrent payout with
+    /// either waits on the index until this one ends, then writes nothing. The payout row is written before its debit,
+    /// which the foreign key checks at the end of the statement.
+    static func pay(_ call: PayingPayout, _ connection: PostgresConnection, push: Bool, logger: Logger) async throws -> Bool {
+        let payload = ByteBuffer(bytes: WebhookEvent.encode(call.debit))
+        let (payout, now) = (call.payout, call.nowMicros)
+        let at = Timestamp.format(micros: now)
+        for try await count in try await connection.query(
+            """
+            WITH ordered AS (
+              SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))
+            ), made AS (
+              INSERT INTO wallet_stub_payout
+                (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
+                 failure_code, provider_tx_id, created_at, updated_at)
+              SELECT \(payout.id), \(call.request.idempotencyKey), \(call.request.fingerprint), a.account_no, \(call.request.amountPaisa),
+                     \(call.request.memo), \(call.request.reference), 'paid', NULL, \(call.debit.providerTxID), \(at), \(at)
+              FROM ordered, wallet_stub_walletstubaccount a
+              WHERE a.account_no = \(call.request.account) AND a.balance_paisa >= \(call.request.amountPaisa)
+              ON CONFLICT DO NOTHING RETURNING provider_tx_id
+            ), claimed AS (
+              INSERT INTO wallet_stub_walletstubtx
+                (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
+              SELECT made.provider_tx_id, a.id, 'debit', \(call.request.amountPaisa), 'settled', \(call.request.memo),
+                     \(call.request.reference), \(at)
+              FROM made, wallet_stub_walletstubaccount a
+              WHERE a.account_no = \(call.request.account)
+              RETURNING account_id, provider_tx_id
+            ), debited AS (
+              UPDATE wallet_stub_walletstubaccount SET balance_paisa = balance_paisa - \(call.request.amountPaisa)
+              WHERE id IN (SELECT account_id FROM claimed) RETURNING id
+            ), queued AS (
+              INSERT INTO wallet_stub_webhookdelivery
+                (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
+              SELECT \(Identifiers.webhookMessageID()), provider_tx_id, \(payload), 'pending', 0, 0, \(now), \(at)
+              FROM claimed WHERE \(push)
+            )
+            SELECT count(*) FROM debited
+            """, logger: logger
+        ).decode(Int64.self) {
+            return count == 1
+        }
+        return false
     }
 
     /// What a payout that wrote nothing answers: the key's payout, or why there is none.
