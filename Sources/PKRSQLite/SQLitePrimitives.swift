@@ -9,6 +9,15 @@ import SQLiteSupport
 /// Row locks are not needed on the single writer, so a "locked" read is a plain one. Mints' balance credits and the
 /// ledger head move in the transaction's `WriteScope` and are written once, at its flush.
 enum SQLitePrimitives {
+    /// The burn a payout's debit pays, not yet paired with another debit. Every debit webhook runs it, so each of its
+    /// conditions is an index lookup: a `NOT IN` over the paired debits read them all, every time.
+    static let unmatchedBurnSQL = """
+        SELECT id FROM core_chainjob j
+        WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?) AND amount_units = ?
+          AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = j.id)
+        LIMIT 1
+        """
+
     static func execute(_ primitive: Primitive, _ db: Database, _ scope: WriteScope) throws -> PrimitiveAnswer {
         switch primitive {
         case .findCustomer(let account):
@@ -45,14 +54,7 @@ enum SQLitePrimitives {
                 customerID, rowID)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
             return .jobID(
-                try db.cachedStatement(
-                    sql: """
-                        SELECT id FROM core_chainjob
-                        WHERE job_type = 'burn' AND (id = ? OR payout_provider_tx_id = ?) AND amount_units = ?
-                          AND id NOT IN (SELECT matched_job_id FROM core_externaltransaction WHERE matched_job_id IS NOT NULL)
-                        LIMIT 1
-                        """
-                ).first(reference ?? "", providerTxID, amountUnits) { $0.string(0) })
+                try db.cachedStatement(sql: unmatchedBurnSQL).first(reference ?? "", providerTxID, amountUnits) { $0.string(0) })
         case .markPayoutSubmitted(let jobID, let providerTxID):
             try db.cachedStatement(
                 sql: """

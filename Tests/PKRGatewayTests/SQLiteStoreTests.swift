@@ -49,6 +49,21 @@ import Testing
         #expect(journalMode == "wal")
     }
 
+    /// Every debit webhook looks up the burn it pays: each condition must be an index lookup, not a read of every
+    /// debit already paired (a `NOT IN` list did that, and each webhook cost more as history grew).
+    @Test func aDebitFindsItsBurnByIndex() async throws {
+        let path = try temporaryDirectory().appendingPathComponent("pkr.sqlite3").path
+        let store = try SQLiteStore(path: path, limits: MoneyLimits(maxMintUnits: 1, maxPayoutUnits: 1), nowMicros: { 0 })
+        try await store.migrate()
+        let plan = try await store.database.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + SQLitePrimitives.unmatchedBurnSQL, arguments: ["job", "tx", 1])
+                .map { $0["detail"] as String }
+        }
+        #expect(!plan.isEmpty)
+        #expect(plan.allSatisfy { !$0.hasPrefix("SCAN") && !$0.contains("LIST SUBQUERY") }, "\(plan)")
+        #expect(plan.contains { $0.contains("core_externaltransaction_matched_job") }, "\(plan)")
+    }
+
     /// Mints add to the balances once per batch. A redeem in the same batch still sees every earlier mint, and a
     /// redeem that fails after writing those mints' balances (so the batch is written again with a savepoint per
     /// job) does not lose them.
