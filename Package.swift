@@ -133,7 +133,7 @@ let package = Package(
         .executableTarget(
             name: "pkr",
             dependencies: [
-                "PKRCore", "PKRApplication", "PKRGateway", "PKRPostgres", "PKRBench", "PKRFuzz",
+                "PKRCore", "PKRApplication", "PKRGateway", "PKRPostgres", "PKRSQLite", "PKRBench", "PKRFuzz",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

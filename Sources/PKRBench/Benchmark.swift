@@ -122,12 +122,33 @@ public enum Benchmark {
         Array(repeating: Request(method: .GET, path: path, headers: [], body: nil), count: count)
     }
 
-    /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile.
-    public static func drive(port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32) async throws -> Sample {
+    /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile. The workload ends
+    /// when `settle` returns after the last answer: what the requests set going (a redeem's debit webhook) counts in
+    /// its time and CPU.
+    public static func drive(
+        port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32,
+        settle: (@Sendable () async throws -> Void)? = nil
+    ) async throws -> Sample {
         let before = cpuMicros(pid: pid)
         var sample = try await drive(port: port, requests: requests, concurrency: concurrency)
+        if let settle {
+            let started = SystemClock().nowMicros()
+            try await settle()
+            sample.elapsedMicros += SystemClock().nowMicros() - started
+        }
         if let before, let after = cpuMicros(pid: pid) { sample.serverCPUMicros = after - before }
         return sample
+    }
+
+    /// Waits until the provider has no delivery left to push: every payout's debit has reached the server.
+    public static func pushesDelivered(_ gateway: Gateway, timeoutSeconds: Int64 = 120) async throws {
+        guard let outbox = gateway.localProvider?.outbox else { throw BenchmarkError.noLocalProvider }
+        let deadline = SystemClock().nowMicros() + timeoutSeconds * 1_000_000
+        // The earliest pending delivery is an index lookup; a count would scan the outbox on every poll.
+        while try await outbox.nextDueMicros() != nil {
+            guard SystemClock().nowMicros() < deadline else { throw BenchmarkError.pushesPending }
+            try await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// User and system CPU of process `pid` so far, from `/proc/<pid>/stat` (clock ticks, 10 ms each here).
@@ -181,12 +202,14 @@ enum BenchmarkError: Error, CustomStringConvertible {
     case noLocalProvider
     case customersNotBound(Int)
     case historyNotMinted(expected: Int, minted: Int)
+    case pushesPending
 
     var description: String {
         switch self {
         case .noLocalProvider: "the benchmark plays the provider: run it in demo mode, without PKR_PROVIDER_URL"
         case .customersNotBound(let failed): "\(failed) customers were not bound through POST /api/users"
         case .historyNotMinted(let expected, let minted): "growing the history: \(minted) of \(expected) deposits minted"
+        case .pushesPending: "the provider's webhooks were still pending two minutes after the last redeem"
         }
     }
 }

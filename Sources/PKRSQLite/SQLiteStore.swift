@@ -481,19 +481,29 @@ public final class SQLiteStore: GatewayStore {
     }
 
     public func bytesByTable() async throws -> [String: Int64] {
-        try await database.read { db in
-            var bytes: [String: Int64] = [:]
-            for row in try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT COALESCE(s.tbl_name, d.name), SUM(d.pgsize) FROM dbstat d
-                    LEFT JOIN sqlite_schema s ON s.name = d.name GROUP BY 1
-                    """)
-            {
-                bytes[row[0]] = row[1]
-            }
-            return bytes
+        try await database.read { try Self.bytesByTable($0) }
+    }
+
+    /// The bytes of every table of another database file, its indexes included: the provider stub's, when it has a
+    /// file of its own.
+    public static func bytesByTable(path: String) throws -> [String: Int64] {
+        var configuration = Configuration()
+        configuration.readonly = true
+        return try DatabaseQueue(path: path, configuration: configuration).read { try bytesByTable($0) }
+    }
+
+    static func bytesByTable(_ db: Database) throws -> [String: Int64] {
+        var bytes: [String: Int64] = [:]
+        for row in try Row.fetchAll(
+            db,
+            sql: """
+                SELECT COALESCE(s.tbl_name, d.name), SUM(d.pgsize) FROM dbstat d
+                LEFT JOIN sqlite_schema s ON s.name = d.name GROUP BY 1
+                """)
+        {
+            bytes[row[0]] = row[1]
         }
+        return bytes
     }
 
     public func checkpoint() async throws {

@@ -6,6 +6,7 @@ import PKRBench
 import PKRCore
 import PKRGateway
 import PKRPostgres
+import PKRSQLite
 import PostgresNIO
 
 struct Bench: AsyncParsableCommand {
@@ -174,6 +175,9 @@ struct Bench: AsyncParsableCommand {
     /// The bench's environment for the server, then the `--server-env` pairs over it.
     func serverEnv(_ env: [String: String]) -> [String: String] {
         var serverEnv = env
+        // The server pushes, as by default: each payout's debit comes back to it as a webhook. The bench's own
+        // gateway, which records the deposits it then sends signed, does not.
+        serverEnv["PKR_WEBHOOK_PUSH"] = "1"
         for pair in serverEnvironment {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             serverEnv[String(parts[0])] = String(parts[1])
@@ -189,16 +193,23 @@ struct Bench: AsyncParsableCommand {
         func drive(_ requests: [Benchmark.Request]) async throws -> Benchmark.Sample {
             try await Benchmark.drive(port: port, requests: requests, concurrency: c, serverPID: pid)
         }
+        // A redeem ends when its payout's debit has come back to the server by webhook.
+        let provider = context.provider
+        func driveRedeems(_ requests: [Benchmark.Request]) async throws -> Benchmark.Sample {
+            try await Benchmark.drive(
+                port: port, requests: requests, concurrency: c, serverPID: pid,
+                settle: { try await Benchmark.pushesDelivered(provider) })
+        }
         let health = try await drive(Benchmark.gets("/api/health", count: requests))
         let deposits = try await Benchmark.signedDeposits(
             context.provider, accounts: context.customers.map(\.walletAccount), count: requests, secret: try devSecret())
         let bytesBefore = try await databaseBytes(context)
         var mints = try await drive(deposits)
         mints.databaseGrowthBytes = try await databaseBytes(context) - bytesBefore
-        var round = [health, mints, try await drive(Benchmark.redeems(count: requests, tag: tag))]
+        var round = [health, mints, try await driveRedeems(Benchmark.redeems(count: requests, tag: tag))]
         if customers > 1 {
             let userIDs = context.customers.map(\.id)
-            round.append(try await drive(Benchmark.redeems(count: requests, tag: tag + "n", userIDs: userIDs)))
+            round.append(try await driveRedeems(Benchmark.redeems(count: requests, tag: tag + "n", userIDs: userIDs)))
         }
         round.append(try await drive(Benchmark.gets("/api/balance", count: requests)))
         return round
@@ -359,7 +370,12 @@ struct Bench: AsyncParsableCommand {
         let mints = try await gateway.store.reconciliationSnapshot(.recent(ledgerFrom: checkpoint)).runningTotals?.mintJobs ?? 0
         guard mints > 0 else { return }
         try await gateway.store.checkpoint()
-        let bytes = try await gateway.store.bytesByTable()
+        var bytes = try await gateway.store.bytesByTable()
+        // On SQLite the provider stub keeps a file of its own (see `freshDatabase`); its tables are counted there.
+        if let path = gateway.config.providerServer.sqlitePath {
+            bytes = bytes.filter { !$0.key.hasPrefix("wallet_stub_") }
+            bytes.merge(try SQLiteStore.bytesByTable(path: path).filter { $0.key.hasPrefix("wallet_stub_") }) { $1 }
+        }
         say("database bytes per mint by table (\(context.engine.rawValue), \(mints) mints):")
         for owner in ["core_", "chain_stub_", "wallet_stub_"] {
             let tables = bytes.filter { $0.key.hasPrefix(owner) }.sorted { $0.value > $1.value }
