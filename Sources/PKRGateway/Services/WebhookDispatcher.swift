@@ -85,6 +85,7 @@ final class WebhookDispatcher: Service, Sendable {
     static let batchSizeMax = 32
     static let idleWaitMillis: Int64 = 1000
     static let pausedWaitMillis: Int64 = 50
+    static let gatherMillis: Int64 = 2
 
     private let outbox: any OutboxStore
     private let signal: WakeSignal
@@ -132,6 +133,9 @@ final class WebhookDispatcher: Service, Sendable {
                     let due = try await outbox.claimDue(nowMicros: clock.nowMicros(), limit: Self.batchSizeMax)
                     if due.isEmpty {
                         await signal.wait(timeoutMillis: try await idleWait())
+                        // Then a moment for the deliveries written just after the one that woke it: a claim, a send
+                        // round and a record for each alone cost more than the wait, and a webhook is not a reply.
+                        try await Task.sleep(for: .milliseconds(Self.gatherMillis))
                         continue
                     }
                     // A batch is finished before shutdown is honoured, so no claimed delivery is abandoned mid-send.
