@@ -10,8 +10,9 @@ import Synchronization
 /// Group commit for PostgreSQL's hot path: new settled credits from webhooks and polls.
 ///
 /// Mints all queue on the same rows (the user's balance, the chain-stub balance, the ledger head), and a mint on its
-/// own holds those locks through about six round trips and its commit. Here the credits that arrive while a batch
-/// is being written are written together by the next one, in one transaction of four statements however many
+/// own holds those locks through about six round trips and its commit. The credits that arrive while a batch is
+/// being written wait in the store's `mintQueue` and are written together by the next one, in one transaction of
+/// four statements however many
 /// credits it holds: one records them and writes their receipts, jobs and inbound-log rows; then, under the locks,
 /// one adds to the token balances, one to the chain-stub balances (and locks the ledger head), one appends the
 /// ledger. Every caller still waits for the commit that holds its own mint.
@@ -35,19 +36,8 @@ final class PostgresMintBatch: Sendable {
         var nowMicros: Int64
     }
 
-    private struct Waiter: Sendable {
-        let credit: Credit
-        let resume: @Sendable (ChainJob?) -> Void
-    }
-
-    private struct Queue {
-        var pending: [Waiter] = []
-        var draining = false
-    }
-
     private let client: PostgresClient
     private let logger: Logger
-    private let queue = Mutex(Queue())
     private let knownUsers = Mutex<[String: Customer]>([:])
     /// The ledger head this process's last planned batch leaves, which the one-call path chains after; nil when
     /// unknown.
@@ -63,35 +53,6 @@ final class PostgresMintBatch: Sendable {
     init(client: PostgresClient, logger: Logger) {
         self.client = client
         self.logger = logger
-    }
-
-    /// Mints `credit` in the next batch and returns its job once that batch has committed, or nil when the credit
-    /// must be applied on its own instead.
-    func mint(_ credit: Credit) async -> ChainJob? {
-        await withCheckedContinuation { continuation in
-            let waiter = Waiter(credit: credit, resume: { continuation.resume(returning: $0) })
-            let startDrainer = queue.withLock { queue -> Bool in
-                queue.pending.append(waiter)
-                guard !queue.draining else { return false }
-                queue.draining = true
-                return true
-            }
-            if startDrainer { Task { await self.drain() } }
-        }
-    }
-
-    private func drain() async {
-        while true {
-            let batch = queue.withLock { queue -> [Waiter] in
-                let batch = Array(queue.pending.prefix(Self.batchSizeMax))
-                queue.pending.removeFirst(batch.count)
-                if batch.isEmpty { queue.draining = false }
-                return batch
-            }
-            if batch.isEmpty { return }
-            let jobs = await write(batch.map(\.credit))
-            for (waiter, job) in zip(batch, jobs) { waiter.resume(job) }
-        }
     }
 
     /// Writes `credits` in one transaction; the result holds each credit's job, or nil for one left to the caller.

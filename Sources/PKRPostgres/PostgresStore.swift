@@ -21,6 +21,8 @@ public final class PostgresStore: GatewayStore {
     let holdOneCallCount = Atomic<Int>(0)
     /// Paid answers burnt by one `pkr_burn_held` call.
     let burnOneCallCount = Atomic<Int>(0)
+    /// New settled credits waiting for the next mint batch: those that arrive while one is written go in the next.
+    let mintQueue: PostgresCallBatch<PostgresMintBatch.Credit, ChainJob?>
     /// Concurrent redeems' `pkr_hold` calls, and paid answers' `pkr_burn_held` calls, each a statement per batch.
     let holdBatch: PostgresCallBatch<HoldCall, HoldAnswer>
     let burnBatch: PostgresCallBatch<BurnCall, BurnAnswer>
@@ -83,7 +85,9 @@ public final class PostgresStore: GatewayStore {
         self.client = client
         self.availability = availability
         self.runTasks = [Task { await client.run() }, Task { await availability.run() }]
-        self.mintBatch = PostgresMintBatch(client: client, logger: logger)
+        let mintBatch = PostgresMintBatch(client: client, logger: logger)
+        self.mintBatch = mintBatch
+        self.mintQueue = PostgresCallBatch(batchSizeMax: PostgresMintBatch.batchSizeMax) { await mintBatch.write($0) }
         self.holdBatch = PostgresCallBatch { [availability] calls in
             try await Self.holdBatch(calls, try availability.checked(client), logger: logger)
         }
@@ -190,7 +194,8 @@ public final class PostgresStore: GatewayStore {
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         if mintBatchEnabled.load(ordering: .relaxed), let credit = Self.mintCandidate(tx, via: path, inbound: inbound, context) {
             _ = try pg  // An unreachable database fails at once rather than through the batch and then the fallback.
-            if let job = await mintBatch.mint(credit) { return .minted(job) }
+            // The batch's write never throws: a credit it does not mint comes back nil.
+            if let job = try await mintQueue.call(credit) { return .minted(job) }
         }
         return try await run { try Settlement.apply(tx, via: path, inbound: inbound, context) }
     }

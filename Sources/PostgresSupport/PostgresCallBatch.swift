@@ -8,7 +8,7 @@ import Synchronization
 /// A batch that fails wrote nothing (it is one transaction), so each of its calls is then written on its own and
 /// gets its own answer or error: one bad call cannot fail its neighbours.
 public final class PostgresCallBatch<Call: Sendable, Answer: Sendable>: Sendable {
-    public static var batchSizeMax: Int { 64 }
+    public let batchSizeMax: Int
 
     private struct Waiter: Sendable {
         let call: Call
@@ -26,8 +26,10 @@ public final class PostgresCallBatch<Call: Sendable, Answer: Sendable>: Sendable
     public let batchCount = Atomic<Int>(0)
     public let splitCount = Atomic<Int>(0)
 
-    /// `write` runs its calls in one statement and answers each, in order.
-    public init(write: @escaping @Sendable ([Call]) async throws -> [Answer]) {
+    /// `write` runs at most `batchSizeMax` calls in one transaction and answers each, in order.
+    public init(batchSizeMax: Int = 64, write: @escaping @Sendable ([Call]) async throws -> [Answer]) {
+        precondition(batchSizeMax > 0, "a batch holds at least one call")
+        self.batchSizeMax = batchSizeMax
         self.write = write
     }
 
@@ -47,7 +49,7 @@ public final class PostgresCallBatch<Call: Sendable, Answer: Sendable>: Sendable
     private func drain() async {
         while true {
             let batch = queue.withLock { queue -> [Waiter] in
-                let batch = Array(queue.pending.prefix(Self.batchSizeMax))
+                let batch = Array(queue.pending.prefix(batchSizeMax))
                 queue.pending.removeFirst(batch.count)
                 if batch.isEmpty { queue.draining = false }
                 return batch
