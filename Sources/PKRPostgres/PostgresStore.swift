@@ -352,14 +352,11 @@ public final class PostgresStore: GatewayStore {
               r.user_id, r.amount_units, r.job_id, r.tx_hash, NULLIF(r.idempotency_key, ''), \(IdempotencyClaim.redeemEndpoint),
               r.fingerprint, r.response_body, r.memo, r.created_at, \(ChainOperation.redemptionAddress)) h
             """, logger: logger)
-        var answers = [HoldAnswer?](repeating: nil, count: calls.count)
+        var answered: [(Int64, HoldAnswer)] = []
         for try await (n, outcome, availableUnits, walletAccount) in rows.decode((Int64, Int32, Int64?, String?).self) {
-            answers[Int(n) - 1] = HoldAnswer(outcome: outcome, availableUnits: availableUnits, walletAccount: walletAccount)
+            answered.append((n, HoldAnswer(outcome: outcome, availableUnits: availableUnits, walletAccount: walletAccount)))
         }
-        return try answers.map { answer in
-            guard let answer else { throw GatewayError.storeUnavailable("pkr_hold answered no row") }
-            return answer
-        }
+        return try inCallOrder(answered, count: calls.count, function: "pkr_hold")
     }
 
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
@@ -467,12 +464,25 @@ public final class PostgresStore: GatewayStore {
               r.job_id, r.provider_tx_id, r.tx_hash, r.created_at, \(ChainOperation.redemptionAddress),
               \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
             """, logger: logger)
-        var answers = [BurnAnswer?](repeating: nil, count: calls.count)
+        var answered: [(Int64, BurnAnswer)] = []
         for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
-            answers[Int(n) - 1] = BurnAnswer(outcome: outcome, holdState: state)
+            answered.append((n, BurnAnswer(outcome: outcome, holdState: state)))
+        }
+        return try inCallOrder(answered, count: calls.count, function: "pkr_burn_held")
+    }
+
+    /// A batch statement's answers, each tagged with its call's ordinal (`WITH ORDINALITY`, from 1), in call order.
+    /// A call answered twice, not at all, or out of range means the statement is not the one written here.
+    static func inCallOrder<Answer>(_ answered: [(Int64, Answer)], count: Int, function: String) throws -> [Answer] {
+        var answers = [Answer?](repeating: nil, count: count)
+        for (ordinal, answer) in answered {
+            guard (1...Int64(count)).contains(ordinal), answers[Int(ordinal) - 1] == nil else {
+                throw GatewayError.storeUnavailable("\(function) answered call \(ordinal) of \(count) unexpectedly")
+            }
+            answers[Int(ordinal) - 1] = answer
         }
         return try answers.map { answer in
-            guard let answer else { throw GatewayError.storeUnavailable("pkr_burn_held answered no row") }
+            guard let answer else { throw GatewayError.storeUnavailable("\(function) answered no row for a call") }
             return answer
         }
     }

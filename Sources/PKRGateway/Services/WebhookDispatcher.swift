@@ -135,7 +135,7 @@ final class WebhookDispatcher: Service, Sendable {
                         await signal.wait(timeoutMillis: try await idleWait())
                         // Then a moment for the deliveries written just after the one that woke it: a claim, a send
                         // round and a record for each alone cost more than the wait, and a webhook is not a reply.
-                        try await Task.sleep(for: .milliseconds(Self.gatherMillis))
+                        try? await Task.sleep(for: .milliseconds(Self.gatherMillis))
                         continue
                     }
                     // A batch is finished before shutdown is honoured, so no claimed delivery is abandoned mid-send.
