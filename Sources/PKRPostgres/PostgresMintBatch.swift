@@ -456,7 +456,7 @@ private struct InboundColumns {
     var receivedAt: [String] = [], messageID = NullableTextArray(), webhookTimestamp = NullableTextArray()
     var sourceAddress = NullableTextArray(), scheme = NullableTextArray(), verification: [String] = []
     var outcome: [String] = [], error = NullableTextArray(), providerTxID = NullableTextArray(), jobID: [String] = []
-    var bodyBytes: [Int64] = [], body: [ByteBuffer] = []
+    var bodyBytes: [Int64] = [], body = NullableArray<[UInt8]>()
 
     mutating func append(_ draft: InboundDraft, job: ChainJob) {
         receivedAt.append(Timestamp.format(micros: draft.receivedAtMicros))
@@ -465,28 +465,29 @@ private struct InboundColumns {
         sourceAddress.values.append(draft.sourceAddress)
         scheme.values.append(draft.scheme?.rawValue)
         verification.append(draft.verification)
-        outcome.append(ApplyOutcome.minted(job).code)
+        let code = ApplyOutcome.minted(job).code
+        outcome.append(code)
         error.values.append(draft.errorCode)
         providerTxID.values.append(draft.providerTxID)
         jobID.append(job.id)
         bodyBytes.append(Int64(draft.body.count))
-        body.append(ByteBuffer(bytes: draft.body))
+        body.values.append(InboundRow.keepsBody(outcome: code) ? draft.body : nil)
     }
 }
 
-/// A `text[]` parameter whose elements may be NULL, which PostgresNIO's own arrays cannot express.
-struct NullableTextArray: PostgresNonThrowingEncodable {
-    var values: [String?] = []
+/// A `text[]` or `bytea[]` parameter whose elements may be NULL, which PostgresNIO's own arrays cannot express.
+struct NullableArray<Element: NullableArrayElement>: PostgresNonThrowingEncodable {
+    var values: [Element?] = []
 
-    static var psqlType: PostgresDataType { .textArray }
+    static var psqlType: PostgresDataType { Element.arrayType }
     static var psqlFormat: PostgresFormat { .binary }
 
     /// PostgreSQL's binary array format: dimensions, a has-nulls flag, the element type, then each dimension's
     /// length and lower bound; each element is its byte length (-1 for NULL) and its bytes.
     func encode<JSONEncoder: PostgresJSONEncoder>(into buffer: inout ByteBuffer, context: PostgresEncodingContext<JSONEncoder>) {
         buffer.writeInteger(values.isEmpty ? 0 : 1, as: Int32.self)
-        buffer.writeInteger(values.contains(nil) ? 1 : 0, as: Int32.self)
-        buffer.writeInteger(PostgresDataType.text.rawValue)
+        buffer.writeInteger(values.contains(where: { $0 == nil }) ? 1 : 0, as: Int32.self)
+        buffer.writeInteger(Element.elementType.rawValue)
         guard !values.isEmpty else { return }
         buffer.writeInteger(Int32(values.count), as: Int32.self)
         buffer.writeInteger(1, as: Int32.self)
@@ -495,8 +496,32 @@ struct NullableTextArray: PostgresNonThrowingEncodable {
                 buffer.writeInteger(-1, as: Int32.self)
                 continue
             }
-            buffer.writeInteger(Int32(value.utf8.count), as: Int32.self)
-            buffer.writeString(value)
+            buffer.writeInteger(Int32(value.binaryByteCount), as: Int32.self)
+            value.writeBinary(into: &buffer)
         }
     }
+}
+
+typealias NullableTextArray = NullableArray<String>
+
+/// An element `NullableArray` can carry: its types, and its bytes in PostgreSQL's binary format.
+protocol NullableArrayElement: Sendable {
+    static var elementType: PostgresDataType { get }
+    static var arrayType: PostgresDataType { get }
+    var binaryByteCount: Int { get }
+    func writeBinary(into buffer: inout ByteBuffer)
+}
+
+extension String: NullableArrayElement {
+    static var elementType: PostgresDataType { .text }
+    static var arrayType: PostgresDataType { .textArray }
+    var binaryByteCount: Int { utf8.count }
+    func writeBinary(into buffer: inout ByteBuffer) { buffer.writeString(self) }
+}
+
+extension [UInt8]: NullableArrayElement {
+    static var elementType: PostgresDataType { .bytea }
+    static var arrayType: PostgresDataType { .byteaArray }
+    var binaryByteCount: Int { count }
+    func writeBinary(into buffer: inout ByteBuffer) { buffer.writeBytes(self) }
 }

@@ -244,7 +244,7 @@ enum PostgresPrimitives {
             VALUES (\(Timestamp.format(micros: inbound.receivedAtMicros)), \(inbound.messageID), \(inbound.webhookTimestamp),
                     \(inbound.sourceAddress), \(inbound.scheme?.rawValue), \(inbound.verification), \(row.outcome),
                     \(row.errorCode), \(inbound.providerTxID), \(row.jobID), \(inbound.body.count),
-                    \(ByteBuffer(bytes: inbound.body)))
+                    \(row.keptBody.map { ByteBuffer(bytes: $0) }))
             RETURNING id
             """, logger: logger
         ).collect()

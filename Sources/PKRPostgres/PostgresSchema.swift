@@ -690,6 +690,14 @@ enum PostgresSchema {
             """
         ),
         ("v4-running-totals", [SchemaSteps.v4Shared, runningTotals, SchemaSteps.v4Backfill(sumCast: "::BIGINT")].joined(separator: "\n")),
+        // Rows logged before this step keep their bodies until they are pruned.
+        (
+            "v5-inbound-bodies",
+            """
+            ALTER TABLE core_webhookinbound ALTER COLUMN body DROP NOT NULL,
+              ADD CONSTRAINT core_webhookinbound_body_whole CHECK (body IS NULL OR octet_length(body) = body_bytes);
+            """
+        ),
     ]
 
     /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not

@@ -263,7 +263,7 @@ enum SQLitePrimitives {
         ).run(
             Timestamp.format(micros: inbound.receivedAtMicros), inbound.messageID, inbound.webhookTimestamp,
             inbound.sourceAddress, inbound.scheme?.rawValue, inbound.verification, row.outcome, row.errorCode,
-            inbound.providerTxID, row.jobID, inbound.body.count, SQLiteBlob(inbound.body))
+            inbound.providerTxID, row.jobID, inbound.body.count, row.keptBody.map(SQLiteBlob.init))
         return db.lastInsertedRowID
     }
 }

@@ -56,7 +56,36 @@ enum SQLiteSchema {
                 try db.execute(sql: SchemaSteps.v4Backfill(sumCast: ""))
             }
         ),
+        // SQLite cannot drop a NOT NULL in place: the table is rebuilt. Rows logged before this step keep their
+        // bodies until they are pruned.
+        ("v5-inbound-bodies", { db in try db.execute(sql: inboundBodies) }),
     ]
+
+    static let inboundBodies = """
+        CREATE TABLE core_webhookinbound_v5 (
+          id INTEGER PRIMARY KEY,
+          received_at TEXT NOT NULL,
+          message_id TEXT,
+          webhook_timestamp TEXT,
+          source_address TEXT,
+          scheme TEXT,
+          verification TEXT NOT NULL,
+          outcome TEXT NOT NULL,
+          error TEXT,
+          provider_tx_id TEXT,
+          job_id TEXT,
+          body_bytes INTEGER NOT NULL CHECK (body_bytes >= 0),
+          body BLOB CHECK (body IS NULL OR length(body) = body_bytes)
+        );
+        INSERT INTO core_webhookinbound_v5
+          (id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+           provider_tx_id, job_id, body_bytes, body)
+          SELECT id, received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                 provider_tx_id, job_id, body_bytes, body
+          FROM core_webhookinbound;
+        DROP TABLE core_webhookinbound;
+        ALTER TABLE core_webhookinbound_v5 RENAME TO core_webhookinbound;
+        """
 
     /// One row per total, updated in place by the writer's own statements: SQLite has one writer at a time, so no
     /// writer waits on another's row. A total past Int64 would turn into a float in SQLite's arithmetic; the type

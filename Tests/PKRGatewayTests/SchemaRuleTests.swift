@@ -71,6 +71,68 @@ struct SchemaRuleTests {
         }
     }
 
+    @Test("SQLite: v5 rebuilds the inbound log with its rows, their bodies and the quarantine's references intact")
+    func inboundRebuiltByV5() throws {
+        let path = try temporaryDirectory().appendingPathComponent("v4.sqlite3").path
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteSchema.migrator().migrate(queue, upTo: "v4-running-totals")
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO core_webhookinbound (id, received_at, verification, outcome, body_bytes, body)
+                      VALUES (7, 'now', 'verified', 'minted', 3, X'616263'), (8, 'now', 'verified', 'conflict', 2, X'7B7D');
+                    INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
+                      VALUES (8, 'TX-1', 'webhook', 'amount_pkr', X'7B7D', 'now');
+                    """)
+        }
+        try SQLiteSchema.migrate(queue)
+        let (bodies, violations, nextID) = try queue.read { db in
+            (
+                try Row.fetchAll(db, sql: "SELECT id, body FROM core_webhookinbound ORDER BY id").map { row -> [Int64: Data] in
+                    [row[0]: row[1]]
+                },
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count,
+                try Int64.fetchOne(db, sql: "SELECT max(id) + 1 FROM core_webhookinbound")
+            )
+        }
+        // Rows logged before the step keep their bodies until they are pruned.
+        #expect(bodies == [[7: Data("abc".utf8)], [8: Data("{}".utf8)]] && violations == 0 && nextID == 9)
+        // The quarantine still refers to the log: a row it names is found, a row it does not is refused.
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
+                      VALUES (7, 'TX-2', 'webhook', 'amount_pkr', X'7B7D', 'now')
+                    """)
+        }
+        #expect(throws: DatabaseError.self) {
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_webhookquarantine (inbound_id, provider_tx_id, arrived_via, differing_fields, body, created_at)
+                          VALUES (99, 'TX-3', 'webhook', 'amount_pkr', X'7B7D', 'now')
+                        """)
+            }
+        }
+    }
+
+    @Test("an inbound-log row keeps its delivery's body whole or not at all", arguments: TestEngine.all)
+    func inboundBodyWhole(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            func insert(bodyBytes: Int, body: String) -> String {
+                """
+                INSERT INTO core_webhookinbound (received_at, verification, outcome, body_bytes, body)
+                  VALUES ('now', 'verified', 'minted', \(bodyBytes), \(body))
+                """
+            }
+            let abc = engine == .sqlite ? "X'616263'" : "'\\x616263'::bytea"
+            try await executeRawSQL(gateway, insert(bodyBytes: 3, body: abc))
+            try await executeRawSQL(gateway, insert(bodyBytes: 3, body: "NULL"))
+            await Self.expectRefused(gateway, insert(bodyBytes: 5, body: abc))
+            await Self.expectRefused(gateway, insert(bodyBytes: -1, body: "NULL"))
+        }
+    }
+
     @Test(
         "a redemption's hold ends once, burnt or released, naming the chain transaction that ended it; receipts take holds",
         arguments: TestEngine.all)

@@ -1,7 +1,9 @@
 import Foundation
+import GRDB
 import HTTPTypes
 import HummingbirdTesting
 import PKRCore
+import PostgresNIO
 import Testing
 
 @testable import PKRApplication
@@ -136,6 +138,62 @@ struct WebhookReceiverTests {
             #expect(log.count == 7, "every delivery is logged")
             #expect(log.filter { $0["outcome"] as? String == "rejected" }.count == 6)
             #expect(log.filter { $0["outcome"] as? String == "recorded" }.count == 1)
+        }
+    }
+
+    @Test(
+        "the inbound log keeps the body of a refused or quarantined delivery, and only the size of one the books hold",
+        arguments: TestEngine.all)
+    func inboundBodies(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await client.seed()
+            let deposit = try await gateway.demoCredit(amountPaisa: 10_000, memo: "real")
+            let minted = WebhookEvent.encode(deposit)
+            let recorded = creditEvent(account: "WALLET-999")
+            let refused = Array(
+                #"{"provider_tx_id":"TX-1","account":"WALLET-001","direction":"credit","amount_pkr":1000,"status":"settled","occurred_at":"2026-01-01T00:00:00Z"}"#
+                    .utf8)
+            let forged = creditEvent()
+            let conflicting = creditEvent(deposit.providerTxID, amountPKR: "900.00", direction: .credit)
+            #expect(try await client.webhook(minted).string("outcome") == "minted")
+            #expect(try await client.webhook(minted).string("outcome") == "duplicate")
+            #expect(try await client.webhook(recorded).string("outcome") == "recorded")
+            #expect(try await client.webhook(refused).status == .badRequest)
+            #expect(try await client.webhook(forged, secret: WebhookSecret.generate()).status == .unauthorized)
+            #expect(try await client.webhook(conflicting).status == .conflict)
+            let rows = try await Self.inboundRows(gateway)
+            #expect(rows.map(\.outcome) == ["minted", "duplicate", "recorded", "rejected", "rejected", "conflict"])
+            let sent = [minted, minted, recorded, refused, forged, conflicting]
+            for (row, body) in zip(rows, sent) {
+                #expect(row.bodyBytes == body.count, "\(row.outcome): the size is always kept")
+                let kept = InboundRow.keepsBody(outcome: row.outcome)
+                #expect(row.body == (kept ? body : nil), "\(row.outcome)")
+            }
+            #expect(rows.filter { $0.body != nil }.count == 3)
+        }
+    }
+
+    /// Every inbound-log row, oldest first, with the body as stored.
+    static func inboundRows(_ gateway: Gateway) async throws -> [(outcome: String, bodyBytes: Int, body: [UInt8]?)] {
+        switch gateway.store {
+        case let sqlite as SQLiteStore:
+            return try await sqlite.database.read { db in
+                try Row.fetchAll(db, sql: "SELECT outcome, body_bytes, body FROM core_webhookinbound ORDER BY id").map { row in
+                    (row[0], row[1], (row[2] as Data?).map { Array($0) })
+                }
+            }
+        case let postgres as PostgresStore:
+            var rows: [(outcome: String, bodyBytes: Int, body: [UInt8]?)] = []
+            let query: PostgresQuery = "SELECT outcome, body_bytes, body FROM core_webhookinbound ORDER BY id"
+            for try await (outcome, bodyBytes, body) in try await postgres.client.query(query, logger: testLogger())
+                .decode((String, Int, ByteBuffer?).self)
+            {
+                rows.append((outcome, bodyBytes, body.map { Array($0.readableBytesView) }))
+            }
+            return rows
+        default:
+            Issue.record("unknown store \(type(of: gateway.store))")
+            return []
         }
     }
 

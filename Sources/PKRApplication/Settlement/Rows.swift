@@ -162,6 +162,18 @@ public struct InboundRow: Sendable {
     public static func rejected(_ draft: InboundDraft) -> InboundRow {
         InboundRow(draft: draft, outcome: "rejected", errorCode: draft.errorCode, jobID: nil)
     }
+
+    /// The body the log keeps: nil once the books hold what the delivery said (its transaction recorded, minted or
+    /// found again), since the transaction's row keeps every field that counts; the whole body of a delivery that
+    /// was refused or quarantined, which an operator diagnoses from.
+    public var keptBody: [UInt8]? { Self.keepsBody(outcome: outcome) ? draft.body : nil }
+
+    public static func keepsBody(outcome: String) -> Bool {
+        switch outcome {
+        case "minted", "recorded", "duplicate": false
+        default: true
+        }
+    }
 }
 
 /// A conflicting transaction kept for an operator, with the bytes it arrived as.
