@@ -509,22 +509,82 @@ public struct ReconciliationSnapshot: Sendable {
     }
 }
 
+/// How provider transactions first arrived, as the database counts them (`ReconciliationReads.arrivalsSQL`).
+public struct ArrivalFigures: Sendable, Equatable {
+    public var webhookOnly: Int64 = 0
+    /// Seen by the poll and never by a webhook.
+    public var pollOnly: Int64 = 0
+    public var both: Int64 = 0
+    /// Nearest-rank percentiles of the lag from provider time to first sight; nil when there is no transaction.
+    public var lagMicros: LagPercentiles?
+
+    public init() {}
+
+    public init(webhookOnly: Int64, pollOnly: Int64, both: Int64, lagMicros: LagPercentiles?) {
+        self.webhookOnly = webhookOnly
+        self.pollOnly = pollOnly
+        self.both = both
+        self.lagMicros = lagMicros
+    }
+
+    /// Counts arrivals one at a time and ranks their lags at the end: nearest rank, the lag at rank ceil(n * p / 100).
+    public struct Counter: Sendable {
+        private var figures = ArrivalFigures()
+        private var lags: [Int64] = []
+
+        public init() {}
+
+        public mutating func add(webhook: Bool, poll: Bool, lagMicros: Int64) {
+            if webhook && poll {
+                figures.both += 1
+            } else if webhook {
+                figures.webhookOnly += 1
+            } else {
+                figures.pollOnly += 1
+            }
+            lags.append(max(0, lagMicros))
+        }
+
+        public var counted: ArrivalFigures {
+            var counted = figures
+            let sorted = lags.sorted()
+            func rank(_ p: Int) -> Int64 { sorted[(sorted.count * p + 99) / 100 - 1] }
+            if let last = sorted.last { counted.lagMicros = LagPercentiles(p50: rank(50), p90: rank(90), p99: rank(99), max: last) }
+            return counted
+        }
+    }
+}
+
+public struct LagPercentiles: Sendable, Equatable {
+    public var p50: Int64
+    public var p90: Int64
+    public var p99: Int64
+    public var max: Int64
+
+    public init(p50: Int64, p90: Int64, p99: Int64, max: Int64) {
+        precondition(0 <= p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "percentiles rise")
+        self.p50 = p50
+        self.p90 = p90
+        self.p99 = p99
+        self.max = max
+    }
+}
+
 public struct ArrivalStats: Sendable {
     public var webhookOnly: Int
     public var pollOnly: Int
     public var both: Int
-    /// Lags from provider time to first sight, sorted ascending.
-    public var lagsMicros: [Int64]
+    public var lagMicros: LagPercentiles?
     public var foundByPollFirst: [String]
     /// The latest provider transactions these figures cover; nil for all of them.
     public var window: Int?
 
-    public init(webhookOnly: Int, pollOnly: Int, both: Int, lagsMicros: [Int64], foundByPollFirst: [String], window: Int? = nil) {
+    public init(_ figures: ArrivalFigures, foundByPollFirst: [String], window: Int? = nil) {
         self.window = window
-        self.webhookOnly = webhookOnly
-        self.pollOnly = pollOnly
-        self.both = both
-        self.lagsMicros = lagsMicros
+        self.webhookOnly = Int(figures.webhookOnly)
+        self.pollOnly = Int(figures.pollOnly)
+        self.both = Int(figures.both)
+        self.lagMicros = figures.lagMicros
         self.foundByPollFirst = foundByPollFirst
     }
 }

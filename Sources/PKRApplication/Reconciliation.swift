@@ -121,12 +121,7 @@ public struct ReconciliationReport: Sendable {
 
     /// Nearest-rank percentiles of the arrival lag, in milliseconds as exact decimal text.
     var lagSummary: (p50: String, p90: String, p99: String, max: String)? {
-        let lags = snapshot.arrivals.lagsMicros
-        guard let last = lags.last else { return nil }
-        func percentile(_ p: Int) -> String {
-            millis(lags[max(0, min(lags.count - 1, (lags.count * p + 99) / 100 - 1))])
-        }
-        return (percentile(50), percentile(90), percentile(99), millis(last))
+        snapshot.arrivals.lagMicros.map { (millis($0.p50), millis($0.p90), millis($0.p99), millis($0.max)) }
     }
 
     public var convergenceJSON: JSONValue {

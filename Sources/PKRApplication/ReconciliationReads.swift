@@ -14,7 +14,7 @@ public struct ReconciliationReads: Sendable {
         public var integers: [String: Int64] = [:]
         public var lists: [String: [String]] = [:]
         public var totals: [String: Int64] = [:]
-        public var arrivals: [(seenViaWebhook: Bool, seenViaPoll: Bool, lagMicros: Int64)] = []
+        public var arrivals = ArrivalFigures()
         public var latest: [ExternalTransactionRecord] = []
 
         public init() {}
@@ -28,8 +28,13 @@ public struct ReconciliationReads: Sendable {
     public private(set) var lists: [(key: String, sql: String)] = []
     /// Answers `(name, value)` rows: the running totals.
     public let totalsSQL: String
-    /// Answers `(seen_via_webhook, seen_via_poll, lag_micros)` rows.
+    /// Answers `(webhook, poll, lag_micros)` rows over the window (or, for `.full`, the history), a lag ahead of
+    /// our clock as 0. SQLite reads them in process into an `ArrivalFigures.Counter`.
     public let arrivalsSQL: String
+    /// Answers one row, `(webhook_only, poll_only, both, lag_p50, lag_p90, lag_p99, lag_max)`, NULL lags over no
+    /// rows: PostgreSQL counts and ranks where the rows are instead of sending them (InvariantCheckTests pins the
+    /// two to each other).
+    public let arrivalFiguresSQL: String
     public let latestLimit = 10
 
     public init(_ scope: ReconciliationScope, dialect: Dialect) {
@@ -43,7 +48,27 @@ public struct ReconciliationReads: Sendable {
         let full = scope == .full
         let window = ReconciliationScope.arrivalsWindow
         let windowed = full ? "core_externaltransaction" : "(SELECT * FROM core_externaltransaction ORDER BY id DESC LIMIT \(window)) w"
-        arrivalsSQL = "SELECT seen_via_webhook, seen_via_poll, recorded_at_micros - occurred_at_micros FROM \(windowed)"
+        // Only the columns the figures need are read, not whole transactions.
+        let source =
+            full
+            ? "core_externaltransaction"
+            : """
+            (SELECT seen_via_webhook, seen_via_poll, recorded_at_micros, occurred_at_micros FROM core_externaltransaction
+             ORDER BY id DESC LIMIT \(window)) latest
+            """
+        arrivalsSQL = """
+            SELECT seen_via_webhook AS webhook, seen_via_poll AS poll,
+                   CASE WHEN recorded_at_micros > occurred_at_micros THEN recorded_at_micros - occurred_at_micros ELSE 0 END AS lag
+            FROM \(source)
+            """
+        // percentile_disc(p) is the value at rank ceil(n * p): the nearest rank `ArrivalFigures.Counter` takes.
+        arrivalFiguresSQL = """
+            WITH w AS (\(arrivalsSQL))
+            SELECT \(sum("CASE WHEN webhook AND NOT poll THEN 1 ELSE 0 END")), \(sum("CASE WHEN NOT webhook THEN 1 ELSE 0 END")),
+                   \(sum("CASE WHEN webhook AND poll THEN 1 ELSE 0 END")), percentile_disc(0.5) WITHIN GROUP (ORDER BY lag),
+                   percentile_disc(0.9) WITHIN GROUP (ORDER BY lag), percentile_disc(0.99) WITHIN GROUP (ORDER BY lag), MAX(lag)
+            FROM w
+            """
 
         func integer(_ key: String, _ sql: String) { integers.append((key, sql)) }
         func list(_ key: String, _ sql: String) { lists.append((key, sql)) }
@@ -157,20 +182,6 @@ public struct ReconciliationReads: Sendable {
         let int = { (key: String) in answers.integers[key] ?? 0 }
         let list = { (key: String) in answers.lists[key] ?? [] }
         let stored = RunningTotals(named: answers.totals)
-        var webhookOnly = 0, pollOnly = 0, both = 0
-        var lags: [Int64] = []
-        lags.reserveCapacity(answers.arrivals.count)
-        for arrival in answers.arrivals {
-            if arrival.seenViaWebhook && arrival.seenViaPoll {
-                both += 1
-            } else if arrival.seenViaWebhook {
-                webhookOnly += 1
-            } else {
-                pollOnly += 1
-            }
-            lags.append(max(0, arrival.lagMicros))
-        }
-        lags.sort()
         let full = scope == .full
         var ledgerUserNet = int("ledger_user_net")
         if case .recent(let checkpoint) = scope { ledgerUserNet &+= checkpoint.userNetUnits }
@@ -184,8 +195,8 @@ public struct ReconciliationReads: Sendable {
             burnsWithSeveralDebits: list("burns_with_several_debits"), unmatchedDebits: list("unmatched_debits"),
             ledgerUserNetUnits: ledgerUserNet, latest: answers.latest,
             arrivals: ArrivalStats(
-                webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagsMicros: lags,
-                foundByPollFirst: list("found_by_poll_first"), window: full ? nil : ReconciliationScope.arrivalsWindow))
+                answers.arrivals, foundByPollFirst: list("found_by_poll_first"),
+                window: full ? nil : ReconciliationScope.arrivalsWindow))
         snapshot.heldUnits = int("held")
         snapshot.heldSubmittedUnits = int("held_submitted")
         snapshot.redemptionAddressUnits = int("redemption_address")

@@ -675,10 +675,12 @@ public final class PostgresStore: GatewayStore {
                 }
                 answers.lists[key] = values
             }
-            for try await arrival in try await connection.query(PostgresQuery(unsafeSQL: reads.arrivalsSQL), logger: logger)
-                .decode((Bool, Bool, Int64).self)
-            {
-                answers.arrivals.append(arrival)
+            for try await (webhookOnly, pollOnly, both, p50, p90, p99, lagMax) in try await connection.query(
+                PostgresQuery(unsafeSQL: reads.arrivalFiguresSQL), logger: logger
+            ).decode((Int64, Int64, Int64, Int64?, Int64?, Int64?, Int64?).self) {
+                var lags: LagPercentiles?
+                if let p50, let p90, let p99, let lagMax { lags = LagPercentiles(p50: p50, p90: p90, p99: p99, max: lagMax) }
+                answers.arrivals = ArrivalFigures(webhookOnly: webhookOnly, pollOnly: pollOnly, both: both, lagMicros: lags)
             }
             for try await row in try await connection.query(
                 """

@@ -153,6 +153,44 @@ struct InvariantCheckTests {
         """
     }
 
+    // MARK: - Arrivals
+
+    @Test(
+        "the database counts arrivals and ranks their lags as a count in Swift would, over the window and the history",
+        arguments: TestEngine.all)
+    func arrivalFigures(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { _, gateway in
+            for scope in [ReconciliationScope.full, .recent(ledgerFrom: .genesis)] {
+                let empty = try await gateway.store.reconciliationSnapshot(scope).arrivals
+                #expect(empty.lagMicros == nil && empty.webhookOnly + empty.pollOnly + empty.both == 0)
+            }
+            // Some lags negative (the provider's clock ahead of ours): they count as no lag.
+            let rows = (0..<37).map { (i: Int) -> (webhook: Bool, poll: Bool, lagMicros: Int64) in
+                let lagMillis = Int64((i * 7_919) % 1_000)
+                return (i % 3 != 0, i % 2 == 0, lagMillis * 1_000 - 5_000)
+            }
+            for (i, row) in rows.enumerated() {
+                try await executeRawSQL(
+                    gateway,
+                    """
+                    INSERT INTO core_externaltransaction (provider_tx_id, account, direction, amount_paisa, status, occurred_at,
+                      occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
+                    VALUES ('TX-ARR-\(i)', 'WALLET-X', 'debit', 1, 'failed', 'now', 1000000, 'now', \(1_000_000 + row.lagMicros),
+                      '\(row.webhook ? "webhook" : "poll")', \(row.webhook ? "TRUE" : "FALSE"), \(row.poll ? "TRUE" : "FALSE"))
+                    """)
+            }
+            let lags = rows.map { max(0, $0.lagMicros) }.sorted()
+            func rank(_ p: Int) -> Int64 { lags[(lags.count * p + 99) / 100 - 1] }
+            for scope in [ReconciliationScope.full, .recent(ledgerFrom: .genesis)] {
+                let arrivals = try await gateway.store.reconciliationSnapshot(scope).arrivals
+                #expect(arrivals.lagMicros == LagPercentiles(p50: rank(50), p90: rank(90), p99: rank(99), max: lags[lags.count - 1]))
+                #expect(arrivals.both == rows.count { $0.webhook && $0.poll })
+                #expect(arrivals.webhookOnly == rows.count { $0.webhook && !$0.poll })
+                #expect(arrivals.pollOnly == rows.count { !$0.webhook })
+            }
+        }
+    }
+
     // MARK: - Supply and balances
 
     @Test("mints_minus_burns_equal_token_balances: a mint job's amount raised, the balances left alone", arguments: TestEngine.all)
