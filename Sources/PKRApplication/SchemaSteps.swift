@@ -14,6 +14,7 @@ package enum SchemaSteps {
         "v3-redemption-holds",  // redeemed tokens held at the redemption address until the payout ends
         "v4-running-totals",  // totals kept by triggers, the ledger's verified checkpoint, indexes of what is in flight
         "v5-inbound-bodies",  // the inbound log keeps the body only of a delivery the books do not hold
+        "v6-compact-ledger",  // SQLite: ledger hashes as 32 bytes, the link to the entry before read from that entry
     ]
 
     /// v4's tables and indexes both engines state alike. The partial indexes hold only rows in flight or flagged, so

@@ -698,6 +698,10 @@ enum PostgresSchema {
               ADD CONSTRAINT core_webhookinbound_body_whole CHECK (body IS NULL OR octet_length(body) = body_bytes);
             """
         ),
+        // PostgreSQL keeps the ledger's hashes as text, each entry's link to the one before it included: its
+        // functions (v1-fast-paths, v3-redemption-holds) append entries in that form, and compacting it means
+        // replacing them.
+        ("v6-compact-ledger", ""),
     ]
 
     /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not

@@ -217,6 +217,14 @@ enum SQLitePrimitives {
             }
     }
 
+    /// An entry's hash as the 32 bytes SQLite stores (v6-compact-ledger).
+    static func hashBytes(_ entry: LedgerEntry) throws -> [UInt8] {
+        guard let bytes = Crypto.unhex(entry.entryHash), bytes.count == Crypto.sha256Bytes else {
+            throw DatabaseError(message: "ledger entry \(entry.id)'s hash is not \(Crypto.sha256Bytes) bytes of hex")
+        }
+        return bytes
+    }
+
     /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it.
     private static func appendLedger(_ db: Database, _ scope: WriteScope, _ append: LedgerAppend) throws {
         let (entries, head) = LedgerAppend.entries(after: try scope.head(db), [append])
@@ -224,12 +232,12 @@ enum SQLitePrimitives {
             try db.cachedStatement(
                 sql: """
                     INSERT INTO core_ledgerentry
-                      (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """
             ).run(
                 entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                entry.refType.rawValue, entry.refID, entry.createdAt, entry.prevHash, entry.entryHash)
+                entry.refType.rawValue, entry.refID, entry.createdAt, SQLiteBlob(try Self.hashBytes(entry)))
         }
         scope.advance(to: head)
     }

@@ -1,6 +1,8 @@
 import ChainStub
+import Foundation
 import GRDB
 import PKRApplication
+import PKRCore
 import WalletStub
 
 // Migrations are never edited once merged: change the schema by appending a step, with the same name on both
@@ -59,7 +61,44 @@ enum SQLiteSchema {
         // SQLite cannot drop a NOT NULL in place: the table is rebuilt. Rows logged before this step keep their
         // bodies until they are pruned.
         ("v5-inbound-bodies", { db in try db.execute(sql: inboundBodies) }),
+        // Each entry's hash is kept as its 32 bytes, and its link to the entry before it is read from that entry
+        // (ids are dense under the head row) instead of being stored twice. A hash that is not hex (only a row
+        // changed by hand) stops the step, and the database stays as it was.
+        (
+            "v6-compact-ledger",
+            { db in
+                let unhex = DatabaseFunction("pkr_unhex", argumentCount: 1, pure: true) { values in
+                    guard let text = String.fromDatabaseValue(values[0]), let bytes = Crypto.unhex(text) else {
+                        throw DatabaseError(message: "a ledger entry's hash is not hex: run `pkr ledger verify`")
+                    }
+                    return Data(bytes)
+                }
+                db.add(function: unhex)
+                defer { db.remove(function: unhex) }
+                try db.execute(sql: compactLedger)
+            }
+        ),
     ]
+
+    static let compactLedger = """
+        CREATE TABLE core_ledgerentry_v6 (
+          id INTEGER PRIMARY KEY,
+          user_id TEXT REFERENCES core_user(id),
+          side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
+          account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
+          ref_id TEXT NOT NULL REFERENCES core_chainjob(id),
+          created_at TEXT NOT NULL,
+          entry_hash BLOB NOT NULL CHECK (typeof(entry_hash) = 'blob' AND length(entry_hash) = 32),
+          UNIQUE (ref_id, account)
+        );
+        INSERT INTO core_ledgerentry_v6 (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
+          SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, pkr_unhex(entry_hash)
+          FROM core_ledgerentry ORDER BY id;
+        DROP TABLE core_ledgerentry;
+        ALTER TABLE core_ledgerentry_v6 RENAME TO core_ledgerentry;
+        """
 
     static let inboundBodies = """
         CREATE TABLE core_webhookinbound_v5 (

@@ -246,21 +246,30 @@ public final class SQLiteStore: GatewayStore {
                 return try Row.fetchAll(
                     db.cachedStatement(
                         sql: """
-                            SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                            FROM core_ledgerentry WHERE id < ? ORDER BY id DESC LIMIT ?
+                            SELECT \(Self.ledgerColumns)
+                            FROM core_ledgerentry e WHERE e.id < ? ORDER BY e.id DESC LIMIT ?
                             """), arguments: [beforeID ?? Int64.max, limit]
                 ).map(Self.decodeLedger)
             }
             return try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
-                        SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                        FROM core_ledgerentry
-                        WHERE id < ? AND ref_id IN (SELECT id FROM core_chainjob WHERE user_id = ?) ORDER BY id DESC LIMIT ?
+                        SELECT \(Self.ledgerColumns)
+                        FROM core_ledgerentry e
+                        WHERE e.id < ? AND e.ref_id IN (SELECT id FROM core_chainjob WHERE user_id = ?) ORDER BY e.id DESC LIMIT ?
                         """), arguments: [beforeID ?? Int64.max, customerID, limit]
             ).map(Self.decodeLedger)
         }
     }
+
+    /// An entry's columns as `decodeLedger` reads them. The link to the entry before is that entry's hash (v6-compact-
+    /// ledger): a gap in the ids reads as no link, and `ledger verify` names the missing entry.
+    static let ledgerColumns = """
+        e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type, e.ref_id, e.created_at,
+        CASE WHEN e.id = 1 THEN '\(LedgerHead.genesisHash)'
+             ELSE lower(hex((SELECT p.entry_hash FROM core_ledgerentry p WHERE p.id = e.id - 1))) END,
+        lower(hex(e.entry_hash))
+        """
 
     private static func decodeLedger(_ row: some ColumnReader) throws -> LedgerEntry {
         guard let side = LedgerSide(rawValue: row.string(2)), let account = LedgerAccount(rawValue: row.string(3)),
@@ -466,8 +475,8 @@ public final class SQLiteStore: GatewayStore {
             // Rows are decoded straight from the statement, without a GRDB `Row` each.
             try db.cachedStatement(
                 sql: """
-                    SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-                    FROM core_ledgerentry WHERE id > ? ORDER BY id
+                    SELECT \(Self.ledgerColumns)
+                    FROM core_ledgerentry e WHERE e.id > ? ORDER BY e.id
                     """
             ).forEach(checkpoint.head.lastID) { row in
                 batch.append(try Self.decodeLedger(row))

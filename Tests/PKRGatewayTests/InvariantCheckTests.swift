@@ -105,6 +105,14 @@ struct InvariantCheckTests {
         report.checks.first { $0.name == name }?.detail ?? "<no check \(name)>"
     }
 
+    /// The SET clause that stores an entry's hash, and its link where the engine stores one: SQLite keeps the hash
+    /// as bytes and reads the link from the entry before (v6-compact-ledger); PostgreSQL keeps both as text.
+    static func storedLink(_ gateway: Gateway, _ entry: LedgerEntry) -> String {
+        gateway.store is SQLiteStore
+            ? "entry_hash = X'\(entry.entryHash)'"
+            : "prev_hash = '\(entry.prevHash)', entry_hash = '\(entry.entryHash)'"
+    }
+
     /// Rewrites the stored chain to hold `entries`, each linked to and hashed after the one before it, and moves
     /// the head to the last: a forger who knows the hashing rule and leaves no broken link behind.
     static func forgeChain(_ gateway: Gateway, _ entries: [LedgerEntry]) async throws {
@@ -114,10 +122,8 @@ struct InvariantCheckTests {
             entry.entryHash = entry.computedHash()
             try await executeRawSQL(
                 gateway,
-                """
-                UPDATE core_ledgerentry SET amount_units = \(entry.amountUnits), prev_hash = '\(entry.prevHash)',
-                  entry_hash = '\(entry.entryHash)' WHERE id = \(entry.id)
-                """)
+                "UPDATE core_ledgerentry SET amount_units = \(entry.amountUnits), \(Self.storedLink(gateway, entry)) WHERE id = \(entry.id)"
+            )
             head = LedgerHead(entry)
         }
         try await executeRawSQL(
@@ -482,12 +488,10 @@ struct InvariantCheckTests {
             var relinked = try healthy.entry(3)
             relinked.prevHash = try healthy.entry(1).entryHash
             relinked.entryHash = relinked.computedHash()
-            try await executeRawSQL(
-                gateway,
-                """
-                UPDATE core_ledgerentry SET prev_hash = '\(relinked.prevHash)', entry_hash = '\(relinked.entryHash)' WHERE id = 3
-                """)
-            try await Self.expectLedgerBreak(gateway, .prevHashMismatch(id: 3))
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET \(Self.storedLink(gateway, relinked)) WHERE id = 3")
+            // SQLite stores no link of its own (v6-compact-ledger): it reads entry 2's hash as the link, so entry 3's
+            // hash no longer matches. PostgreSQL stores the link and finds it pointing past entry 2.
+            try await Self.expectLedgerBreak(gateway, engine == .sqlite ? .hashMismatch(id: 3) : .prevHashMismatch(id: 3))
         }
     }
 

@@ -116,6 +116,69 @@ struct SchemaRuleTests {
         }
     }
 
+    @Test("SQLite: v6 keeps each ledger hash as its 32 bytes and reads back the same chain, links included")
+    func ledgerCompactedByV6() throws {
+        let path = try temporaryDirectory().appendingPathComponent("v5.sqlite3").path
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteSchema.migrator().migrate(queue, upTo: "v5-inbound-bodies")
+        // A mint's two entries as v1 to v5 stored them: hashes as hex text, each with its link.
+        let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
+        let first = LedgerEntry.next(after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: "now")
+        let second = LedgerEntry.next(
+            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: "now")
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+                      VALUES ('u1', 'u1@example.com', 'U', 'W-1', '0xabc', 'now');
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now');
+                    INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
+                      occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
+                      VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
+                      created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
+                    """)
+            for entry in [first, second] {
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash,
+                          entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits, entry.refType.rawValue,
+                        entry.refID, entry.createdAt, entry.prevHash, entry.entryHash,
+                    ])
+            }
+        }
+        try SQLiteSchema.migrate(queue)
+        let (stored, links, violations) = try queue.read { db in
+            (
+                try Row.fetchAll(db, sql: "SELECT typeof(entry_hash), length(entry_hash) FROM core_ledgerentry ORDER BY id").map {
+                    "\($0[0] as String) \($0[1] as Int)"
+                },
+                try Row.fetchAll(db, sql: "SELECT \(SQLiteStore.ledgerColumns) FROM core_ledgerentry e ORDER BY e.id").map {
+                    [$0[8] as String, $0[9] as String]
+                },
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count
+            )
+        }
+        #expect(stored == ["blob 32", "blob 32"] && violations == 0)
+        #expect(links == [[first.prevHash, first.entryHash], [second.prevHash, second.entryHash]])
+        // A hash stored as text, or of another length, is refused.
+        for hash in ["'\(second.entryHash)'", "zeroblob(31)"] {
+            #expect(throws: DatabaseError.self) {
+                try queue.write { db in
+                    try db.execute(
+                        sql: """
+                            INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
+                              VALUES (3, NULL, 'debit', 'issuer_token', 1, 'burn', 'job-m', 'now', \(hash))
+                            """)
+                }
+            }
+        }
+    }
+
     @Test("an inbound-log row keeps its delivery's body whole or not at all", arguments: TestEngine.all)
     func inboundBodyWhole(engine: TestEngine) async throws {
         try await withApp(try await testConfig(engine: engine)) { _, gateway in
@@ -181,10 +244,12 @@ struct SchemaRuleTests {
             let jobID = try #require(try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).first?.refID)
             let hash = String(repeating: "0", count: 64)
 
+            // SQLite stores the hash as bytes and no link (v6-compact-ledger).
+            let hashes = engine == .sqlite ? ("entry_hash", "zeroblob(32)") : ("prev_hash, entry_hash", "'\(hash)', '\(hash)'")
             let refused = [
                 """
-                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
-                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', 'no-such-job', 'now', '\(hash)', '\(hash)')
+                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, \(hashes.0))
+                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', 'no-such-job', 'now', \(hashes.1))
                 """,
                 "UPDATE core_ledgerentry SET ref_id = 'no-such-job' WHERE id = 1",
                 "UPDATE core_ledgerentry SET user_id = 'nobody' WHERE user_id IS NOT NULL",
