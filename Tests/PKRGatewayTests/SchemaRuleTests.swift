@@ -25,16 +25,9 @@ struct SchemaRuleTests {
         try SQLiteSchema.migrator().migrate(queue, upTo: "v2-payouts")
         try queue.write { db in
             try db.execute(
-                sql: """
-                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
-                      VALUES ('u1', 'u1@example.com', 'U', 'W-1', '0xabc', 'now');
+                sql: Self.oneMint + """
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                      VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now'), ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
-                    INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
-                      occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
-                      VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
-                      created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
+                      VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
                       VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'submitted', 'now');
                     """)
@@ -127,18 +120,7 @@ struct SchemaRuleTests {
         let second = LedgerEntry.next(
             after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: "now")
         try queue.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
-                      VALUES ('u1', 'u1@example.com', 'U', 'W-1', '0xabc', 'now');
-                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
-                      VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now');
-                    INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
-                      occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
-                      VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
-                      created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
-                    """)
+            try db.execute(sql: Self.oneMint)
             for entry in [first, second] {
                 try db.execute(
                     sql: """
@@ -386,6 +368,20 @@ struct SchemaRuleTests {
             await #expect(throws: UnknownSchemaStepsError.self) { try await gateway.store.migrate() }
         }
     }
+
+    /// A customer and one mint with its receipt and transaction, as the schema has stated them since v2.
+    static let oneMint = """
+        INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
+          VALUES ('u1', 'u1@example.com', 'U', 'W-1', '0xabc', 'now');
+        INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+          VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now');
+        INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
+          occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
+          VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
+        INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
+          created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
+
+        """
 
     /// The steps the database records as run.
     static func appliedSteps(_ gateway: Gateway) async throws -> Set<String> {
