@@ -453,22 +453,32 @@ public final class PostgresStore: GatewayStore {
     }
 
     /// `pkr_burn_held` once per call, in one statement; each posts after the ledger head the one before it left.
-    static func burnBatch(_ calls: [BurnCall], _ connection: PostgresClient, logger: Logger) async throws -> [BurnAnswer] {
+    static func burnBatch(_ calls: [BurnCall], _ client: PostgresClient, logger: Logger) async throws -> [BurnAnswer] {
         let postings = PostingRules.postings(for: .burn, amountUnits: Money.unitsPerPaisa)
-        let rows = try await connection.query(
-            """
-            SELECT r.n, b.outcome, b.hold_state
-            FROM unnest(\(calls.map(\.jobID)), \(calls.map(\.providerTxID)), \(calls.map(\.txHash)), \(calls.map(\.createdAt)))
-              WITH ORDINALITY AS r(job_id, provider_tx_id, tx_hash, created_at, n)
-            CROSS JOIN LATERAL pkr_burn_held(
-              r.job_id, r.provider_tx_id, r.tx_hash, r.created_at, \(ChainOperation.redemptionAddress),
-              \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
-            """, logger: logger)
-        var answered: [(Int64, BurnAnswer)] = []
-        for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
-            answered.append((n, BurnAnswer(outcome: outcome, holdState: state)))
+        return try await client.transaction(logger: logger) { connection in
+            // Every call's job and hold first, in id order. `pkr_burn_held` takes the redemption address's balance
+            // in its first call and the next call's job after it, while the plain flow takes a job before the
+            // balances: the two deadlocked until PostgreSQL broke the cycle a second later.
+            try await connection.query(
+                """
+                SELECT 1 FROM core_chainjob j JOIN core_redemptionhold h ON h.job_id = j.id
+                WHERE j.id = ANY(\(calls.map(\.jobID))) ORDER BY j.id FOR UPDATE
+                """, logger: logger)
+            let rows = try await connection.query(
+                """
+                SELECT r.n, b.outcome, b.hold_state
+                FROM unnest(\(calls.map(\.jobID)), \(calls.map(\.providerTxID)), \(calls.map(\.txHash)), \(calls.map(\.createdAt)))
+                  WITH ORDINALITY AS r(job_id, provider_tx_id, tx_hash, created_at, n)
+                CROSS JOIN LATERAL pkr_burn_held(
+                  r.job_id, r.provider_tx_id, r.tx_hash, r.created_at, \(ChainOperation.redemptionAddress),
+                  \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
+                """, logger: logger)
+            var answered: [(Int64, BurnAnswer)] = []
+            for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
+                answered.append((n, BurnAnswer(outcome: outcome, holdState: state)))
+            }
+            return try inCallOrder(answered, count: calls.count, function: "pkr_burn_held")
         }
-        return try inCallOrder(answered, count: calls.count, function: "pkr_burn_held")
     }
 
     /// A batch statement's answers, each tagged with its call's ordinal (`WITH ORDINALITY`, from 1), in call order.
