@@ -148,9 +148,15 @@ public struct ReconciliationReads: Sendable {
             integer("mint_jobs", "SELECT COUNT(*) FROM core_chainjob WHERE job_type = 'mint'")
             integer("mintable_credits", "SELECT COUNT(*) FROM core_externaltransaction WHERE \(Self.mintableCredit)")
             list("settled_credits_unminted", unminted)
+            // SQLite's mint names its transaction by row only (v7-job-rows).
             list(
                 "credits_minted_more_than_once",
-                "SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1")
+                dialect == .postgres
+                    ? "SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1"
+                    : """
+                    SELECT min(e.provider_tx_id) FROM core_chainjob j JOIN core_externaltransaction e ON e.id = j.external_tx_row_id
+                    WHERE j.job_type = 'mint' GROUP BY j.external_tx_row_id HAVING COUNT(*) > 1
+                    """)
             list(
                 "burns_with_several_debits",
                 """

@@ -105,8 +105,8 @@ public enum Timestamp {
     }
 
     /// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: the instants a four-digit UTC year can name.
-    static let earliestMicros = days(fromCivil: 0, 1, 1) * 86_400 * microsPerSecond
-    static let endMicros = days(fromCivil: 10_000, 1, 1) * 86_400 * microsPerSecond
+    public static let earliestMicros = days(fromCivil: 0, 1, 1) * 86_400 * microsPerSecond
+    public static let endMicros = days(fromCivil: 10_000, 1, 1) * 86_400 * microsPerSecond
 
     private static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
         let q = a / b

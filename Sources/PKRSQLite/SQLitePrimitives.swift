@@ -125,22 +125,22 @@ enum SQLitePrimitives {
         return .none
     }
 
-    /// One statement records a new transaction; the provider id's unique key turns a known one away unwritten.
+    /// One statement records a new transaction; the provider id's unique key turns a known one away unwritten. Its
+    /// text times are derived from the microseconds (v8-derived-times).
     private static func recordTransaction(_ db: Database, _ draft: TransactionDraft) throws -> Int64? {
         let tx = draft.tx
         let seenColumn = draft.path == .webhook ? "seen_via_webhook" : "seen_via_poll"
         try db.cachedStatement(
             sql: """
                 INSERT INTO core_externaltransaction
-                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-                   occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(seenColumn))
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                  (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at_micros,
+                   recorded_at_micros, first_seen_via, \(seenColumn))
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
                 ON CONFLICT (provider_tx_id) DO NOTHING
                 """
         ).run(
             tx.providerTxID, tx.account, draft.customerID, tx.direction.rawValue, tx.amountPaisa, tx.status.rawValue,
-            tx.memo, tx.reference, Timestamp.format(micros: tx.occurredAtMicros), tx.occurredAtMicros,
-            draft.recordedAt, draft.recordedAtMicros, draft.path.rawValue)
+            tx.memo, tx.reference, tx.occurredAtMicros, draft.recordedAtMicros, draft.path.rawValue)
         return db.changesCount == 1 ? db.lastInsertedRowID : nil
     }
 
@@ -196,13 +196,13 @@ enum SQLitePrimitives {
         try db.cachedStatement(
             sql: """
                 INSERT INTO core_chainjob
-                  (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, idempotency_key, memo,
+                  (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
                    payout_state, created_at)
-                VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?)
                 """
         ).run(
             job.id, job.jobType.rawValue, row.customerID, job.amountUnits, job.txHash, row.creditRowID,
-            row.creditProviderTxID, row.idempotencyKey, row.memo, row.payoutState, job.createdAt)
+            row.idempotencyKey, row.memo, row.payoutState, job.createdAt)
     }
 
     static func job(_ db: Database, id: String) throws -> ChainJob? {
@@ -225,19 +225,21 @@ enum SQLitePrimitives {
         return bytes
     }
 
-    /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it.
+    /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it. An
+    /// entry names its job by the job's row (v7-job-rows), found by the job's id in the same statement.
     private static func appendLedger(_ db: Database, _ scope: WriteScope, _ append: LedgerAppend) throws {
         let (entries, head) = LedgerAppend.entries(after: try scope.head(db), [append])
         for entry in entries {
             try db.cachedStatement(
                 sql: """
                     INSERT INTO core_ledgerentry
-                      (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
+                    SELECT ?, ?, ?, ?, ?, ?, j.row_id, ?, ? FROM core_chainjob j WHERE j.id = ?
                     """
             ).run(
                 entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                entry.refType.rawValue, entry.refID, entry.createdAt, SQLiteBlob(try Self.hashBytes(entry)))
+                entry.refType.rawValue, entry.createdAt, SQLiteBlob(try Self.hashBytes(entry)), entry.refID)
+            guard db.changesCount == 1 else { throw DatabaseError(message: "ledger entry \(entry.id) names no job") }
         }
         scope.advance(to: head)
     }

@@ -78,7 +78,151 @@ enum SQLiteSchema {
                 try db.execute(sql: compactLedger)
             }
         ),
+        // A job's row id is a column of its own, which VACUUM keeps, and the ledger names its job by that row:
+        // the job's text id is stored once instead of in both entries and their unique index. A mint names its
+        // provider transaction by that transaction's row id alone, unique among jobs, so the copy of the provider's
+        // id and the index that tied the copy to the transaction go. An entry whose job is missing (only a row
+        // changed by hand) stops the step, and the database stays as it was.
+        (
+            "v7-job-rows",
+            { db in
+                let entries = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
+                try rebuilding(["core_chainjob", "core_ledgerentry"], db) { try db.execute(sql: jobRows) }
+                let kept = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
+                guard kept == entries else {
+                    throw DatabaseError(message: "\(entries - kept) ledger entries name no job: run `pkr ledger verify`")
+                }
+            }
+        ),
+        // A transaction's `occurred_at` and `recorded_at` are its microseconds as text: they become columns SQLite
+        // derives on read, so each row stops storing them twice. A row whose text is not its microseconds (only a
+        // row changed by hand) stops the step, and the database stays as it was.
+        (
+            "v8-derived-times",
+            { db in
+                let differing =
+                    try Int64.fetchOne(
+                        db,
+                        sql: """
+                            SELECT COUNT(*) FROM core_externaltransaction
+                            WHERE occurred_at IS NOT \(rfc3339(micros: "occurred_at_micros"))
+                               OR recorded_at IS NOT \(rfc3339(micros: "recorded_at_micros"))
+                            """) ?? 0
+                guard differing == 0 else {
+                    throw DatabaseError(message: "\(differing) provider transactions' times are not their microseconds")
+                }
+                try rebuilding(["core_externaltransaction"], db) { try db.execute(sql: derivedTimes) }
+            }
+        ),
     ]
+
+    /// Microseconds since the epoch in `Timestamp.format`'s text form ("2026-11-26T12:00:00.123456Z"), for years
+    /// 0000 to 9999; the fraction is taken modulo a second so that times before 1970 round down, as there.
+    static func rfc3339(micros column: String) -> String {
+        let fraction = "((\(column) % 1000000) + 1000000) % 1000000"
+        return "(strftime('%Y-%m-%dT%H:%M:%S', (\(column) - \(fraction)) / 1000000, 'unixepoch') || printf('.%06dZ', \(fraction)))"
+    }
+
+    static func timeRange(_ column: String) -> String {
+        "CHECK (\(column) >= \(Timestamp.earliestMicros) AND \(column) < \(Timestamp.endMicros))"
+    }
+
+    static let derivedTimes = """
+        CREATE TABLE core_externaltransaction_v8 (
+          id INTEGER PRIMARY KEY,
+          provider_tx_id TEXT NOT NULL UNIQUE,
+          account TEXT NOT NULL,
+          user_id TEXT REFERENCES core_user(id),
+          direction TEXT NOT NULL CHECK (direction IN ('credit', 'debit')),
+          amount_paisa INTEGER NOT NULL CHECK (amount_paisa > 0),
+          amount_pkr TEXT GENERATED ALWAYS AS (printf('%d.%02d', amount_paisa / 100, amount_paisa % 100)) VIRTUAL,
+          status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
+          memo TEXT NOT NULL DEFAULT '',
+          reference TEXT,
+          occurred_at TEXT GENERATED ALWAYS AS \(rfc3339(micros: "occurred_at_micros")) VIRTUAL,
+          occurred_at_micros INTEGER NOT NULL \(timeRange("occurred_at_micros")),
+          recorded_at TEXT GENERATED ALWAYS AS \(rfc3339(micros: "recorded_at_micros")) VIRTUAL,
+          recorded_at_micros INTEGER NOT NULL \(timeRange("recorded_at_micros")),
+          first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
+          seen_via_webhook INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_webhook IN (0, 1)),
+          seen_via_poll INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_poll IN (0, 1)),
+          matched_job_id TEXT REFERENCES core_chainjob(id),
+          flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
+          CHECK (direction = 'debit' OR matched_job_id IS NULL)
+        );
+        INSERT INTO core_externaltransaction_v8
+          (id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at_micros,
+           recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll, matched_job_id, flag)
+          SELECT id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at_micros,
+                 recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll, matched_job_id, flag
+          FROM core_externaltransaction ORDER BY id;
+        DROP TABLE core_externaltransaction;
+        ALTER TABLE core_externaltransaction_v8 RENAME TO core_externaltransaction;
+        """
+
+    static let jobRows = """
+        CREATE TABLE core_chainjob_v7 (
+          row_id INTEGER PRIMARY KEY,
+          id TEXT NOT NULL UNIQUE,
+          job_type TEXT NOT NULL CHECK (job_type IN ('mint', 'burn')),
+          user_id TEXT NOT NULL REFERENCES core_user(id),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          status TEXT NOT NULL CHECK (status IN ('confirmed')),
+          tx_hash TEXT NOT NULL,
+          external_tx_row_id INTEGER REFERENCES core_externaltransaction(id),
+          idempotency_key TEXT,
+          memo TEXT NOT NULL DEFAULT '',
+          payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
+          payout_provider_tx_id TEXT,
+          created_at TEXT NOT NULL,
+          CHECK ((job_type = 'mint') = (external_tx_row_id IS NOT NULL)),
+          CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
+          CHECK (job_type = 'burn' OR idempotency_key IS NULL),
+          CHECK (job_type = 'burn' OR payout_provider_tx_id IS NULL),
+          CHECK (job_type = 'mint' OR amount_units % 10000 = 0),
+          FOREIGN KEY (id, tx_hash) REFERENCES chain_stub_chainstubreceipt (reference, tx_hash)
+        );
+        INSERT INTO core_chainjob_v7
+          (row_id, id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
+           payout_state, payout_provider_tx_id, created_at)
+          SELECT rowid, id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
+                 payout_state, payout_provider_tx_id, created_at
+          FROM core_chainjob ORDER BY rowid;
+        CREATE TABLE core_ledgerentry_v7 (
+          id INTEGER PRIMARY KEY,
+          user_id TEXT REFERENCES core_user(id),
+          side TEXT NOT NULL CHECK (side IN ('debit', 'credit')),
+          account TEXT NOT NULL CHECK (account IN ('issuer_token', 'user_token')),
+          amount_units INTEGER NOT NULL CHECK (amount_units > 0),
+          ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
+          job_row INTEGER NOT NULL REFERENCES core_chainjob(row_id),
+          created_at TEXT NOT NULL,
+          entry_hash BLOB NOT NULL CHECK (typeof(entry_hash) = 'blob' AND length(entry_hash) = 32),
+          UNIQUE (job_row, account)
+        );
+        INSERT INTO core_ledgerentry_v7 (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
+          SELECT e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type, j.row_id, e.created_at, e.entry_hash
+          FROM core_ledgerentry e JOIN core_chainjob_v7 j ON j.id = e.ref_id ORDER BY e.id;
+        DROP TABLE core_ledgerentry;
+        DROP TABLE core_chainjob;
+        DROP INDEX core_externaltransaction_row_provider_tx;
+        ALTER TABLE core_chainjob_v7 RENAME TO core_chainjob;
+        ALTER TABLE core_ledgerentry_v7 RENAME TO core_ledgerentry;
+        """
+
+    /// Runs `rebuild`, which replaces `tables` by new tables of the same names, then makes the indexes and triggers
+    /// the old tables had again, as they were: a rebuild states only what it changes.
+    static func rebuilding(_ tables: [String], _ db: Database, _ rebuild: () throws -> Void) throws {
+        let dependents = try String.fetchAll(
+            db,
+            sql: """
+                SELECT sql FROM sqlite_schema
+                WHERE type IN ('index', 'trigger') AND sql IS NOT NULL AND tbl_name IN (\(databaseQuestionMarks(count: tables.count)))
+                ORDER BY type, name
+                """, arguments: StatementArguments(tables))
+        try rebuild()
+        for statement in dependents { try db.execute(sql: statement) }
+    }
 
     static let compactLedger = """
         CREATE TABLE core_ledgerentry_v6 (
@@ -207,7 +351,8 @@ enum SQLiteSchema {
     ///   and `ledger verify` finds one put there by hand.
     /// - A mint's random keys (the provider's transaction id, the chain's transaction hash) are not unique keys
     ///   of `core_chainjob`: the same rules hold through keys that grow with time. One mint per provider
-    ///   transaction: a unique row id of `core_externaltransaction`, tied to its provider id by a foreign key. One
+    ///   transaction: a unique row id of `core_externaltransaction` (v1 to v6 also tied a copy of its provider id
+    ///   to it by a foreign key; v7-job-rows keeps the row id alone). One
     ///   job per chain transaction: a foreign key to the receipt that names the job (through the receipts'
     ///   `(reference, tx_hash)` index, made here), whose hash the chain keeps unique, so two jobs cannot share a hash.
     /// - A redeem's idempotency key, chosen by the client and so random, is the key of one index only: the stored

@@ -256,16 +256,18 @@ public final class SQLiteStore: GatewayStore {
                     sql: """
                         SELECT \(Self.ledgerColumns)
                         FROM core_ledgerentry e
-                        WHERE e.id < ? AND e.ref_id IN (SELECT id FROM core_chainjob WHERE user_id = ?) ORDER BY e.id DESC LIMIT ?
+                        WHERE e.id < ? AND e.job_row IN (SELECT row_id FROM core_chainjob WHERE user_id = ?) ORDER BY e.id DESC LIMIT ?
                         """), arguments: [beforeID ?? Int64.max, customerID, limit]
             ).map(Self.decodeLedger)
         }
     }
 
     /// An entry's columns as `decodeLedger` reads them. The link to the entry before is that entry's hash (v6-compact-
-    /// ledger): a gap in the ids reads as no link, and `ledger verify` names the missing entry.
+    /// ledger): a gap in the ids reads as no link, and `ledger verify` names the missing entry. The job's id is read
+    /// from the job's row (v7-job-rows).
     static let ledgerColumns = """
-        e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type, e.ref_id, e.created_at,
+        e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type,
+        (SELECT j.id FROM core_chainjob j WHERE j.row_id = e.job_row), e.created_at,
         CASE WHEN e.id = 1 THEN '\(LedgerHead.genesisHash)'
              ELSE lower(hex((SELECT p.entry_hash FROM core_ledgerentry p WHERE p.id = e.id - 1))) END,
         lower(hex(e.entry_hash))

@@ -148,15 +148,16 @@ struct InvariantCheckTests {
     }
 
     static func insertExternal(
-        providerTxID: String, userID: String, direction: String, amountPaisa: Int64,
+        _ gateway: Gateway, providerTxID: String, userID: String, direction: String, amountPaisa: Int64,
         status: String, matchedJobID: String? = nil
     ) -> String {
-        """
-        INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, occurred_at,
-          occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, matched_job_id)
-        VALUES ('\(providerTxID)', '\(Demo.walletAccount)', '\(userID)', '\(direction)', \(amountPaisa), '\(status)', '',
-          '2025-01-01T00:00:00.000000Z', 0, '2025-01-01T00:00:00.000000Z', 0, 'poll', \(matchedJobID.map { "'\($0)'" } ?? "NULL"))
-        """
+        let times = SchemaRuleTests.transactionTimes(gateway, occurredMicros: 0, recordedMicros: 0)
+        return """
+            INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo,
+              \(times.columns), first_seen_via, matched_job_id)
+            VALUES ('\(providerTxID)', '\(Demo.walletAccount)', '\(userID)', '\(direction)', \(amountPaisa), '\(status)', '',
+              \(times.values), 'poll', \(matchedJobID.map { "'\($0)'" } ?? "NULL"))
+            """
     }
 
     // MARK: - Arrivals
@@ -176,12 +177,13 @@ struct InvariantCheckTests {
                 return (i % 3 != 0, i % 2 == 0, lagMillis * 1_000 - 5_000)
             }
             for (i, row) in rows.enumerated() {
+                let times = SchemaRuleTests.transactionTimes(gateway, occurredMicros: 1_000_000, recordedMicros: 1_000_000 + row.lagMicros)
                 try await executeRawSQL(
                     gateway,
                     """
-                    INSERT INTO core_externaltransaction (provider_tx_id, account, direction, amount_paisa, status, occurred_at,
-                      occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
-                    VALUES ('TX-ARR-\(i)', 'WALLET-X', 'debit', 1, 'failed', 'now', 1000000, 'now', \(1_000_000 + row.lagMicros),
+                    INSERT INTO core_externaltransaction (provider_tx_id, account, direction, amount_paisa, status,
+                      \(times.columns), first_seen_via, seen_via_webhook, seen_via_poll)
+                    VALUES ('TX-ARR-\(i)', 'WALLET-X', 'debit', 1, 'failed', \(times.values),
                       '\(row.webhook ? "webhook" : "poll")', \(row.webhook ? "TRUE" : "FALSE"), \(row.poll ? "TRUE" : "FALSE"))
                     """)
             }
@@ -311,7 +313,7 @@ struct InvariantCheckTests {
             try await executeRawSQL(
                 gateway,
                 Self.insertExternal(
-                    providerTxID: "TX-never-minted", userID: healthy.user.id,
+                    gateway, providerTxID: "TX-never-minted", userID: healthy.user.id,
                     direction: "credit", amountPaisa: 10_000, status: "settled"))
             // The running totals' counts disagree, so the check from them lists the credit too.
             for full in [false, true] {
@@ -339,8 +341,8 @@ struct InvariantCheckTests {
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                     VALUES ('0xsecond', 'mint', '\(healthy.user.chainAddress)', 10000, 'job-second-mint', 'now');
                     INSERT INTO core_chainjob
-                      (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id, memo, created_at)
-                    SELECT 'job-second-mint', 'mint', user_id, 10000, 'confirmed', '0xsecond', id, provider_tx_id, '', 'now'
+                      (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, memo, created_at)
+                    SELECT 'job-second-mint', 'mint', user_id, 10000, 'confirmed', '0xsecond', id, '', 'now'
                     FROM core_externaltransaction WHERE provider_tx_id = '\(credit)'
                     """
                 dropGuard = "DROP INDEX core_chainjob_external_tx_row"
@@ -379,7 +381,7 @@ struct InvariantCheckTests {
         try await withApp(try await testConfig(engine: engine)) { client, gateway in
             let healthy = try await Self.healthy(client, gateway)
             let secondDebit = Self.insertExternal(
-                providerTxID: "TX-second-debit", userID: healthy.user.id, direction: "debit",
+                gateway, providerTxID: "TX-second-debit", userID: healthy.user.id, direction: "debit",
                 amountPaisa: 20_000, status: "settled", matchedJobID: healthy.burnJobID)
             await SchemaRuleTests.expectRefused(gateway, secondDebit)
             #expect(try await gateway.reconciliation(full: true).ok, "nothing refused was written")
@@ -571,7 +573,7 @@ struct InvariantCheckTests {
             try await executeRawSQL(
                 gateway,
                 Self.insertExternal(
-                    providerTxID: "TX-never-minted", userID: healthy.user.id,
+                    gateway, providerTxID: "TX-never-minted", userID: healthy.user.id,
                     direction: "credit", amountPaisa: 10_000, status: "settled"))
             try await executeRawSQL(gateway, "DELETE FROM core_ledgerentry WHERE id = 3")
             // Without --full the check trusts the ledger's verified checkpoint, which is past entry 3.

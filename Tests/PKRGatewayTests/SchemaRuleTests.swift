@@ -147,16 +147,202 @@ struct SchemaRuleTests {
         }
         #expect(stored == ["blob 32", "blob 32"] && violations == 0)
         #expect(links == [[first.prevHash, first.entryHash], [second.prevHash, second.entryHash]])
-        // A hash stored as text, or of another length, is refused.
+        // A hash stored as text, or of another length, is refused by its own check (the burn job has no entries).
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', 'now');
+                    """)
+        }
         for hash in ["'\(second.entryHash)'", "zeroblob(31)"] {
-            #expect(throws: DatabaseError.self) {
+            let error = #expect(throws: DatabaseError.self) {
                 try queue.write { db in
                     try db.execute(
                         sql: """
-                            INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
-                              VALUES (3, NULL, 'debit', 'issuer_token', 1, 'burn', 'job-m', 'now', \(hash))
+                            INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
+                              SELECT 3, NULL, 'debit', 'issuer_token', 1, 'burn', row_id, 'now', \(hash) FROM core_chainjob WHERE id = 'job-b'
                             """)
                 }
+            }
+            #expect(error?.message?.contains("CHECK constraint failed") == true, "\(String(describing: error))")
+        }
+    }
+
+    @Test("SQLite: v7 names each entry's job by the job's row and keeps every job, entry, rule and total")
+    func jobRowsByV7() throws {
+        let path = try temporaryDirectory().appendingPathComponent("v6.sqlite3").path
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
+        let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
+        let first = LedgerEntry.next(after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: "now")
+        let second = LedgerEntry.next(
+            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: "now")
+        try queue.write { db in
+            // A burn first, so that the mint's row is not the first row.
+            try db.execute(
+                sql: Self.oneMint + """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', 'now');
+                    """)
+            for entry in [first, second] {
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
+                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits, entry.refType.rawValue,
+                        entry.refID, entry.createdAt, Data(try SQLitePrimitives.hashBytes(entry)),
+                    ])
+            }
+        }
+        try SQLiteSchema.migrate(queue)
+        let (jobs, entries, violations, columns) = try queue.read { db in
+            (
+                try Row.fetchAll(db, sql: "SELECT row_id, id, external_tx_row_id FROM core_chainjob ORDER BY row_id").map {
+                    "\($0[0] as Int) \($0[1] as String) \(($0[2] as Int?).map(String.init) ?? "-")"
+                },
+                try Row.fetchAll(db, sql: "SELECT \(SQLiteStore.ledgerColumns) FROM core_ledgerentry e ORDER BY e.id").map {
+                    [$0[6] as String, $0[8] as String, $0[9] as String]
+                },
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count,
+                try db.columns(in: "core_chainjob").map(\.name) + db.columns(in: "core_ledgerentry").map(\.name)
+            )
+        }
+        #expect(jobs == ["1 job-m 1", "2 job-b -"] && violations == 0)
+        #expect(entries == [["job-m", first.prevHash, first.entryHash], ["job-m", second.prevHash, second.entryHash]])
+        #expect(!columns.contains("external_tx_id") && !columns.contains("ref_id"))
+        try queue.write { db in
+            // The rules and the total survive the rebuild: one mint per transaction, one entry per job and account.
+            try db.execute(
+                sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xm2', 'mint', '0xabc', 1, 'job-m2', 'now')
+                    """)
+            for refused in [
+                """
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, created_at)
+                  VALUES ('job-m2', 'mint', 'u1', 1, 'confirmed', '0xm2', 1, 'now')
+                """,
+                "UPDATE core_chainjob SET external_tx_row_id = NULL WHERE id = 'job-m'",
+                "UPDATE core_ledgerentry SET account = 'user_token' WHERE id = 1",
+                "UPDATE core_ledgerentry SET job_row = 3 WHERE id = 1",
+                "DELETE FROM core_chainjob WHERE id = 'job-m'",
+            ] {
+                #expect(throws: DatabaseError.self, "\(refused)") {
+                    try db.inSavepoint {
+                        try db.execute(sql: refused); return .commit
+                    }
+                }
+            }
+            let redeemed = try Int64.fetchOne(db, sql: "SELECT value FROM core_runningtotal WHERE name = 'redeemed_units'")
+            try db.execute(
+                sql: """
+                    INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+                      VALUES ('0xb2', 'burn', '0xabc', 20000, 'job-b2', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
+                      VALUES ('job-b2', 'burn', 'u1', 20000, 'confirmed', '0xb2', 'confirmed', 'now');
+                    """)
+            #expect(
+                try Int64.fetchOne(db, sql: "SELECT value FROM core_runningtotal WHERE name = 'redeemed_units'")
+                    == redeemed.map { $0 + 20_000 })
+        }
+    }
+
+    @Test("SQLite: v7 stops at an entry that names no job, and the database stays at v6")
+    func jobRowsStopAtAnOrphan() throws {
+        let path = try temporaryDirectory().appendingPathComponent("v6-orphan.sqlite3").path
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: Self.oneMint)
+            // Only by hand, with the foreign keys off.
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            try db.execute(
+                sql: """
+                    INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
+                      VALUES (1, NULL, 'credit', 'issuer_token', 10000, 'mint', 'job-gone', 'now', zeroblob(32))
+                    """)
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        let error = #expect(throws: DatabaseError.self) { try SQLiteSchema.migrate(queue) }
+        #expect(error?.message?.contains("name no job") == true, "\(String(describing: error))")
+        let (applied, columns) = try queue.read { db in
+            (try SQLiteSchema.migrator().appliedIdentifiers(db), try db.columns(in: "core_ledgerentry").map(\.name))
+        }
+        #expect(!applied.contains("v7-job-rows") && columns.contains("ref_id"))
+    }
+
+    @Test("SQLite derives a time's text exactly as Timestamp.format writes it, over every year RFC 3339 can name")
+    func derivedTimesMatchTheFormat() throws {
+        let queue = try DatabaseQueue()
+        var generator = SystemRandomNumberGenerator()
+        let edges: [Int64] = [
+            0, -1, 1, 999_999, 1_000_000, -1_000_000, -1_000_001, 951_782_400_000_000, 1_796_604_349_228_304,
+            Timestamp.earliestMicros, Timestamp.endMicros - 1,
+        ]
+        let samples = edges + (0..<2_000).map { _ in Int64.random(in: Timestamp.earliestMicros..<Timestamp.endMicros, using: &generator) }
+        try queue.read { db in
+            let statement = try db.makeStatement(sql: "WITH t(m) AS (VALUES (?)) SELECT \(SQLiteSchema.rfc3339(micros: "m")) FROM t")
+            for micros in samples {
+                let derived = try String.fetchOne(statement, arguments: [micros])
+                #expect(derived == Timestamp.format(micros: micros), "\(micros)")
+            }
+        }
+    }
+
+    @Test("SQLite: v8 derives a transaction's text times from its microseconds, and stops at a row where they differ")
+    func derivedTimesByV8() throws {
+        let occurred: Int64 = 1_796_604_349_228_304
+        let recorded: Int64 = occurred + 1_500_000
+        for agreeing in [true, false] {
+            let path = try temporaryDirectory().appendingPathComponent("v7-\(agreeing).sqlite3").path
+            let queue = try DatabaseQueue(path: path)
+            try SQLiteSchema.migrator().migrate(queue, upTo: "v7-job-rows")
+            try queue.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO core_externaltransaction (provider_tx_id, account, direction, amount_paisa, status, occurred_at,
+                          occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
+                          VALUES ('TX-1', 'W-1', 'debit', 1, 'failed', ?, ?, ?, ?, 'poll')
+                        """,
+                    arguments: [
+                        Timestamp.format(micros: occurred), occurred,
+                        agreeing ? Timestamp.format(micros: recorded) : "2026-01-01T00:00:00Z",
+                        recorded,
+                    ])
+            }
+            guard agreeing else {
+                let error = #expect(throws: DatabaseError.self) { try SQLiteSchema.migrate(queue) }
+                #expect(error?.message?.contains("not their microseconds") == true, "\(String(describing: error))")
+                #expect(try queue.read { try !SQLiteSchema.migrator().appliedIdentifiers($0).contains("v8-derived-times") })
+                continue
+            }
+            try SQLiteSchema.migrate(queue)
+            let (times, indexes, triggers) = try queue.read { db in
+                (
+                    try Row.fetchAll(db, sql: "SELECT occurred_at, recorded_at FROM core_externaltransaction").map {
+                        [$0[0] as String, $0[1] as String]
+                    },
+                    try db.indexes(on: "core_externaltransaction").count,
+                    try String.fetchAll(
+                        db, sql: "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'core_externaltransaction'")
+                )
+            }
+            #expect(times == [[Timestamp.format(micros: occurred), Timestamp.format(micros: recorded)]])
+            #expect(indexes == 7 && Set(triggers) == ["core_externaltransaction_totaled", "core_externaltransaction_retotaled"])
+            // The text is no longer written, and a time no RFC 3339 year can name is refused.
+            for refused in [
+                "UPDATE core_externaltransaction SET occurred_at = 'now'",
+                "UPDATE core_externaltransaction SET occurred_at_micros = \(Timestamp.endMicros)",
+                "UPDATE core_externaltransaction SET recorded_at_micros = \(Timestamp.earliestMicros - 1)",
+            ] {
+                #expect(throws: DatabaseError.self, "\(refused)") { try queue.write { try $0.execute(sql: refused) } }
             }
         }
     }
@@ -226,21 +412,25 @@ struct SchemaRuleTests {
             let jobID = try #require(try await gateway.store.ledgerEntries(customerID: nil, limit: 10, beforeID: nil).first?.refID)
             let hash = String(repeating: "0", count: 64)
 
-            // SQLite stores the hash as bytes and no link (v6-compact-ledger).
-            let hashes = engine == .sqlite ? ("entry_hash", "zeroblob(32)") : ("prev_hash, entry_hash", "'\(hash)', '\(hash)'")
+            // SQLite stores the hash as bytes and no link (v6-compact-ledger), and names the job by its row
+            // (v7-job-rows); so does a SQLite mint its transaction.
+            let (hashes, job, noJob, mintOf) =
+                engine == .sqlite
+                ? (("entry_hash", "zeroblob(32)"), "job_row", "-1", ("external_tx_row_id", "1"))
+                : (("prev_hash, entry_hash", "'\(hash)', '\(hash)'"), "ref_id", "'no-such-job'", ("external_tx_id", "'TX-x'"))
             let refused = [
                 """
-                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, \(hashes.0))
-                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', 'no-such-job', 'now', \(hashes.1))
+                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, \(job), created_at, \(hashes.0))
+                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', \(noJob), 'now', \(hashes.1))
                 """,
-                "UPDATE core_ledgerentry SET ref_id = 'no-such-job' WHERE id = 1",
+                "UPDATE core_ledgerentry SET \(job) = \(noJob) WHERE id = 1",
                 "UPDATE core_ledgerentry SET user_id = 'nobody' WHERE user_id IS NOT NULL",
                 """
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_id, memo, created_at)
-                VALUES ('job-x', 'mint', 'nobody', 1, 'confirmed', 'hash-x', 'TX-x', '', 'now')
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, \(mintOf.0), memo, created_at)
+                VALUES ('job-x', 'mint', 'nobody', 1, 'confirmed', 'hash-x', \(mintOf.1), '', 'now')
                 """,
                 "UPDATE core_chainjob SET user_id = 'nobody' WHERE id = '\(jobID)'",
-                Self.insertExternal(providerTxID: "TX-nobody", userID: "nobody"),
+                Self.insertExternal(gateway, providerTxID: "TX-nobody", userID: "nobody"),
                 "UPDATE core_externaltransaction SET user_id = 'nobody'",
                 "DELETE FROM core_chainjob WHERE id = '\(jobID)'",
                 "UPDATE core_chainjob SET id = 'renamed' WHERE id = '\(jobID)'",
@@ -250,9 +440,9 @@ struct SchemaRuleTests {
             for sql in refused { await Self.expectRefused(gateway, sql) }
 
             // The same kinds of statement with real references pass: the rules refuse what is wrong, not everything.
-            try await executeRawSQL(gateway, Self.insertExternal(providerTxID: "TX-linked", userID: user.id))
+            try await executeRawSQL(gateway, Self.insertExternal(gateway, providerTxID: "TX-linked", userID: user.id))
             try await executeRawSQL(gateway, "UPDATE core_chainjob SET memo = 'checked', id = id WHERE id = '\(jobID)'")
-            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET ref_id = ref_id, user_id = user_id")
+            try await executeRawSQL(gateway, "UPDATE core_ledgerentry SET \(job) = \(job), user_id = user_id")
             // Nothing refused was written.
             let verified = try await gateway.store.verifyLedger()
             #expect(verified.firstBreak == nil && verified.entriesChecked == 2)
@@ -275,23 +465,16 @@ struct SchemaRuleTests {
             try #require(first != second)
             func other(_ column: String) -> String { "(SELECT \(column) FROM core_chainjob WHERE id = '\(second)')" }
 
+            // A SQLite mint names its provider transaction by that transaction's row (v7-job-rows).
+            let mintOf = engine == .sqlite ? "external_tx_row_id" : "external_tx_id"
             let refused = [
                 "UPDATE core_chainjob SET tx_hash = \(other("tx_hash")) WHERE id = '\(first)'",
-                "UPDATE core_chainjob SET external_tx_id = \(other("external_tx_id")) WHERE id = '\(first)'",
+                "UPDATE core_chainjob SET \(mintOf) = \(other(mintOf)) WHERE id = '\(first)'",
             ]
             for sql in refused { await Self.expectRefused(gateway, sql) }
-            if engine == .sqlite {
-                // The row id that makes a mint unique on SQLite, moved to the other mint's provider transaction.
-                await Self.expectRefused(
-                    gateway,
-                    """
-                    UPDATE core_chainjob SET external_tx_row_id = \(other("external_tx_row_id")),
-                      external_tx_id = \(other("external_tx_id")) WHERE id = '\(first)'
-                    """)
-            }
 
             // Rewriting a job's own keys passes, and nothing refused was written.
-            try await executeRawSQL(gateway, "UPDATE core_chainjob SET tx_hash = tx_hash, external_tx_id = external_tx_id")
+            try await executeRawSQL(gateway, "UPDATE core_chainjob SET tx_hash = tx_hash, \(mintOf) = \(mintOf)")
             let snapshot = try await gateway.store.reconciliationSnapshot()
             #expect(snapshot.creditsMintedMoreThanOnce.isEmpty && snapshot.settledCreditsUnminted.isEmpty)
             #expect(try await gateway.store.tokenBalanceUnits(customerID: user.id) == 30_000 * Money.unitsPerPaisa)
@@ -377,7 +560,8 @@ struct SchemaRuleTests {
           VALUES ('0xm', 'mint', '0xabc', 10000, 'job-m', 'now');
         INSERT INTO core_externaltransaction (id, provider_tx_id, account, user_id, direction, amount_paisa, status,
           occurred_at, occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
-          VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', 'now', 0, 'now', 0, 'poll');
+          VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', '1970-01-01T00:00:00.000000Z', 0,
+            '1970-01-01T00:00:00.000000Z', 0, 'poll');
         INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
           created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
 
@@ -412,12 +596,23 @@ struct SchemaRuleTests {
         }
     }
 
-    static func insertExternal(providerTxID: String, userID: String) -> String {
-        """
-        INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, occurred_at,
-          occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via)
-        VALUES ('\(providerTxID)', 'WALLET-X', '\(userID)', 'debit', 1, 'failed', '', 'now', 0, 'now', 0, 'poll')
-        """
+    static func insertExternal(_ gateway: Gateway, providerTxID: String, userID: String) -> String {
+        let times = transactionTimes(gateway, occurredMicros: 0, recordedMicros: 0)
+        return """
+            INSERT INTO core_externaltransaction (provider_tx_id, account, user_id, direction, amount_paisa, status, memo,
+              \(times.columns), first_seen_via)
+            VALUES ('\(providerTxID)', 'WALLET-X', '\(userID)', 'debit', 1, 'failed', '', \(times.values), 'poll')
+            """
+    }
+
+    /// A transaction's time columns and their values, as each engine's schema takes them now: SQLite derives the
+    /// text times from the microseconds (v8-derived-times).
+    static func transactionTimes(_ gateway: Gateway, occurredMicros: Int64, recordedMicros: Int64) -> (columns: String, values: String) {
+        if gateway.store is SQLiteStore { return ("occurred_at_micros, recorded_at_micros", "\(occurredMicros), \(recordedMicros)") }
+        return (
+            "occurred_at, occurred_at_micros, recorded_at, recorded_at_micros",
+            "'\(Timestamp.format(micros: occurredMicros))', \(occurredMicros), '\(Timestamp.format(micros: recordedMicros))', \(recordedMicros)"
+        )
     }
 
     static func isConstraintViolation(_ error: any Error) -> Bool {
