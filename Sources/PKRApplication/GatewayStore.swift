@@ -227,6 +227,16 @@ public enum ApplyOutcome: Sendable, Equatable {
         case .conflict: return "conflict"
         }
     }
+
+    /// Whether the inbound log keeps the delivery's body: not once the books hold what it said (recorded, minted or
+    /// found again), since the transaction's row keeps every field that counts; a conflict's, which an operator
+    /// diagnoses from.
+    public var logKeepsBody: Bool {
+        switch self {
+        case .minted, .recorded, .duplicate: return false
+        case .conflict: return true
+        }
+    }
 }
 
 /// A webhook delivery as received, before or after verification.

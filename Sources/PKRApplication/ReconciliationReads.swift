@@ -47,8 +47,11 @@ public struct ReconciliationReads: Sendable {
         totalsSQL = "SELECT name, \(sum("value")) FROM core_runningtotal GROUP BY name"
         let full = scope == .full
         let window = ReconciliationScope.arrivalsWindow
-        let windowed = full ? "core_externaltransaction" : "(SELECT * FROM core_externaltransaction ORDER BY id DESC LIMIT \(window)) w"
         // Only the columns the figures need are read, not whole transactions.
+        let windowed =
+            full
+            ? "core_externaltransaction"
+            : "(SELECT id, provider_tx_id, first_seen_via FROM core_externaltransaction ORDER BY id DESC LIMIT \(window)) w"
         let source =
             full
             ? "core_externaltransaction"

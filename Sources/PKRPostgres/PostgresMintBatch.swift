@@ -465,13 +465,13 @@ private struct InboundColumns {
         sourceAddress.values.append(draft.sourceAddress)
         scheme.values.append(draft.scheme?.rawValue)
         verification.append(draft.verification)
-        let code = ApplyOutcome.minted(job).code
-        outcome.append(code)
+        let minted = ApplyOutcome.minted(job)
+        outcome.append(minted.code)
         error.values.append(draft.errorCode)
         providerTxID.values.append(draft.providerTxID)
         jobID.append(job.id)
         bodyBytes.append(Int64(draft.body.count))
-        body.values.append(InboundRow.keepsBody(outcome: code) ? draft.body : nil)
+        body.values.append(minted.logKeepsBody ? draft.body : nil)
     }
 }
 

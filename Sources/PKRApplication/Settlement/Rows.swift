@@ -158,22 +158,28 @@ public struct InboundRow: Sendable {
     public var outcome: String
     public var errorCode: String?
     public var jobID: String?
+    /// `ApplyOutcome.logKeepsBody`; a rejected delivery's body is kept.
+    public var keepsBody: Bool
 
-    public static func rejected(_ draft: InboundDraft) -> InboundRow {
-        InboundRow(draft: draft, outcome: "rejected", errorCode: draft.errorCode, jobID: nil)
+    public init(draft: InboundDraft, outcome: ApplyOutcome, errorCode: String?, jobID: String?) {
+        self.draft = draft
+        self.outcome = outcome.code
+        self.errorCode = errorCode
+        self.jobID = jobID
+        self.keepsBody = outcome.logKeepsBody
     }
 
-    /// The body the log keeps: nil once the books hold what the delivery said (its transaction recorded, minted or
-    /// found again), since the transaction's row keeps every field that counts; the whole body of a delivery that
-    /// was refused or quarantined, which an operator diagnoses from.
-    public var keptBody: [UInt8]? { Self.keepsBody(outcome: outcome) ? draft.body : nil }
-
-    public static func keepsBody(outcome: String) -> Bool {
-        switch outcome {
-        case "minted", "recorded", "duplicate": false
-        default: true
-        }
+    private init(rejected draft: InboundDraft) {
+        self.draft = draft
+        self.outcome = "rejected"
+        self.errorCode = draft.errorCode
+        self.jobID = nil
+        self.keepsBody = true
     }
+
+    public static func rejected(_ draft: InboundDraft) -> InboundRow { InboundRow(rejected: draft) }
+
+    public var keptBody: [UInt8]? { keepsBody ? draft.body : nil }
 }
 
 /// A conflicting transaction kept for an operator, with the bytes it arrived as.

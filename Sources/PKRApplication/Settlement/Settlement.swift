@@ -229,7 +229,7 @@ public enum Settlement {
         if case .conflict(let fields) = outcome {
             errorCode = errorCode ?? GatewayError.webhookConflict(providerTxID: tx.providerTxID, fields: fields).code
         }
-        let row = InboundRow(draft: inbound, outcome: outcome.code, errorCode: errorCode, jobID: jobID)
+        let row = InboundRow(draft: inbound, outcome: outcome, errorCode: errorCode, jobID: jobID)
         return .logInbound(row) { inboundID in quarantined(inboundID, body: { inbound.body }) }
     }
 
