@@ -151,7 +151,7 @@ public struct ReconciliationReads: Sendable {
             integer("mint_jobs", "SELECT COUNT(*) FROM core_chainjob WHERE job_type = 'mint'")
             integer("mintable_credits", "SELECT COUNT(*) FROM core_externaltransaction WHERE \(Self.mintableCredit)")
             list("settled_credits_unminted", unminted)
-            // SQLite's mint names its transaction by row only (v7-job-rows).
+            // SQLite's mint names its transaction by row only (v7-compact-rows).
             list(
                 "credits_minted_more_than_once",
                 dialect == .postgres

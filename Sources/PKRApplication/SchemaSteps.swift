@@ -15,8 +15,7 @@ package enum SchemaSteps {
         "v4-running-totals",  // totals kept by triggers, the ledger's verified checkpoint, indexes of what is in flight
         "v5-inbound-bodies",  // the inbound log keeps the body only of a delivery the books do not hold
         "v6-compact-ledger",  // SQLite: ledger hashes as 32 bytes, the link to the entry before read from that entry
-        "v7-job-rows",  // SQLite: jobs keyed by a row id the ledger refers to; a mint names its transaction by row alone
-        "v8-derived-times",  // SQLite: a transaction's text times derived from its microseconds, not stored twice
+        "v7-compact-rows",  // SQLite: each of a mint's ids and times stored once; the ledger indexed by customer
     ]
 
     /// v4's tables and indexes both engines state alike. The partial indexes hold only rows in flight or flagged, so

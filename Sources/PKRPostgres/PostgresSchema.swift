@@ -702,11 +702,9 @@ enum PostgresSchema {
         // functions (v1-fast-paths, v3-redemption-holds) append entries in that form, and compacting it means
         // replacing them.
         ("v6-compact-ledger", ""),
-        // PostgreSQL's jobs keep their provider transaction id and its unique key, and the ledger names jobs by id:
-        // its functions write jobs and entries in that form.
-        ("v7-job-rows", ""),
-        // PostgreSQL's transactions keep their text times as columns: its mint function writes them.
-        ("v8-derived-times", ""),
+        // PostgreSQL's jobs keep their provider transaction id and its unique key, the ledger names jobs by id, and
+        // text times are columns: its functions (v1-fast-paths, v3-redemption-holds) write rows in that form.
+        ("v7-compact-rows", ""),
     ]
 
     /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not

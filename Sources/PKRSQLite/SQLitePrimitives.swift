@@ -126,7 +126,7 @@ enum SQLitePrimitives {
     }
 
     /// One statement records a new transaction; the provider id's unique key turns a known one away unwritten. Its
-    /// text times are derived from the microseconds (v8-derived-times).
+    /// text times are derived from the microseconds (v7-compact-rows).
     private static func recordTransaction(_ db: Database, _ draft: TransactionDraft) throws -> Int64? {
         let tx = draft.tx
         let seenColumn = draft.path == .webhook ? "seen_via_webhook" : "seen_via_poll"
@@ -197,12 +197,22 @@ enum SQLitePrimitives {
             sql: """
                 INSERT INTO core_chainjob
                   (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
-                   payout_state, created_at)
+                   payout_state, created_at_micros)
                 VALUES (?, ?, ?, ?, 'confirmed', ?, ?, ?, ?, ?, ?)
                 """
         ).run(
             job.id, job.jobType.rawValue, row.customerID, job.amountUnits, job.txHash, row.creditRowID,
-            row.idempotencyKey, row.memo, row.payoutState, job.createdAt)
+            row.idempotencyKey, row.memo, row.payoutState, try storedMicros(job.createdAt))
+    }
+
+    /// A row's time as the microseconds SQLite stores; it derives the text on read (v7-compact-rows), so only a
+    /// time in `Timestamp.format`'s own form can be stored: any other would read back changed, and a ledger entry's
+    /// hash covers its time's text.
+    static func storedMicros(_ text: String) throws -> Int64 {
+        guard let micros = Timestamp.parse(text), Timestamp.format(micros: micros) == text else {
+            throw DatabaseError(message: "\(text) is not a stored time")
+        }
+        return micros
     }
 
     static func job(_ db: Database, id: String) throws -> ChainJob? {
@@ -226,19 +236,19 @@ enum SQLitePrimitives {
     }
 
     /// Appends the job's postings to the hash chain. The head moves in `scope`; `WriteScope.flush` stores it. An
-    /// entry names its job by the job's row (v7-job-rows), found by the job's id in the same statement.
+    /// entry names its job by the job's row (v7-compact-rows), found by the job's id in the same statement.
     private static func appendLedger(_ db: Database, _ scope: WriteScope, _ append: LedgerAppend) throws {
         let (entries, head) = LedgerAppend.entries(after: try scope.head(db), [append])
         for entry in entries {
             try db.cachedStatement(
                 sql: """
                     INSERT INTO core_ledgerentry
-                      (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
+                      (id, user_id, side, account, amount_units, ref_type, job_row, created_at_micros, entry_hash)
                     SELECT ?, ?, ?, ?, ?, ?, j.row_id, ?, ? FROM core_chainjob j WHERE j.id = ?
                     """
             ).run(
                 entry.id, entry.userID, entry.side.rawValue, entry.account.rawValue, entry.amountUnits,
-                entry.refType.rawValue, entry.createdAt, SQLiteBlob(try Self.hashBytes(entry)), entry.refID)
+                entry.refType.rawValue, try storedMicros(entry.createdAt), SQLiteBlob(try Self.hashBytes(entry)), entry.refID)
             guard db.changesCount == 1 else { throw DatabaseError(message: "ledger entry \(entry.id) names no job") }
         }
         scope.advance(to: head)

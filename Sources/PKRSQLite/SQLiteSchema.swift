@@ -78,27 +78,16 @@ enum SQLiteSchema {
                 try db.execute(sql: compactLedger)
             }
         ),
-        // A job's row id is a column of its own, which VACUUM keeps, and the ledger names its job by that row:
-        // the job's text id is stored once instead of in both entries and their unique index. A mint names its
-        // provider transaction by that transaction's row id alone, unique among jobs, so the copy of the provider's
-        // id and the index that tied the copy to the transaction go. An entry whose job is missing (only a row
-        // changed by hand) stops the step, and the database stays as it was.
+        // Each of a mint's ids and times is stored once. A job's row id becomes a column of its own, which VACUUM
+        // keeps, and the ledger names its job by that row instead of repeating the job's text id in both entries
+        // and their index. A mint names its provider transaction by that transaction's row id alone, unique among
+        // jobs, so the copy of the provider's id and the index that tied it to the transaction go. Text times become
+        // columns derived from microseconds. The ledger gains an index of its customer entries, so a customer's page
+        // reads that page, not the customer's history. A row the step cannot convert (only one changed by hand: a
+        // time not in `Timestamp.format`'s form, an entry whose job is missing) stops it, and the database stays as
+        // it was.
         (
-            "v7-job-rows",
-            { db in
-                let entries = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
-                try rebuilding(["core_chainjob", "core_ledgerentry"], db) { try db.execute(sql: jobRows) }
-                let kept = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
-                guard kept == entries else {
-                    throw DatabaseError(message: "\(entries - kept) ledger entries name no job: run `pkr ledger verify`")
-                }
-            }
-        ),
-        // A transaction's `occurred_at` and `recorded_at` are its microseconds as text: they become columns SQLite
-        // derives on read, so each row stops storing them twice. A row whose text is not its microseconds (only a
-        // row changed by hand) stops the step, and the database stays as it was.
-        (
-            "v8-derived-times",
+            "v7-compact-rows",
             { db in
                 let differing =
                     try Int64.fetchOne(
@@ -111,7 +100,23 @@ enum SQLiteSchema {
                 guard differing == 0 else {
                     throw DatabaseError(message: "\(differing) provider transactions' times are not their microseconds")
                 }
-                try rebuilding(["core_externaltransaction"], db) { try db.execute(sql: derivedTimes) }
+                let micros = DatabaseFunction("pkr_micros", argumentCount: 1, pure: true) { values in
+                    guard let text = String.fromDatabaseValue(values[0]), let micros = Timestamp.parse(text),
+                        Timestamp.format(micros: micros) == text
+                    else { throw DatabaseError(message: "a job's or ledger entry's time is not in the stored form") }
+                    return micros
+                }
+                db.add(function: micros)
+                defer { db.remove(function: micros) }
+                let entries = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
+                try db.execute(sql: "DROP INDEX core_externaltransaction_row_provider_tx")
+                try rebuilding(["core_chainjob", "core_ledgerentry", "core_externaltransaction"], db) {
+                    try db.execute(sql: compactRows)
+                }
+                let kept = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM core_ledgerentry") ?? 0
+                guard kept == entries else {
+                    throw DatabaseError(message: "\(entries - kept) ledger entries name no job: run `pkr ledger verify`")
+                }
             }
         ),
     ]
@@ -123,12 +128,16 @@ enum SQLiteSchema {
         return "(strftime('%Y-%m-%dT%H:%M:%S', (\(column) - \(fraction)) / 1000000, 'unixepoch') || printf('.%06dZ', \(fraction)))"
     }
 
-    static func timeRange(_ column: String) -> String {
-        "CHECK (\(column) >= \(Timestamp.earliestMicros) AND \(column) < \(Timestamp.endMicros))"
+    /// A time column stored as microseconds, with its text form derived on read under the name it has always had.
+    static func derivedTime(_ name: String) -> String {
+        """
+        \(name) TEXT GENERATED ALWAYS AS \(rfc3339(micros: name + "_micros")) VIRTUAL,
+          \(name)_micros INTEGER NOT NULL CHECK (\(name)_micros >= \(Timestamp.earliestMicros) AND \(name)_micros < \(Timestamp.endMicros))
+        """
     }
 
-    static let derivedTimes = """
-        CREATE TABLE core_externaltransaction_v8 (
+    static let compactRows = """
+        CREATE TABLE core_externaltransaction_v7 (
           id INTEGER PRIMARY KEY,
           provider_tx_id TEXT NOT NULL UNIQUE,
           account TEXT NOT NULL,
@@ -139,10 +148,8 @@ enum SQLiteSchema {
           status TEXT NOT NULL CHECK (status IN ('settled', 'pending', 'failed')),
           memo TEXT NOT NULL DEFAULT '',
           reference TEXT,
-          occurred_at TEXT GENERATED ALWAYS AS \(rfc3339(micros: "occurred_at_micros")) VIRTUAL,
-          occurred_at_micros INTEGER NOT NULL \(timeRange("occurred_at_micros")),
-          recorded_at TEXT GENERATED ALWAYS AS \(rfc3339(micros: "recorded_at_micros")) VIRTUAL,
-          recorded_at_micros INTEGER NOT NULL \(timeRange("recorded_at_micros")),
+          \(derivedTime("occurred_at")),
+          \(derivedTime("recorded_at")),
           first_seen_via TEXT NOT NULL CHECK (first_seen_via IN ('webhook', 'poll')),
           seen_via_webhook INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_webhook IN (0, 1)),
           seen_via_poll INTEGER NOT NULL DEFAULT 0 CHECK (seen_via_poll IN (0, 1)),
@@ -150,17 +157,12 @@ enum SQLiteSchema {
           flag TEXT CHECK (flag IN ('unmatched_debit', 'above_mint_limit', 'failed_payout')),
           CHECK (direction = 'debit' OR matched_job_id IS NULL)
         );
-        INSERT INTO core_externaltransaction_v8
+        INSERT INTO core_externaltransaction_v7
           (id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at_micros,
            recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll, matched_job_id, flag)
           SELECT id, provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at_micros,
                  recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll, matched_job_id, flag
           FROM core_externaltransaction ORDER BY id;
-        DROP TABLE core_externaltransaction;
-        ALTER TABLE core_externaltransaction_v8 RENAME TO core_externaltransaction;
-        """
-
-    static let jobRows = """
         CREATE TABLE core_chainjob_v7 (
           row_id INTEGER PRIMARY KEY,
           id TEXT NOT NULL UNIQUE,
@@ -174,7 +176,7 @@ enum SQLiteSchema {
           memo TEXT NOT NULL DEFAULT '',
           payout_state TEXT CHECK (payout_state IN ('requested', 'submitted', 'confirmed')),
           payout_provider_tx_id TEXT,
-          created_at TEXT NOT NULL,
+          \(derivedTime("created_at")),
           CHECK ((job_type = 'mint') = (external_tx_row_id IS NOT NULL)),
           CHECK ((job_type = 'burn') = (payout_state IS NOT NULL)),
           CHECK (job_type = 'burn' OR idempotency_key IS NULL),
@@ -184,9 +186,9 @@ enum SQLiteSchema {
         );
         INSERT INTO core_chainjob_v7
           (row_id, id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
-           payout_state, payout_provider_tx_id, created_at)
+           payout_state, payout_provider_tx_id, created_at_micros)
           SELECT rowid, id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, idempotency_key, memo,
-                 payout_state, payout_provider_tx_id, created_at
+                 payout_state, payout_provider_tx_id, pkr_micros(created_at)
           FROM core_chainjob ORDER BY rowid;
         CREATE TABLE core_ledgerentry_v7 (
           id INTEGER PRIMARY KEY,
@@ -196,18 +198,20 @@ enum SQLiteSchema {
           amount_units INTEGER NOT NULL CHECK (amount_units > 0),
           ref_type TEXT NOT NULL CHECK (ref_type IN ('mint', 'burn')),
           job_row INTEGER NOT NULL REFERENCES core_chainjob(row_id),
-          created_at TEXT NOT NULL,
+          \(derivedTime("created_at")),
           entry_hash BLOB NOT NULL CHECK (typeof(entry_hash) = 'blob' AND length(entry_hash) = 32),
           UNIQUE (job_row, account)
         );
-        INSERT INTO core_ledgerentry_v7 (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
-          SELECT e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type, j.row_id, e.created_at, e.entry_hash
+        INSERT INTO core_ledgerentry_v7 (id, user_id, side, account, amount_units, ref_type, job_row, created_at_micros, entry_hash)
+          SELECT e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type, j.row_id, pkr_micros(e.created_at), e.entry_hash
           FROM core_ledgerentry e JOIN core_chainjob_v7 j ON j.id = e.ref_id ORDER BY e.id;
         DROP TABLE core_ledgerentry;
         DROP TABLE core_chainjob;
-        DROP INDEX core_externaltransaction_row_provider_tx;
+        DROP TABLE core_externaltransaction;
+        ALTER TABLE core_externaltransaction_v7 RENAME TO core_externaltransaction;
         ALTER TABLE core_chainjob_v7 RENAME TO core_chainjob;
         ALTER TABLE core_ledgerentry_v7 RENAME TO core_ledgerentry;
+        CREATE INDEX core_ledgerentry_customer ON core_ledgerentry (user_id) WHERE user_id IS NOT NULL;
         """
 
     /// Runs `rebuild`, which replaces `tables` by new tables of the same names, then makes the indexes and triggers
@@ -352,7 +356,7 @@ enum SQLiteSchema {
     /// - A mint's random keys (the provider's transaction id, the chain's transaction hash) are not unique keys
     ///   of `core_chainjob`: the same rules hold through keys that grow with time. One mint per provider
     ///   transaction: a unique row id of `core_externaltransaction` (v1 to v6 also tied a copy of its provider id
-    ///   to it by a foreign key; v7-job-rows keeps the row id alone). One
+    ///   to it by a foreign key; v7-compact-rows keeps the row id alone). One
     ///   job per chain transaction: a foreign key to the receipt that names the job (through the receipts'
     ///   `(reference, tx_hash)` index, made here), whose hash the chain keeps unique, so two jobs cannot share a hash.
     /// - A redeem's idempotency key, chosen by the client and so random, is the key of one index only: the stored

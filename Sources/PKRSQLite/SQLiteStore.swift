@@ -251,20 +251,27 @@ public final class SQLiteStore: GatewayStore {
                             """), arguments: [beforeID ?? Int64.max, limit]
                 ).map(Self.decodeLedger)
             }
+            // A customer's jobs are those of its own entries (each job's postings have one), read newest first
+            // through the customer index, a page's worth. A job's entries have adjacent ids, so a job with an entry
+            // below `beforeID` has its customer entry at or below it, and every such job but the one that holds
+            // entry `beforeID` itself has an entry on the page: one job more than the page holds is enough.
             return try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
                         SELECT \(Self.ledgerColumns)
                         FROM core_ledgerentry e
-                        WHERE e.id < ? AND e.job_row IN (SELECT row_id FROM core_chainjob WHERE user_id = ?) ORDER BY e.id DESC LIMIT ?
-                        """), arguments: [beforeID ?? Int64.max, customerID, limit]
+                        WHERE e.id < :before AND e.job_row IN (
+                          SELECT c.job_row FROM core_ledgerentry c
+                          WHERE c.user_id = :customer AND c.id <= :before ORDER BY c.id DESC LIMIT :limit + 1)
+                        ORDER BY e.id DESC LIMIT :limit
+                        """), arguments: ["before": beforeID ?? Int64.max, "customer": customerID, "limit": limit]
             ).map(Self.decodeLedger)
         }
     }
 
     /// An entry's columns as `decodeLedger` reads them. The link to the entry before is that entry's hash (v6-compact-
     /// ledger): a gap in the ids reads as no link, and `ledger verify` names the missing entry. The job's id is read
-    /// from the job's row (v7-job-rows).
+    /// from the job's row (v7-compact-rows).
     static let ledgerColumns = """
         e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type,
         (SELECT j.id FROM core_chainjob j WHERE j.row_id = e.job_row), e.created_at,

@@ -103,6 +103,7 @@ struct Bench: AsyncParsableCommand {
         var summaryRSSKiB: [String: [(before: Int64, after: Int64)]] = [:]
         var firstSummaryMicros: [String: [Int64]] = [:]
         var reconcileMicros: [String: [Int64]] = [:]
+        var ledgerPageMicros: [String: [Int64]] = [:]
         var peakRSS: Int64 = 0
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
@@ -127,6 +128,7 @@ struct Bench: AsyncParsableCommand {
                 let rssBeforeKiB = Benchmark.peakRSSKiB(pid: server.pid) ?? 0
                 summaryMicros[phase, default: []] += try await summaryLatencies(context)
                 summaryRSSKiB[phase, default: []].append((rssBeforeKiB, Benchmark.peakRSSKiB(pid: server.pid) ?? 0))
+                ledgerPageMicros[phase, default: []] += try await ledgerPageLatencies(context)
                 let line = ProgressLine("bench \(engine.rawValue)")
                 for c in concurrencies {
                     line.update("run \(run + 1)/\(runs), \(phase) database, concurrency \(c): \(workloads.joined(separator: ", "))")
@@ -151,6 +153,11 @@ struct Bench: AsyncParsableCommand {
                     + "over \(latencies.count) requests; server peak RSS \(median(summaryRSSKiB[phase, default: []].map(\.before)) / 1024) MiB "
                     + "before them, \(median(summaryRSSKiB[phase, default: []].map(\.after)) / 1024) MiB after; "
                     + "the first after growth (the ledger since the last checkpoint) \(ms(median(firstSummaryMicros[phase, default: []]))) ms"
+            )
+            let pages = ledgerPageMicros[phase, default: []].sorted()
+            say(
+                "GET /api/ledger?user_id=… (\(engine.rawValue), \(phase) database, the latest customer's first page of "
+                    + "\(Self.ledgerPageLimit)): median \(ms(median(pages))) ms, max \(ms(pages.last ?? 0)) ms over \(pages.count) requests"
             )
             let passes = reconcileMicros[phase, default: []].sorted()
             say(
@@ -273,6 +280,19 @@ struct Bench: AsyncParsableCommand {
         let sample = try await Benchmark.drive(
             port: context.server.port, requests: Benchmark.gets("/api/debug/summary", count: count), concurrency: 1)
         guard sample.nonSuccess == 0 else { throw ValidationError("GET /api/debug/summary failed \(sample.nonSuccess) times") }
+        return sample.latenciesMicros
+    }
+
+    static let ledgerPageLimit = 50
+
+    /// A customer's first ledger page, a few times, one at a time: the newest customer's, one of many when the run
+    /// has many.
+    func ledgerPageLatencies(_ context: RunContext) async throws -> [Int64] {
+        let customer = context.customers[context.customers.count - 1]
+        let path = "/api/ledger?user_id=\(customer.id)&limit=\(Self.ledgerPageLimit)"
+        let sample = try await Benchmark.drive(
+            port: context.server.port, requests: Benchmark.gets(path, count: Self.summarySamples), concurrency: 1)
+        guard sample.nonSuccess == 0 else { throw ValidationError("GET \(path) failed \(sample.nonSuccess) times") }
         return sample.latenciesMicros
     }
 

@@ -92,6 +92,43 @@ struct CustomerTests {
     }
 
     @Test(
+        "a customer's ledger, page by page at every size, is both postings of each of its jobs and nothing else", arguments: TestEngine.all)
+    func customerLedgerPages(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            let demo = try await gateway.seedDemo()
+            try await gateway.stub.openAccount("WALLET-B")
+            let bob = try await client.call(.post, "/api/users", json: #"{"email": "bob@example.com", "wallet_account": "WALLET-B"}"#)
+            let bobID = try #require(bob.string("user_id"))
+            // The two customers' jobs interleave in the ledger.
+            for round in 0..<3 as Range<Int64> {
+                _ = try await gateway.stub.credit(account: Demo.walletAccount, amountPaisa: 10_000 + round, memo: "demo in")
+                _ = try await gateway.stub.credit(account: "WALLET-B", amountPaisa: 20_000 + round, memo: "bob in")
+                #expect(try await gateway.reconcileOnce().minted == 2)
+            }
+            _ = try await gateway.redeem(amountUnits: 100 * Money.unitsPerPaisa, memo: "", idempotencyKey: nil)
+            let all = try await gateway.store.ledgerEntries(customerID: nil, limit: 1_000, beforeID: nil)
+            #expect(all.count == 14)
+            for customerID in [demo.id, bobID] {
+                let jobs = Set(all.filter { $0.userID == customerID }.map(\.refID))
+                let expected = all.filter { jobs.contains($0.refID) }.map(\.id)
+                #expect(expected.count == (customerID == bobID ? 6 : 8))
+                for limit in 1...5 {
+                    var paged: [Int64] = []
+                    var beforeID: Int64?
+                    while true {
+                        let page = try await gateway.store.ledgerEntries(customerID: customerID, limit: limit, beforeID: beforeID)
+                        #expect(page.count <= limit)
+                        paged += page.map(\.id)
+                        guard page.count == limit, let last = page.last else { break }
+                        beforeID = last.id
+                    }
+                    #expect(paged == expected, "limit \(limit)")
+                }
+            }
+        }
+    }
+
+    @Test(
         "concurrent creations with one email: one customer, every other answer a 409, no account opened for them", arguments: TestEngine.all
     )
     func concurrentCreations(engine: TestEngine) async throws {

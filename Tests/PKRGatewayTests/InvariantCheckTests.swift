@@ -341,8 +341,8 @@ struct InvariantCheckTests {
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                     VALUES ('0xsecond', 'mint', '\(healthy.user.chainAddress)', 10000, 'job-second-mint', 'now');
                     INSERT INTO core_chainjob
-                      (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, memo, created_at)
-                    SELECT 'job-second-mint', 'mint', user_id, 10000, 'confirmed', '0xsecond', id, '', 'now'
+                      (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, memo, created_at_micros)
+                    SELECT 'job-second-mint', 'mint', user_id, 10000, 'confirmed', '0xsecond', id, '', 0
                     FROM core_externaltransaction WHERE provider_tx_id = '\(credit)'
                     """
                 dropGuard = "DROP INDEX core_chainjob_external_tx_row"

@@ -29,7 +29,7 @@ struct SchemaRuleTests {
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                       VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
-                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'submitted', 'now');
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'submitted', '\(Self.epoch)');
                     """)
         }
         try SQLiteSchema.migrate(queue)
@@ -57,8 +57,8 @@ struct SchemaRuleTests {
             try queue.write { db in
                 try db.execute(
                     sql: """
-                        INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
-                          VALUES ('job-x', 'burn', 'u1', 10000, 'confirmed', '0xnone', 'requested', 'now')
+                        INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at_micros)
+                          VALUES ('job-x', 'burn', 'u1', 10000, 'confirmed', '0xnone', 'requested', 0)
                         """)
             }
         }
@@ -116,9 +116,10 @@ struct SchemaRuleTests {
         try SQLiteSchema.migrator().migrate(queue, upTo: "v5-inbound-bodies")
         // A mint's two entries as v1 to v5 stored them: hashes as hex text, each with its link.
         let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
-        let first = LedgerEntry.next(after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: "now")
+        let first = LedgerEntry.next(
+            after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: Self.epoch)
         let second = LedgerEntry.next(
-            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: "now")
+            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: Self.epoch)
         try queue.write { db in
             try db.execute(sql: Self.oneMint)
             for entry in [first, second] {
@@ -153,8 +154,8 @@ struct SchemaRuleTests {
                 sql: """
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                       VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
-                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at_micros)
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', 0);
                     """)
         }
         for hash in ["'\(second.entryHash)'", "zeroblob(31)"] {
@@ -162,8 +163,9 @@ struct SchemaRuleTests {
                 try queue.write { db in
                     try db.execute(
                         sql: """
-                            INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, job_row, created_at, entry_hash)
-                              SELECT 3, NULL, 'debit', 'issuer_token', 1, 'burn', row_id, 'now', \(hash) FROM core_chainjob WHERE id = 'job-b'
+                            INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, job_row, created_at_micros,
+                              entry_hash)
+                              SELECT 3, NULL, 'debit', 'issuer_token', 1, 'burn', row_id, 0, \(hash) FROM core_chainjob WHERE id = 'job-b'
                             """)
                 }
             }
@@ -171,15 +173,16 @@ struct SchemaRuleTests {
         }
     }
 
-    @Test("SQLite: v7 names each entry's job by the job's row and keeps every job, entry, rule and total")
-    func jobRowsByV7() throws {
+    @Test("SQLite: v7 names each entry's job by the job's row, derives its times, and keeps every row, rule and total")
+    func compactRowsByV7() throws {
         let path = try temporaryDirectory().appendingPathComponent("v6.sqlite3").path
         let queue = try DatabaseQueue(path: path)
         try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
         let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
-        let first = LedgerEntry.next(after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: "now")
+        let first = LedgerEntry.next(
+            after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: Self.epoch)
         let second = LedgerEntry.next(
-            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: "now")
+            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: Self.epoch)
         try queue.write { db in
             // A burn first, so that the mint's row is not the first row.
             try db.execute(
@@ -187,7 +190,7 @@ struct SchemaRuleTests {
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                       VALUES ('0xb', 'burn', '0xabc', 10000, 'job-b', 'now');
                     INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
-                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', 'now');
+                      VALUES ('job-b', 'burn', 'u1', 10000, 'confirmed', '0xb', 'confirmed', '2026-12-07T01:02:03.456789Z');
                     """)
             for entry in [first, second] {
                 try db.execute(
@@ -204,19 +207,23 @@ struct SchemaRuleTests {
         try SQLiteSchema.migrate(queue)
         let (jobs, entries, violations, columns) = try queue.read { db in
             (
-                try Row.fetchAll(db, sql: "SELECT row_id, id, external_tx_row_id FROM core_chainjob ORDER BY row_id").map {
-                    "\($0[0] as Int) \($0[1] as String) \(($0[2] as Int?).map(String.init) ?? "-")"
+                try Row.fetchAll(db, sql: "SELECT row_id, id, external_tx_row_id, created_at FROM core_chainjob ORDER BY row_id").map {
+                    "\($0[0] as Int) \($0[1] as String) \(($0[2] as Int?).map(String.init) ?? "-") \($0[3] as String)"
                 },
                 try Row.fetchAll(db, sql: "SELECT \(SQLiteStore.ledgerColumns) FROM core_ledgerentry e ORDER BY e.id").map {
-                    [$0[6] as String, $0[8] as String, $0[9] as String]
+                    [$0[6] as String, $0[7] as String, $0[8] as String, $0[9] as String]
                 },
                 try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count,
                 try db.columns(in: "core_chainjob").map(\.name) + db.columns(in: "core_ledgerentry").map(\.name)
             )
         }
-        #expect(jobs == ["1 job-m 1", "2 job-b -"] && violations == 0)
-        #expect(entries == [["job-m", first.prevHash, first.entryHash], ["job-m", second.prevHash, second.entryHash]])
+        #expect(jobs == ["1 job-m 1 \(Self.epoch)", "2 job-b - 2026-12-07T01:02:03.456789Z"] && violations == 0)
+        #expect(
+            entries == [
+                ["job-m", Self.epoch, first.prevHash, first.entryHash], ["job-m", Self.epoch, second.prevHash, second.entryHash],
+            ])
         #expect(!columns.contains("external_tx_id") && !columns.contains("ref_id"))
+        #expect(try queue.read { try $0.indexes(on: "core_ledgerentry").map(\.name).contains("core_ledgerentry_customer") })
         try queue.write { db in
             // The rules and the total survive the rebuild: one mint per transaction, one entry per job and account.
             try db.execute(
@@ -226,8 +233,8 @@ struct SchemaRuleTests {
                     """)
             for refused in [
                 """
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, created_at)
-                  VALUES ('job-m2', 'mint', 'u1', 1, 'confirmed', '0xm2', 1, 'now')
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, created_at_micros)
+                  VALUES ('job-m2', 'mint', 'u1', 1, 'confirmed', '0xm2', 1, 0)
                 """,
                 "UPDATE core_chainjob SET external_tx_row_id = NULL WHERE id = 'job-m'",
                 "UPDATE core_ledgerentry SET account = 'user_token' WHERE id = 1",
@@ -245,8 +252,8 @@ struct SchemaRuleTests {
                 sql: """
                     INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
                       VALUES ('0xb2', 'burn', '0xabc', 20000, 'job-b2', 'now');
-                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at)
-                      VALUES ('job-b2', 'burn', 'u1', 20000, 'confirmed', '0xb2', 'confirmed', 'now');
+                    INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state, created_at_micros)
+                      VALUES ('job-b2', 'burn', 'u1', 20000, 'confirmed', '0xb2', 'confirmed', 0);
                     """)
             #expect(
                 try Int64.fetchOne(db, sql: "SELECT value FROM core_runningtotal WHERE name = 'redeemed_units'")
@@ -255,7 +262,7 @@ struct SchemaRuleTests {
     }
 
     @Test("SQLite: v7 stops at an entry that names no job, and the database stays at v6")
-    func jobRowsStopAtAnOrphan() throws {
+    func compactRowsStopAtAnOrphan() throws {
         let path = try temporaryDirectory().appendingPathComponent("v6-orphan.sqlite3").path
         let queue = try DatabaseQueue(path: path)
         try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
@@ -266,7 +273,7 @@ struct SchemaRuleTests {
             try db.execute(
                 sql: """
                     INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, entry_hash)
-                      VALUES (1, NULL, 'credit', 'issuer_token', 10000, 'mint', 'job-gone', 'now', zeroblob(32))
+                      VALUES (1, NULL, 'credit', 'issuer_token', 10000, 'mint', 'job-gone', '\(Self.epoch)', zeroblob(32))
                     """)
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
@@ -275,7 +282,7 @@ struct SchemaRuleTests {
         let (applied, columns) = try queue.read { db in
             (try SQLiteSchema.migrator().appliedIdentifiers(db), try db.columns(in: "core_ledgerentry").map(\.name))
         }
-        #expect(!applied.contains("v7-job-rows") && columns.contains("ref_id"))
+        #expect(!applied.contains("v7-compact-rows") && columns.contains("ref_id"))
     }
 
     @Test("SQLite derives a time's text exactly as Timestamp.format writes it, over every year RFC 3339 can name")
@@ -296,14 +303,14 @@ struct SchemaRuleTests {
         }
     }
 
-    @Test("SQLite: v8 derives a transaction's text times from its microseconds, and stops at a row where they differ")
-    func derivedTimesByV8() throws {
+    @Test("SQLite: v7 derives a transaction's text times from its microseconds, and stops at a row where they differ")
+    func derivedTimesByV7() throws {
         let occurred: Int64 = 1_796_604_349_228_304
         let recorded: Int64 = occurred + 1_500_000
         for agreeing in [true, false] {
-            let path = try temporaryDirectory().appendingPathComponent("v7-\(agreeing).sqlite3").path
+            let path = try temporaryDirectory().appendingPathComponent("v6-\(agreeing).sqlite3").path
             let queue = try DatabaseQueue(path: path)
-            try SQLiteSchema.migrator().migrate(queue, upTo: "v7-job-rows")
+            try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
             try queue.write { db in
                 try db.execute(
                     sql: """
@@ -320,7 +327,7 @@ struct SchemaRuleTests {
             guard agreeing else {
                 let error = #expect(throws: DatabaseError.self) { try SQLiteSchema.migrate(queue) }
                 #expect(error?.message?.contains("not their microseconds") == true, "\(String(describing: error))")
-                #expect(try queue.read { try !SQLiteSchema.migrator().appliedIdentifiers($0).contains("v8-derived-times") })
+                #expect(try queue.read { try !SQLiteSchema.migrator().appliedIdentifiers($0).contains("v7-compact-rows") })
                 continue
             }
             try SQLiteSchema.migrate(queue)
@@ -413,21 +420,22 @@ struct SchemaRuleTests {
             let hash = String(repeating: "0", count: 64)
 
             // SQLite stores the hash as bytes and no link (v6-compact-ledger), and names the job by its row
-            // (v7-job-rows); so does a SQLite mint its transaction.
+            // (v7-compact-rows); so does a SQLite mint its transaction.
             let (hashes, job, noJob, mintOf) =
                 engine == .sqlite
                 ? (("entry_hash", "zeroblob(32)"), "job_row", "-1", ("external_tx_row_id", "1"))
                 : (("prev_hash, entry_hash", "'\(hash)', '\(hash)'"), "ref_id", "'no-such-job'", ("external_tx_id", "'TX-x'"))
+            let created = Self.createdAt(engine)
             let refused = [
                 """
-                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, \(job), created_at, \(hashes.0))
-                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', \(noJob), 'now', \(hashes.1))
+                INSERT INTO core_ledgerentry (id, user_id, side, account, amount_units, ref_type, \(job), \(created.column), \(hashes.0))
+                VALUES (1000, NULL, 'credit', 'issuer_token', 1, 'mint', \(noJob), \(created.value), \(hashes.1))
                 """,
                 "UPDATE core_ledgerentry SET \(job) = \(noJob) WHERE id = 1",
                 "UPDATE core_ledgerentry SET user_id = 'nobody' WHERE user_id IS NOT NULL",
                 """
-                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, \(mintOf.0), memo, created_at)
-                VALUES ('job-x', 'mint', 'nobody', 1, 'confirmed', 'hash-x', \(mintOf.1), '', 'now')
+                INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, \(mintOf.0), memo, \(created.column))
+                VALUES ('job-x', 'mint', 'nobody', 1, 'confirmed', 'hash-x', \(mintOf.1), '', \(created.value))
                 """,
                 "UPDATE core_chainjob SET user_id = 'nobody' WHERE id = '\(jobID)'",
                 Self.insertExternal(gateway, providerTxID: "TX-nobody", userID: "nobody"),
@@ -465,7 +473,7 @@ struct SchemaRuleTests {
             try #require(first != second)
             func other(_ column: String) -> String { "(SELECT \(column) FROM core_chainjob WHERE id = '\(second)')" }
 
-            // A SQLite mint names its provider transaction by that transaction's row (v7-job-rows).
+            // A SQLite mint names its provider transaction by that transaction's row (v7-compact-rows).
             let mintOf = engine == .sqlite ? "external_tx_row_id" : "external_tx_id"
             let refused = [
                 "UPDATE core_chainjob SET tx_hash = \(other("tx_hash")) WHERE id = '\(first)'",
@@ -504,6 +512,7 @@ struct SchemaRuleTests {
                 VALUES ('0xother2', 'burn', 'a', 10000, 'j2', 'now'), ('0xother3', 'burn', 'a', 10000, 'j3', 'now')
                 """)
 
+            let created = Self.createdAt(engine)
             let refused = [
                 // A second answer, and so a second burn, for the same user, endpoint and key.
                 """
@@ -513,8 +522,8 @@ struct SchemaRuleTests {
                 """,
                 """
                 INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, payout_state,
-                  payout_provider_tx_id, created_at)
-                VALUES ('j3', 'burn', '\(user.id)', 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', 'now')
+                  payout_provider_tx_id, \(created.column))
+                VALUES ('j3', 'burn', '\(user.id)', 10000, 'confirmed', '0xother3', 'submitted', 'TX-payout', \(created.value))
                 """,
                 "UPDATE core_chainjob SET payout_provider_tx_id = 'TX-x' WHERE job_type = 'mint'",
             ]
@@ -525,8 +534,8 @@ struct SchemaRuleTests {
                 gateway,
                 """
                 INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, payout_state,
-                  created_at)
-                VALUES ('j2', 'burn', '\(user.id)', 10000, 'confirmed', '0xother2', 'key-2', 'requested', 'now')
+                  \(created.column))
+                VALUES ('j2', 'burn', '\(user.id)', 10000, 'confirmed', '0xother2', 'key-2', 'requested', \(created.value))
                 """)
         }
     }
@@ -552,6 +561,9 @@ struct SchemaRuleTests {
         }
     }
 
+    /// The epoch in the stored form of every time: the time rows of the fixtures carry.
+    static let epoch = Timestamp.format(micros: 0)
+
     /// A customer and one mint with its receipt and transaction, as the schema has stated them since v2.
     static let oneMint = """
         INSERT INTO core_user (id, email, display_name, wallet_account, chain_address, created_at)
@@ -563,7 +575,7 @@ struct SchemaRuleTests {
           VALUES (1, 'TX-1', 'W-1', 'u1', 'credit', 1, 'settled', '1970-01-01T00:00:00.000000Z', 0,
             '1970-01-01T00:00:00.000000Z', 0, 'poll');
         INSERT INTO core_chainjob (id, job_type, user_id, amount_units, status, tx_hash, external_tx_row_id, external_tx_id,
-          created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', 'now');
+          created_at) VALUES ('job-m', 'mint', 'u1', 10000, 'confirmed', '0xm', 1, 'TX-1', '\(epoch)');
 
         """
 
@@ -605,8 +617,14 @@ struct SchemaRuleTests {
             """
     }
 
+    /// A job's or ledger entry's time column and a value for it: SQLite stores the microseconds and derives the
+    /// text (v7-compact-rows).
+    static func createdAt(_ engine: TestEngine) -> (column: String, value: String) {
+        engine == .sqlite ? ("created_at_micros", "0") : ("created_at", "'\(epoch)'")
+    }
+
     /// A transaction's time columns and their values, as each engine's schema takes them now: SQLite derives the
-    /// text times from the microseconds (v8-derived-times).
+    /// text times from the microseconds (v7-compact-rows).
     static func transactionTimes(_ gateway: Gateway, occurredMicros: Int64, recordedMicros: Int64) -> (columns: String, values: String) {
         if gateway.store is SQLiteStore { return ("occurred_at_micros, recorded_at_micros", "\(occurredMicros), \(recordedMicros)") }
         return (
