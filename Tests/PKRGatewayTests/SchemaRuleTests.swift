@@ -115,11 +115,7 @@ struct SchemaRuleTests {
         let queue = try DatabaseQueue(path: path)
         try SQLiteSchema.migrator().migrate(queue, upTo: "v5-inbound-bodies")
         // A mint's two entries as v1 to v5 stored them: hashes as hex text, each with its link.
-        let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
-        let first = LedgerEntry.next(
-            after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: Self.epoch)
-        let second = LedgerEntry.next(
-            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: Self.epoch)
+        let (first, second) = Self.oneMintEntries()
         try queue.write { db in
             try db.execute(sql: Self.oneMint)
             for entry in [first, second] {
@@ -178,11 +174,7 @@ struct SchemaRuleTests {
         let path = try temporaryDirectory().appendingPathComponent("v6.sqlite3").path
         let queue = try DatabaseQueue(path: path)
         try SQLiteSchema.migrator().migrate(queue, upTo: "v6-compact-ledger")
-        let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
-        let first = LedgerEntry.next(
-            after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: Self.epoch)
-        let second = LedgerEntry.next(
-            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: Self.epoch)
+        let (first, second) = Self.oneMintEntries()
         try queue.write { db in
             // A burn first, so that the mint's row is not the first row.
             try db.execute(
@@ -559,6 +551,15 @@ struct SchemaRuleTests {
                     : "INSERT INTO pkr_schema_migrations (version) VALUES ('v2-fewer-index-entries')")
             await #expect(throws: UnknownSchemaStepsError.self) { try await gateway.store.migrate() }
         }
+    }
+
+    /// `oneMint`'s two ledger entries, the first of the chain.
+    static func oneMintEntries() -> (LedgerEntry, LedgerEntry) {
+        let postings = PostingRules.postings(for: .mint, amountUnits: 10_000)
+        let first = LedgerEntry.next(after: .genesis, userID: nil, posting: postings[0], refType: .mint, refID: "job-m", createdAt: epoch)
+        let second = LedgerEntry.next(
+            after: LedgerHead(first), userID: "u1", posting: postings[1], refType: .mint, refID: "job-m", createdAt: epoch)
+        return (first, second)
     }
 
     /// The epoch in the stored form of every time: the time rows of the fixtures carry.
