@@ -703,8 +703,12 @@ enum PostgresSchema {
         // replacing them.
         ("v6-compact-ledger", ""),
         // PostgreSQL's jobs keep their provider transaction id and its unique key, the ledger names jobs by id, and
-        // text times are columns: its functions (v1-fast-paths, v3-redemption-holds) write rows in that form.
-        ("v7-compact-rows", ""),
+        // text times are columns: its functions (v1-fast-paths, v3-redemption-holds) write rows in that form. The
+        // ledger's index of customer entries, which a customer's page reads, is both engines'.
+        (
+            "v7-compact-rows",
+            "CREATE INDEX core_ledgerentry_customer ON core_ledgerentry (user_id, id) WHERE user_id IS NOT NULL;"
+        ),
     ]
 
     /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not

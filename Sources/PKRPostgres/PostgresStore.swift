@@ -508,14 +508,26 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func ledgerEntries(customerID: String?, limit: Int, beforeID: Int64?) async throws -> [LedgerEntry] {
-        let rows = try await pg.query(
-            """
-            SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
-            FROM core_ledgerentry
-            WHERE id < \(beforeID ?? Int64.max)
-              AND (\(customerID)::TEXT IS NULL OR ref_id IN (SELECT id FROM core_chainjob WHERE user_id = \(customerID)))
-            ORDER BY id DESC LIMIT \(limit)
-            """, logger: logger)
+        let before = beforeID ?? Int64.max
+        // A customer's page takes its jobs from the customer's own entries, as SQLiteStore's does (the reasoning is
+        // there): one job more than the page holds, newest first, through the customer index.
+        let query: PostgresQuery =
+            if let customerID {
+                """
+                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                FROM core_ledgerentry
+                WHERE id < \(before) AND ref_id IN (
+                  SELECT c.ref_id FROM core_ledgerentry c
+                  WHERE c.user_id = \(customerID) AND c.id <= \(before) ORDER BY c.id DESC LIMIT \(limit + 1))
+                ORDER BY id DESC LIMIT \(limit)
+                """
+            } else {
+                """
+                SELECT id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash
+                FROM core_ledgerentry WHERE id < \(before) ORDER BY id DESC LIMIT \(limit)
+                """
+            }
+        let rows = try await pg.query(query, logger: logger)
         var out: [LedgerEntry] = []
         for try await row in rows { out.append(try Self.decodeLedger(row)) }
         return out
