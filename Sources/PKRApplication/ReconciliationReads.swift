@@ -157,7 +157,8 @@ public struct ReconciliationReads: Sendable {
                 dialect == .postgres
                     ? "SELECT external_tx_id FROM core_chainjob WHERE job_type = 'mint' GROUP BY external_tx_id HAVING COUNT(*) > 1"
                     : """
-                    SELECT min(e.provider_tx_id) FROM core_chainjob j JOIN core_externaltransaction e ON e.id = j.external_tx_row_id
+                    SELECT COALESCE(min(e.provider_tx_id), 'row ' || j.external_tx_row_id)
+                    FROM core_chainjob j LEFT JOIN core_externaltransaction e ON e.id = j.external_tx_row_id
                     WHERE j.job_type = 'mint' GROUP BY j.external_tx_row_id HAVING COUNT(*) > 1
                     """)
             list(

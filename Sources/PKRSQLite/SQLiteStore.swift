@@ -271,10 +271,10 @@ public final class SQLiteStore: GatewayStore {
 
     /// An entry's columns as `decodeLedger` reads them. The link to the entry before is that entry's hash (v6-compact-
     /// ledger): a gap in the ids reads as no link, and `ledger verify` names the missing entry. The job's id is read
-    /// from the job's row (v7-compact-rows).
+    /// from the job's row (v7-compact-rows); a job deleted by hand reads as no id, which the entry's hash exposes.
     static let ledgerColumns = """
         e.id, e.user_id, e.side, e.account, e.amount_units, e.ref_type,
-        (SELECT j.id FROM core_chainjob j WHERE j.row_id = e.job_row), e.created_at,
+        COALESCE((SELECT j.id FROM core_chainjob j WHERE j.row_id = e.job_row), ''), e.created_at,
         CASE WHEN e.id = 1 THEN '\(LedgerHead.genesisHash)'
              ELSE lower(hex((SELECT p.entry_hash FROM core_ledgerentry p WHERE p.id = e.id - 1))) END,
         lower(hex(e.entry_hash))
