@@ -277,9 +277,14 @@ struct Bench: AsyncParsableCommand {
 
     /// `GET /api/debug/summary` a few times, one at a time.
     func summaryLatencies(_ context: RunContext, count: Int = Self.summarySamples) async throws -> [Int64] {
+        try await getLatencies(context, path: "/api/debug/summary", count: count)
+    }
+
+    /// `GET path` `count` times, one at a time; any answer but a 2xx ends the bench.
+    func getLatencies(_ context: RunContext, path: String, count: Int = Self.summarySamples) async throws -> [Int64] {
         let sample = try await Benchmark.drive(
-            port: context.server.port, requests: Benchmark.gets("/api/debug/summary", count: count), concurrency: 1)
-        guard sample.nonSuccess == 0 else { throw ValidationError("GET /api/debug/summary failed \(sample.nonSuccess) times") }
+            port: context.server.port, requests: Benchmark.gets(path, count: count), concurrency: 1)
+        guard sample.nonSuccess == 0 else { throw ValidationError("GET \(path) failed \(sample.nonSuccess) times") }
         return sample.latenciesMicros
     }
 
@@ -289,11 +294,7 @@ struct Bench: AsyncParsableCommand {
     /// has many.
     func ledgerPageLatencies(_ context: RunContext) async throws -> [Int64] {
         let customer = context.customers[context.customers.count - 1]
-        let path = "/api/ledger?user_id=\(customer.id)&limit=\(Self.ledgerPageLimit)"
-        let sample = try await Benchmark.drive(
-            port: context.server.port, requests: Benchmark.gets(path, count: Self.summarySamples), concurrency: 1)
-        guard sample.nonSuccess == 0 else { throw ValidationError("GET \(path) failed \(sample.nonSuccess) times") }
-        return sample.latenciesMicros
+        return try await getLatencies(context, path: "/api/ledger?user_id=\(customer.id)&limit=\(Self.ledgerPageLimit)")
     }
 
     /// Reconciler passes with nothing left to heal (the first drains whatever is new), timed in this process on the
