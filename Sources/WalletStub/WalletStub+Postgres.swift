@@ -5,6 +5,7 @@ import PKRApplication
 import PKRCore
 import PostgresNIO
 import PostgresSupport
+import Synchronization
 
 /// The wallet stub on PostgreSQL: the same behaviour as `SQLiteWalletStub`, row locks instead of one writer.
 public final class PostgresWalletStub: WalletStubStore {
@@ -16,6 +17,8 @@ public final class PostgresWalletStub: WalletStubStore {
     private let logger: Logger
     /// Concurrent paid payouts, written together (`pay`).
     private let payingBatch: PostgresCallBatch<PayingPayout, Bool>
+    /// Batches of paid payouts written by one statement (`payTogether`), for tests.
+    let paidTogether = PaidTogetherCount()
 
     public init(
         client: PostgresClient, availability: PostgresAvailability, pushEnabled: Bool,
@@ -27,8 +30,8 @@ public final class PostgresWalletStub: WalletStubStore {
         self.nowMicros = nowMicros
         self.logger = logger
         self.onOutboxWrite = onOutboxWrite
-        self.payingBatch = PostgresCallBatch { calls in
-            try await Self.pay(calls, try availability.checked(client), push: pushEnabled, logger: logger)
+        self.payingBatch = PostgresCallBatch { [paidTogether] calls in
+            try await Self.pay(calls, try availability.checked(client), push: pushEnabled, together: paidTogether, logger: logger)
         }
     }
 
@@ -274,16 +277,85 @@ public final class PostgresWalletStub: WalletStubStore {
         return try await takenPayout(request)
     }
 
-    /// Paid payouts in one transaction, a statement each; one alone is its own transaction. Each statement takes the
-    /// listing's lock, which the transaction then holds to its commit: concurrent payouts share that commit instead
-    /// of queueing for the lock one commit at a time.
-    static func pay(_ calls: [PayingPayout], _ client: PostgresClient, push: Bool, logger: Logger) async throws -> [Bool] {
+    /// Paid payouts in one transaction; one alone is its own. Each statement takes the listing's lock, which the
+    /// transaction then holds to its commit: concurrent payouts share that commit instead of queueing for the lock one
+    /// commit at a time. The batch is one statement when every account covers its payouts together; otherwise each
+    /// payout is a statement of its own, in order, as it would be alone.
+    static func pay(
+        _ calls: [PayingPayout], _ client: PostgresClient, push: Bool, together: PaidTogetherCount, logger: Logger
+    ) async throws -> [Bool] {
         guard calls.count > 1 else { return [try await client.withConnection { try await pay(calls[0], $0, push: push, logger: logger) }] }
         return try await client.transaction(logger: logger) { connection in
+            if let paid = try await payTogether(calls, connection, push: push, logger: logger) {
+                together.batches.add(1, ordering: .relaxed)
+                return paid
+            }
             var paid: [Bool] = []
             for call in calls { paid.append(try await pay(call, connection, push: push, logger: logger)) }
             return paid
         }
+    }
+
+    /// Writes every payout of a batch in one statement, as `pay` writes one: true for each written, false for one whose
+    /// key or reference was taken. Nil, having written nothing, when an account is unknown or cannot cover the
+    /// batch's payouts from it together: one by one, some of them may still be paid.
+    static func payTogether(
+        _ calls: [PayingPayout], _ connection: PostgresConnection, push: Bool, logger: Logger
+    ) async throws -> [Bool]? {
+        let at = calls.map { Timestamp.format(micros: $0.nowMicros) }
+        var written: Set<String>?
+        for try await (fits, payoutID) in try await connection.query(
+            """
+            WITH ordered AS (
+              SELECT pg_advisory_xact_lock(\(Self.listingOrderLockKey))
+            ), c AS (
+              SELECT * FROM unnest(
+                \(calls.map(\.payout.id))::TEXT[], \(calls.map(\.request.idempotencyKey))::TEXT[],
+                \(calls.map(\.request.fingerprint))::TEXT[], \(calls.map(\.request.account))::TEXT[],
+                \(calls.map(\.request.amountPaisa))::BIGINT[], \(calls.map(\.request.memo))::TEXT[],
+                \(calls.map(\.request.reference))::TEXT[], \(calls.map(\.debit.providerTxID))::TEXT[], \(at)::TEXT[],
+                \(calls.map { ByteBuffer(bytes: WebhookEvent.encode($0.debit)) })::BYTEA[],
+                \(calls.map { _ in Identifiers.webhookMessageID() })::TEXT[], \(calls.map(\.nowMicros))::BIGINT[]
+              ) WITH ORDINALITY AS c(payout_id, idempotency_key, fingerprint, account_no, amount_paisa, memo, reference,
+                                     provider_tx_id, at, payload, message_id, now_micros, n)
+            ), fits AS (
+              SELECT count(*) = (SELECT count(DISTINCT account_no) FROM c) AND bool_and(a.balance_paisa >= t.total) AS ok
+              FROM (SELECT account_no, sum(amount_paisa) AS total FROM c GROUP BY account_no) t
+              JOIN wallet_stub_walletstubaccount a ON a.account_no = t.account_no
+            ), made AS (
+              INSERT INTO wallet_stub_payout
+                (id, idempotency_key, request_fingerprint, account_no, amount_paisa, memo, reference, status,
+                 failure_code, provider_tx_id, created_at, updated_at)
+              SELECT c.payout_id, c.idempotency_key, c.fingerprint, c.account_no, c.amount_paisa, c.memo, c.reference, 'paid',
+                     NULL, c.provider_tx_id, c.at, c.at
+              FROM ordered, fits, c WHERE fits.ok ORDER BY c.n
+              ON CONFLICT DO NOTHING RETURNING id
+            ), claimed AS (
+              INSERT INTO wallet_stub_walletstubtx
+                (provider_tx_id, account_id, direction, amount_paisa, status, memo, reference, occurred_at)
+              SELECT c.provider_tx_id, a.id, 'debit', c.amount_paisa, 'settled', c.memo, c.reference, c.at
+              FROM made JOIN c ON c.payout_id = made.id JOIN wallet_stub_walletstubaccount a ON a.account_no = c.account_no
+              ORDER BY c.n
+              RETURNING account_id, amount_paisa, provider_tx_id
+            ), debited AS (
+              UPDATE wallet_stub_walletstubaccount a SET balance_paisa = a.balance_paisa - d.total
+              FROM (SELECT account_id, sum(amount_paisa) AS total FROM claimed GROUP BY account_id) d
+              WHERE a.id = d.account_id
+            ), queued AS (
+              INSERT INTO wallet_stub_webhookdelivery
+                (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
+              SELECT c.message_id, c.provider_tx_id, c.payload, 'pending', 0, 0, c.now_micros, c.at
+              FROM claimed JOIN c ON c.provider_tx_id = claimed.provider_tx_id WHERE \(push)
+            )
+            SELECT fits.ok, made.id FROM fits LEFT JOIN made ON TRUE
+            """, logger: logger
+        ).decode((Bool?, String?).self) {
+            guard fits == true else { return nil }
+            written = written ?? []
+            if let payoutID { written?.insert(payoutID) }
+        }
+        guard let written else { return nil }
+        return calls.map { written.contains($0.payout.id) }
     }
 
     /// Writes a paid payout in one statement: true if it was written, false if its key or reference was taken or the
@@ -524,45 +596,53 @@ public final class PostgresWebhookOutbox: OutboxStore {
         }
     }
 
+    /// Records a round's attempts in one statement: a round trip per attempt and row kept the dispatcher's next
+    /// round waiting. Each column is one array, so the text never changes.
     public func recordAttempts(_ attempts: [OutboxAttempt]) async throws {
         guard !attempts.isEmpty else { return }
-        try await pg.transaction(logger: logger) { connection in
-            for attempt in attempts { try await Self.record(connection, attempt, logger: self.logger) }
+        precondition(Set(attempts.map(\.delivery.id)).count == attempts.count, "a round attempts each delivery once")
+        var ids: [Int64] = [], statuses: [Int32] = [], errors: [String] = [], hasErrors: [Bool] = []
+        var durations: [Int64] = [], finishedAt: [String] = [], outcomes: [String] = [], retryAt: [Int64] = []
+        for attempt in attempts {
+            precondition(attempt.httpStatus.map { $0 >= 0 } ?? true, "an HTTP status is not negative")
+            ids.append(attempt.delivery.id)
+            statuses.append(Int32(attempt.httpStatus ?? -1))
+            errors.append(attempt.error ?? "")
+            hasErrors.append(attempt.error != nil)
+            durations.append(attempt.durationMicros)
+            finishedAt.append(Timestamp.format(micros: attempt.finishedAtMicros))
+            let (outcome, retryAtMicros): (String, Int64) =
+                switch attempt.outcome {
+                case .delivered: ("delivered", 0)
+                case .retry(let atMicros): ("retry", atMicros)
+                case .dead: ("dead", 0)
+                }
+            outcomes.append(outcome)
+            retryAt.append(retryAtMicros)
         }
-    }
-
-    static func record(_ connection: PostgresConnection, _ attempt: OutboxAttempt, logger: Logger) async throws {
-        let (id, status, error) = (attempt.delivery.id, attempt.httpStatus, attempt.error)
-        let now = Timestamp.format(micros: attempt.finishedAtMicros)
-        try await connection.query(
+        // The attempt rows read each delivery's count before the update below adds to it (one snapshot). A retry or a
+        // death only moves a delivery still pending, as an operator may have redelivered or parked it meanwhile.
+        try await pg.query(
             """
-            INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
-            VALUES (\(id), (SELECT attempts + 1 FROM wallet_stub_webhookdelivery WHERE id = \(id)),
-                    \(now), \(status), \(error), \(attempt.durationMicros))
+            WITH a AS (
+              SELECT * FROM unnest(\(ids)::BIGINT[], \(statuses)::INTEGER[], \(errors)::TEXT[], \(hasErrors)::BOOLEAN[],
+                                   \(durations)::BIGINT[], \(finishedAt)::TEXT[], \(outcomes)::TEXT[], \(retryAt)::BIGINT[])
+                AS t(id, status, error, has_error, duration_micros, finished_at, outcome, retry_at)
+            ), logged AS (
+              INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
+              SELECT a.id, d.attempts + 1, a.finished_at, NULLIF(a.status, -1), CASE WHEN a.has_error THEN a.error END,
+                     a.duration_micros
+              FROM a JOIN wallet_stub_webhookdelivery d ON d.id = a.id
+            )
+            UPDATE wallet_stub_webhookdelivery d SET
+              state = CASE a.outcome WHEN 'retry' THEN d.state ELSE a.outcome END,
+              attempts = d.attempts + 1, round_attempts = d.round_attempts + 1,
+              next_attempt_micros = CASE a.outcome WHEN 'retry' THEN a.retry_at ELSE d.next_attempt_micros END,
+              last_http_status = NULLIF(a.status, -1),
+              last_error = CASE WHEN a.outcome = 'delivered' OR NOT a.has_error THEN NULL ELSE a.error END,
+              delivered_at = CASE a.outcome WHEN 'delivered' THEN a.finished_at ELSE d.delivered_at END
+            FROM a WHERE d.id = a.id AND (a.outcome = 'delivered' OR d.state = 'pending')
             """, logger: logger)
-        switch attempt.outcome {
-        case .delivered:
-            try await connection.query(
-                """
-                UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
-                  round_attempts = round_attempts + 1, last_http_status = \(status), last_error = NULL, delivered_at = \(now)
-                WHERE id = \(id)
-                """, logger: logger)
-        case .retry(let atMicros):
-            try await connection.query(
-                """
-                UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
-                  next_attempt_micros = \(atMicros), last_http_status = \(status), last_error = \(error)
-                WHERE id = \(id) AND state = 'pending'
-                """, logger: logger)
-        case .dead:
-            try await connection.query(
-                """
-                UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
-                  round_attempts = round_attempts + 1, last_http_status = \(status), last_error = \(error)
-                WHERE id = \(id) AND state = 'pending'
-                """, logger: logger)
-        }
     }
 
     public func pruneDelivered(deliveredBefore cutoff: String, rowsMax: Int) async throws -> (deliveries: Int, attempts: Int) {
@@ -648,4 +728,9 @@ public final class PostgresWebhookOutbox: OutboxStore {
         }
         return out
     }
+}
+
+/// How many batches of paid payouts one statement wrote.
+final class PaidTogetherCount: Sendable {
+    let batches = Atomic<Int>(0)
 }

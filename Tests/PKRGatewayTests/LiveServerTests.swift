@@ -192,6 +192,61 @@ struct LiveServerTests {
             #expect(deadAgain, "a redelivery runs a fresh schedule")
         }
     }
+
+    @Test("a round's attempts are recorded alike on both engines: delivered, retried, dead, and a late retry", arguments: TestEngine.all)
+    func roundOfAttempts(engine: TestEngine) async throws {
+        // Every push fails once and is retried an hour later, so the deliveries wait for this test to claim them.
+        let config = try await testConfig(
+            engine: engine,
+            [
+                "PKR_WEBHOOK_PUSH": "1", "PKR_WEBHOOK_URL": "http://127.0.0.1:\(try freeLoopbackPort())/nowhere",
+                "PKR_WEBHOOK_RETRY_SCHEDULE_MS": "3600000,3600000",
+            ])
+        try await withApp(config, .live) { _, gateway in
+            let outbox = gateway.stubOutbox
+            _ = try await gateway.seedDemo()
+            for amount: Int64 in [100, 200, 300] { _ = try await gateway.demoCredit(amountPaisa: amount, memo: "deposit") }
+            let waiting = try await eventually {
+                try await outbox.list(limit: 10, beforeID: nil, state: "pending").filter { $0.attempts == 1 }.count == 3
+            }
+            try #require(waiting)
+            let now = gateway.clock.nowMicros()
+            let hourMicros = 3_600 * Timestamp.microsPerSecond
+            let claimed = try await outbox.claimDue(nowMicros: now + 2 * hourMicros, limit: 10).sorted { $0.id < $1.id }
+            try #require(claimed.count == 3)
+            let retryAt = now + 3 * hourMicros
+            func attempt(_ delivery: OutboxDelivery, _ status: Int?, _ error: String?, _ outcome: AttemptOutcome) -> OutboxAttempt {
+                OutboxAttempt(
+                    delivery: delivery, httpStatus: status, error: error, durationMicros: 1_500, outcome: outcome,
+                    finishedAtMicros: now + 1)
+            }
+            try await outbox.recordAttempts([
+                attempt(claimed[0], 200, nil, .delivered), attempt(claimed[1], 503, "HTTP 503", .retry(atMicros: retryAt)),
+                attempt(claimed[2], nil, "connection refused", .dead),
+            ])
+            // A retry recorded after the delivery ended adds its attempt and moves nothing.
+            try await outbox.recordAttempts([attempt(claimed[0], 500, "HTTP 500", .retry(atMicros: retryAt))])
+
+            let views = Dictionary(uniqueKeysWithValues: try await outbox.list(limit: 10, beforeID: nil, state: nil).map { ($0.id, $0) })
+            let (delivered, retried, dead) = (views[claimed[0].id]!, views[claimed[1].id]!, views[claimed[2].id]!)
+            let at = Timestamp.format(micros: now + 1)
+            #expect(delivered.state == "delivered" && delivered.attempts == 2 && delivered.delivered_at == at)
+            #expect(delivered.last_http_status == 200 && delivered.last_error == nil && delivered.next_attempt_at == nil)
+            #expect(retried.state == "pending" && retried.attempts == 2 && retried.delivered_at == nil)
+            #expect(retried.last_http_status == 503 && retried.last_error == "HTTP 503")
+            #expect(retried.next_attempt_at == Timestamp.format(micros: retryAt))
+            #expect(dead.state == "dead" && dead.attempts == 2 && dead.last_http_status == nil && dead.last_error == "connection refused")
+
+            let deliveredAttempts = try #require(try await outbox.attempts(deliveryID: claimed[0].id))
+            #expect(deliveredAttempts.map(\.attempt_no) == [1, 2, 3])
+            #expect(deliveredAttempts.dropFirst().map(\.http_status) == [200, 500])
+            #expect(deliveredAttempts.dropFirst().map(\.error) == [nil, "HTTP 500"])
+            #expect(deliveredAttempts.dropFirst().allSatisfy { $0.attempted_at == at && $0.duration_ms == "1.500" })
+            let deadAttempts = try #require(try await outbox.attempts(deliveryID: claimed[2].id))
+            #expect(deadAttempts.last?.attempt_no == 2 && deadAttempts.last?.http_status == nil)
+            #expect(deadAttempts.last?.error == "connection refused")
+        }
+    }
 }
 
 /// Asks the kernel for a free loopback port, then releases it for the test to use.

@@ -97,4 +97,35 @@ struct WalletStubPayoutTests {
             #expect(try await stub.balancePaisa(account: account) == 0)
         }
     }
+
+    @Test(
+        "PostgreSQL: concurrent payouts their account covers are written by one statement, each as it would be alone",
+        .enabled(if: TestEngine.postgresAvailable))
+    func payoutsWrittenTogether() async throws {
+        try await withApp(try await testConfig(engine: .postgres, ["PKR_WEBHOOK_PUSH": "1"])) { _, gateway in
+            _ = try await gateway.seedDemo()
+            let stub = try #require(gateway.stub as? PostgresWalletStub)
+            let account = Demo.walletAccount
+            _ = try await stub.credit(account: account, amountPaisa: 100_000, memo: "reserve")
+            let queuedBefore = try await gateway.stubOutbox.countByState()["pending"] ?? 0
+            let batchesBefore = stub.paidTogether.batches.load(ordering: .relaxed)
+            // 32 payouts, the last four a retry of the first: 28 references.
+            let ids = try await concurrently(32) { index in
+                let reference = "together-\(index < 28 ? index : 0)"
+                return (reference, try await stub.payout(Self.request(1_000, reference, memo: "together")).payout.id)
+            }
+            #expect(stub.paidTogether.batches.load(ordering: .relaxed) > batchesBefore, "no batch was written by one statement")
+            let idsByReference = Dictionary(grouping: ids, by: \.0).mapValues { Set($0.map(\.1)) }
+            #expect(idsByReference.count == 28 && idsByReference.values.allSatisfy { $0.count == 1 }, "\(idsByReference)")
+            #expect(try await stub.balancePaisa(account: account) == 100_000 - 28 * 1_000)
+            let debits = try await stub.transactions(sinceMicros: 0, after: 0, limit: 1_000).transactions.filter { $0.direction == .debit }
+            #expect(debits.count == 28 && Set(debits.compactMap(\.reference)) == Set(idsByReference.keys))
+            for (reference, payoutIDs) in idsByReference {
+                let payout = try #require(try await stub.payout(reference: reference))
+                #expect(payout.status == .paid && payout.amountPaisa == 1_000 && payoutIDs == [payout.id])
+                #expect(debits.first { $0.reference == reference }?.providerTxID == payout.providerTxID)
+            }
+            #expect(try await gateway.stubOutbox.countByState()["pending"] ?? 0 == queuedBefore + 28)
+        }
+    }
 }
