@@ -48,16 +48,9 @@ enum PostgresPrimitives {
             try await connection.query(
                 "UPDATE core_externaltransaction SET user_id = \(customerID) WHERE id = \(rowID) AND user_id IS NULL", logger: logger)
         case .findUnmatchedBurn(let reference, let providerTxID, let amountUnits):
-            let rows = try await connection.query(
-                """
-                SELECT id FROM core_chainjob
-                WHERE job_type = 'burn' AND (id = \(reference ?? "") OR payout_provider_tx_id = \(providerTxID))
-                  AND amount_units = \(amountUnits)
-                  AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = core_chainjob.id)
-                LIMIT 1 FOR UPDATE
-                """, logger: logger
-            ).collect()
-            return .jobID(try rows.first?.decode(String.self))
+            let find = FindUnmatchedBurn(reference: reference ?? "", providerTxID: providerTxID, amountUnits: amountUnits)
+            for try await row in try await connection.execute(find, logger: logger) { return .jobID(try row.decode(String.self)) }
+            return .jobID(nil)
         case .markPayoutSubmitted(let jobID, let providerTxID):
             try await connection.query(
                 """
@@ -65,13 +58,8 @@ enum PostgresPrimitives {
                 WHERE id = \(jobID) AND job_type = 'burn' AND payout_state = 'requested'
                 """, logger: logger)
         case .confirmPayout(let rowID, let jobID, let providerTxID):
-            try await connection.query(
-                "UPDATE core_externaltransaction SET matched_job_id = \(jobID) WHERE id = \(rowID)",
-                logger: logger)
-            try await connection.query(
-                """
-                UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = \(providerTxID) WHERE id = \(jobID)
-                """, logger: logger)
+            for try await _ in try await connection.execute(MatchDebit(jobID: jobID, rowID: rowID), logger: logger) {}
+            for try await _ in try await connection.execute(ConfirmPayout(providerTxID: providerTxID, jobID: jobID), logger: logger) {}
         case .moveTokenBalance(let customerID, let deltaUnits):
             precondition(deltaUnits != 0, "a balance move has an amount")
             let moved = try await connection.query(
@@ -136,13 +124,8 @@ enum PostgresPrimitives {
                 VALUES (\(jobID), \(customerID), \(amountUnits), 'held', \(createdAt))
                 """, logger: logger)
         case .findHold(let jobID):
-            let rows = try await connection.query(
-                """
-                SELECT h.user_id, u.chain_address, h.amount_units, h.state
-                FROM core_redemptionhold h JOIN core_user u ON u.id = h.user_id
-                WHERE h.job_id = \(jobID) FOR UPDATE OF h
-                """, logger: logger)
-            for try await (customerID, address, amount, state) in rows.decode((String, String, Int64, String).self) {
+            for try await row in try await connection.execute(FindHoldForUpdate(jobID: jobID), logger: logger) {
+                let (customerID, address, amount, state) = try row.decode((String, String, Int64, String).self)
                 guard let state = RedemptionHold.State(rawValue: state), amount > 0, amount % Money.unitsPerPaisa == 0 else {
                     throw GatewayError.storeUnavailable("core_redemptionhold \(jobID) is corrupt")
                 }
@@ -186,21 +169,10 @@ enum PostgresPrimitives {
         _ connection: PostgresConnection, _ draft: TransactionDraft,
         logger: Logger
     ) async throws -> Int64? {
-        let tx = draft.tx
-        let seenColumn = draft.path == .webhook ? "seen_via_webhook" : "seen_via_poll"
-        let inserted = try await connection.query(
-            """
-            INSERT INTO core_externaltransaction
-              (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, \(unescaped: seenColumn))
-            VALUES (\(tx.providerTxID), \(tx.account), \(draft.customerID), \(tx.direction.rawValue), \(tx.amountPaisa),
-                    \(tx.status.rawValue), \(tx.memo), \(tx.reference), \(Timestamp.format(micros: tx.occurredAtMicros)),
-                    \(tx.occurredAtMicros), \(draft.recordedAt), \(draft.recordedAtMicros),
-                    \(draft.path.rawValue), TRUE)
-            ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id
-            """, logger: logger
-        ).collect()
-        return try inserted.first?.decode(Int64.self)
+        for try await row in try await connection.execute(RecordTransaction(draft: draft), logger: logger) {
+            return try row.decode(Int64.self)
+        }
+        return nil
     }
 
     /// Claims the key by inserting its row first. A concurrent request with the same key (on any instance) waits
@@ -235,20 +207,10 @@ enum PostgresPrimitives {
     }
 
     static func insertInbound(_ connection: PostgresConnection, _ row: InboundRow, logger: Logger) async throws -> Int64 {
-        let inbound = row.draft
-        let rows = try await connection.query(
-            """
-            INSERT INTO core_webhookinbound
-              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-               provider_tx_id, job_id, body_bytes, body)
-            VALUES (\(Timestamp.format(micros: inbound.receivedAtMicros)), \(inbound.messageID), \(inbound.webhookTimestamp),
-                    \(inbound.sourceAddress), \(inbound.scheme?.rawValue), \(inbound.verification), \(row.outcome),
-                    \(row.errorCode), \(inbound.providerTxID), \(row.jobID), \(inbound.body.count),
-                    \(row.keptBody.map { ByteBuffer(bytes: $0) }))
-            RETURNING id
-            """, logger: logger
-        ).collect()
-        return try rows[0].decode(Int64.self)
+        for try await inserted in try await connection.execute(InsertInbound(row: row), logger: logger) {
+            return try inserted.decode(Int64.self)
+        }
+        throw GatewayError.storeUnavailable("core_webhookinbound answered no id")
     }
 
     // MARK: - Customers and records
@@ -257,6 +219,13 @@ enum PostgresPrimitives {
         _ connection: PostgresConnection, walletAccount: String? = nil, id: String? = nil, email: String? = nil,
         logger: Logger
     ) async throws -> Customer? {
+        if let walletAccount, id == nil, email == nil {
+            for try await row in try await connection.execute(CustomerByAccount(walletAccount: walletAccount), logger: logger) {
+                let (id, email, name, account, address) = try row.decode((String, String, String, String, String).self)
+                return Customer(id: id, email: email, displayName: name, walletAccount: account, chainAddress: address)
+            }
+            return nil
+        }
         let rows = try await connection.query(
             """
             SELECT id, email, display_name, wallet_account, chain_address FROM core_user

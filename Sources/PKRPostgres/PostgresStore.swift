@@ -372,15 +372,11 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
-        let rows = try await pg.query(
-            """
-            SELECT 1 FROM core_chainjob j JOIN core_user u ON u.id = j.user_id
-            WHERE j.id = \(jobID) AND j.job_type = 'burn' AND j.payout_provider_tx_id = \(providerTxID)
-              AND j.amount_units = \(amountUnits) AND u.wallet_account = \(account)
-              AND NOT EXISTS (SELECT 1 FROM core_redemptionhold h WHERE h.job_id = j.id AND h.state <> 'burnt')
-            """, logger: logger
-        ).collect()
-        return !rows.isEmpty
+        let query = PayoutAnsweredQuery(jobID: jobID, providerTxID: providerTxID, amountUnits: amountUnits, account: account)
+        return try await pg.withConnection { connection in
+            for try await _ in try await connection.execute(query, logger: self.logger) { return true }
+            return false
+        }
     }
 
     public func payouts(awaiting: PendingPayout.Awaiting, olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
