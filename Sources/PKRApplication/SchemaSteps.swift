@@ -16,6 +16,7 @@ package enum SchemaSteps {
         "v5-inbound-bodies",  // the inbound log keeps the body only of a delivery the books do not hold
         "v6-compact-ledger",  // SQLite: ledger hashes as 32 bytes, the link to the entry before read from that entry
         "v7-compact-rows",  // SQLite: each of a mint's ids and times stored once; the ledger indexed by customer
+        "v8-row-update-triggers",  // PostgreSQL: update triggers that run only when a customer or a mintable credit changes
     ]
 
     /// v4's tables and indexes both engines state alike. The partial indexes hold only rows in flight or flagged, so

@@ -709,7 +709,48 @@ enum PostgresSchema {
             "v7-compact-rows",
             "CREATE INDEX core_ledgerentry_customer ON core_ledgerentry (user_id, id) WHERE user_id IS NOT NULL;"
         ),
+        ("v8-row-update-triggers", rowUpdateTriggers),
     ]
+
+    /// The update triggers of v1-guards and v4-running-totals ran for every UPDATE of a transaction or a job, with
+    /// transition tables, although only a changed customer, or a credit becoming mintable or no longer, is theirs to
+    /// check or count: matching a debit to its burn paid for three of them. As row triggers that name their columns
+    /// and say when they apply, they run only then. Inserts keep their statement triggers, one per batch.
+    static let rowUpdateTriggers = """
+        DROP TRIGGER core_externaltransaction_user_updated ON core_externaltransaction;
+        DROP TRIGGER core_chainjob_user_updated ON core_chainjob;
+        DROP TRIGGER core_externaltransaction_retotaled ON core_externaltransaction;
+        DROP FUNCTION pkr_total_credits_changed();
+        CREATE FUNCTION pkr_check_user_reference_row() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NOT EXISTS (SELECT 1 FROM core_user u WHERE u.id = NEW.user_id) THEN
+            RAISE EXCEPTION 'a % row refers to a user that does not exist', TG_TABLE_NAME
+              USING ERRCODE = 'foreign_key_violation';
+          END IF;
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_externaltransaction_user_updated AFTER UPDATE OF user_id ON core_externaltransaction
+          FOR EACH ROW WHEN (NEW.user_id IS NOT NULL AND NEW.user_id IS DISTINCT FROM OLD.user_id)
+          EXECUTE FUNCTION pkr_check_user_reference_row();
+        CREATE TRIGGER core_chainjob_user_updated AFTER UPDATE OF user_id ON core_chainjob
+          FOR EACH ROW WHEN (NEW.user_id IS NOT NULL AND NEW.user_id IS DISTINCT FROM OLD.user_id)
+          EXECUTE FUNCTION pkr_check_user_reference_row();
+        CREATE FUNCTION pkr_total_credit_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO core_runningtotal (name, value)
+          VALUES ('mintable_credits',
+                  CASE WHEN NEW.direction = 'credit' AND NEW.status = 'settled' AND NEW.flag IS NULL AND NEW.user_id IS NOT NULL
+                       THEN 1 ELSE -1 END);
+          RETURN NULL;
+        END
+        $$;
+        CREATE TRIGGER core_externaltransaction_retotaled
+          AFTER UPDATE OF direction, status, flag, user_id ON core_externaltransaction
+          FOR EACH ROW WHEN ((OLD.direction = 'credit' AND OLD.status = 'settled' AND OLD.flag IS NULL AND OLD.user_id IS NOT NULL)
+                             <> (NEW.direction = 'credit' AND NEW.status = 'settled' AND NEW.flag IS NULL AND NEW.user_id IS NOT NULL))
+          EXECUTE FUNCTION pkr_total_credit_changed();
+        """
 
     /// Writers append their changes to a total as rows, from statement-level triggers (one row per statement, not
     /// per mint), so that no writer waits on another's row lock and no lock order among the hot rows changes;

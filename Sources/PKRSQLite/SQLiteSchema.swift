@@ -119,6 +119,9 @@ enum SQLiteSchema {
                 }
             }
         ),
+        // SQLite states its references as foreign keys and keeps its totals with row triggers that name their
+        // columns already.
+        ("v8-row-update-triggers", { _ in }),
     ]
 
     /// Microseconds since the epoch in `Timestamp.format`'s text form ("2026-11-26T12:00:00.123456Z"), for years

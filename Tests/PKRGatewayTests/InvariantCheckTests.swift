@@ -687,6 +687,41 @@ extension InvariantCheckTests {
         }
     }
 
+    @Test(
+        "the mintable-credit total moves only when an update makes a credit mintable or no longer, and always matches the recount",
+        arguments: TestEngine.all)
+    func mintableTotalFollowsUpdates(engine: TestEngine) async throws {
+        try await withApp(try await testConfig(engine: engine)) { client, gateway in
+            _ = try await Self.healthy(client, gateway)
+            let credit = try #require(
+                try await gateway.store.externalTransactions(limit: 100, beforeID: nil).first {
+                    $0.tx.direction == .credit && $0.tx.status == .settled && $0.flag == nil && $0.customerID != nil
+                })
+            let id = credit.tx.providerTxID
+            func mintable() async throws -> Int64 {
+                let report = try await gateway.reconciliation(full: true)
+                let totals = try #require(report.snapshot.runningTotals)
+                #expect(totals.mintableCredits == report.snapshot.recountedTotals?.mintableCredits)
+                return totals.mintableCredits
+            }
+            let before = try await mintable()
+            let steps: [(sql: String, change: Int64)] = [
+                ("UPDATE core_externaltransaction SET flag = 'above_mint_limit' WHERE provider_tx_id = '\(id)'", -1),
+                ("UPDATE core_externaltransaction SET memo = 'edited', flag = 'above_mint_limit' WHERE provider_tx_id = '\(id)'", 0),
+                ("UPDATE core_externaltransaction SET seen_via_poll = TRUE", 0),
+                ("UPDATE core_externaltransaction SET flag = NULL WHERE provider_tx_id = '\(id)'", 1),
+                ("UPDATE core_externaltransaction SET status = 'failed' WHERE provider_tx_id = '\(id)'", -1),
+                ("UPDATE core_externaltransaction SET status = 'settled', user_id = user_id WHERE provider_tx_id = '\(id)'", 1),
+            ]
+            var expected = before
+            for step in steps {
+                try await executeRawSQL(gateway, step.sql)
+                expected += step.change
+                #expect(try await mintable() == expected, "after \(step.sql)")
+            }
+        }
+    }
+
     static func runningTotalRows(_ gateway: Gateway) async throws -> Int {
         switch gateway.store {
         case let sqlite as SQLiteStore:
