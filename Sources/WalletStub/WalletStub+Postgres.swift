@@ -345,7 +345,7 @@ public final class PostgresWalletStub: WalletStubStore {
               INSERT INTO wallet_stub_webhookdelivery
                 (message_id, provider_tx_id, payload, state, attempts, round_attempts, next_attempt_micros, created_at)
               SELECT c.message_id, c.provider_tx_id, c.payload, 'pending', 0, 0, c.now_micros, c.at
-              FROM claimed JOIN c ON c.provider_tx_id = claimed.provider_tx_id WHERE \(push)
+              FROM claimed JOIN c ON c.provider_tx_id = claimed.provider_tx_id WHERE \(push) ORDER BY c.n
             )
             SELECT fits.ok, made.id FROM fits LEFT JOIN made ON TRUE
             """, logger: logger
@@ -620,28 +620,34 @@ public final class PostgresWebhookOutbox: OutboxStore {
             outcomes.append(outcome)
             retryAt.append(retryAtMicros)
         }
-        // The attempt rows read each delivery's count before the update below adds to it (one snapshot). A retry or a
-        // death only moves a delivery still pending, as an operator may have redelivered or parked it meanwhile.
+        // The attempt rows read each delivery's count before the update below adds to it (one snapshot). Every attempt
+        // counts, so the next is numbered after it; a retry or a death only moves a delivery still pending, as an
+        // operator may have redelivered or parked it meanwhile.
         try await pg.query(
             """
             WITH a AS (
               SELECT * FROM unnest(\(ids)::BIGINT[], \(statuses)::INTEGER[], \(errors)::TEXT[], \(hasErrors)::BOOLEAN[],
                                    \(durations)::BIGINT[], \(finishedAt)::TEXT[], \(outcomes)::TEXT[], \(retryAt)::BIGINT[])
                 AS t(id, status, error, has_error, duration_micros, finished_at, outcome, retry_at)
+            ), j AS (
+              SELECT a.*, d.attempts, a.outcome = 'delivered' OR d.state = 'pending' AS moves
+              FROM a JOIN wallet_stub_webhookdelivery d ON d.id = a.id
             ), logged AS (
               INSERT INTO wallet_stub_webhookattempt (delivery_id, attempt_no, attempted_at, http_status, error, duration_micros)
-              SELECT a.id, d.attempts + 1, a.finished_at, NULLIF(a.status, -1), CASE WHEN a.has_error THEN a.error END,
-                     a.duration_micros
-              FROM a JOIN wallet_stub_webhookdelivery d ON d.id = a.id
+              SELECT j.id, j.attempts + 1, j.finished_at, NULLIF(j.status, -1), CASE WHEN j.has_error THEN j.error END,
+                     j.duration_micros
+              FROM j
             )
             UPDATE wallet_stub_webhookdelivery d SET
-              state = CASE a.outcome WHEN 'retry' THEN d.state ELSE a.outcome END,
-              attempts = d.attempts + 1, round_attempts = d.round_attempts + 1,
-              next_attempt_micros = CASE a.outcome WHEN 'retry' THEN a.retry_at ELSE d.next_attempt_micros END,
-              last_http_status = NULLIF(a.status, -1),
-              last_error = CASE WHEN a.outcome = 'delivered' OR NOT a.has_error THEN NULL ELSE a.error END,
-              delivered_at = CASE a.outcome WHEN 'delivered' THEN a.finished_at ELSE d.delivered_at END
-            FROM a WHERE d.id = a.id AND (a.outcome = 'delivered' OR d.state = 'pending')
+              attempts = d.attempts + 1,
+              state = CASE WHEN j.moves AND j.outcome <> 'retry' THEN j.outcome ELSE d.state END,
+              round_attempts = CASE WHEN j.moves THEN d.round_attempts + 1 ELSE d.round_attempts END,
+              next_attempt_micros = CASE WHEN j.moves AND j.outcome = 'retry' THEN j.retry_at ELSE d.next_attempt_micros END,
+              last_http_status = CASE WHEN j.moves THEN NULLIF(j.status, -1) ELSE d.last_http_status END,
+              last_error = CASE WHEN NOT j.moves THEN d.last_error
+                                WHEN j.outcome = 'delivered' OR NOT j.has_error THEN NULL ELSE j.error END,
+              delivered_at = CASE WHEN j.moves AND j.outcome = 'delivered' THEN j.finished_at ELSE d.delivered_at END
+            FROM j WHERE d.id = j.id
             """, logger: logger)
     }
 

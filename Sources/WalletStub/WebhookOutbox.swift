@@ -55,6 +55,8 @@ public final class SQLiteWebhookOutbox: OutboxStore {
         }
     }
 
+    /// Every attempt counts in `attempts`, which numbers the next one; only a delivery still pending (or one that
+    /// got through) takes the attempt's outcome, as an operator may have redelivered or parked it meanwhile.
     static func record(_ db: Database, _ attempt: OutboxAttempt) throws {
         let (id, status, error) = (attempt.delivery.id, attempt.httpStatus, attempt.error)
         let now = Timestamp.format(micros: attempt.finishedAtMicros)
@@ -68,15 +70,15 @@ public final class SQLiteWebhookOutbox: OutboxStore {
         case .delivered:
             try db.cachedStatement(
                 sql: """
-                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', attempts = attempts + 1,
-                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = NULL, delivered_at = ?
+                    UPDATE wallet_stub_webhookdelivery SET state = 'delivered', round_attempts = round_attempts + 1,
+                      last_http_status = ?, last_error = NULL, delivered_at = ?
                     WHERE id = ?
                     """
             ).execute(arguments: [status, now, id])
         case .retry(let atMicros):
             try db.cachedStatement(
                 sql: """
-                    UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1, round_attempts = round_attempts + 1,
+                    UPDATE wallet_stub_webhookdelivery SET round_attempts = round_attempts + 1,
                       next_attempt_micros = ?, last_http_status = ?, last_error = ?
                     WHERE id = ? AND state = 'pending'
                     """
@@ -84,12 +86,14 @@ public final class SQLiteWebhookOutbox: OutboxStore {
         case .dead:
             try db.cachedStatement(
                 sql: """
-                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', attempts = attempts + 1,
-                      round_attempts = round_attempts + 1, last_http_status = ?, last_error = ?
+                    UPDATE wallet_stub_webhookdelivery SET state = 'dead', round_attempts = round_attempts + 1,
+                      last_http_status = ?, last_error = ?
                     WHERE id = ? AND state = 'pending'
                     """
             ).execute(arguments: [status, error, id])
         }
+        try db.cachedStatement(sql: "UPDATE wallet_stub_webhookdelivery SET attempts = attempts + 1 WHERE id = ?").execute(
+            arguments: [id])
     }
 
     public func pruneDelivered(deliveredBefore cutoff: String, rowsMax: Int) async throws -> (deliveries: Int, attempts: Int) {

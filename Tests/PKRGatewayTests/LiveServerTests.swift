@@ -224,13 +224,16 @@ struct LiveServerTests {
                 attempt(claimed[0], 200, nil, .delivered), attempt(claimed[1], 503, "HTTP 503", .retry(atMicros: retryAt)),
                 attempt(claimed[2], nil, "connection refused", .dead),
             ])
-            // A retry recorded after the delivery ended adds its attempt and moves nothing.
+            // A retry recorded after the delivery ended (its lease ran out while it was sent) counts as an attempt and
+            // moves nothing else.
             try await outbox.recordAttempts([attempt(claimed[0], 500, "HTTP 500", .retry(atMicros: retryAt))])
 
             let views = Dictionary(uniqueKeysWithValues: try await outbox.list(limit: 10, beforeID: nil, state: nil).map { ($0.id, $0) })
-            let (delivered, retried, dead) = (views[claimed[0].id]!, views[claimed[1].id]!, views[claimed[2].id]!)
+            let (delivered, retried, dead) = try (
+                #require(views[claimed[0].id]), #require(views[claimed[1].id]), #require(views[claimed[2].id])
+            )
             let at = Timestamp.format(micros: now + 1)
-            #expect(delivered.state == "delivered" && delivered.attempts == 2 && delivered.delivered_at == at)
+            #expect(delivered.state == "delivered" && delivered.attempts == 3 && delivered.delivered_at == at)
             #expect(delivered.last_http_status == 200 && delivered.last_error == nil && delivered.next_attempt_at == nil)
             #expect(retried.state == "pending" && retried.attempts == 2 && retried.delivered_at == nil)
             #expect(retried.last_http_status == 503 && retried.last_error == "HTTP 503")
@@ -242,6 +245,11 @@ struct LiveServerTests {
             #expect(deliveredAttempts.dropFirst().map(\.http_status) == [200, 500])
             #expect(deliveredAttempts.dropFirst().map(\.error) == [nil, "HTTP 500"])
             #expect(deliveredAttempts.dropFirst().allSatisfy { $0.attempted_at == at && $0.duration_ms == "1.500" })
+            // Redelivered by an operator, its next attempt is numbered after the late one.
+            #expect(try await outbox.redeliver(id: claimed[0].id, nowMicros: now))
+            let again = try #require(try await outbox.claimDue(nowMicros: now + 2 * hourMicros, limit: 10).first { $0.id == claimed[0].id })
+            try await outbox.recordAttempts([attempt(again, 200, nil, .delivered)])
+            #expect(try await outbox.attempts(deliveryID: claimed[0].id)?.map(\.attempt_no) == [1, 2, 3, 4])
             let deadAttempts = try #require(try await outbox.attempts(deliveryID: claimed[2].id))
             #expect(deadAttempts.last?.attempt_no == 2 && deadAttempts.last?.http_status == nil)
             #expect(deadAttempts.last?.error == "connection refused")
