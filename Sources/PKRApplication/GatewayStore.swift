@@ -217,7 +217,7 @@ public enum ApplyOutcome: Sendable, Equatable {
         "payout failed; redemption \(jobID) was already \(state.rawValue)"
     }
     static let unmatchedDebitNote = "debit matches no burn; flagged for reconciliation"
-    static func payoutConfirmedNote(_ jobID: String) -> String { "payout confirmed for burn \(jobID)" }
+    public static func payoutConfirmedNote(_ jobID: String) -> String { "payout confirmed for burn \(jobID)" }
 
     public var code: String {
         switch self {

@@ -17,6 +17,7 @@ package enum SchemaSteps {
         "v6-compact-ledger",  // SQLite: ledger hashes as 32 bytes, the link to the entry before read from that entry
         "v7-compact-rows",  // SQLite: each of a mint's ids and times stored once; the ledger indexed by customer
         "v8-row-update-triggers",  // PostgreSQL: update triggers that run only when a customer or a mintable credit changes
+        "v9-redeem-fast-paths",  // PostgreSQL: batches of holds and of paid burns written set by set; a paid debit in one call
     ]
 
     /// v4's tables and indexes both engines state alike. The partial indexes hold only rows in flight or flagged, so

@@ -710,7 +710,321 @@ enum PostgresSchema {
             "CREATE INDEX core_ledgerentry_customer ON core_ledgerentry (user_id, id) WHERE user_id IS NOT NULL;"
         ),
         ("v8-row-update-triggers", rowUpdateTriggers),
+        ("v9-redeem-fast-paths", redeemFastPaths),
     ]
+
+    /// A batch of redeems, and a batch of paid answers, each in one function that decides every call in memory and
+    /// then writes each table once. `pkr_hold` and `pkr_burn_held`, run once per call through a lateral join, started
+    /// an executor for each of their eight statements and fired the insert triggers for every call: a third of the
+    /// backends' time under redeems. The decisions are the ones those functions made call by call, in the same
+    /// order, with the balances each call left for the next; `BatchedRedeemTests` pins them.
+    ///
+    /// `pkr_hold_batch` takes the calls by customer, then by arrival. Locks, in the order every writer takes them:
+    /// idempotency keys (customer, key), token balances (customer), chain-stub balances, the redemption address's.
+    /// Per call it answers 1 (held, with the wallet account), 0 (the key is taken, here or by an earlier call of the
+    /// batch: the flow decides), -1 (insufficient token balance, with the balance that call saw), -2 (the chain
+    /// refused), -3 (no such customer). A refused call's key is not kept.
+    ///
+    /// `pkr_burn_held_batch` takes the calls in arrival order, after locking their jobs and holds in id order.
+    /// Per call it answers 1 (burnt), 0 (no hold), 2 (the hold had ended, with its state). The burnt calls' entries
+    /// are chained after the locked head with `pkr_ledger_hash`; the postings come from the caller.
+    ///
+    /// `pkr_pair_debit` is a new settled debit whose redemption is burnt already (the provider's answer came first,
+    /// as it usually does): `Settlement.matchDebit`'s path that confirms the payout and burns nothing, with the
+    /// webhook's inbound-log row, in one call instead of nine statements. It takes the job, then the hold, as the
+    /// flow does, and answers the job's id; it answers NULL, having written nothing, for every other case (no burn
+    /// named, a hold still held or released, the id already recorded), which the flow then decides.
+    static let redeemFastPaths = """
+        CREATE FUNCTION pkr_hold_batch(
+          p_user_id text[], p_amount_units bigint[], p_job_id text[], p_tx_hash text[], p_idempotency_key text[],
+          p_endpoint text, p_fingerprint text[], p_response_body text[], p_memo text[], p_created_at text[],
+          p_redemption_address text
+        ) RETURNS TABLE (n bigint, outcome integer, available_units bigint, wallet_account text) LANGUAGE plpgsql AS $$
+        #variable_conflict use_column
+        DECLARE
+          calls integer := cardinality(p_user_id);
+          u_id text[];
+          u_chain text[];
+          u_wallet text[];
+          claimed text[];
+          seen text[] := '{}';
+          refused_user text[] := '{}';
+          refused_key text[] := '{}';
+          t_user text[];
+          t_units bigint[];
+          c_address text[];
+          c_units bigint[];
+          o_outcome integer[] := array_fill(NULL::integer, ARRAY[calls]);
+          o_available bigint[] := array_fill(NULL::bigint, ARRAY[calls]);
+          o_wallet text[] := array_fill(NULL::text, ARRAY[calls]);
+          o_address text[] := array_fill(NULL::text, ARRAY[calls]);
+          held_units bigint := 0;
+          req record;
+          claim_key text;
+          ui integer;
+          ti integer;
+          ci integer;
+        BEGIN
+          SELECT array_agg(u.id), array_agg(u.chain_address), array_agg(u.wallet_account) INTO u_id, u_chain, u_wallet
+          FROM core_user u WHERE u.id = ANY (p_user_id);
+          -- Each key once, for its first call; a concurrent request with the same key waits here until that one ends.
+          WITH claims AS (
+            INSERT INTO core_idempotencyrecord
+              (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
+            SELECT DISTINCT ON (v.user_id, v.idempotency_key)
+                   v.user_id, p_endpoint, v.idempotency_key, v.fingerprint, 201, v.response_body, v.created_at
+            FROM unnest(p_user_id, p_idempotency_key, p_fingerprint, p_response_body, p_created_at)
+              WITH ORDINALITY AS v(user_id, idempotency_key, fingerprint, response_body, created_at, n)
+            WHERE v.idempotency_key IS NOT NULL AND v.user_id = ANY (u_id)
+            ORDER BY v.user_id, v.idempotency_key, v.n
+            ON CONFLICT DO NOTHING
+            RETURNING user_id, idempotency_key
+          )
+          SELECT array_agg(octet_length(c.user_id) || ':' || c.user_id || c.idempotency_key) INTO claimed FROM claims c;
+          SELECT array_agg(t.user_id ORDER BY t.user_id), array_agg(t.balance_units ORDER BY t.user_id) INTO t_user, t_units
+          FROM (SELECT b.user_id, b.balance_units FROM core_tokenbalance b WHERE b.user_id = ANY (u_id)
+                ORDER BY b.user_id FOR UPDATE) t;
+          SELECT array_agg(c.address ORDER BY c.address), array_agg(c.balance_units ORDER BY c.address) INTO c_address, c_units
+          FROM (SELECT b.address, b.balance_units FROM chain_stub_chainstubbalance b WHERE b.address = ANY (u_chain)
+                ORDER BY b.address FOR UPDATE) c;
+          FOR req IN
+            SELECT v.user_id, v.amount_units, v.idempotency_key, v.n::integer AS n
+            FROM unnest(p_user_id, p_amount_units, p_idempotency_key) WITH ORDINALITY AS v(user_id, amount_units, idempotency_key, n)
+            ORDER BY v.user_id, v.n
+          LOOP
+            ui := array_position(u_id, req.user_id);
+            IF ui IS NULL THEN
+              o_outcome[req.n] := -3;
+              CONTINUE;
+            END IF;
+            IF req.idempotency_key IS NOT NULL THEN
+              claim_key := octet_length(req.user_id) || ':' || req.user_id || req.idempotency_key;
+              IF claim_key = ANY (seen) OR NOT COALESCE(claim_key = ANY (claimed), false) THEN
+                o_outcome[req.n] := 0;
+                CONTINUE;
+              END IF;
+              seen := array_append(seen, claim_key);
+            END IF;
+            ti := array_position(t_user, req.user_id);
+            ci := array_position(c_address, u_chain[ui]);
+            IF ti IS NULL OR t_units[ti] < req.amount_units THEN
+              o_outcome[req.n] := -1;
+              o_available[req.n] := t_units[ti];
+            ELSIF ci IS NULL OR c_units[ci] < req.amount_units THEN
+              o_outcome[req.n] := -2;
+            ELSE
+              t_units[ti] := t_units[ti] - req.amount_units;
+              c_units[ci] := c_units[ci] - req.amount_units;
+              held_units := held_units + req.amount_units;
+              o_outcome[req.n] := 1;
+              o_wallet[req.n] := u_wallet[ui];
+              o_address[req.n] := u_chain[ui];
+              CONTINUE;
+            END IF;
+            IF req.idempotency_key IS NOT NULL THEN
+              refused_user := array_append(refused_user, req.user_id);
+              refused_key := array_append(refused_key, req.idempotency_key);
+            END IF;
+          END LOOP;
+          IF cardinality(refused_user) > 0 THEN
+            DELETE FROM core_idempotencyrecord r USING unnest(refused_user, refused_key) AS d(user_id, idempotency_key)
+            WHERE r.user_id = d.user_id AND r.endpoint = p_endpoint AND r.idempotency_key = d.idempotency_key;
+          END IF;
+          IF held_units > 0 THEN
+            WITH v AS (
+              SELECT * FROM unnest(p_user_id, p_amount_units, p_job_id, p_tx_hash, p_idempotency_key, p_memo, p_created_at,
+                                   o_outcome, o_address)
+                WITH ORDINALITY AS v(user_id, amount_units, job_id, tx_hash, idempotency_key, memo, created_at, outcome,
+                                     address, n)
+              WHERE v.outcome = 1
+            ), receipts AS (
+              INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+              SELECT v.tx_hash, 'hold', v.address, v.amount_units, v.job_id, v.created_at FROM v ORDER BY v.n
+            ), jobs AS (
+              INSERT INTO core_chainjob
+                (id, job_type, user_id, amount_units, status, tx_hash, idempotency_key, memo, payout_state, created_at)
+              SELECT v.job_id, 'burn', v.user_id, v.amount_units, 'confirmed', v.tx_hash, v.idempotency_key, v.memo,
+                     'requested', v.created_at
+              FROM v ORDER BY v.n
+            )
+            INSERT INTO core_redemptionhold (job_id, user_id, amount_units, state, created_at)
+            SELECT v.job_id, v.user_id, v.amount_units, 'held', v.created_at FROM v ORDER BY v.n;
+            UPDATE core_tokenbalance b SET balance_units = b.balance_units - d.units
+            FROM (SELECT v.user_id, sum(v.amount_units)::bigint AS units
+                  FROM unnest(p_user_id, p_amount_units, o_outcome) AS v(user_id, amount_units, outcome)
+                  WHERE v.outcome = 1 GROUP BY v.user_id) d
+            WHERE b.user_id = d.user_id;
+            UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units - d.units
+            FROM (SELECT v.address, sum(v.amount_units)::bigint AS units
+                  FROM unnest(o_address, p_amount_units, o_outcome) AS v(address, amount_units, outcome)
+                  WHERE v.outcome = 1 GROUP BY v.address) d
+            WHERE b.address = d.address;
+            INSERT INTO chain_stub_chainstubbalance AS b (address, balance_units) VALUES (p_redemption_address, held_units)
+            ON CONFLICT (address) DO UPDATE SET balance_units = b.balance_units + EXCLUDED.balance_units;
+          END IF;
+          RETURN QUERY
+            SELECT v.n, v.outcome, v.available_units, v.wallet_account
+            FROM unnest(o_outcome, o_available, o_wallet) WITH ORDINALITY AS v(outcome, available_units, wallet_account, n);
+        END
+        $$;
+        CREATE FUNCTION pkr_burn_held_batch(
+          p_job_id text[], p_provider_tx_id text[], p_tx_hash text[], p_created_at text[], p_redemption_address text,
+          l_side text[], l_account text[]
+        ) RETURNS TABLE (n bigint, outcome integer, hold_state text) LANGUAGE plpgsql AS $$
+        #variable_conflict use_column
+        DECLARE
+          calls integer := cardinality(p_job_id);
+          h_job text[];
+          h_user text[];
+          h_units bigint[];
+          h_state text[];
+          o_outcome integer[] := array_fill(NULL::integer, ARRAY[calls]);
+          o_state text[] := array_fill(NULL::text, ARRAY[calls]);
+          burnt integer[] := '{}';
+          burnt_units bigint := 0;
+          left_units bigint;
+          head_id bigint;
+          head_hash text;
+          entry_user text;
+          e_id bigint[] := '{}';
+          e_user text[] := '{}';
+          e_side text[] := '{}';
+          e_account text[] := '{}';
+          e_units bigint[] := '{}';
+          e_ref text[] := '{}';
+          e_created text[] := '{}';
+          e_prev text[] := '{}';
+          e_hash text[] := '{}';
+          hi integer;
+          i integer;
+        BEGIN
+          -- Every call's job and hold first, in id order: the flow takes a job before the balances.
+          PERFORM 1 FROM core_chainjob j JOIN core_redemptionhold h ON h.job_id = j.id
+          WHERE j.id = ANY (p_job_id) ORDER BY j.id FOR UPDATE;
+          -- A job answered twice in one batch takes its first answer's transaction id, as the second call found it.
+          UPDATE core_chainjob j SET payout_state = 'submitted', payout_provider_tx_id = v.provider_tx_id
+          FROM (SELECT DISTINCT ON (a.job_id) a.job_id, a.provider_tx_id
+                FROM unnest(p_job_id, p_provider_tx_id) WITH ORDINALITY AS a(job_id, provider_tx_id, n)
+                ORDER BY a.job_id, a.n) v
+          WHERE j.id = v.job_id AND j.job_type = 'burn' AND j.payout_state = 'requested';
+          SELECT array_agg(h.job_id), array_agg(h.user_id), array_agg(h.amount_units), array_agg(h.state)
+          INTO h_job, h_user, h_units, h_state
+          FROM core_redemptionhold h WHERE h.job_id = ANY (p_job_id);
+          FOR i IN 1 .. calls LOOP
+            hi := array_position(h_job, p_job_id[i]);
+            IF hi IS NULL THEN
+              o_outcome[i] := 0;
+            ELSIF h_state[hi] <> 'held' THEN
+              o_outcome[i] := 2;
+              o_state[i] := h_state[hi];
+            ELSE
+              h_state[hi] := 'burnt';
+              o_outcome[i] := 1;
+              o_state[i] := 'burnt';
+              burnt := array_append(burnt, i);
+              burnt_units := burnt_units + h_units[hi];
+            END IF;
+          END LOOP;
+          IF cardinality(burnt) > 0 THEN
+            INSERT INTO chain_stub_chainstubreceipt (tx_hash, op, address, amount_units, reference, created_at)
+            SELECT p_tx_hash[b.i], 'burn', p_redemption_address, h_units[array_position(h_job, p_job_id[b.i])],
+                   p_job_id[b.i] || ':burn', p_created_at[b.i]
+            FROM unnest(burnt) WITH ORDINALITY AS b(i, k) ORDER BY b.k;
+            UPDATE chain_stub_chainstubbalance b SET balance_units = b.balance_units - burnt_units
+            WHERE b.address = p_redemption_address AND b.balance_units >= burnt_units RETURNING b.balance_units INTO left_units;
+            IF NOT FOUND THEN
+              RAISE EXCEPTION 'pkr_burn_held_batch: the chain refused' USING ERRCODE = 'PKR12';
+            END IF;
+            IF left_units = 0 THEN
+              DELETE FROM chain_stub_chainstubbalance b WHERE b.address = p_redemption_address AND b.balance_units = 0;
+            END IF;
+            UPDATE core_redemptionhold h SET state = 'burnt', closing_tx_hash = p_tx_hash[b.i], closed_at = p_created_at[b.i]
+            FROM unnest(burnt) AS b(i) WHERE h.job_id = p_job_id[b.i];
+            SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
+            IF NOT FOUND THEN
+              RAISE EXCEPTION 'pkr_burn_held_batch: ledger head row missing' USING ERRCODE = 'PKR03';
+            END IF;
+            FOREACH i IN ARRAY burnt LOOP
+              hi := array_position(h_job, p_job_id[i]);
+              FOR k IN 1 .. cardinality(l_side) LOOP
+                entry_user := CASE WHEN l_account[k] = 'user_token' THEN h_user[hi] END;
+                e_prev := array_append(e_prev, head_hash);
+                head_id := head_id + 1;
+                head_hash := pkr_ledger_hash(head_id, entry_user, l_side[k], l_account[k], h_units[hi], 'burn', p_job_id[i],
+                                             p_created_at[i], head_hash);
+                e_id := array_append(e_id, head_id);
+                e_user := array_append(e_user, entry_user);
+                e_side := array_append(e_side, l_side[k]);
+                e_account := array_append(e_account, l_account[k]);
+                e_units := array_append(e_units, h_units[hi]);
+                e_ref := array_append(e_ref, p_job_id[i]);
+                e_created := array_append(e_created, p_created_at[i]);
+                e_hash := array_append(e_hash, head_hash);
+              END LOOP;
+            END LOOP;
+            INSERT INTO core_ledgerentry
+              (id, user_id, side, account, amount_units, ref_type, ref_id, created_at, prev_hash, entry_hash)
+            SELECT e.id, e.user_id, e.side, e.account, e.amount_units, 'burn', e.ref_id, e.created_at, e.prev_hash, e.entry_hash
+            FROM unnest(e_id, e_user, e_side, e_account, e_units, e_ref, e_created, e_prev, e_hash)
+              AS e(id, user_id, side, account, amount_units, ref_id, created_at, prev_hash, entry_hash)
+            ORDER BY e.id;
+            UPDATE core_ledgerhead SET last_id = head_id, last_hash = head_hash WHERE singleton = 1;
+          END IF;
+          RETURN QUERY
+            SELECT v.n, v.outcome, v.hold_state FROM unnest(o_outcome, o_state) WITH ORDINALITY AS v(outcome, hold_state, n);
+        END
+        $$;
+        DROP FUNCTION pkr_hold;
+        DROP FUNCTION pkr_burn_held;
+        CREATE FUNCTION pkr_pair_debit(
+          p_provider_tx_id text, p_account text, p_amount_paisa bigint, p_amount_units bigint, p_memo text,
+          p_reference text, p_occurred_at text, p_occurred_at_micros bigint, p_recorded_at text,
+          p_recorded_at_micros bigint, p_path text,
+          i_received_at text, i_message_id text, i_webhook_timestamp text, i_source_address text, i_scheme text,
+          i_verification text, i_outcome text, i_error text, i_provider_tx_id text, i_body_bytes bigint
+        ) RETURNS text LANGUAGE plpgsql AS $$
+        DECLARE
+          v_customer text;
+          v_job text;
+          v_hold_state text;
+          v_row bigint;
+        BEGIN
+          SELECT u.id INTO v_customer FROM core_user u WHERE u.wallet_account = p_account;
+          SELECT j.id INTO v_job FROM core_chainjob j
+          WHERE j.job_type = 'burn' AND (j.id = p_reference OR j.payout_provider_tx_id = p_provider_tx_id)
+            AND j.amount_units = p_amount_units
+            AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = j.id)
+          LIMIT 1 FOR UPDATE;
+          IF v_job IS NULL THEN
+            RETURN NULL;
+          END IF;
+          SELECT h.state INTO v_hold_state FROM core_redemptionhold h WHERE h.job_id = v_job FOR UPDATE;
+          IF FOUND AND v_hold_state <> 'burnt' THEN
+            RETURN NULL;
+          END IF;
+          INSERT INTO core_externaltransaction
+            (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+             occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll,
+             matched_job_id)
+          VALUES (p_provider_tx_id, p_account, v_customer, 'debit', p_amount_paisa, 'settled', p_memo, p_reference,
+                  p_occurred_at, p_occurred_at_micros, p_recorded_at, p_recorded_at_micros, p_path, p_path = 'webhook',
+                  p_path = 'poll', v_job)
+          ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id INTO v_row;
+          IF v_row IS NULL THEN
+            RETURN NULL;
+          END IF;
+          UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = p_provider_tx_id WHERE id = v_job;
+          IF i_verification IS NOT NULL THEN
+            INSERT INTO core_webhookinbound
+              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+               provider_tx_id, job_id, body_bytes, body)
+            VALUES (i_received_at, i_message_id, i_webhook_timestamp, i_source_address, i_scheme, i_verification, i_outcome,
+                    i_error, i_provider_tx_id, NULL, i_body_bytes, NULL);
+          END IF;
+          RETURN v_job;
+        END
+        $$;
+        """
 
     /// The update triggers of v1-guards and v4-running-totals ran for every UPDATE of a transaction or a job, with
     /// transition tables, although only a changed customer, or a credit becoming mintable or no longer, is theirs to

@@ -195,3 +195,48 @@ struct PayoutAnsweredQuery: PreparedRows {
         return bindings
     }
 }
+
+/// A new settled debit whose redemption is burnt already, confirmed in one call (`pkr_pair_debit`); the job's id,
+/// or NULL when the flow must decide. The inbound-log columns are NULL for a polled debit.
+struct PairDebit: PreparedRows {
+    static let sql = """
+        SELECT pkr_pair_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+        """
+    static let bindingDataTypes: [PostgresDataType] = [
+        .text, .text, .int8, .int8, .text, .text, .text, .int8, .text, .int8, .text,
+        .text, .text, .text, .text, .text, .text, .text, .text, .text, .int8,
+    ]
+
+    var tx: ProviderTransaction
+    var amountUnits: Int64
+    var path: ArrivalPath
+    var recordedAtMicros: Int64
+    var inbound: InboundRow?
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 21)
+        bindings.append(tx.providerTxID)
+        bindings.append(tx.account)
+        bindings.append(tx.amountPaisa)
+        bindings.append(amountUnits)
+        bindings.append(tx.memo)
+        bindings.append(tx.reference)
+        bindings.append(Timestamp.format(micros: tx.occurredAtMicros))
+        bindings.append(tx.occurredAtMicros)
+        bindings.append(Timestamp.format(micros: recordedAtMicros))
+        bindings.append(recordedAtMicros)
+        bindings.append(path.rawValue)
+        let logged = inbound?.draft
+        bindings.append(logged.map { Timestamp.format(micros: $0.receivedAtMicros) })
+        bindings.append(logged?.messageID)
+        bindings.append(logged?.webhookTimestamp)
+        bindings.append(logged?.sourceAddress)
+        bindings.append(logged?.scheme?.rawValue)
+        bindings.append(logged?.verification)
+        bindings.append(inbound?.outcome)
+        bindings.append(inbound?.errorCode)
+        bindings.append(logged?.providerTxID)
+        bindings.append(logged.map { Int64($0.body.count) })
+        return bindings
+    }
+}

@@ -17,13 +17,15 @@ public final class PostgresStore: GatewayStore {
     public let availability: PostgresAvailability
     private let runTasks: [Task<Void, Never>]
     let mintBatch: PostgresMintBatch
-    /// Redeems held by one `pkr_hold` call, for tests that must know which path ran.
+    /// Redeems held by `pkr_hold_batch`, for tests that must know which path ran.
     let holdOneCallCount = Atomic<Int>(0)
-    /// Paid answers burnt by one `pkr_burn_held` call.
+    /// Paid answers burnt by `pkr_burn_held_batch`.
     let burnOneCallCount = Atomic<Int>(0)
+    /// Paid debits confirmed by `pkr_pair_debit`.
+    let pairOneCallCount = Atomic<Int>(0)
     /// New settled credits waiting for the next mint batch: those that arrive while one is written go in the next.
     let mintQueue: PostgresCallBatch<PostgresMintBatch.Credit, ChainJob?>
-    /// Concurrent redeems' `pkr_hold` calls, and paid answers' `pkr_burn_held` calls, each a statement per batch.
+    /// Concurrent redeems, and concurrent paid answers, each batch one statement (`pkr_hold_batch`, `pkr_burn_held_batch`).
     let holdBatch: PostgresCallBatch<HoldCall, HoldAnswer>
     let burnBatch: PostgresCallBatch<BurnCall, BurnAnswer>
     private let limits: MoneyLimits
@@ -197,7 +199,33 @@ public final class PostgresStore: GatewayStore {
             // The batch's write never throws: a credit it does not mint comes back nil.
             if let job = try await mintQueue.call(credit) { return .minted(job) }
         }
+        if holdFunctionEnabled.load(ordering: .relaxed), let jobID = try await pairDebitInOneCall(tx, via: path, inbound: inbound, context)
+        {
+            return .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))
+        }
         return try await run { try Settlement.apply(tx, via: path, inbound: inbound, context) }
+    }
+
+    /// A settled debit paying a redemption that is burnt already, in one call to `pkr_pair_debit`
+    /// (`Settlement.matchDebit`'s path for it, with the inbound-log row `Settlement.log` writes for its outcome);
+    /// nil when the function left it to the flow, having written nothing. `FastPathEquivalenceTests` pins it.
+    private func pairDebitInOneCall(
+        _ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?, _ context: SettlementContext
+    ) async throws -> String? {
+        guard case .matchPayout? = try? SettlementPolicy.action(for: tx, maxMintUnits: context.limits.maxMintUnits),
+            let units = try? Money.paisaToUnits(tx.amountPaisa)
+        else { return nil }
+        let logged = inbound.map {
+            InboundRow(draft: $0, outcome: .recorded(note: ""), errorCode: $0.errorCode, jobID: nil)
+        }
+        precondition(logged?.keptBody == nil, "a recorded debit's body is not kept")
+        let pair = PairDebit(tx: tx, amountUnits: units, path: path, recordedAtMicros: context.nowMicros, inbound: logged)
+        for try await jobID in try await pg.execute(pair, logger: logger) {
+            guard let jobID = try jobID.decode(String?.self) else { return nil }
+            pairOneCallCount.add(1, ordering: .relaxed)
+            return jobID
+        }
+        return nil
     }
 
     /// Polled mint batches written at once. The backend orders them anyway, and three were slower than two on
@@ -270,9 +298,9 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.manualMint(providerTxID: providerTxID, context) }
     }
 
-    /// Whether new redeems are one call of `pkr_hold` (and paid answers one of `pkr_burn_held`), and new settled
-    /// credits go to the mint batch; tests turn
-    /// them off to pin each fast path to the flow it implements.
+    /// Whether new redeems go to `pkr_hold_batch` (paid answers to `pkr_burn_held_batch`, paid debits to
+    /// `pkr_pair_debit`), and new settled credits to the mint batch; tests turn them off to pin each fast path to the
+    /// flow it implements.
     let holdFunctionEnabled = Atomic<Bool>(true)
     let mintBatchEnabled = Atomic<Bool>(true)
 
@@ -284,7 +312,7 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.redeem(command, context) }
     }
 
-    /// A new redeem in one call to `pkr_hold`, the redeem flow as a PL/pgSQL function: the balance and chain locks
+    /// A new redeem through `pkr_hold_batch`, the redeem flow as a PL/pgSQL function: the balance and chain locks
     /// are held while the server runs it and commits, not across this process's round trips, which is what let only
     /// a few hundred concurrent redeems a second through. Concurrent redeems share a statement and its commit
     /// (`holdBatch`). Answers nil when the idempotency key is taken; the flow then replays the stored answer or
@@ -300,7 +328,7 @@ public final class PostgresStore: GatewayStore {
         switch answer.outcome {
         case 1:
             guard let walletAccount = answer.walletAccount else {
-                throw GatewayError.storeUnavailable("pkr_hold answered no wallet account")
+                throw GatewayError.storeUnavailable("pkr_hold_batch answered no wallet account")
             }
             holdOneCallCount.add(1, ordering: .relaxed)
             return .burned(receipt, walletAccount: walletAccount)
@@ -317,7 +345,7 @@ public final class PostgresStore: GatewayStore {
         case -3:
             throw GatewayError.demoNotSeeded
         default:
-            throw GatewayError.storeUnavailable("pkr_hold answered \(answer.outcome)")
+            throw GatewayError.storeUnavailable("pkr_hold_batch answered \(answer.outcome)")
         }
     }
 
@@ -333,30 +361,24 @@ public final class PostgresStore: GatewayStore {
         var walletAccount: String?
     }
 
-    /// `pkr_hold` once per call, in one statement. The calls run in the order of their customers, as the mint batch
+    /// The calls in one statement, `pkr_hold_batch`: it decides them by customer, then by arrival, as the mint batch
     /// takes the balance rows, so that the two never wait on each other in a cycle. An absent idempotency key goes
     /// as an empty one, which no request can carry.
     static func holdBatch(_ calls: [HoldCall], _ connection: PostgresClient, logger: Logger) async throws -> [HoldAnswer] {
         let rows = try await connection.query(
             """
-            SELECT r.n, h.outcome, h.available_units, h.wallet_account
-            FROM (SELECT * FROM unnest(
-                    \(calls.map(\.command.customerID)), \(calls.map(\.command.amountUnits)), \(calls.map(\.job.id)),
-                    \(calls.map(\.job.txHash)), \(calls.map { $0.command.idempotencyKey ?? "" }),
-                    \(calls.map(\.command.requestFingerprint)), \(calls.map(\.responseBody)), \(calls.map(\.command.memo)),
-                    \(calls.map(\.job.createdAt))
-                  ) WITH ORDINALITY AS u(user_id, amount_units, job_id, tx_hash, idempotency_key, fingerprint, response_body,
-                                         memo, created_at, n)
-                  ORDER BY u.user_id, u.n) r
-            CROSS JOIN LATERAL pkr_hold(
-              r.user_id, r.amount_units, r.job_id, r.tx_hash, NULLIF(r.idempotency_key, ''), \(IdempotencyClaim.redeemEndpoint),
-              r.fingerprint, r.response_body, r.memo, r.created_at, \(ChainOperation.redemptionAddress)) h
+            SELECT h.n, h.outcome, h.available_units, h.wallet_account
+            FROM pkr_hold_batch(
+              \(calls.map(\.command.customerID)), \(calls.map(\.command.amountUnits)), \(calls.map(\.job.id)),
+              \(calls.map(\.job.txHash)), array_replace(\(calls.map { $0.command.idempotencyKey ?? "" }), '', NULL),
+              \(IdempotencyClaim.redeemEndpoint), \(calls.map(\.command.requestFingerprint)), \(calls.map(\.responseBody)),
+              \(calls.map(\.command.memo)), \(calls.map(\.job.createdAt)), \(ChainOperation.redemptionAddress)) h
             """, logger: logger)
         var answered: [(Int64, HoldAnswer)] = []
         for try await (n, outcome, availableUnits, walletAccount) in rows.decode((Int64, Int32, Int64?, String?).self) {
             answered.append((n, HoldAnswer(outcome: outcome, availableUnits: availableUnits, walletAccount: walletAccount)))
         }
-        return try inCallOrder(answered, count: calls.count, function: "pkr_hold")
+        return try inCallOrder(answered, count: calls.count, function: "pkr_hold_batch")
     }
 
     /// Appends the jobs' postings, in order, after `head`, which the caller read and locked in this transaction.
@@ -413,7 +435,7 @@ public final class PostgresStore: GatewayStore {
         return try await run { Settlement.payoutAnswered(jobID: jobID, providerTxID: providerTxID, outcome: outcome, context) }
     }
 
-    /// A paid answer's burn in one call to `pkr_burn_held` (`Settlement.payoutAnswered` for a debited payout): the
+    /// A paid answer's burn through `pkr_burn_held_batch` (`Settlement.payoutAnswered` for a debited payout): the
     /// redemption address's row and the ledger head, which every redeem shares, are held while the server runs it
     /// and commits, not across round trips, and concurrent answers share a statement and its commit (`burnBatch`).
     /// `FastPathEquivalenceTests` pins it to the flow.
@@ -429,10 +451,10 @@ public final class PostgresStore: GatewayStore {
         case 0: return .noHold
         case 2:
             guard let state = answer.holdState.flatMap(RedemptionHold.State.init) else {
-                throw GatewayError.storeUnavailable("pkr_burn_held answered no hold state")
+                throw GatewayError.storeUnavailable("pkr_burn_held_batch answered no hold state")
             }
             return .alreadyEnded(state)
-        default: throw GatewayError.storeUnavailable("pkr_burn_held answered \(answer.outcome)")
+        default: throw GatewayError.storeUnavailable("pkr_burn_held_batch answered \(answer.outcome)")
         }
     }
 
@@ -448,33 +470,23 @@ public final class PostgresStore: GatewayStore {
         var holdState: String?
     }
 
-    /// `pkr_burn_held` once per call, in one statement; each posts after the ledger head the one before it left.
+    /// The calls in one statement, `pkr_burn_held_batch`, which is its own transaction: it locks every call's job
+    /// and hold in id order before the redemption address's balance, the order the plain flow takes them in, and
+    /// posts the burnt calls' entries after the head, in call order.
     static func burnBatch(_ calls: [BurnCall], _ client: PostgresClient, logger: Logger) async throws -> [BurnAnswer] {
         let postings = PostingRules.postings(for: .burn, amountUnits: Money.unitsPerPaisa)
-        return try await client.transaction(logger: logger) { connection in
-            // Every call's job and hold first, in id order. `pkr_burn_held` takes the redemption address's balance
-            // in its first call and the next call's job after it, while the plain flow takes a job before the
-            // balances: the two deadlocked until PostgreSQL broke the cycle a second later.
-            try await connection.query(
-                """
-                SELECT 1 FROM core_chainjob j JOIN core_redemptionhold h ON h.job_id = j.id
-                WHERE j.id = ANY(\(calls.map(\.jobID))) ORDER BY j.id FOR UPDATE
-                """, logger: logger)
-            let rows = try await connection.query(
-                """
-                SELECT r.n, b.outcome, b.hold_state
-                FROM unnest(\(calls.map(\.jobID)), \(calls.map(\.providerTxID)), \(calls.map(\.txHash)), \(calls.map(\.createdAt)))
-                  WITH ORDINALITY AS r(job_id, provider_tx_id, tx_hash, created_at, n)
-                CROSS JOIN LATERAL pkr_burn_held(
-                  r.job_id, r.provider_tx_id, r.tx_hash, r.created_at, \(ChainOperation.redemptionAddress),
-                  \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
-                """, logger: logger)
-            var answered: [(Int64, BurnAnswer)] = []
-            for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
-                answered.append((n, BurnAnswer(outcome: outcome, holdState: state)))
-            }
-            return try inCallOrder(answered, count: calls.count, function: "pkr_burn_held")
+        let rows = try await client.query(
+            """
+            SELECT b.n, b.outcome, b.hold_state
+            FROM pkr_burn_held_batch(
+              \(calls.map(\.jobID)), \(calls.map(\.providerTxID)), \(calls.map(\.txHash)), \(calls.map(\.createdAt)),
+              \(ChainOperation.redemptionAddress), \(postings.map(\.side.rawValue)), \(postings.map(\.account.rawValue))) b
+            """, logger: logger)
+        var answered: [(Int64, BurnAnswer)] = []
+        for try await (n, outcome, state) in rows.decode((Int64, Int32, String?).self) {
+            answered.append((n, BurnAnswer(outcome: outcome, holdState: state)))
         }
+        return try inCallOrder(answered, count: calls.count, function: "pkr_burn_held_batch")
     }
 
     /// A batch statement's answers, each tagged with its call's ordinal (`WITH ORDINALITY`, from 1), in call order.

@@ -122,6 +122,9 @@ enum SQLiteSchema {
         // SQLite states its references as foreign keys and keeps its totals with row triggers that name their
         // columns already.
         ("v8-row-update-triggers", { _ in }),
+        // SQLite's group commit already writes a batch of redeems or debits as the flow's own statements; no function
+        // to replace.
+        ("v9-redeem-fast-paths", { _ in }),
     ]
 
     /// Microseconds since the epoch in `Timestamp.format`'s text form ("2026-11-26T12:00:00.123456Z"), for years

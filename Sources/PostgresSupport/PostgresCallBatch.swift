@@ -1,6 +1,6 @@
 import Synchronization
 
-/// Group commit for a change written by one statement (`pkr_hold`, `pkr_burn_held`, the provider stub's paid
+/// Group commit for a change written by one statement (`pkr_hold_batch`, `pkr_burn_held_batch`, the provider stub's paid
 /// payout): the calls that arrive while a batch is being written go together in the next, in one transaction and
 /// one commit however many it holds. Each call still takes its locks and makes its own decisions; what the batch
 /// saves is a commit, and a wait for the rows every call shares, per call.
