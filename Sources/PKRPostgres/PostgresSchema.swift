@@ -721,9 +721,10 @@ enum PostgresSchema {
     ///
     /// `pkr_hold_batch` takes the calls by customer, then by arrival. Locks, in the order every writer takes them:
     /// idempotency keys (customer, key), token balances (customer), chain-stub balances, the redemption address's.
-    /// Per call it answers 1 (held, with the wallet account), 0 (the key is taken, here or by an earlier call of the
-    /// batch: the flow decides), -1 (insufficient token balance, with the balance that call saw), -2 (the chain
-    /// refused), -3 (no such customer). A refused call's key is not kept.
+    /// Per call it answers 1 (held, with the wallet account), 0 (the key is taken, by another request or by a call of
+    /// the batch that was held: the flow decides), -1 (insufficient token balance, with the balance that call saw),
+    /// -2 (the chain refused), -3 (no such customer). A refused call's key is not kept: a later call of the batch
+    /// with the same key takes it, as it would have one call at a time.
     ///
     /// `pkr_burn_held_batch` takes the calls in arrival order, after locking their jobs and holds in id order.
     /// Per call it answers 1 (burnt), 0 (no hold), 2 (the hold had ended, with its state). The burnt calls' entries
@@ -731,9 +732,12 @@ enum PostgresSchema {
     ///
     /// `pkr_pair_debit` is a new settled debit whose redemption is burnt already (the provider's answer came first,
     /// as it usually does): `Settlement.matchDebit`'s path that confirms the payout and burns nothing, with the
-    /// webhook's inbound-log row, in one call instead of nine statements. It takes the job, then the hold, as the
-    /// flow does, and answers the job's id; it answers NULL, having written nothing, for every other case (no burn
-    /// named, a hold still held or released, the id already recorded), which the flow then decides.
+    /// webhook's inbound-log row, in one call instead of nine statements. It takes the transaction's key, the job,
+    /// then the hold, as the flow does, and answers the job's id; it answers NULL, having written nothing, for every
+    /// other case (no burn named, a hold still held or released, the id already recorded), which the flow decides.
+    ///
+    /// `pkr_hold` and `pkr_burn_held` stay until a later step: instances still running the code before this step
+    /// share the database while they are replaced.
     static let redeemFastPaths = """
         CREATE FUNCTION pkr_hold_batch(
           p_user_id text[], p_amount_units bigint[], p_job_id text[], p_tx_hash text[], p_idempotency_key text[],
@@ -747,9 +751,12 @@ enum PostgresSchema {
           u_chain text[];
           u_wallet text[];
           claimed text[];
-          seen text[] := '{}';
+          owned text[] := '{}';
+          refused text[] := '{}';
           refused_user text[] := '{}';
           refused_key text[] := '{}';
+          retaken integer[] := '{}';
+          ri integer;
           t_user text[];
           t_units bigint[];
           c_address text[];
@@ -767,7 +774,8 @@ enum PostgresSchema {
         BEGIN
           SELECT array_agg(u.id), array_agg(u.chain_address), array_agg(u.wallet_account) INTO u_id, u_chain, u_wallet
           FROM core_user u WHERE u.id = ANY (p_user_id);
-          -- Each key once, for its first call; a concurrent request with the same key waits here until that one ends.
+          -- Each key once, with its first call's answer; a concurrent request with the same key waits here until that
+          -- one ends.
           WITH claims AS (
             INSERT INTO core_idempotencyrecord
               (user_id, endpoint, idempotency_key, request_fingerprint, response_status, response_body, created_at)
@@ -799,11 +807,10 @@ enum PostgresSchema {
             END IF;
             IF req.idempotency_key IS NOT NULL THEN
               claim_key := octet_length(req.user_id) || ':' || req.user_id || req.idempotency_key;
-              IF claim_key = ANY (seen) OR NOT COALESCE(claim_key = ANY (claimed), false) THEN
+              IF claim_key = ANY (owned) OR NOT COALESCE(claim_key = ANY (claimed), false) THEN
                 o_outcome[req.n] := 0;
                 CONTINUE;
               END IF;
-              seen := array_append(seen, claim_key);
             END IF;
             ti := array_position(t_user, req.user_id);
             ci := array_position(c_address, u_chain[ui]);
@@ -819,13 +826,31 @@ enum PostgresSchema {
               o_outcome[req.n] := 1;
               o_wallet[req.n] := u_wallet[ui];
               o_address[req.n] := u_chain[ui];
+              IF req.idempotency_key IS NOT NULL THEN
+                owned := array_append(owned, claim_key);
+                -- An earlier call of the batch with this key was refused: this one takes its claim.
+                ri := array_position(refused, claim_key);
+                IF ri IS NOT NULL THEN
+                  refused[ri] := NULL;
+                  refused_user[ri] := NULL;
+                  refused_key[ri] := NULL;
+                  retaken := array_append(retaken, req.n);
+                END IF;
+              END IF;
               CONTINUE;
             END IF;
-            IF req.idempotency_key IS NOT NULL THEN
+            IF req.idempotency_key IS NOT NULL AND array_position(refused, claim_key) IS NULL THEN
+              refused := array_append(refused, claim_key);
               refused_user := array_append(refused_user, req.user_id);
               refused_key := array_append(refused_key, req.idempotency_key);
             END IF;
           END LOOP;
+          IF cardinality(retaken) > 0 THEN
+            UPDATE core_idempotencyrecord r
+            SET request_fingerprint = p_fingerprint[t.n], response_body = p_response_body[t.n], created_at = p_created_at[t.n]
+            FROM unnest(retaken) AS t(n)
+            WHERE r.user_id = p_user_id[t.n] AND r.endpoint = p_endpoint AND r.idempotency_key = p_idempotency_key[t.n];
+          END IF;
           IF cardinality(refused_user) > 0 THEN
             DELETE FROM core_idempotencyrecord r USING unnest(refused_user, refused_key) AS d(user_id, idempotency_key)
             WHERE r.user_id = d.user_id AND r.endpoint = p_endpoint AND r.idempotency_key = d.idempotency_key;
@@ -882,6 +907,7 @@ enum PostgresSchema {
           o_state text[] := array_fill(NULL::text, ARRAY[calls]);
           burnt integer[] := '{}';
           burnt_units bigint := 0;
+          closed_count bigint;
           left_units bigint;
           head_id bigint;
           head_hash text;
@@ -939,7 +965,12 @@ enum PostgresSchema {
               DELETE FROM chain_stub_chainstubbalance b WHERE b.address = p_redemption_address AND b.balance_units = 0;
             END IF;
             UPDATE core_redemptionhold h SET state = 'burnt', closing_tx_hash = p_tx_hash[b.i], closed_at = p_created_at[b.i]
-            FROM unnest(burnt) AS b(i) WHERE h.job_id = p_job_id[b.i];
+            FROM unnest(burnt) AS b(i) WHERE h.job_id = p_job_id[b.i] AND h.state = 'held';
+            GET DIAGNOSTICS closed_count = ROW_COUNT;
+            IF closed_count <> cardinality(burnt) THEN
+              RAISE EXCEPTION 'pkr_burn_held_batch: % of % holds were not held', cardinality(burnt) - closed_count,
+                cardinality(burnt) USING ERRCODE = 'PKR03';
+            END IF;
             SELECT h.last_id, h.last_hash INTO head_id, head_hash FROM core_ledgerhead h WHERE h.singleton = 1 FOR UPDATE;
             IF NOT FOUND THEN
               RAISE EXCEPTION 'pkr_burn_held_batch: ledger head row missing' USING ERRCODE = 'PKR03';
@@ -974,8 +1005,6 @@ enum PostgresSchema {
             SELECT v.n, v.outcome, v.hold_state FROM unnest(o_outcome, o_state) WITH ORDINALITY AS v(outcome, hold_state, n);
         END
         $$;
-        DROP FUNCTION pkr_hold;
-        DROP FUNCTION pkr_burn_held;
         CREATE FUNCTION pkr_pair_debit(
           p_provider_tx_id text, p_account text, p_amount_paisa bigint, p_amount_units bigint, p_memo text,
           p_reference text, p_occurred_at text, p_occurred_at_micros bigint, p_recorded_at text,
@@ -990,38 +1019,44 @@ enum PostgresSchema {
           v_row bigint;
         BEGIN
           SELECT u.id INTO v_customer FROM core_user u WHERE u.wallet_account = p_account;
-          SELECT j.id INTO v_job FROM core_chainjob j
-          WHERE j.job_type = 'burn' AND (j.id = p_reference OR j.payout_provider_tx_id = p_provider_tx_id)
-            AND j.amount_units = p_amount_units
-            AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = j.id)
-          LIMIT 1 FOR UPDATE;
-          IF v_job IS NULL THEN
+          -- The flow's order: the transaction's row (which claims its provider id) first, then the job, then the hold.
+          -- A debit this call does not pair is undone with the block, which also lets go of the job and the hold.
+          BEGIN
+            INSERT INTO core_externaltransaction
+              (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
+               occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll)
+            VALUES (p_provider_tx_id, p_account, v_customer, 'debit', p_amount_paisa, 'settled', p_memo, p_reference,
+                    p_occurred_at, p_occurred_at_micros, p_recorded_at, p_recorded_at_micros, p_path, p_path = 'webhook',
+                    p_path = 'poll')
+            ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id INTO v_row;
+            IF v_row IS NULL THEN
+              RETURN NULL;
+            END IF;
+            SELECT j.id INTO v_job FROM core_chainjob j
+            WHERE j.job_type = 'burn' AND (j.id = p_reference OR j.payout_provider_tx_id = p_provider_tx_id)
+              AND j.amount_units = p_amount_units
+              AND NOT EXISTS (SELECT 1 FROM core_externaltransaction e WHERE e.matched_job_id = j.id)
+            LIMIT 1 FOR UPDATE;
+            IF v_job IS NULL THEN
+              RAISE EXCEPTION 'pkr_pair_debit: no burn to pair' USING ERRCODE = 'PKR21';
+            END IF;
+            SELECT h.state INTO v_hold_state FROM core_redemptionhold h WHERE h.job_id = v_job FOR UPDATE;
+            IF FOUND AND v_hold_state <> 'burnt' THEN
+              RAISE EXCEPTION 'pkr_pair_debit: the hold is %', v_hold_state USING ERRCODE = 'PKR21';
+            END IF;
+            UPDATE core_externaltransaction SET matched_job_id = v_job WHERE id = v_row;
+            UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = p_provider_tx_id WHERE id = v_job;
+            IF i_verification IS NOT NULL THEN
+              INSERT INTO core_webhookinbound
+                (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
+                 provider_tx_id, job_id, body_bytes, body)
+              VALUES (i_received_at, i_message_id, i_webhook_timestamp, i_source_address, i_scheme, i_verification,
+                      i_outcome, i_error, i_provider_tx_id, NULL, i_body_bytes, NULL);
+            END IF;
+            RETURN v_job;
+          EXCEPTION WHEN SQLSTATE 'PKR21' THEN
             RETURN NULL;
-          END IF;
-          SELECT h.state INTO v_hold_state FROM core_redemptionhold h WHERE h.job_id = v_job FOR UPDATE;
-          IF FOUND AND v_hold_state <> 'burnt' THEN
-            RETURN NULL;
-          END IF;
-          INSERT INTO core_externaltransaction
-            (provider_tx_id, account, user_id, direction, amount_paisa, status, memo, reference, occurred_at,
-             occurred_at_micros, recorded_at, recorded_at_micros, first_seen_via, seen_via_webhook, seen_via_poll,
-             matched_job_id)
-          VALUES (p_provider_tx_id, p_account, v_customer, 'debit', p_amount_paisa, 'settled', p_memo, p_reference,
-                  p_occurred_at, p_occurred_at_micros, p_recorded_at, p_recorded_at_micros, p_path, p_path = 'webhook',
-                  p_path = 'poll', v_job)
-          ON CONFLICT (provider_tx_id) DO NOTHING RETURNING id INTO v_row;
-          IF v_row IS NULL THEN
-            RETURN NULL;
-          END IF;
-          UPDATE core_chainjob SET payout_state = 'confirmed', payout_provider_tx_id = p_provider_tx_id WHERE id = v_job;
-          IF i_verification IS NOT NULL THEN
-            INSERT INTO core_webhookinbound
-              (received_at, message_id, webhook_timestamp, source_address, scheme, verification, outcome, error,
-               provider_tx_id, job_id, body_bytes, body)
-            VALUES (i_received_at, i_message_id, i_webhook_timestamp, i_source_address, i_scheme, i_verification, i_outcome,
-                    i_error, i_provider_tx_id, NULL, i_body_bytes, NULL);
-          END IF;
-          RETURN v_job;
+          END;
         END
         $$;
         """

@@ -208,7 +208,8 @@ public final class PostgresStore: GatewayStore {
 
     /// A settled debit paying a redemption that is burnt already, in one call to `pkr_pair_debit`
     /// (`Settlement.matchDebit`'s path for it, with the inbound-log row `Settlement.log` writes for its outcome);
-    /// nil when the function left it to the flow, having written nothing. `FastPathEquivalenceTests` pins it.
+    /// nil when the function left it to the flow, having written nothing, or lost a deadlock, which the flow's
+    /// transaction retries. `FastPathEquivalenceTests` pins it to the flow.
     private func pairDebitInOneCall(
         _ tx: ProviderTransaction, via path: ArrivalPath, inbound: InboundDraft?, _ context: SettlementContext
     ) async throws -> String? {
@@ -220,12 +221,16 @@ public final class PostgresStore: GatewayStore {
         }
         precondition(logged?.keptBody == nil, "a recorded debit's body is not kept")
         let pair = PairDebit(tx: tx, amountUnits: units, path: path, recordedAtMicros: context.nowMicros, inbound: logged)
-        for try await jobID in try await pg.execute(pair, logger: logger) {
-            guard let jobID = try jobID.decode(String?.self) else { return nil }
-            pairOneCallCount.add(1, ordering: .relaxed)
-            return jobID
+        do {
+            for try await jobID in try await pg.execute(pair, logger: logger) {
+                guard let jobID = try jobID.decode(String?.self) else { return nil }
+                pairOneCallCount.add(1, ordering: .relaxed)
+                return jobID
+            }
+            return nil
+        } catch let error as PSQLError where Self.isRetryable(error) {
+            return nil
         }
-        return nil
     }
 
     /// Polled mint batches written at once. The backend orders them anyway, and three were slower than two on

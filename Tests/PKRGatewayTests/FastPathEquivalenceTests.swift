@@ -132,6 +132,11 @@ struct FastPathEquivalenceTests {
         }
     }
 
+    /// `Timestamp.format` of a microseconds column, in SQL: the text a row's time must read.
+    static func rfc3339(_ column: String) -> String {
+        "to_char((timestamptz 'epoch' + \(column) * interval '1 microsecond') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    }
+
     /// Every row the flows write, without the ids, hashes and times that differ from run to run.
     static let shapeQueries: [(table: String, sql: String)] = [
         (
@@ -139,7 +144,8 @@ struct FastPathEquivalenceTests {
             """
             SELECT concat_ws('|', provider_tx_id, account, direction, amount_paisa, status, memo, first_seen_via, seen_via_webhook,
                              seen_via_poll, coalesce(flag, '-'), matched_job_id IS NOT NULL, user_id IS NOT NULL,
-                             reference IS NOT NULL, occurred_at_micros > 0, recorded_at_micros > 0,
+                             coalesce(reference IN (SELECT id FROM core_chainjob), reference IS NULL),
+                             occurred_at = \(Self.rfc3339("occurred_at_micros")), recorded_at = \(Self.rfc3339("recorded_at_micros")),
                              matched_job_id IN (SELECT id FROM core_chainjob WHERE payout_provider_tx_id = provider_tx_id))
             FROM core_externaltransaction ORDER BY provider_tx_id
             """
@@ -189,7 +195,8 @@ struct FastPathEquivalenceTests {
             "core_webhookinbound",
             """
             SELECT concat_ws('|', coalesce(provider_tx_id, '-'), message_id, outcome, coalesce(error, '-'), verification,
-                             job_id IS NOT NULL, body_bytes, body IS NOT NULL, received_at IS NOT NULL, scheme)
+                             job_id IS NOT NULL, body_bytes, body IS NOT NULL, coalesce(webhook_timestamp, '-'),
+                             coalesce(source_address, '-'), coalesce(scheme, '-'))
             FROM core_webhookinbound ORDER BY provider_tx_id, message_id
             """
         ),
