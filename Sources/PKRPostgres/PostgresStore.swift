@@ -367,15 +367,14 @@ public final class PostgresStore: GatewayStore {
     }
 
     /// The calls in one statement, `pkr_hold_batch`: it decides them by customer, then by arrival, as the mint batch
-    /// takes the balance rows, so that the two never wait on each other in a cycle. An absent idempotency key goes
-    /// as an empty one, which no request can carry.
+    /// takes the balance rows, so that the two never wait on each other in a cycle.
     static func holdBatch(_ calls: [HoldCall], _ connection: PostgresClient, logger: Logger) async throws -> [HoldAnswer] {
         let rows = try await connection.query(
             """
             SELECT h.n, h.outcome, h.available_units, h.wallet_account
             FROM pkr_hold_batch(
               \(calls.map(\.command.customerID)), \(calls.map(\.command.amountUnits)), \(calls.map(\.job.id)),
-              \(calls.map(\.job.txHash)), array_replace(\(calls.map { $0.command.idempotencyKey ?? "" }), '', NULL),
+              \(calls.map(\.job.txHash)), \(NullableTextArray(values: calls.map(\.command.idempotencyKey))),
               \(IdempotencyClaim.redeemEndpoint), \(calls.map(\.command.requestFingerprint)), \(calls.map(\.responseBody)),
               \(calls.map(\.command.memo)), \(calls.map(\.job.createdAt)), \(ChainOperation.redemptionAddress)) h
             """, logger: logger)
@@ -400,10 +399,8 @@ public final class PostgresStore: GatewayStore {
 
     public func payoutAnswered(jobID: String, providerTxID: String, amountUnits: Int64, account: String) async throws -> Bool {
         let query = PayoutAnsweredQuery(jobID: jobID, providerTxID: providerTxID, amountUnits: amountUnits, account: account)
-        return try await pg.withConnection { connection in
-            for try await _ in try await connection.execute(query, logger: self.logger) { return true }
-            return false
-        }
+        for try await _ in try await pg.execute(query, logger: logger) { return true }
+        return false
     }
 
     public func payouts(awaiting: PendingPayout.Awaiting, olderThanMicros: Int64, limit: Int) async throws -> [PendingPayout] {
