@@ -1,53 +1,75 @@
 import Synchronization
 
-/// Wakes a sleeping loop early. Signals sent while nobody waits are remembered once, so none is lost.
+/// Wakes a sleeping loop early. Signals sent while nobody waits are remembered once, so none is lost. One loop
+/// waits at a time.
 package final class WakeSignal: Sendable {
     package init() {}
 
     private struct State {
+        /// A signal sent while nobody waited.
         var pending = false
-        var waiter: CheckedContinuation<Void, Never>?
+        var waiter: (wait: UInt64, continuation: CheckedContinuation<Void, Never>)?
+        /// The latest wait whose time ran out before it began to wait.
+        var expiredWait: UInt64 = 0
+        var lastWait: UInt64 = 0
     }
 
     private let state = Mutex(State())
 
     package func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return waiter
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
             }
-            state.pending = true
-            return nil
+            state.waiter = nil
+            return waiter.continuation
         }
         waiter?.resume()
     }
 
-    /// Returns on a signal or after `timeoutMillis`, whichever comes first.
+    /// Returns on a signal, after `timeoutMillis`, or when the task is cancelled, whichever comes first. A wait's
+    /// own timeout wakes that wait only: it is not a signal, so it cannot wake the next wait early (a loop that
+    /// was woken by a signal would otherwise find every later wait already signalled, and spin).
     package func wait(timeoutMillis: Int64) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try? await Task.sleep(for: .milliseconds(timeoutMillis))
-                self.signal()
-            }
-            group.addTask { await self.waitForSignal() }
-            await group.next()
-            group.cancelAll()
+        let wait = state.withLock { state -> UInt64 in
+            state.lastWait += 1
+            return state.lastWait
         }
-        // The timer task's own signal may have landed after we woke; it only causes one spare check.
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(timeoutMillis))
+            self.expire(wait)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.pending {
+                        state.pending = false
+                        return true
+                    }
+                    if state.expiredWait == wait { return true }
+                    state.waiter = (wait, continuation)
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            self.expire(wait)
+        }
+        timer.cancel()
     }
 
-    private func waitForSignal() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLock { state -> Bool in
-                if state.pending {
-                    state.pending = false
-                    return true
-                }
-                state.waiter = continuation
-                return false
+    /// Ends `wait` if it is still waiting, or marks it over if it has not begun to; any other wait is left alone.
+    private func expire(_ wait: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.expiredWait = max(state.expiredWait, wait)
+                return nil
             }
-            if resumeNow { continuation.resume() }
+            guard waiter.wait == wait else { return nil }
+            state.waiter = nil
+            return waiter.continuation
         }
+        waiter?.resume()
     }
 }
