@@ -37,7 +37,8 @@ package final class WakeSignal: Sendable {
             return state.lastWait
         }
         let timer = Task {
-            try? await Task.sleep(for: .milliseconds(timeoutMillis))
+            // Cancelled only once the wait is over.
+            guard (try? await Task.sleep(for: .milliseconds(timeoutMillis))) != nil else { return }
             self.expire(wait)
         }
         await withTaskCancellationHandler {
@@ -48,6 +49,7 @@ package final class WakeSignal: Sendable {
                         return true
                     }
                     if state.expiredWait == wait { return true }
+                    precondition(state.waiter == nil, "one loop waits on a WakeSignal at a time")
                     state.waiter = (wait, continuation)
                     return false
                 }

@@ -47,6 +47,18 @@ struct WakeSignalTests {
         #expect(await Self.elapsedMillis { await signal.wait(timeoutMillis: 300) } >= 290)
     }
 
+    @Test("a wait whose time runs out before it begins to wait returns")
+    func zeroTimeoutReturns() async {
+        let signal = WakeSignal()
+        for _ in 0..<100 { await signal.wait(timeoutMillis: 0) }
+        let cancelled = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await signal.wait(timeoutMillis: 60_000)
+        }
+        await cancelled.value
+        #expect(await Self.elapsedMillis { await signal.wait(timeoutMillis: 300) } >= 290)
+    }
+
     /// An outbox with one delivery, then nothing due, that counts how often it is asked.
     final class OneDeliveryOutbox: OutboxStore {
         let claims = Atomic<Int>(0)
