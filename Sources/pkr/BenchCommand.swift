@@ -104,6 +104,7 @@ struct Bench: AsyncParsableCommand {
         var firstSummaryMicros: [String: [Int64]] = [:]
         var reconcileMicros: [String: [Int64]] = [:]
         var ledgerPageMicros: [String: [Int64]] = [:]
+        var restingCPUMicrosPerSecond: [String: [Int64]] = [:]
         var peakRSS: Int64 = 0
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
@@ -137,6 +138,7 @@ struct Bench: AsyncParsableCommand {
                     for (name, sample) in zip(workloads, round) { samples[key(phase, name, c), default: []].append(sample) }
                 }
                 line.finish()
+                restingCPUMicrosPerSecond[phase, default: []].append(try await cpuMicrosPerSecondAtRest(pid: server.pid))
             }
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
             try await auditRun(context, run: run, mintedOK: mintedOK, seededUnits: seededUnits)
@@ -159,6 +161,11 @@ struct Bench: AsyncParsableCommand {
                 "GET /api/ledger?user_id=… (\(engine.rawValue), \(phase) database, the latest customer's first page of "
                     + "\(Self.ledgerPageLimit)): median \(ms(median(pages))) ms, max \(ms(pages.last ?? 0)) ms over \(pages.count) requests"
             )
+            let resting = restingCPUMicrosPerSecond[phase, default: []].sorted()
+            say(
+                "server CPU at rest (\(engine.rawValue), \(phase) database, after its workloads): median "
+                    + "\(median(resting) / 1000) ms per second, max \((resting.last ?? 0) / 1000) ms over \(resting.count) "
+                    + "windows of \(Self.restingWindowSeconds) s (in clock ticks of 10 ms)")
             let passes = reconcileMicros[phase, default: []].sorted()
             say(
                 "reconciler pass finding nothing new (\(engine.rawValue), \(phase) database): median \(ms(median(passes))) ms, "
@@ -178,6 +185,17 @@ struct Bench: AsyncParsableCommand {
     }
 
     func key(_ phase: String, _ workload: String, _ concurrency: Int) -> String { "\(phase)|\(workload)|\(concurrency)" }
+
+    static let restingWindowSeconds = 2
+
+    /// The server's CPU per second while nothing is asked of it, a second after the last workload: what an idle
+    /// gateway costs (its dispatcher, probes and periodic services).
+    func cpuMicrosPerSecondAtRest(pid: Int32) async throws -> Int64 {
+        try await Task.sleep(for: .seconds(1))
+        let before = Benchmark.cpuMicros(pid: pid) ?? 0
+        try await Task.sleep(for: .seconds(Self.restingWindowSeconds))
+        return ((Benchmark.cpuMicros(pid: pid) ?? 0) - before) / Int64(Self.restingWindowSeconds)
+    }
 
     /// The bench's environment for the server, then the `--server-env` pairs over it.
     func serverEnv(_ env: [String: String]) -> [String: String] {
