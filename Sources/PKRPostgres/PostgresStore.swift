@@ -199,7 +199,7 @@ public final class PostgresStore: GatewayStore {
             // The batch's write never throws: a credit it does not mint comes back nil.
             if let job = try await mintQueue.call(credit) { return .minted(job) }
         }
-        if holdFunctionEnabled.load(ordering: .relaxed), let jobID = try await pairDebitInOneCall(tx, via: path, inbound: inbound, context)
+        if callFunctionsEnabled.load(ordering: .relaxed), let jobID = try await pairDebitInOneCall(tx, via: path, inbound: inbound, context)
         {
             return .recorded(note: ApplyOutcome.payoutConfirmedNote(jobID))
         }
@@ -306,12 +306,12 @@ public final class PostgresStore: GatewayStore {
     /// Whether new redeems go to `pkr_hold_batch` (paid answers to `pkr_burn_held_batch`, paid debits to
     /// `pkr_pair_debit`), and new settled credits to the mint batch; tests turn them off to pin each fast path to the
     /// flow it implements.
-    let holdFunctionEnabled = Atomic<Bool>(true)
+    let callFunctionsEnabled = Atomic<Bool>(true)
     let mintBatchEnabled = Atomic<Bool>(true)
 
     public func redeem(_ command: RedeemCommand) async throws -> RedeemResult {
         precondition(command.amountUnits > 0 && command.amountUnits % Money.unitsPerPaisa == 0, "validated by the caller")
-        if holdFunctionEnabled.load(ordering: .relaxed), let held = try await holdInOneCall(command) { return held }
+        if callFunctionsEnabled.load(ordering: .relaxed), let held = try await holdInOneCall(command) { return held }
         // A key already taken (a replay, or one still in flight), or the function turned off: the flow decides.
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)
         return try await run { Settlement.redeem(command, context) }
@@ -430,7 +430,7 @@ public final class PostgresStore: GatewayStore {
     }
 
     public func payoutAnswered(jobID: String, providerTxID: String, outcome: Payout.Outcome) async throws -> HoldOutcome {
-        if outcome == .debited && holdFunctionEnabled.load(ordering: .relaxed) {
+        if outcome == .debited && callFunctionsEnabled.load(ordering: .relaxed) {
             return try await burnHeldInOneCall(jobID: jobID, providerTxID: providerTxID)
         }
         let context = SettlementContext(nowMicros: nowMicros(), limits: limits)

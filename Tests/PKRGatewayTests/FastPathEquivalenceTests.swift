@@ -42,7 +42,7 @@ struct FastPathEquivalenceTests {
         try await withApp(try await testConfig(engine: .postgres, ["MAX_SINGLE_MINT_PKR": "900.00"])) { _, gateway in
             let store = try #require(gateway.store as? PostgresStore)
             store.mintBatchEnabled.store(fastPaths, ordering: .relaxed)
-            store.holdFunctionEnabled.store(fastPaths, ordering: .relaxed)
+            store.callFunctionsEnabled.store(fastPaths, ordering: .relaxed)
             _ = try await gateway.seedDemo()
             let credits = (0..<6).map { MintBatchTests.credit("eq-credit-\($0)", paisa: 10_000 + Int64($0) * 100) }
             for (index, credit) in credits.enumerated() {
