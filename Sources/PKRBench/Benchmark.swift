@@ -19,6 +19,8 @@ public enum Benchmark {
         /// CPU the server process spent (user and system, all threads) while this workload ran. On a noisy shared
         /// machine it moves far less than the rate does, so it is what back-to-back comparisons lean on.
         public var serverCPUMicros: Int64 = 0
+        /// CPU the provider stub's own process spent meanwhile, when it runs apart from the server.
+        public var providerCPUMicros: Int64?
         /// How much the database grew over the workload (set by the caller for mint workloads only): what a mint leaves
         /// on disk.
         public var databaseGrowthBytes: Int64?
@@ -26,6 +28,7 @@ public enum Benchmark {
         public var perSecond: Int64 { elapsedMicros > 0 ? Int64(requests) * 1_000_000 / elapsedMicros : 0 }
         public var nonSuccess: Int { requests - okCount }
         public var serverCPUMicrosPerRequest: Int64 { requests > 0 ? serverCPUMicros / Int64(requests) : 0 }
+        public var providerCPUMicrosPerRequest: Int64? { providerCPUMicros.map { requests > 0 ? $0 / Int64(requests) : 0 } }
         public var bytesPerMint: Int64? { databaseGrowthBytes.map { okCount > 0 ? $0 / Int64(okCount) : 0 } }
         public func percentile(_ p: Int) -> Int64 {
             guard !latenciesMicros.isEmpty else { return 0 }
@@ -122,14 +125,15 @@ public enum Benchmark {
         Array(repeating: Request(method: .GET, path: path, headers: [], body: nil), count: count)
     }
 
-    /// Runs `requests` like `drive`, and records the CPU the server process `pid` spent meanwhile. The workload ends
-    /// when `settle` returns after the last answer: what the requests set going (a redeem's debit webhook) counts in
-    /// its time and CPU.
+    /// Runs `requests` like `drive`, and records the CPU the server process `pid` (and the provider's, when it runs
+    /// apart) spent meanwhile. The workload ends when `settle` returns after the last answer: what the requests set
+    /// going (a redeem's debit webhook) counts in its time and CPU.
     public static func drive(
-        port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32,
+        port: Int, requests: [Request], concurrency: Int, serverPID pid: Int32, providerPID: Int32? = nil,
         settle: (@Sendable () async throws -> Void)? = nil
     ) async throws -> Sample {
         let before = cpuMicros(pid: pid)
+        let providerBefore = providerPID.flatMap { cpuMicros(pid: $0) }
         var sample = try await drive(port: port, requests: requests, concurrency: concurrency)
         if let settle {
             let started = SystemClock().nowMicros()
@@ -137,6 +141,9 @@ public enum Benchmark {
             sample.elapsedMicros += SystemClock().nowMicros() - started
         }
         if let before, let after = cpuMicros(pid: pid) { sample.serverCPUMicros = after - before }
+        if let providerPID, let providerBefore, let after = cpuMicros(pid: providerPID) {
+            sample.providerCPUMicros = after - providerBefore
+        }
         return sample
     }
 

@@ -40,6 +40,15 @@ struct Bench: AsyncParsableCommand {
         name: .customLong("server-env"),
         help: "KEY=VALUE for the server under test, after the bench's own settings (repeatable), e.g. PKR_METRICS=0.")
     var serverEnvironment: [String] = []
+    @Option(
+        help: ArgumentHelp(
+            "Where the provider stub runs: inside (in the server's process, as in demo mode) or process (its own "
+                + "`pkr provider serve`, whose CPU per request is printed apart from the gateway's)."))
+    var provider: ProviderPlacement = .inside
+
+    enum ProviderPlacement: String, ExpressibleByArgument {
+        case inside, process
+    }
 
     func validate() throws {
         for pair in serverEnvironment where !pair.contains("=") { throw ValidationError("--server-env needs KEY=VALUE, got \(pair)") }
@@ -91,6 +100,8 @@ struct Bench: AsyncParsableCommand {
         let engine: DatabaseEngine
         let env: [String: String]
         let server: BenchServer
+        /// The provider stub's own process, with `--provider process`.
+        let providerServer: BenchServer?
         let provider: Gateway
         /// The demo customer first.
         let customers: [Customer]
@@ -106,14 +117,28 @@ struct Bench: AsyncParsableCommand {
         var ledgerPageMicros: [String: [Int64]] = [:]
         var restingCPUMicrosPerSecond: [String: [Int64]] = [:]
         var peakRSS: Int64 = 0
+        var providerPeakRSS: Int64?
         for run in 0..<runs {
             let env = try await freshDatabase(engine, scratch: scratch)
-            let server = try BenchServer(binary: binary, environment: serverEnv(env))
+            let serverPort = try ServerSocketProbe.freePort()
+            var providerServer: BenchServer?
+            defer { providerServer?.stop() }
+            var gatewayEnv = serverEnv(env)
+            if provider == .process {
+                let providerPort = try ServerSocketProbe.freePort()
+                let started = try BenchServer(
+                    binary: binary, arguments: ["provider", "serve"], port: providerPort, healthPath: "/health",
+                    environment: providerEnv(env, port: providerPort, gatewayPort: serverPort))
+                providerServer = started
+                guard try await started.waitUntilUp() else { throw ValidationError("the provider did not start") }
+                gatewayEnv["PKR_PROVIDER_URL"] = "http://127.0.0.1:\(providerPort)"
+            }
+            let server = try BenchServer(binary: binary, arguments: ["serve"], port: serverPort, environment: gatewayEnv)
             defer { server.stop() }
             guard try await server.waitUntilUp() else { throw ValidationError("the server did not start") }
             let provider = try await buildGateway(config: try GatewayConfig(values: env), logger: quietLogger())
             let context = RunContext(
-                engine: engine, env: env, server: server, provider: provider,
+                engine: engine, env: env, server: server, providerServer: providerServer, provider: provider,
                 customers: try await bindCustomers(provider, server: server, run: run))
             var seededUnits = try await fundDemoCustomer(context, concurrencies: concurrencies)
             var mintedOK = 0
@@ -141,12 +166,14 @@ struct Bench: AsyncParsableCommand {
                 restingCPUMicrosPerSecond[phase, default: []].append(try await cpuMicrosPerSecondAtRest(pid: server.pid))
             }
             peakRSS = max(peakRSS, Benchmark.peakRSSKiB(pid: server.pid) ?? 0)
+            if let providerServer { providerPeakRSS = max(providerPeakRSS ?? 0, Benchmark.peakRSSKiB(pid: providerServer.pid) ?? 0) }
             try await auditRun(context, run: run, mintedOK: mintedOK, seededUnits: seededUnits)
             if run == runs - 1 { try await printBytesPerMint(context) }
         }
         say("")
         printTable(engine: engine, concurrencies: concurrencies, samples: samples)
         say("peak server RSS (\(engine.rawValue)): \(peakRSS / 1024) MiB")
+        if let providerPeakRSS { say("peak provider RSS (\(engine.rawValue), its own process): \(providerPeakRSS / 1024) MiB") }
         for phase in phases {
             let latencies = summaryMicros[phase, default: []].sorted()
             say(
@@ -197,6 +224,17 @@ struct Bench: AsyncParsableCommand {
         return ((Benchmark.cpuMicros(pid: pid) ?? 0) - before) / Int64(Self.restingWindowSeconds)
     }
 
+    /// The provider stub's own process on `port`, on the run's database (its file of its own on SQLite), pushing
+    /// to the server on `gatewayPort`.
+    func providerEnv(_ env: [String: String], port: Int, gatewayPort: Int) -> [String: String] {
+        var providerEnv = env
+        providerEnv["PKR_WEBHOOK_PUSH"] = "1"
+        providerEnv["PROVIDER_HOST"] = "127.0.0.1"
+        providerEnv["PROVIDER_PORT"] = String(port)
+        providerEnv["PROVIDER_WEBHOOK_URL"] = "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet"
+        return providerEnv
+    }
+
     /// The bench's environment for the server, then the `--server-env` pairs over it.
     func serverEnv(_ env: [String: String]) -> [String: String] {
         var serverEnv = env
@@ -214,15 +252,15 @@ struct Bench: AsyncParsableCommand {
     /// accounts and the many-customer redeems round-robin to the customers, so each customer's redeems are paid for
     /// by its own deposits of the round.
     func workloadRound(_ context: RunContext, concurrency c: Int, tag: String) async throws -> [Benchmark.Sample] {
-        let (port, pid) = (context.server.port, context.server.pid)
+        let (port, pid, providerPID) = (context.server.port, context.server.pid, context.providerServer?.pid)
         func drive(_ requests: [Benchmark.Request]) async throws -> Benchmark.Sample {
-            try await Benchmark.drive(port: port, requests: requests, concurrency: c, serverPID: pid)
+            try await Benchmark.drive(port: port, requests: requests, concurrency: c, serverPID: pid, providerPID: providerPID)
         }
         // A redeem ends when its payout's debit has come back to the server by webhook.
         let provider = context.provider
         func driveRedeems(_ requests: [Benchmark.Request]) async throws -> Benchmark.Sample {
             try await Benchmark.drive(
-                port: port, requests: requests, concurrency: c, serverPID: pid,
+                port: port, requests: requests, concurrency: c, serverPID: pid, providerPID: providerPID,
                 settle: { try await Benchmark.pushesDelivered(provider) })
         }
         let health = try await drive(Benchmark.gets("/api/health", count: requests))
@@ -353,8 +391,8 @@ struct Bench: AsyncParsableCommand {
     func printTable(engine: DatabaseEngine, concurrencies: [Int], samples: [String: [Benchmark.Sample]]) {
         say(
             "| engine | database | workload | concurrency | req/s (median) | × health | slowest run × health | p50 ms | p99 ms "
-                + "| slowest run p99 ms | max ms | non-2xx | server CPU µs/req | bytes/mint |")
-        say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                + "| slowest run p99 ms | max ms | non-2xx | server CPU µs/req | bytes/mint | provider CPU µs/req |")
+        say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for phase in phases {
             for c in concurrencies {
                 let ceilings = samples[key(phase, "health", c)]!
@@ -363,6 +401,7 @@ struct Bench: AsyncParsableCommand {
                     let runs = samples[key(phase, name, c)]!
                     let rate = median(runs.map(\.perSecond))
                     let bytesPerMint = runs.compactMap(\.bytesPerMint)
+                    let providerCPU = runs.compactMap(\.providerCPUMicrosPerRequest)
                     // The slowest window: the run whose rate was the smallest share of its own run's ceiling.
                     let slowest = zip(runs, ceilings).min {
                         $0.0.perSecond * max(1, $1.1.perSecond) < $1.0.perSecond * max(1, $0.1.perSecond)
@@ -373,7 +412,8 @@ struct Bench: AsyncParsableCommand {
                             + "| \(ms(median(runs.map { $0.percentile(50) }))) | \(ms(median(runs.map { $0.percentile(99) }))) "
                             + "| \(ms(runs.map { $0.percentile(99) }.max() ?? 0)) "
                             + "| \(ms(median(runs.map { $0.latenciesMicros.last ?? 0 }))) | \(runs.map(\.nonSuccess).reduce(0, +)) "
-                            + "| \(median(runs.map(\.serverCPUMicrosPerRequest))) | \(bytesPerMint.isEmpty ? "-" : String(median(bytesPerMint))) |"
+                            + "| \(median(runs.map(\.serverCPUMicrosPerRequest))) | \(bytesPerMint.isEmpty ? "-" : String(median(bytesPerMint))) "
+                            + "| \(providerCPU.isEmpty ? "-" : String(median(providerCPU))) |"
                     )
                 }
             }
@@ -585,28 +625,29 @@ final class BenchScratch {
     }
 }
 
-/// A `pkr serve` child on a free loopback port.
+/// A `pkr serve` (or `pkr provider serve`) child on a loopback port.
 final class BenchServer {
     let port: Int
+    let healthPath: String
     let process = Process()
     var pid: Int32 { process.processIdentifier }
 
-    init(binary: String, environment: [String: String]) throws {
-        let socket = try ServerSocketProbe.freePort()
-        port = socket
+    init(binary: String, arguments: [String], port: Int, healthPath: String = "/api/health", environment: [String: String]) throws {
+        self.port = port
+        self.healthPath = healthPath
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { _, new in new }
         env["PORT"] = String(port)
         env["HOST"] = "127.0.0.1"
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve"]
+        process.arguments = arguments
         process.environment = env
         try process.run()
     }
 
     func waitUntilUp() async throws -> Bool {
         for _ in 0..<400 {
-            if let sample = try? await Benchmark.drive(port: port, requests: Benchmark.gets("/api/health", count: 1), concurrency: 1),
+            if let sample = try? await Benchmark.drive(port: port, requests: Benchmark.gets(healthPath, count: 1), concurrency: 1),
                 sample.okCount == 1
             {
                 return true
