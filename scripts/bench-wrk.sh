@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Webhook mints against the health ceiling, measured with wrk (an independent load generator, C and epoll) instead
+# of `pkr bench`'s own: a check that the bench's generator does not bend the ratios. SQLite, the provider stub
+# inside the server as in demo mode with its own file, pushes on; each run on a fresh database.
+#
+#   swift build -c release --product pkr && scripts/bench-wrk.sh [--customers 1000] [--runs 3] [--seconds 4]
+#
+# Needs wrk and python3 (apt-get install wrk). Each run binds the customers through POST /api/users, pre-signs
+# more distinct deposit webhooks than the window can send (Standard Webhooks, the demo secret), spread round-robin
+# over the customers' accounts, then runs wrk for the health ceiling and for the mints, 64 connections each.
+set -euo pipefail
+
+customers=1000
+runs=3
+seconds=4
+connections=64
+binary=.build/release/pkr
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --customers) customers=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --binary) binary=$2; shift 2 ;;
+    *) echo "usage: $0 [--customers N] [--runs N] [--seconds N] [--binary PATH]" >&2; exit 2 ;;
+  esac
+done
+command -v wrk > /dev/null || { echo "bench-wrk: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -x "$binary" ] || { echo "bench-wrk: no $binary (swift build -c release --product pkr)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/pkr-wrk.XXXXXX)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2> /dev/null || true; wait "$server_pid" 2> /dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat > "$work/prepare.py" << 'EOF'
+# Binds customers 2..N through POST /api/users, then writes `count` signed deposit webhooks, length-prefixed.
+import base64, hashlib, hmac, http.client, json, os, sys, time
+port, customers, count, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+token = "b" * 64
+connection = http.client.HTTPConnection("127.0.0.1", port)
+accounts = ["WALLET-001"]
+for index in range(1, customers):
+    account = "WALLET-WRK-%05d" % index
+    body = json.dumps({"email": "wrk%05d@example.com" % index, "wallet_account": account})
+    connection.request("POST", "/api/users", body, {"Content-Type": "application/json",
+                       "Cookie": "csrftoken=" + token, "X-CSRFToken": token})
+    response = connection.getresponse(); response.read()
+    if response.status not in (200, 201):
+        sys.exit("POST /api/users answered %d" % response.status)
+    accounts.append(account)
+secret = base64.b64decode("/XvKwvSyKGwMVfJ/Yt14xePVF64NrDvOFSOHd8hwkGM=")  # the demo secret (DevKeys)
+now = int(time.time())
+occurred = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+with open(out, "wb") as file:
+    for index in range(count):
+        millis = int(time.time() * 1000)
+        tx = "TX-" + millis.to_bytes(6, "big").hex() + os.urandom(10).hex()
+        body = json.dumps({"type": "wallet.credit", "provider_tx_id": tx, "account": accounts[index % len(accounts)],
+                           "direction": "credit", "amount_pkr": "1.00", "status": "settled",
+                           "occurred_at": occurred, "memo": "wrk"}, separators=(",", ":"))
+        message = "msg_" + os.urandom(16).hex()
+        signature = base64.b64encode(hmac.new(secret, ("%s.%d.%s" % (message, now, body)).encode(), hashlib.sha256).digest())
+        request = ("POST /api/webhooks/wallet HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                   "webhook-id: %s\r\nwebhook-timestamp: %d\r\nwebhook-signature: v1,%s\r\nContent-Length: %d\r\n\r\n%s"
+                   % (port, message, now, signature.decode(), len(body), body)).encode()
+        file.write(len(request).to_bytes(4, "big") + request)
+EOF
+
+cat > "$work/replay.lua" << EOF
+-- Sends each pre-signed request once, in order; reports how many it had, so a window that ran out shows.
+local requests = {}
+local file = io.open("$work/requests.bin", "rb")
+local data = file:read("*a")
+file:close()
+local position = 1
+while position <= #data do
+  local a, b, c, d = data:byte(position, position + 3)
+  local length = ((a * 256 + b) * 256 + c) * 256 + d
+  requests[#requests + 1] = data:sub(position + 4, position + 3 + length)
+  position = position + 4 + length
+end
+local sent = 0
+request = function()
+  sent = sent + 1
+  return requests[sent] or requests[#requests]
+end
+done = function(summary, latency, _)
+  io.write(string.format("wrk-summary %d %d %d %d %d\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(99), #requests))
+end
+EOF
+cat > "$work/health.lua" << 'EOF'
+done = function(summary, latency, _)
+  io.write(string.format("wrk-summary %d %d %d %d 0\n", summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(99)))
+end
+EOF
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# "rate p99_ms non2xx cpu_us_per_request" of one wrk window.
+window() {
+  local script=$1 before after line
+  before=$(cpu_ticks "$server_pid")
+  line=$(wrk -t1 -c"$connections" -d"${seconds}s" -s "$script" "http://127.0.0.1:$port/" | grep '^wrk-summary')
+  after=$(cpu_ticks "$server_pid")
+  set -- $line
+  local requests=$2 micros=$3 errors=$4 p99=$5 available=$6
+  if [ "$available" -gt 0 ] && [ "$requests" -ge "$available" ]; then
+    echo "bench-wrk: the window sent all $available pre-signed deposits; raise the count" >&2
+    exit 1
+  fi
+  # /proc/<pid>/stat counts clock ticks of 10 ms.
+  echo "$((requests * 1000000 / micros)) $((p99 / 1000)).$(printf '%03d' $((p99 % 1000))) $errors $(((after - before) * 10000 / requests))"
+}
+
+echo "| run | health req/s | mint req/s | × health | mint p99 ms | non-2xx | server CPU µs/mint | health CPU µs/req |"
+echo "|---|---|---|---|---|---|---|---|"
+for run in $(seq 1 "$runs"); do
+  mkdir -p "$work/db$run"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  env PORT="$port" HOST=127.0.0.1 SQLITE_PATH="$work/db$run/gateway.sqlite3" PROVIDER_SQLITE_PATH="$work/db$run/provider.sqlite3" \
+    PKR_DEMO_SEED_ON_START=1 PKR_WEBHOOK_PUSH=1 PKR_RECONCILE_INTERVAL_S=0 PKR_INVARIANT_CHECK_INTERVAL_S=0 LOG_LEVEL=error \
+    MAX_SINGLE_MINT_PKR=5000000.00 "$binary" serve &
+  server_pid=$!
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/api/health" > /dev/null && break; sleep 0.05; done
+  python3 "$work/prepare.py" "$port" "$customers" $((seconds * 25000)) "$work/requests.bin"
+  wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/api/health" > /dev/null  # warm-up
+  read -r health_rate _ _ health_cpu <<< "$(window "$work/health.lua")"
+  read -r mint_rate mint_p99 mint_errors mint_cpu <<< "$(window "$work/replay.lua")"
+  echo "| $run | $health_rate | $mint_rate | $(awk "BEGIN {printf \"%.2f\", $mint_rate / $health_rate}") | $mint_p99 | $mint_errors | $mint_cpu | $health_cpu |"
+  kill "$server_pid"; wait "$server_pid" 2> /dev/null || true
+  server_pid=
+  rm -rf "$work/db$run"
+done
