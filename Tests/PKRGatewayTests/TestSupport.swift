@@ -25,11 +25,27 @@ import Testing
 let testCSRFToken = String(repeating: "t", count: 64)
 let devSecret = try! WebhookSecret(encoded: DevKeys.webhookSecret)
 
+/// A fresh directory for one test's files, inside this test process's own directory. Names stay short: a PostgreSQL
+/// cluster keeps its Unix socket in one (`OutageTests`), and a socket path has at most 107 bytes.
 func temporaryDirectory() throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("pkr-test-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    let url = testRunDirectory.appendingPathComponent(String(testDirectoryCount.add(1, ordering: .relaxed).newValue))
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false)
     return url
 }
+
+private let testDirectoryCount = Atomic<Int>(0)
+
+/// Every test's databases and logs live under one directory per test process, removed when the process exits
+/// normally (not after a crash or a kill), so that test runs do not pile databases up in the system's temporary
+/// directory. `PKR_TEST_KEEP_FILES=1` keeps them for a look after the run.
+private let testRunDirectory: URL = {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("pkr-tests-\(getpid())-\(Crypto.hex(Crypto.randomBytes(3)))")
+    try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    if ProcessInfo.processInfo.environment["PKR_TEST_KEEP_FILES"] != "1" {
+        atexit { try? FileManager.default.removeItem(at: testRunDirectory) }
+    }
+    return url
+}()
 
 /// The engines every contract test runs against. PostgreSQL joins when scripts/test has started a cluster.
 enum TestEngine: String, CaseIterable, Sendable {
