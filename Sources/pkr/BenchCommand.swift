@@ -125,10 +125,11 @@ struct Bench: AsyncParsableCommand {
             defer { providerServer?.stop() }
             var gatewayEnv = serverEnv(env)
             if provider == .process {
-                let providerPort = try ServerSocketProbe.freePort()
+                var providerPort = try ServerSocketProbe.freePort()
+                while providerPort == serverPort { providerPort = try ServerSocketProbe.freePort() }
                 let started = try BenchServer(
                     binary: binary, arguments: ["provider", "serve"], port: providerPort, healthPath: "/health",
-                    environment: providerEnv(env, port: providerPort, gatewayPort: serverPort))
+                    environment: providerEnv(gatewayEnv, port: providerPort, gatewayPort: serverPort))
                 providerServer = started
                 guard try await started.waitUntilUp() else { throw ValidationError("the provider did not start") }
                 gatewayEnv["PKR_PROVIDER_URL"] = "http://127.0.0.1:\(providerPort)"
@@ -225,10 +226,10 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// The provider stub's own process on `port`, on the run's database (its file of its own on SQLite), pushing
-    /// to the server on `gatewayPort`.
-    func providerEnv(_ env: [String: String], port: Int, gatewayPort: Int) -> [String: String] {
-        var providerEnv = env
-        providerEnv["PKR_WEBHOOK_PUSH"] = "1"
+    /// to the server on `gatewayPort`. It takes the server's environment, `--server-env` included, so that it pushes
+    /// (`PKR_WEBHOOK_PUSH`) and signs (`PKR_WEBHOOK_SECRETS`) as the server expects.
+    func providerEnv(_ serverEnv: [String: String], port: Int, gatewayPort: Int) -> [String: String] {
+        var providerEnv = serverEnv
         providerEnv["PROVIDER_HOST"] = "127.0.0.1"
         providerEnv["PROVIDER_PORT"] = String(port)
         providerEnv["PROVIDER_WEBHOOK_URL"] = "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet"
@@ -657,11 +658,18 @@ final class BenchServer {
         return false
     }
 
+    /// SIGTERM, then SIGKILL if it has not exited within ten seconds, so that no child outlives the bench (whose
+    /// scratch removal then deletes its database).
     func stop() {
         guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
         var status: Int32 = 0
-        for _ in 0..<200 where waitpid(process.processIdentifier, &status, WNOHANG) == 0 { usleep(50_000) }
+        for attempt in 1...220 {
+            if waitpid(pid, &status, WNOHANG) != 0 { return }
+            if attempt == 200 { kill(pid, SIGKILL) }
+            usleep(50_000)
+        }
     }
 }
 
