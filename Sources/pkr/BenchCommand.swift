@@ -38,7 +38,9 @@ struct Bench: AsyncParsableCommand {
     var grow = 0
     @Option(
         name: .customLong("server-env"),
-        help: "KEY=VALUE for the server under test, after the bench's own settings (repeatable), e.g. PKR_METRICS=0.")
+        help: ArgumentHelp(
+            "KEY=VALUE for the server under test (and the provider with --provider process), after the bench's own "
+                + "settings (repeatable), e.g. PKR_METRICS=0."))
     var serverEnvironment: [String] = []
     @Option(
         help: ArgumentHelp(
@@ -230,6 +232,8 @@ struct Bench: AsyncParsableCommand {
     /// (`PKR_WEBHOOK_PUSH`) and signs (`PKR_WEBHOOK_SECRETS`) as the server expects.
     func providerEnv(_ serverEnv: [String: String], port: Int, gatewayPort: Int) -> [String: String] {
         var providerEnv = serverEnv
+        // The key the gateway calls with is the one the provider expects.
+        if providerEnv["PROVIDER_API_KEY"] == nil, let key = serverEnv["PKR_PROVIDER_API_KEY"] { providerEnv["PROVIDER_API_KEY"] = key }
         providerEnv["PROVIDER_HOST"] = "127.0.0.1"
         providerEnv["PROVIDER_PORT"] = String(port)
         providerEnv["PROVIDER_WEBHOOK_URL"] = "http://127.0.0.1:\(gatewayPort)/api/webhooks/wallet"
@@ -266,7 +270,8 @@ struct Bench: AsyncParsableCommand {
         }
         let health = try await drive(Benchmark.gets("/api/health", count: requests))
         let deposits = try await Benchmark.signedDeposits(
-            context.provider, accounts: context.customers.map(\.walletAccount), count: requests, secret: try devSecret())
+            context.provider, accounts: context.customers.map(\.walletAccount), count: requests,
+            secret: try GatewayConfig(values: serverEnv(context.env)).webhookSecrets[0])
         let bytesBefore = try await databaseBytes(context)
         var mints = try await drive(deposits)
         mints.databaseGrowthBytes = try await databaseBytes(context) - bytesBefore
@@ -523,8 +528,6 @@ struct Bench: AsyncParsableCommand {
     }
 
     // MARK: - Helpers
-
-    func devSecret() throws -> WebhookSecret { try WebhookSecret(encoded: DevKeys.webhookSecret) }
 
     func quietLogger() -> Logger {
         var logger = Logger(label: "pkr-bench")
