@@ -166,10 +166,12 @@ public enum Benchmark {
         // After the parenthesised command name: state is the first field, utime the 12th and stime the 13th.
         let fields = text[text.index(after: nameEnd)...].split(separator: " ")
         guard fields.count > 12, let user = Int64(fields[11]), let system = Int64(fields[12]) else { return nil }
-        let ticksPerSecond = Int64(sysconf(Int32(_SC_CLK_TCK)))
-        guard ticksPerSecond > 0 else { return nil }
-        return (user + system) * 1_000_000 / ticksPerSecond
+        guard clockTicksPerSecond > 0 else { return nil }
+        return (user + system) * 1_000_000 / clockTicksPerSecond
     }
+
+    /// The unit of `/proc/<pid>/stat`'s CPU times: the resolution of every CPU figure the bench prints.
+    public static let clockTicksPerSecond = Int64(sysconf(Int32(_SC_CLK_TCK)))
 
     /// Peak resident set (VmHWM) of a process, in KiB.
     public static func peakRSSKiB(pid: Int32) -> Int64? {

@@ -195,7 +195,7 @@ struct Bench: AsyncParsableCommand {
             say(
                 "server CPU at rest (\(engine.rawValue), \(phase) database, after its workloads): median "
                     + "\(median(resting) / 1000) ms per second, max \((resting.last ?? 0) / 1000) ms over \(resting.count) "
-                    + "windows of \(Self.restingWindowSeconds) s (in clock ticks of 10 ms)")
+                    + "windows of \(Self.restingWindowSeconds) s (in clock ticks of \(1000 / max(1, Benchmark.clockTicksPerSecond)) ms)")
             let passes = reconcileMicros[phase, default: []].sorted()
             say(
                 "reconciler pass finding nothing new (\(engine.rawValue), \(phase) database): median \(ms(median(passes))) ms, "
